@@ -1,0 +1,2 @@
+//! clawy-agent
+pub mod cli;

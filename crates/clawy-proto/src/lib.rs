@@ -1,0 +1,1 @@
+//! clawy-proto

@@ -1,0 +1,2 @@
+//! clawy-server
+pub mod cli;

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian package the platform's tests need. Idempotent: a package
+# that is already installed costs one dpkg query.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(
+  # storage
+  postgresql postgresql-client
+  # host agent: VMs, seeds, networking
+  qemu-system-x86 qemu-utils genisoimage nftables iproute2 iputils-ping netcat-openbsd
+  # test guest image ingredients (unpacked, never installed on the host)
+  busybox-static cpio
+  # mail sink for password-reset and report notifications
+  python3-aiosmtpd
+  # edge and browser tests, load tool
+  caddy chromium chromium-driver wrk
+  curl ca-certificates openssl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian starts services it installs; the tests start their own instances.
+systemctl disable --now caddy >/dev/null 2>&1 || true
