@@ -1,1 +1,2 @@
 //! clawy-proto
+pub mod agent;
