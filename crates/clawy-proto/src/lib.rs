@@ -1,2 +1,3 @@
 //! clawy-proto
 pub mod agent;
+pub mod api;
