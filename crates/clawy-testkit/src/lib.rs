@@ -1,1 +1,2 @@
 //! clawy-testkit
+pub mod browser;
