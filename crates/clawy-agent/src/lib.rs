@@ -1,2 +1,3 @@
 //! clawy-agent
 pub mod cli;
+pub mod network;

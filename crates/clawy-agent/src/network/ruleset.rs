@@ -1,0 +1,427 @@
+//! The agent's nftables ruleset as text (pure: no I/O), and the parser that reads
+//! the per-VM elements back from `nft -j` so a restarted agent keeps them.
+//!
+//! The RULES depend only on the config; everything per VM (anti-spoof pairs, port
+//! forwards) lives in sets and maps, so the rule count stays constant as VMs and
+//! forwards are added (issue 3's nftables scale requirement).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use clawy_proto::agent::Protocol;
+
+use super::TAP_PREFIX;
+use super::config::{MacAddr, NetworkConfig};
+
+/// One tap's registered (MAC, IP) pair: the only source addresses its frames may carry.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AllowedPair {
+    pub tap: String,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+}
+
+/// Where a forwarded host port goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ForwardTarget {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+/// The per-VM data held in the agent's sets and maps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elements {
+    pub allowed: BTreeSet<AllowedPair>,
+    pub fwd_tcp: BTreeMap<u16, ForwardTarget>,
+    pub fwd_udp: BTreeMap<u16, ForwardTarget>,
+}
+
+impl Elements {
+    pub fn fwd(&self, proto: Protocol) -> &BTreeMap<u16, ForwardTarget> {
+        match proto {
+            Protocol::Tcp => &self.fwd_tcp,
+            Protocol::Udp => &self.fwd_udp,
+        }
+    }
+}
+
+/// Name of the forward map for a protocol.
+pub fn fwd_map(proto: Protocol) -> &'static str {
+    match proto {
+        Protocol::Tcp => "fwd_tcp",
+        Protocol::Udp => "fwd_udp",
+    }
+}
+
+pub fn proto_name(proto: Protocol) -> &'static str {
+    match proto {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+pub fn l2_table(cfg: &NetworkConfig) -> String {
+    format!("{}_l2", cfg.table)
+}
+
+/// The whole ruleset as one `nft -f` script. Each table is declared, deleted and
+/// recreated in the same transaction, so the replace is atomic and never leaves a
+/// window without filtering (ISO-3).
+pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
+    let t = &cfg.table;
+    let l2 = l2_table(cfg);
+    let br = &cfg.bridge;
+    let up = &cfg.uplink;
+    let subnet = cfg.subnet;
+    let taps = format!("{TAP_PREFIX}*");
+    let mut s = String::new();
+
+    // The inet table: NAT and the routed (L3) filter.
+    let _ = writeln!(
+        s,
+        "table inet {t} {{}}\ndelete table inet {t}\ntable inet {t} {{"
+    );
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        let _ = writeln!(
+            s,
+            "  map {} {{\n    type inet_service : ipv4_addr . inet_service",
+            fwd_map(proto)
+        );
+        let elems: Vec<String> = elements
+            .fwd(proto)
+            .iter()
+            .map(|(hp, to)| format!("{hp} : {} . {}", to.ip, to.port))
+            .collect();
+        if !elems.is_empty() {
+            let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
+        }
+        let _ = writeln!(s, "  }}");
+    }
+    // NET-5: only host ports present in the maps are DNATed to a VM; any other
+    // inbound port never reaches the bridge (see the forward chain's final drop).
+    let _ = writeln!(
+        s,
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;"
+    );
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        let p = proto_name(proto);
+        let _ = writeln!(
+            s,
+            "    iifname \"{up}\" meta l4proto {p} dnat ip to {p} dport map @{}",
+            fwd_map(proto)
+        );
+    }
+    let _ = writeln!(s, "  }}");
+    // ISO-3: VMs reach the internet only masqueraded behind the uplink address.
+    let _ = writeln!(
+        s,
+        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {subnet} oifname \"{up}\" masquerade\n  }}"
+    );
+    // The forward chain only judges traffic touching our bridge and accepts the
+    // rest, so the host's own firewall keeps deciding about everything else (a drop
+    // policy here would override other tables' accepts). For bridge traffic it ends
+    // in an explicit drop: the effective policy is drop.
+    let _ = writeln!(
+        s,
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
+         iifname != \"{br}\" oifname != \"{br}\" accept\n    \
+         ct state established,related accept\n    \
+         iifname \"{br}\" oifname \"{br}\" drop comment \"ISO-3: no VM-to-VM through the host\"\n    \
+         iifname \"{br}\" oifname \"{up}\" ip saddr {subnet} accept\n    \
+         iifname \"{up}\" oifname \"{br}\" ct status dnat accept comment \"NET-5: explicit forwards only\"\n    \
+         drop\n  }}"
+    );
+    // ISO-3: from the bridge a VM reaches the host only on the configured ports.
+    let _ = writeln!(
+        s,
+        "  chain input {{\n    type filter hook input priority filter; policy accept;\n    \
+         iifname != \"{br}\" accept\n    ct state established,related accept"
+    );
+    if !cfg.host_ports_for_vms.is_empty() {
+        let ports: BTreeSet<u16> = cfg.host_ports_for_vms.iter().copied().collect();
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        let _ = writeln!(s, "    tcp dport {{ {} }} accept", ports.join(", "));
+    }
+    let _ = writeln!(s, "    drop\n  }}\n}}");
+
+    // The bridge table: L2 anti-spoofing and tap-to-tap drop.
+    let _ = writeln!(
+        s,
+        "table bridge {l2} {{}}\ndelete table bridge {l2}\ntable bridge {l2} {{"
+    );
+    let _ = writeln!(
+        s,
+        "  set allowed {{\n    type ifname . ether_addr . ipv4_addr"
+    );
+    let elems: Vec<String> = elements
+        .allowed
+        .iter()
+        .map(|a| format!("\"{}\" . {} . {}", a.tap, a.mac, a.ip))
+        .collect();
+    if !elems.is_empty() {
+        let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
+    }
+    let _ = writeln!(s, "  }}");
+    // ISO-3: a tap may only send IPv4 and ARP with its own registered MAC and IP;
+    // forged addresses, IPv6 and anything else from a VM are dropped at L2.
+    let _ = writeln!(
+        s,
+        "  chain prerouting {{\n    type filter hook prerouting priority filter; policy accept;\n    \
+         iifname != \"{taps}\" accept\n    \
+         ether type ip iifname . ether saddr . ip saddr @allowed accept\n    \
+         ether type arp iifname . ether saddr . arp saddr ip @allowed iifname . arp saddr ether . arp saddr ip @allowed accept\n    \
+         drop comment \"ISO-3: spoofed or unregistered source\"\n  }}"
+    );
+    // ISO-3: belt and braces on top of bridge port isolation.
+    let _ = writeln!(
+        s,
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
+         iifname \"{taps}\" oifname \"{taps}\" drop comment \"ISO-3: no VM-to-VM at L2\"\n  }}\n}}"
+    );
+    s
+}
+
+/// Script that deletes the agent's tables if present (teardown).
+pub fn render_delete(cfg: &NetworkConfig) -> String {
+    let t = &cfg.table;
+    let l2 = l2_table(cfg);
+    format!(
+        "table inet {t} {{}}\ndelete table inet {t}\ntable bridge {l2} {{}}\ndelete table bridge {l2}\n"
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read nft JSON output: {0}")]
+pub struct ParseError(pub String);
+
+fn perr(what: impl Into<String>) -> ParseError {
+    ParseError(what.into())
+}
+
+fn as_port(v: &serde_json::Value) -> Result<u16, ParseError> {
+    match v {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .ok_or_else(|| perr(format!("port {n}"))),
+        serde_json::Value::String(s) => s.parse().map_err(|_| perr(format!("port {s}"))),
+        other => Err(perr(format!("port {other}"))),
+    }
+}
+
+fn as_str(v: &serde_json::Value) -> Result<&str, ParseError> {
+    v.as_str()
+        .ok_or_else(|| perr(format!("expected a string, got {v}")))
+}
+
+fn as_ip(v: &serde_json::Value) -> Result<Ipv4Addr, ParseError> {
+    let s = as_str(v)?;
+    s.parse().map_err(|_| perr(format!("ipv4 {s}")))
+}
+
+fn concat(v: &serde_json::Value) -> Result<&Vec<serde_json::Value>, ParseError> {
+    v.get("concat")
+        .and_then(|c| c.as_array())
+        .ok_or_else(|| perr(format!("expected a concat, got {v}")))
+}
+
+/// Reads the sets' and maps' elements out of `nft -j list table …` outputs (either
+/// table may be missing: pass an empty string).
+pub fn parse_elements(inet_json: &str, bridge_json: &str) -> Result<Elements, ParseError> {
+    let mut out = Elements::default();
+    for doc in [inet_json, bridge_json] {
+        if doc.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(doc).map_err(|e| perr(e.to_string()))?;
+        let objects = v
+            .get("nftables")
+            .and_then(|n| n.as_array())
+            .ok_or_else(|| perr("no `nftables` array"))?;
+        for obj in objects {
+            let (body, is_map) = match (obj.get("map"), obj.get("set")) {
+                (Some(m), _) => (m, true),
+                (None, Some(s)) => (s, false),
+                _ => continue,
+            };
+            let name = body.get("name").and_then(|n| n.as_str()).unwrap_or("");
+            let Some(elems) = body.get("elem").and_then(|e| e.as_array()) else {
+                continue;
+            };
+            match (is_map, name) {
+                (true, "fwd_tcp" | "fwd_udp") => {
+                    let map = if name == "fwd_tcp" {
+                        &mut out.fwd_tcp
+                    } else {
+                        &mut out.fwd_udp
+                    };
+                    for e in elems {
+                        let pair = e
+                            .as_array()
+                            .filter(|a| a.len() == 2)
+                            .ok_or_else(|| perr(format!("map element {e}")))?;
+                        let to = concat(&pair[1])?;
+                        if to.len() != 2 {
+                            return Err(perr(format!("map value {}", pair[1])));
+                        }
+                        map.insert(
+                            as_port(&pair[0])?,
+                            ForwardTarget {
+                                ip: as_ip(&to[0])?,
+                                port: as_port(&to[1])?,
+                            },
+                        );
+                    }
+                }
+                (false, "allowed") => {
+                    for e in elems {
+                        let parts = concat(e)?;
+                        if parts.len() != 3 {
+                            return Err(perr(format!("set element {e}")));
+                        }
+                        let mac = as_str(&parts[1])?
+                            .parse()
+                            .map_err(|err: super::config::MacParseError| perr(err.to_string()))?;
+                        out.allowed.insert(AllowedPair {
+                            tap: as_str(&parts[0])?.to_owned(),
+                            mac,
+                            ip: as_ip(&parts[2])?,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Number of rules in an `nft -j list …` output.
+pub fn count_rules(json: &str) -> Result<usize, ParseError> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| perr(e.to_string()))?;
+    let objects = v
+        .get("nftables")
+        .and_then(|n| n.as_array())
+        .ok_or_else(|| perr("no `nftables` array"))?;
+    Ok(objects.iter().filter(|o| o.get("rule").is_some()).count())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn cfg() -> NetworkConfig {
+        let mut c = NetworkConfig::new("10.77.3.0/24".parse().unwrap(), "eth0");
+        c.host_ports_for_vms = vec![8443, 53, 8443];
+        c
+    }
+
+    fn elements(n: u16) -> Elements {
+        let mut e = Elements::default();
+        for i in 0..n {
+            let ip = Ipv4Addr::new(10, 77, 3, 2 + (i % 200) as u8);
+            e.fwd_tcp.insert(22000 + i, ForwardTarget { ip, port: 22 });
+            e.allowed.insert(AllowedPair {
+                tap: format!("clawyt{i:09x}"),
+                mac: MacAddr([0x52, 0x54, 0, 0, (i >> 8) as u8, i as u8]),
+                ip,
+            });
+        }
+        e
+    }
+
+    fn rule_lines(script: &str) -> usize {
+        // Rule lines inside chains: everything indented by four spaces that is not a
+        // chain header (`type …`) or map/set body.
+        script
+            .lines()
+            .filter(|l| {
+                l.starts_with("    ")
+                    && !l.starts_with("    type ")
+                    && !l.starts_with("    elements")
+            })
+            .count()
+    }
+
+    #[test]
+    fn iso3_ruleset_has_isolation_rules() {
+        let s = render(&cfg(), &Elements::default());
+        assert!(
+            s.contains("ip saddr 10.77.3.0/24 oifname \"eth0\" masquerade"),
+            "{s}"
+        );
+        assert!(
+            s.contains("iifname \"clawybr0\" oifname \"clawybr0\" drop"),
+            "{s}"
+        );
+        assert!(
+            s.contains("iifname \"clawyt*\" oifname \"clawyt*\" drop"),
+            "{s}"
+        );
+        assert!(s.contains("ether type ip iifname . ether saddr . ip saddr @allowed accept"));
+        // Host ports a VM may use: deduplicated and sorted.
+        assert!(s.contains("tcp dport { 53, 8443 } accept"), "{s}");
+        // Atomic replace: declare, delete, define for both tables.
+        assert!(s.starts_with("table inet clawy {}\ndelete table inet clawy\ntable inet clawy {"));
+        assert!(s.contains("table bridge clawy_l2 {}\ndelete table bridge clawy_l2\n"));
+    }
+
+    #[test]
+    fn net5_only_mapped_ports_are_dnated() {
+        let s = render(&cfg(), &elements(2));
+        assert!(s.contains("iifname \"eth0\" meta l4proto tcp dnat ip to tcp dport map @fwd_tcp"));
+        assert!(
+            s.contains("elements = { 22000 : 10.77.3.2 . 22, 22001 : 10.77.3.3 . 22 }"),
+            "{s}"
+        );
+        assert!(s.contains("iifname \"eth0\" oifname \"clawybr0\" ct status dnat accept"));
+    }
+
+    #[test]
+    fn no_host_ports_means_no_accept_rule() {
+        let mut c = cfg();
+        c.host_ports_for_vms.clear();
+        let s = render(&c, &Elements::default());
+        assert!(!s.contains("tcp dport {"), "{s}");
+    }
+
+    #[test]
+    fn rule_count_independent_of_elements() {
+        let few = rule_lines(&render(&cfg(), &elements(1)));
+        let many = rule_lines(&render(&cfg(), &elements(1000)));
+        assert_eq!(few, many);
+        assert!(few > 10);
+    }
+
+    #[test]
+    fn parse_elements_reads_nft_json() {
+        let inet = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"table": {"family": "inet", "name": "clawy", "handle": 5}}, {"map": {"family": "inet", "name": "fwd_tcp", "table": "clawy", "type": "inet_service", "handle": 2, "map": "ipv4_addr . inet_service", "elem": [[22001, {"concat": ["10.9.0.2", 22]}], ["22002", {"concat": ["10.9.0.3", "2222"]}]]}}, {"map": {"family": "inet", "name": "fwd_udp", "table": "clawy", "type": "inet_service", "handle": 3, "map": "ipv4_addr . inet_service"}}]}"#;
+        let bridge = r#"{"nftables": [{"set": {"family": "bridge", "name": "allowed", "table": "clawy_l2", "type": ["ifname", "ether_addr", "ipv4_addr"], "handle": 3, "elem": [{"concat": ["clawyt1", "52:54:00:00:00:01", "10.9.0.2"]}]}}, {"rule": {"family": "bridge"}}]}"#;
+        let e = parse_elements(inet, bridge).unwrap();
+        assert_eq!(e.fwd_tcp.len(), 2);
+        assert_eq!(
+            e.fwd_tcp[&22002],
+            ForwardTarget {
+                ip: Ipv4Addr::new(10, 9, 0, 3),
+                port: 2222
+            }
+        );
+        assert!(e.fwd_udp.is_empty());
+        assert_eq!(e.allowed.len(), 1);
+        assert_eq!(count_rules(bridge).unwrap(), 1);
+        assert_eq!(parse_elements("", "").unwrap(), Elements::default());
+    }
+
+    #[test]
+    fn render_then_parse_roundtrip_shape() {
+        // What render writes as elements is what parse reads back (via nft's JSON in
+        // the integration tests); here: the text forms agree with the JSON forms.
+        let e = elements(3);
+        let s = render(&cfg(), &e);
+        for a in &e.allowed {
+            assert!(s.contains(&format!("\"{}\" . {} . {}", a.tap, a.mac, a.ip)));
+        }
+    }
+}
