@@ -11,6 +11,8 @@ packages=(
   qemu-system-x86 qemu-utils genisoimage nftables iproute2 iputils-ping netcat-openbsd
   # test guest image ingredients (unpacked, never installed on the host)
   busybox-static cpio
+  # test guest disk (scripts/build-test-guest.sh) and the netns port forwarder
+  syslinux syslinux-common mtools dosfstools socat
   # mail sink for password-reset and report notifications
   python3-aiosmtpd
   # edge and browser tests, load tool
