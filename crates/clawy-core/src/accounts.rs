@@ -1,0 +1,659 @@
+//! Accounts (AUTH-1): signup, sign-in, password change and reset, operators.
+//!
+//! AUTH-1: passwords are hashed with bcrypt at the configured cost (≥ 12 outside tests)
+//! on a blocking thread; plaintext is never stored, logged or sent. Passwords must be
+//! 12–72 bytes (longer ones are refused, never truncated), score ≥ 3 in zxcvbn with the
+//! email as user input, and not be on the embedded common-password list.
+//!
+//! Unknown email and wrong password give the same error and take the same time: an
+//! unknown email is checked against a dummy bcrypt hash of the same cost.
+//!
+//! Password reset links are `<base_url>/reset-password?token=<token>` (the web layer
+//! must not log query strings). The token is 256 random bits, stored as SHA-256 only,
+//! valid for one hour and for one use.
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::Core;
+use crate::audit::{AuditAction, Caller};
+use crate::clock::ms_to_datetime;
+use crate::crypto::{Token, random_token, sha256_hex};
+use crate::db::b2i;
+use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+use crate::mail::Mail;
+use crate::throttle::ThrottleError;
+
+pub const PASSWORD_MIN_CHARS: usize = 12;
+/// bcrypt only reads 72 bytes; longer passwords are refused rather than truncated.
+pub const PASSWORD_MAX_BYTES: usize = 72;
+pub const EMAIL_MAX_LEN: usize = 254;
+/// Password reset tokens live one hour.
+pub const RESET_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub is_operator: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}")]
+    InvalidEmail(String),
+    #[error("The password is too short: use at least {PASSWORD_MIN_CHARS} characters.")]
+    PasswordTooShort,
+    #[error(
+        "The password is too long: bcrypt only uses the first {PASSWORD_MAX_BYTES} bytes, so we refuse longer ones instead of silently ignoring the rest. Use at most {PASSWORD_MAX_BYTES} bytes."
+    )]
+    PasswordTooLong,
+    #[error("This password is on the list of the most common passwords. Choose another one.")]
+    PasswordCommon,
+    #[error("This password is too easy to guess. {0}")]
+    PasswordWeak(String),
+    #[error("An account with this email address already exists.")]
+    EmailTaken,
+    #[error("Email or password is wrong.")]
+    InvalidCredentials,
+    #[error("The current password is wrong.")]
+    WrongCurrentPassword,
+    #[error("This password-reset link is invalid, expired or already used. Request a new one.")]
+    ResetTokenInvalid,
+    #[error("Too many attempts. Try again in {} seconds.", retry_after.as_secs())]
+    Throttled { retry_after: Duration },
+    #[error("No such user.")]
+    NotFound,
+    #[error(transparent)]
+    Internal(InternalError),
+}
+internal_from!(AccountError);
+
+impl From<InternalError> for AccountError {
+    fn from(e: InternalError) -> Self {
+        AccountError::Internal(e)
+    }
+}
+
+impl From<ThrottleError> for AccountError {
+    fn from(e: ThrottleError) -> Self {
+        match e {
+            ThrottleError::Throttled { retry_after } => AccountError::Throttled { retry_after },
+            ThrottleError::Internal(i) => AccountError::Internal(i),
+        }
+    }
+}
+
+impl DomainError for AccountError {
+    fn code(&self) -> &'static str {
+        match self {
+            AccountError::InvalidEmail(_) => "invalid_email",
+            AccountError::PasswordTooShort => "password_too_short",
+            AccountError::PasswordTooLong => "password_too_long",
+            AccountError::PasswordCommon => "password_common",
+            AccountError::PasswordWeak(_) => "password_weak",
+            AccountError::EmailTaken => "email_taken",
+            AccountError::InvalidCredentials => "invalid_credentials",
+            AccountError::WrongCurrentPassword => "wrong_current_password",
+            AccountError::ResetTokenInvalid => "reset_token_invalid",
+            AccountError::Throttled { .. } => "too_many_attempts",
+            AccountError::NotFound => "not_found",
+            AccountError::Internal(_) => "internal",
+        }
+    }
+    fn kind(&self) -> ErrorKind {
+        match self {
+            AccountError::InvalidEmail(_) => ErrorKind::Invalid { field: "email" },
+            AccountError::PasswordTooShort
+            | AccountError::PasswordTooLong
+            | AccountError::PasswordCommon
+            | AccountError::PasswordWeak(_) => ErrorKind::Invalid { field: "password" },
+            AccountError::EmailTaken => ErrorKind::Conflict,
+            AccountError::InvalidCredentials => ErrorKind::Unauthorized,
+            AccountError::WrongCurrentPassword => ErrorKind::Invalid {
+                field: "current_password",
+            },
+            AccountError::ResetTokenInvalid => ErrorKind::Invalid { field: "token" },
+            AccountError::Throttled { retry_after } => ErrorKind::Throttled {
+                retry_after: *retry_after,
+            },
+            AccountError::NotFound => ErrorKind::NotFound,
+            AccountError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Trims, lowercases and checks an email address.
+pub fn normalize_email(email: &str) -> Result<String, AccountError> {
+    let e = email.trim().to_lowercase();
+    let bad = |m: &str| Err(AccountError::InvalidEmail(m.to_string()));
+    if e.is_empty() {
+        return bad("Enter an email address.");
+    }
+    if e.len() > EMAIL_MAX_LEN {
+        return bad("This email address is too long.");
+    }
+    let Some((local, domain)) = e.split_once('@') else {
+        return bad("This is not an email address (it has no @).");
+    };
+    if local.is_empty() || local.len() > 64 || domain.contains('@') {
+        return bad("This is not a valid email address.");
+    }
+    if e.chars().any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\\\"[]".contains(c)) {
+        return bad("An email address cannot contain spaces or any of < > ( ) , ; : \\ \" [ ].");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2
+        || labels.iter().any(|l| {
+            l.is_empty()
+                || l.len() > 63
+                || l.starts_with('-')
+                || l.ends_with('-')
+                || !l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+    {
+        return bad("The part after @ is not a valid domain name.");
+    }
+    Ok(e)
+}
+
+fn common_passwords() -> &'static HashSet<String> {
+    static SET: OnceLock<HashSet<String>> = OnceLock::new();
+    SET.get_or_init(|| {
+        include_str!("../data/common-passwords.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_lowercase)
+            .collect()
+    })
+}
+
+/// True if the password (lowercased, and again with trailing digits and punctuation
+/// removed) is on the common-password list.
+pub fn is_common_password(password: &str) -> bool {
+    let lower = password.to_lowercase();
+    let set = common_passwords();
+    if set.contains(&lower) {
+        return true;
+    }
+    let stripped = lower.trim_end_matches(|c: char| c.is_ascii_digit() || c.is_ascii_punctuation());
+    !stripped.is_empty() && set.contains(stripped)
+}
+
+/// The password policy (AUTH-1). `email` is passed to zxcvbn as user input.
+pub fn check_password_policy(password: &str, email: &str) -> Result<(), AccountError> {
+    if password.len() > PASSWORD_MAX_BYTES {
+        return Err(AccountError::PasswordTooLong);
+    }
+    if password.chars().count() < PASSWORD_MIN_CHARS {
+        return Err(AccountError::PasswordTooShort);
+    }
+    if is_common_password(password) {
+        return Err(AccountError::PasswordCommon);
+    }
+    let local = email.split('@').next().unwrap_or("");
+    let inputs = [email, local, "clawy", "openclaw"];
+    let entropy = zxcvbn::zxcvbn(password, &inputs);
+    if (entropy.score() as u8) < 3 {
+        let hint = entropy
+            .feedback()
+            .and_then(|f| {
+                f.warning()
+                    .map(|w| w.to_string())
+                    .or_else(|| f.suggestions().first().map(|s| s.to_string()))
+            })
+            .unwrap_or_else(|| "Add more words or characters that are hard to guess.".to_string());
+        return Err(AccountError::PasswordWeak(hint));
+    }
+    Ok(())
+}
+
+pub(crate) fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        is_operator: r.try_get::<i64, _>("is_operator")? != 0,
+        created_at: ms_to_datetime(r.try_get("created_at")?),
+    })
+}
+
+const USER_COLS: &str = "id, email, is_operator, created_at";
+
+pub struct Accounts<'a> {
+    pub(crate) core: &'a Core,
+}
+
+impl Accounts<'_> {
+    async fn hash_password(&self, password: &str) -> Result<String, AccountError> {
+        let cost = self.core.config().bcrypt_cost;
+        let pw = zeroize::Zeroizing::new(password.to_string());
+        let hash =
+            tokio::task::spawn_blocking(move || bcrypt::non_truncating_hash(pw.as_bytes(), cost))
+                .await??;
+        Ok(hash)
+    }
+
+    /// bcrypt verification on a blocking thread; `false` for any malformed input.
+    async fn verify_password(&self, password: &str, hash: String) -> Result<bool, AccountError> {
+        let pw = zeroize::Zeroizing::new(password.to_string());
+        Ok(tokio::task::spawn_blocking(move || {
+            bcrypt::non_truncating_verify(pw.as_bytes(), &hash).unwrap_or(false)
+        })
+        .await?)
+    }
+
+    /// A hash of a random password at the configured cost, to spend the same time on
+    /// unknown emails as on real ones.
+    async fn dummy_hash(&self) -> Result<String, AccountError> {
+        let cost = self.core.config().bcrypt_cost;
+        let h = self
+            .core
+            .dummy_hash
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || bcrypt::hash(random_token(), cost)).await?
+                    .map_err(AccountError::from)
+            })
+            .await?;
+        Ok(h.clone())
+    }
+
+    async fn insert_user(
+        &self,
+        email: &str,
+        password: &SecretString,
+        is_operator: bool,
+    ) -> Result<User, AccountError> {
+        let email = normalize_email(email)?;
+        check_password_policy(password.expose_secret(), &email)?;
+        if self.find_by_email(&email).await?.is_some() {
+            return Err(AccountError::EmailTaken);
+        }
+        let hash = self.hash_password(password.expose_secret()).await?;
+        let now = self.core.now_ms();
+        let id = uuid::Uuid::new_v4().to_string();
+        let res = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, is_operator, created_at, password_changed_at) \
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(&id)
+        .bind(&email)
+        .bind(&hash)
+        .bind(b2i(is_operator))
+        .bind(now)
+        .execute(self.core.store().pool())
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                return Err(AccountError::EmailTaken);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(User {
+            id,
+            email,
+            is_operator,
+            created_at: ms_to_datetime(now),
+        })
+    }
+
+    /// Self-service signup.
+    pub async fn signup(
+        &self,
+        email: &str,
+        password: &SecretString,
+        caller: &Caller,
+    ) -> Result<User, AccountError> {
+        let user = self.insert_user(email, password, false).await?;
+        self.core
+            .audit()
+            .record(Some(&user.id), caller, AuditAction::Signup, "")
+            .await?;
+        Ok(user)
+    }
+
+    /// Creates a user (admin CLI). Same password policy as signup.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &SecretString,
+        is_operator: bool,
+        caller: &Caller,
+    ) -> Result<User, AccountError> {
+        let user = self.insert_user(email, password, is_operator).await?;
+        let detail = if is_operator { "operator" } else { "" };
+        self.core
+            .audit()
+            .record(Some(&user.id), caller, AuditAction::UserCreated, detail)
+            .await?;
+        Ok(user)
+    }
+
+    /// Sign-in with throttling (AUTH-5) and auditing. Unknown email and wrong password
+    /// both give [`AccountError::InvalidCredentials`] after the same bcrypt work.
+    /// The caller creates the session afterwards (`core.sessions().create`).
+    pub async fn authenticate(
+        &self,
+        email: &str,
+        password: &SecretString,
+        caller: &Caller,
+    ) -> Result<User, AccountError> {
+        // An invalid address is treated like an unknown one (same answer, same time).
+        let email_key = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
+        let found = self.find_with_hash(&email_key).await?;
+        let user_id = found.as_ref().map(|(u, _)| u.id.clone());
+
+        if let Err(e) = self.core.throttle().check_login(&caller.client, &email_key).await {
+            if let ThrottleError::Throttled { retry_after } = &e {
+                self.core
+                    .audit()
+                    .record(
+                        user_id.as_deref(),
+                        caller,
+                        AuditAction::LoginThrottled,
+                        &format!("retry after {} s", retry_after.as_secs()),
+                    )
+                    .await?;
+            }
+            return Err(e.into());
+        }
+
+        let password = password.expose_secret();
+        let (hash, user) = match found {
+            Some((u, h)) => (h, Some(u)),
+            None => (self.dummy_hash().await?, None),
+        };
+        // Over-long input is run against the dummy so the time stays the same.
+        let ok = if password.len() > PASSWORD_MAX_BYTES {
+            let _ = self.verify_password("", self.dummy_hash().await?).await?;
+            false
+        } else {
+            self.verify_password(password, hash).await?
+        };
+        match (ok, user) {
+            (true, Some(user)) => {
+                self.core.throttle().login_succeeded(&email_key).await?;
+                let caller = Caller::user(&user, caller.client.clone());
+                self.core
+                    .audit()
+                    .record(Some(&user.id), &caller, AuditAction::LoginOk, "")
+                    .await?;
+                Ok(user)
+            }
+            _ => {
+                self.core
+                    .audit()
+                    .record(user_id.as_deref(), caller, AuditAction::LoginFailed, "")
+                    .await?;
+                self.core
+                    .throttle()
+                    .login_failed(&caller.client, &email_key, user_id.as_deref())
+                    .await?;
+                Err(AccountError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Changes the password after checking the current one; ends every other session of
+    /// the user (AUTH-3). `keep_session` is the public id of the session making the
+    /// change (web), or `None` (API: all sessions end).
+    pub async fn change_password(
+        &self,
+        user_id: &str,
+        current: &SecretString,
+        new: &SecretString,
+        keep_session: Option<&str>,
+        caller: &Caller,
+    ) -> Result<(), AccountError> {
+        let (user, hash) = self
+            .find_with_hash_by_id(user_id)
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        self.core
+            .throttle()
+            .check_login(&caller.client, &user.email)
+            .await?;
+        let cur = current.expose_secret();
+        if cur.len() > PASSWORD_MAX_BYTES || !self.verify_password(cur, hash).await? {
+            self.core
+                .throttle()
+                .login_failed(&caller.client, &user.email, Some(&user.id))
+                .await?;
+            return Err(AccountError::WrongCurrentPassword);
+        }
+        check_password_policy(new.expose_secret(), &user.email)?;
+        self.set_password_hash(&user.id, new).await?;
+        let sessions = self.core.sessions();
+        match keep_session {
+            Some(keep) => sessions.revoke_all_except(&user.id, keep).await?,
+            None => sessions.revoke_all(&user.id).await?,
+        };
+        self.core
+            .audit()
+            .record(Some(&user.id), caller, AuditAction::PasswordChanged, "")
+            .await?;
+        Ok(())
+    }
+
+    async fn set_password_hash(&self, user_id: &str, new: &SecretString) -> Result<(), AccountError> {
+        let hash = self.hash_password(new.expose_secret()).await?;
+        sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
+            .bind(hash)
+            .bind(self.core.now_ms())
+            .bind(user_id)
+            .execute(self.core.store().pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Creates a one-time reset token for the user and returns it (shown or mailed once).
+    pub async fn create_password_reset_token(&self, user_id: &str) -> Result<Token, AccountError> {
+        let token = Token::new(random_token());
+        let now = self.core.now_ms();
+        sqlx::query(
+            "INSERT INTO password_resets (id, token_hash, user_id, created_at, expires_at, used_at) \
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(sha256_hex(token.expose()))
+        .bind(user_id)
+        .bind(now)
+        .bind(now + RESET_TOKEN_TTL.as_millis() as i64)
+        .execute(self.core.store().pool())
+        .await?;
+        Ok(token)
+    }
+
+    /// The reset link for a token.
+    pub fn reset_link(&self, token: &Token) -> String {
+        self.core
+            .config()
+            .link(&format!("/reset-password?token={}", token.expose()))
+    }
+
+    /// Emails a reset link if the address has an account. Answers the same whether or
+    /// not it does (no account enumeration); the mail is sent in the background.
+    /// Rate-limited per client address.
+    pub async fn request_password_reset(&self, email: &str, caller: &Caller) -> Result<(), AccountError> {
+        let email = normalize_email(email)?;
+        let subject = caller
+            .client
+            .addr_string()
+            .unwrap_or_else(|| "unknown".to_string());
+        let per_hour = self.core.config().throttle.password_resets_per_hour;
+        self.core
+            .throttle()
+            .hit("password_reset", &subject, per_hour, Duration::from_secs(3600))
+            .await?;
+        let Some(user) = self.find_by_email(&email).await? else {
+            return Ok(());
+        };
+        let token = self.create_password_reset_token(&user.id).await?;
+        let link = self.reset_link(&token);
+        drop(token);
+        self.core
+            .audit()
+            .record(Some(&user.id), caller, AuditAction::PasswordResetRequested, "")
+            .await?;
+        let mail = Mail {
+            to: user.email.clone(),
+            subject: "Reset your Clawy password".to_string(),
+            body: format!(
+                "Someone (hopefully you) asked to reset the password of your Clawy account {}.\n\n\
+                 Open this link within one hour to choose a new password:\n\n{}\n\n\
+                 The link works once. If you did not ask for this, ignore this mail: \
+                 your password stays as it is.\n",
+                user.email, link
+            ),
+            kind: "password_reset",
+        };
+        self.core.mailer().send_in_background(mail);
+        Ok(())
+    }
+
+    /// Sets a new password with a reset token: the token is used up, every session of
+    /// the user ends, and other outstanding reset tokens die.
+    pub async fn complete_password_reset(
+        &self,
+        token: &SecretString,
+        new_password: &SecretString,
+        caller: &Caller,
+    ) -> Result<User, AccountError> {
+        let now = self.core.now_ms();
+        let hash = sha256_hex(token.expose_secret().trim());
+        let row = sqlx::query(
+            "SELECT id, user_id FROM password_resets \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(&hash)
+        .bind(now)
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(AccountError::ResetTokenInvalid)?;
+        let reset_id: String = row.try_get("id")?;
+        let user_id: String = row.try_get("user_id")?;
+        let user = self.get_user(&user_id).await?;
+        // Check the policy before using the token up, so a refused password does not
+        // burn the link.
+        check_password_policy(new_password.expose_secret(), &user.email)?;
+        let used = sqlx::query("UPDATE password_resets SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(&reset_id)
+            .execute(self.core.store().pool())
+            .await?;
+        if used.rows_affected() != 1 {
+            return Err(AccountError::ResetTokenInvalid);
+        }
+        sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(&user.id)
+            .execute(self.core.store().pool())
+            .await?;
+        self.set_password_hash(&user.id, new_password).await?;
+        self.core.sessions().revoke_all(&user.id).await?;
+        self.core.throttle().login_succeeded(&user.email).await?;
+        self.core
+            .audit()
+            .record(Some(&user.id), caller, AuditAction::PasswordReset, "")
+            .await?;
+        Ok(user)
+    }
+
+    pub async fn get_user(&self, user_id: &str) -> Result<User, AccountError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))
+            .bind(user_id)
+            .fetch_optional(self.core.store().pool())
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        Ok(user_from_row(&row)?)
+    }
+
+    /// Looks a user up by (normalised) email.
+    pub async fn find_by_email(&self, email: &str) -> Result<Option<User>, AccountError> {
+        let email = email.trim().to_lowercase();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE email = $1")))
+            .bind(&email)
+            .fetch_optional(self.core.store().pool())
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn find_with_hash(&self, email: &str) -> Result<Option<(User, String)>, AccountError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLS}, password_hash FROM users WHERE email = $1"
+        )))
+        .bind(email)
+        .fetch_optional(self.core.store().pool())
+        .await?;
+        match row {
+            Some(r) => Ok(Some((user_from_row(&r)?, r.try_get("password_hash")?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn find_with_hash_by_id(&self, id: &str) -> Result<Option<(User, String)>, AccountError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLS}, password_hash FROM users WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.core.store().pool())
+        .await?;
+        match row {
+            Some(r) => Ok(Some((user_from_row(&r)?, r.try_get("password_hash")?))),
+            None => Ok(None),
+        }
+    }
+
+    /// All users, oldest first (operators' users page).
+    pub async fn list_users(&self) -> Result<Vec<User>, AccountError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users ORDER BY created_at, email")))
+            .fetch_all(self.core.store().pool())
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn count_users(&self) -> Result<i64, AccountError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(self.core.store().pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Grants or removes the operator flag.
+    pub async fn set_operator(&self, user_id: &str, is_operator: bool, caller: &Caller) -> Result<User, AccountError> {
+        let res = sqlx::query("UPDATE users SET is_operator = $1 WHERE id = $2")
+            .bind(b2i(is_operator))
+            .bind(user_id)
+            .execute(self.core.store().pool())
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(AccountError::NotFound);
+        }
+        self.core
+            .audit()
+            .record(
+                Some(user_id),
+                caller,
+                AuditAction::OperatorChanged,
+                if is_operator { "granted" } else { "removed" },
+            )
+            .await?;
+        self.get_user(user_id).await
+    }
+}
+
+impl From<crate::sessions::SessionError> for AccountError {
+    fn from(e: crate::sessions::SessionError) -> Self {
+        match e {
+            crate::sessions::SessionError::Internal(i) => AccountError::Internal(i),
+            other => AccountError::Internal(InternalError::other(other.to_string())),
+        }
+    }
+}

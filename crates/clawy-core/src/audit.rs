@@ -1,0 +1,363 @@
+//! Append-only audit log of account events (ACCESS-3 groundwork).
+//!
+//! There is no update or delete function in this module, and the table refuses UPDATE
+//! and DELETE with triggers on both backends. Events never carry a secret: `detail`
+//! holds names, ids, key prefixes and fingerprints only.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use std::net::IpAddr;
+
+use crate::Core;
+use crate::api_keys::Tier;
+use crate::clock::ms_to_datetime;
+use crate::error::InternalError;
+
+/// What happened. Stored as its snake_case text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    Signup,
+    UserCreated,
+    OperatorChanged,
+    LoginOk,
+    LoginFailed,
+    LoginThrottled,
+    AccountLocked,
+    Logout,
+    PasswordChanged,
+    PasswordResetRequested,
+    PasswordReset,
+    SessionRevoked,
+    SessionsRevoked,
+    ApiKeyCreated,
+    ApiKeyRegenerated,
+    ApiKeyRevoked,
+    ApiKeyThrottled,
+    SshKeyAdded,
+    SshKeyRemoved,
+    ReportSubmitted,
+}
+
+impl AuditAction {
+    pub const ALL: &'static [AuditAction] = &[
+        AuditAction::Signup,
+        AuditAction::UserCreated,
+        AuditAction::OperatorChanged,
+        AuditAction::LoginOk,
+        AuditAction::LoginFailed,
+        AuditAction::LoginThrottled,
+        AuditAction::AccountLocked,
+        AuditAction::Logout,
+        AuditAction::PasswordChanged,
+        AuditAction::PasswordResetRequested,
+        AuditAction::PasswordReset,
+        AuditAction::SessionRevoked,
+        AuditAction::SessionsRevoked,
+        AuditAction::ApiKeyCreated,
+        AuditAction::ApiKeyRegenerated,
+        AuditAction::ApiKeyRevoked,
+        AuditAction::ApiKeyThrottled,
+        AuditAction::SshKeyAdded,
+        AuditAction::SshKeyRemoved,
+        AuditAction::ReportSubmitted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Signup => "signup",
+            AuditAction::UserCreated => "user_created",
+            AuditAction::OperatorChanged => "operator_changed",
+            AuditAction::LoginOk => "login_ok",
+            AuditAction::LoginFailed => "login_failed",
+            AuditAction::LoginThrottled => "login_throttled",
+            AuditAction::AccountLocked => "account_locked",
+            AuditAction::Logout => "logout",
+            AuditAction::PasswordChanged => "password_changed",
+            AuditAction::PasswordResetRequested => "password_reset_requested",
+            AuditAction::PasswordReset => "password_reset",
+            AuditAction::SessionRevoked => "session_revoked",
+            AuditAction::SessionsRevoked => "sessions_revoked",
+            AuditAction::ApiKeyCreated => "api_key_created",
+            AuditAction::ApiKeyRegenerated => "api_key_regenerated",
+            AuditAction::ApiKeyRevoked => "api_key_revoked",
+            AuditAction::ApiKeyThrottled => "api_key_throttled",
+            AuditAction::SshKeyAdded => "ssh_key_added",
+            AuditAction::SshKeyRemoved => "ssh_key_removed",
+            AuditAction::ReportSubmitted => "report_submitted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AuditAction> {
+        Self::ALL.iter().copied().find(|a| a.as_str() == s)
+    }
+
+    /// A short human label for the activity page.
+    pub fn label(self) -> &'static str {
+        match self {
+            AuditAction::Signup => "Account created",
+            AuditAction::UserCreated => "Account created by an operator",
+            AuditAction::OperatorChanged => "Operator role changed",
+            AuditAction::LoginOk => "Signed in",
+            AuditAction::LoginFailed => "Failed sign-in",
+            AuditAction::LoginThrottled => "Sign-in attempts throttled",
+            AuditAction::AccountLocked => "Sign-in temporarily locked after failures",
+            AuditAction::Logout => "Signed out",
+            AuditAction::PasswordChanged => "Password changed",
+            AuditAction::PasswordResetRequested => "Password reset requested",
+            AuditAction::PasswordReset => "Password reset",
+            AuditAction::SessionRevoked => "Session revoked",
+            AuditAction::SessionsRevoked => "Sessions revoked",
+            AuditAction::ApiKeyCreated => "API key created",
+            AuditAction::ApiKeyRegenerated => "API key regenerated",
+            AuditAction::ApiKeyRevoked => "API key revoked",
+            AuditAction::ApiKeyThrottled => "API key attempts throttled",
+            AuditAction::SshKeyAdded => "SSH key added",
+            AuditAction::SshKeyRemoved => "SSH key removed",
+            AuditAction::ReportSubmitted => "Security report submitted",
+        }
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who did something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// Not signed in (signup, login attempts, report form).
+    Anonymous,
+    /// The platform itself (admin CLI, background jobs).
+    System,
+    /// A person signed in with a web session.
+    User { user_id: String, email: String },
+    /// A request authenticated with an API key.
+    ApiKey {
+        user_id: String,
+        key_id: String,
+        prefix: String,
+        tier: Tier,
+    },
+    /// An operator acting on someone else's account or instance.
+    Operator { user_id: String, email: String },
+}
+
+impl Actor {
+    /// The stored actor text: `user:<email>`, `api_key:<prefix>`, `operator:<email>`,
+    /// `system`, `anonymous`.
+    pub fn describe(&self) -> String {
+        match self {
+            Actor::Anonymous => "anonymous".to_string(),
+            Actor::System => "system".to_string(),
+            Actor::User { email, .. } => format!("user:{email}"),
+            Actor::ApiKey { prefix, .. } => format!("api_key:{prefix}"),
+            Actor::Operator { email, .. } => format!("operator:{email}"),
+        }
+    }
+
+    /// The user the actor acts as, if any.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Actor::User { user_id, .. }
+            | Actor::ApiKey { user_id, .. }
+            | Actor::Operator { user_id, .. } => Some(user_id),
+            Actor::Anonymous | Actor::System => None,
+        }
+    }
+
+    /// The API-key tier of the actor; `None` for web sessions and the system, which
+    /// have the full rights of their account.
+    pub fn api_key_tier(&self) -> Option<Tier> {
+        match self {
+            Actor::ApiKey { tier, .. } => Some(*tier),
+            _ => None,
+        }
+    }
+}
+
+/// Where a request came from (the client address as resolved by
+/// [`crate::config::ServerConfig::resolve_client_addr`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub addr: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    pub fn new(addr: IpAddr, user_agent: Option<&str>) -> Self {
+        ClientInfo {
+            addr: Some(addr),
+            user_agent: user_agent.map(|s| truncate_chars(s, 256)),
+        }
+    }
+    pub fn none() -> Self {
+        ClientInfo::default()
+    }
+    pub fn addr_string(&self) -> Option<String> {
+        self.addr.map(|a| a.to_string())
+    }
+}
+
+/// Who is calling, from where: passed to every state-changing domain call so it can
+/// write the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub actor: Actor,
+    pub client: ClientInfo,
+}
+
+impl Caller {
+    pub fn new(actor: Actor, client: ClientInfo) -> Self {
+        Caller { actor, client }
+    }
+    pub fn system() -> Self {
+        Caller::new(Actor::System, ClientInfo::none())
+    }
+    pub fn anonymous(client: ClientInfo) -> Self {
+        Caller::new(Actor::Anonymous, client)
+    }
+    pub fn user(user: &crate::accounts::User, client: ClientInfo) -> Self {
+        Caller::new(
+            Actor::User {
+                user_id: user.id.clone(),
+                email: user.email.clone(),
+            },
+            client,
+        )
+    }
+    pub fn api_key(key: &crate::api_keys::ApiKey, client: ClientInfo) -> Self {
+        Caller::new(
+            Actor::ApiKey {
+                user_id: key.user_id.clone(),
+                key_id: key.id.clone(),
+                prefix: key.prefix.clone(),
+                tier: key.tier,
+            },
+            client,
+        )
+    }
+}
+
+/// One stored event.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    /// Increasing sequence number; also the pagination cursor (`before`).
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// The account the event belongs to (its owner reads it), if any.
+    pub user_id: Option<String>,
+    pub actor: String,
+    pub action: String,
+    pub client_addr: Option<String>,
+    pub detail: String,
+}
+
+impl AuditEvent {
+    pub fn action_kind(&self) -> Option<AuditAction> {
+        AuditAction::parse(&self.action)
+    }
+    pub fn label(&self) -> &str {
+        self.action_kind().map(AuditAction::label).unwrap_or(&self.action)
+    }
+}
+
+pub struct Audit<'a> {
+    pub(crate) core: &'a Core,
+}
+
+impl Audit<'_> {
+    /// Appends an event. `user_id` is the account it belongs to (shown to its owner).
+    pub async fn record(
+        &self,
+        user_id: Option<&str>,
+        caller: &Caller,
+        action: AuditAction,
+        detail: &str,
+    ) -> Result<(), InternalError> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, user_id, actor, action, client_addr, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(self.core.now_ms())
+        .bind(user_id.map(str::to_string))
+        .bind(caller.actor.describe())
+        .bind(action.as_str())
+        .bind(caller.client.addr_string())
+        .bind(truncate_chars(detail, 500))
+        .execute(self.core.store().pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Like [`Audit::record`] but only logs a failure: used where the audit write must
+    /// not turn a successful action into an error.
+    pub async fn record_best_effort(
+        &self,
+        user_id: Option<&str>,
+        caller: &Caller,
+        action: AuditAction,
+        detail: &str,
+    ) {
+        if let Err(e) = self.record(user_id, caller, action, detail).await {
+            tracing::error!(error = ?e, action = action.as_str(), "could not write audit event");
+        }
+    }
+
+    /// The account's events, newest first; `before` is an event id (cursor).
+    pub async fn list_for_user(
+        &self,
+        user_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEvent>, InternalError> {
+        let limit = i64::from(limit.clamp(1, 500));
+        let rows = sqlx::query(
+            "SELECT id, at, user_id, actor, action, client_addr, detail FROM audit_events \
+             WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(user_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(self.core.store().pool())
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// All events, newest first (operators).
+    pub async fn list_all(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEvent>, InternalError> {
+        let limit = i64::from(limit.clamp(1, 500));
+        let rows = sqlx::query(
+            "SELECT id, at, user_id, actor, action, client_addr, detail FROM audit_events \
+             WHERE id < $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(self.core.store().pool())
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}
+
+fn event_from_row(r: &sqlx::any::AnyRow) -> Result<AuditEvent, InternalError> {
+    Ok(AuditEvent {
+        id: r.try_get("id")?,
+        at: ms_to_datetime(r.try_get("at")?),
+        user_id: r.try_get("user_id")?,
+        actor: r.try_get("actor")?,
+        action: r.try_get("action")?,
+        client_addr: r.try_get("client_addr")?,
+        detail: r.try_get("detail")?,
+    })
+}
+
+pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}

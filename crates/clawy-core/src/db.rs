@@ -1,0 +1,243 @@
+//! Storage: one `sqlx::AnyPool` over SQLite (default) or PostgreSQL.
+//!
+//! One SQL dialect for both (docs/DECISIONS.md): `$N` placeholders, TEXT ids, BIGINT
+//! unix-ms times, BIGINT 0/1 booleans. Migrations are per backend in
+//! `migrations/{sqlite,postgres}` and embedded in the binary.
+//!
+//! DATA-4: the SQLite file is created with mode 0600 (and its directory 0700) before
+//! SQLite opens it; a PostgreSQL URL is passed through untouched, so
+//! `sslmode=verify-full&sslrootcert=/path/ca.crt` gives an encrypted, verified
+//! connection.
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::ServerConfig;
+use crate::crypto::create_private_dir;
+use crate::error::{DomainError, ErrorKind, InternalError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database_url `{0}` is neither sqlite:// nor postgres://")]
+    UnsupportedUrl(String),
+    #[error("cannot prepare the SQLite file {path}: {source}")]
+    SqliteFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database: {0}")]
+    Connect(sqlx::Error),
+    #[error("database migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+impl DomainError for StoreError {
+    fn code(&self) -> &'static str {
+        match self {
+            StoreError::UnsupportedUrl(_) => "database_url_unsupported",
+            StoreError::SqliteFile { .. } => "database_file",
+            StoreError::Connect(_) => "database_connect",
+            StoreError::Migrate(_) => "database_migrate",
+            StoreError::Internal(_) => "internal",
+        }
+    }
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Internal
+    }
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The database handle. Cheap to clone (the pool is reference-counted).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `config.database_url` and runs migrations. For SQLite, creates the
+    /// data directory (0700) and the file (0600) first, and turns on WAL.
+    pub async fn connect(config: &ServerConfig) -> Result<Store, StoreError> {
+        Self::connect_url(&config.database_url).await
+    }
+
+    /// Connects to a URL and runs migrations.
+    pub async fn connect_url(url: &str) -> Result<Store, StoreError> {
+        install_default_drivers();
+        if url.starts_with("sqlite:") {
+            let path = sqlite_path(url)?;
+            prepare_sqlite_file(&path)?;
+            let url = format!("sqlite://{}?mode=rw", encode_path(&path));
+            let pool = AnyPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // foreign_keys is on by default in sqlx-sqlite, busy_timeout 5 s;
+                        // set both explicitly so the invariant is visible here.
+                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .map_err(StoreError::Connect)?;
+            // WAL is persistent in the file; set it once.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(StoreError::Connect)?;
+            SQLITE_MIGRATOR.run(&pool).await?;
+            Ok(Store {
+                pool,
+                backend: Backend::Sqlite,
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await
+                .map_err(StoreError::Connect)?;
+            POSTGRES_MIGRATOR.run(&pool).await?;
+            Ok(Store {
+                pool,
+                backend: Backend::Postgres,
+            })
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Cheap liveness check for `/healthz`.
+    pub async fn ping(&self) -> Result<(), InternalError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// The file path of a `sqlite:` URL (`sqlite://path`, `sqlite:path`, `sqlite:///abs`).
+pub fn sqlite_path(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::UnsupportedUrl(url.to_string()))?;
+    let rest = rest.split('?').next().unwrap_or("");
+    if rest.is_empty() || rest == ":memory:" {
+        return Err(StoreError::UnsupportedUrl(format!(
+            "{url} (in-memory databases are not supported; give a file path)"
+        )));
+    }
+    let decoded = percent_decode(rest);
+    Ok(PathBuf::from(decoded))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn encode_path(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3F"),
+            '#' => out.push_str("%23"),
+            ' ' => out.push_str("%20"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Creates the directory (0700) and the database file (0600) before SQLite opens it,
+/// so the file never exists with wider permissions (DATA-4).
+fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::SqliteFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir(dir).map_err(io)?;
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    // An existing file with wider permissions is tightened.
+    for p in [
+        path.to_path_buf(),
+        PathBuf::from(format!("{}-wal", path.display())),
+        PathBuf::from(format!("{}-shm", path.display())),
+    ] {
+        if let Ok(meta) = std::fs::metadata(&p) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A database URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("[redacted]"));
+            }
+            u.to_string()
+        }
+        Err(_) => "[unparseable url]".to_string(),
+    }
+}
+
+/// A boolean as stored (BIGINT 0/1).
+pub(crate) fn b2i(b: bool) -> i64 {
+    i64::from(b)
+}

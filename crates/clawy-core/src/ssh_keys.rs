@@ -1,0 +1,302 @@
+//! SSH public keys (for AUTH-4: keys are installed into VMs by cloud-init; sshd is
+//! key-only).
+//!
+//! Accepted: ed25519, ecdsa-sha2-nistp256/384/521, rsa with at least 3072 bits, and
+//! the FIDO security-key variants (sk-ssh-ed25519, sk-ecdsa-sha2-nistp256). Refused:
+//! DSA, shorter RSA, anything unparseable, and pasted *private* keys — with a message
+//! telling the person to rotate that key, since it has now been exposed. Fingerprints
+//! are SHA256 (as `ssh-keygen -l` prints them); the same key twice for one user is
+//! refused.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use ssh_key::public::KeyData;
+use ssh_key::{HashAlg, PublicKey};
+
+use crate::Core;
+use crate::audit::{AuditAction, Caller};
+use crate::clock::ms_to_datetime;
+use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+
+pub const MIN_RSA_BITS: usize = 3072;
+pub const NAME_MAX_CHARS: usize = 64;
+/// Longer than any sane public key line (RSA 16384 is ~2.8 KB).
+pub const KEY_MAX_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshKeyError {
+    #[error("Give the key a name of 1 to {NAME_MAX_CHARS} characters.")]
+    InvalidName,
+    #[error(
+        "This is a PRIVATE key. Never paste a private key anywhere: treat it as exposed now. Create a new key pair (ssh-keygen -t ed25519), remove the old public key from every server that trusts it, and paste the new .pub file here (it starts with ssh-ed25519)."
+    )]
+    PrivateKey,
+    #[error("This is not an OpenSSH public key. Paste one line from your .pub file, like `ssh-ed25519 AAAA… you@laptop`.")]
+    Unparseable,
+    #[error("Paste exactly one public key.")]
+    MultipleKeys,
+    #[error("DSA keys are refused: they are limited to 1024 bits and deprecated by OpenSSH. Use ssh-keygen -t ed25519.")]
+    Dsa,
+    #[error("This RSA key has {bits} bits; at least {MIN_RSA_BITS} are required. Use ssh-keygen -t ed25519 (or -t rsa -b 4096).")]
+    RsaTooShort { bits: usize },
+    #[error("Key type `{0}` is not supported. Use ed25519, ecdsa or rsa (≥ 3072 bits).")]
+    UnsupportedType(String),
+    #[error("You have already added this key.")]
+    Duplicate,
+    #[error("No such SSH key.")]
+    NotFound,
+    #[error(transparent)]
+    Internal(InternalError),
+}
+internal_from!(SshKeyError);
+
+impl From<InternalError> for SshKeyError {
+    fn from(e: InternalError) -> Self {
+        SshKeyError::Internal(e)
+    }
+}
+
+impl DomainError for SshKeyError {
+    fn code(&self) -> &'static str {
+        match self {
+            SshKeyError::InvalidName => "invalid_name",
+            SshKeyError::PrivateKey => "private_key_pasted",
+            SshKeyError::Unparseable => "invalid_public_key",
+            SshKeyError::MultipleKeys => "multiple_keys",
+            SshKeyError::Dsa => "dsa_refused",
+            SshKeyError::RsaTooShort { .. } => "rsa_too_short",
+            SshKeyError::UnsupportedType(_) => "unsupported_key_type",
+            SshKeyError::Duplicate => "duplicate_key",
+            SshKeyError::NotFound => "not_found",
+            SshKeyError::Internal(_) => "internal",
+        }
+    }
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SshKeyError::InvalidName => ErrorKind::Invalid { field: "name" },
+            SshKeyError::PrivateKey
+            | SshKeyError::Unparseable
+            | SshKeyError::MultipleKeys
+            | SshKeyError::Dsa
+            | SshKeyError::RsaTooShort { .. }
+            | SshKeyError::UnsupportedType(_) => ErrorKind::Invalid { field: "public_key" },
+            SshKeyError::Duplicate => ErrorKind::Conflict,
+            SshKeyError::NotFound => ErrorKind::NotFound,
+            SshKeyError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// A validated public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedKey {
+    /// e.g. `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`.
+    pub algorithm: String,
+    /// e.g. `SHA256:abc…` (as `ssh-keygen -lf` prints it).
+    pub fingerprint: String,
+    /// Key bits for RSA, `None` otherwise.
+    pub rsa_bits: Option<usize>,
+    /// The canonical `type base64 comment` line.
+    pub openssh: String,
+    pub comment: String,
+}
+
+fn rsa_bits(n: &ssh_key::Mpint) -> usize {
+    match n.as_positive_bytes() {
+        Some(b) if !b.is_empty() => (b.len() - 1) * 8 + (8 - b[0].leading_zeros() as usize),
+        _ => 0,
+    }
+}
+
+/// Parses and checks one OpenSSH public key line.
+pub fn parse_public_key(text: &str) -> Result<ParsedKey, SshKeyError> {
+    // Checked first and on the raw input: a private key must never be echoed or parsed.
+    if text.contains("PRIVATE KEY") || text.contains("PuTTY-User-Key-File") {
+        return Err(SshKeyError::PrivateKey);
+    }
+    if text.len() > KEY_MAX_BYTES {
+        return Err(SshKeyError::Unparseable);
+    }
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let line = match lines.as_slice() {
+        [one] => *one,
+        [] => return Err(SshKeyError::Unparseable),
+        _ => return Err(SshKeyError::MultipleKeys),
+    };
+    if line.starts_with("ssh-dss ") {
+        return Err(SshKeyError::Dsa);
+    }
+    let key = PublicKey::from_openssh(line).map_err(|_| SshKeyError::Unparseable)?;
+    let mut bits = None;
+    match key.key_data() {
+        KeyData::Ed25519(_)
+        | KeyData::Ecdsa(_)
+        | KeyData::SkEd25519(_)
+        | KeyData::SkEcdsaSha2NistP256(_) => {}
+        KeyData::Rsa(rsa) => {
+            let b = rsa_bits(&rsa.n);
+            if b < MIN_RSA_BITS {
+                return Err(SshKeyError::RsaTooShort { bits: b });
+            }
+            bits = Some(b);
+        }
+        KeyData::Dsa(_) => return Err(SshKeyError::Dsa),
+        other => return Err(SshKeyError::UnsupportedType(other.algorithm().as_str().to_string())),
+    }
+    let openssh = key.to_openssh().map_err(|_| SshKeyError::Unparseable)?;
+    Ok(ParsedKey {
+        algorithm: key.algorithm().as_str().to_string(),
+        fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+        rsa_bits: bits,
+        openssh,
+        comment: key.comment().to_string(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SshKey {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub algorithm: String,
+    pub fingerprint: String,
+    /// The canonical public key line (what cloud-init installs).
+    pub public_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn validate_name(name: &str) -> Result<String, SshKeyError> {
+    let name = name.trim();
+    let n = name.chars().count();
+    if n == 0 || n > NAME_MAX_CHARS || name.chars().any(char::is_control) {
+        return Err(SshKeyError::InvalidName);
+    }
+    Ok(name.to_string())
+}
+
+fn key_from_row(r: &sqlx::any::AnyRow) -> Result<SshKey, sqlx::Error> {
+    Ok(SshKey {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        name: r.try_get("name")?,
+        algorithm: r.try_get("algorithm")?,
+        fingerprint: r.try_get("fingerprint")?,
+        public_key: r.try_get("public_key")?,
+        created_at: ms_to_datetime(r.try_get("created_at")?),
+    })
+}
+
+const COLS: &str = "id, user_id, name, algorithm, fingerprint, public_key, created_at";
+
+pub struct SshKeys<'a> {
+    pub(crate) core: &'a Core,
+}
+
+impl SshKeys<'_> {
+    /// Validates and stores a public key for the user. An empty `name` takes the key's
+    /// comment (or its type).
+    pub async fn add(&self, user_id: &str, name: &str, public_key: &str, caller: &Caller) -> Result<SshKey, SshKeyError> {
+        let parsed = parse_public_key(public_key)?;
+        let name = if name.trim().is_empty() {
+            if parsed.comment.trim().is_empty() { parsed.algorithm.clone() } else { parsed.comment.clone() }
+        } else {
+            name.to_string()
+        };
+        let name = validate_name(&name)?;
+        let exists = sqlx::query("SELECT id FROM ssh_keys WHERE user_id = $1 AND fingerprint = $2")
+            .bind(user_id)
+            .bind(&parsed.fingerprint)
+            .fetch_optional(self.core.store().pool())
+            .await?;
+        if exists.is_some() {
+            return Err(SshKeyError::Duplicate);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.core.now_ms();
+        let res = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO ssh_keys ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        )))
+        .bind(&id)
+        .bind(user_id)
+        .bind(&name)
+        .bind(&parsed.algorithm)
+        .bind(&parsed.fingerprint)
+        .bind(&parsed.openssh)
+        .bind(now)
+        .execute(self.core.store().pool())
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => return Err(SshKeyError::Duplicate),
+            Err(e) => return Err(e.into()),
+        }
+        self.core
+            .audit()
+            .record(
+                Some(user_id),
+                caller,
+                AuditAction::SshKeyAdded,
+                &format!("\"{name}\" {} {}", parsed.algorithm, parsed.fingerprint),
+            )
+            .await?;
+        Ok(SshKey {
+            id,
+            user_id: user_id.to_string(),
+            name,
+            algorithm: parsed.algorithm,
+            fingerprint: parsed.fingerprint,
+            public_key: parsed.openssh,
+            created_at: ms_to_datetime(now),
+        })
+    }
+
+    /// The user's keys, oldest first.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<SshKey>, SshKeyError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM ssh_keys WHERE user_id = $1 ORDER BY created_at, id"
+        )))
+        .bind(user_id)
+        .fetch_all(self.core.store().pool())
+        .await?;
+        Ok(rows.iter().map(key_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// One of the user's keys; another user's key is [`SshKeyError::NotFound`].
+    pub async fn get(&self, user_id: &str, key_id: &str) -> Result<SshKey, SshKeyError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM ssh_keys WHERE id = $1 AND user_id = $2")))
+            .bind(key_id)
+            .bind(user_id)
+            .fetch_optional(self.core.store().pool())
+            .await?
+            .ok_or(SshKeyError::NotFound)?;
+        Ok(key_from_row(&row)?)
+    }
+
+    /// Deletes one of the user's keys.
+    pub async fn delete(&self, user_id: &str, key_id: &str, caller: &Caller) -> Result<(), SshKeyError> {
+        let key = self.get(user_id, key_id).await?;
+        let res = sqlx::query("DELETE FROM ssh_keys WHERE id = $1 AND user_id = $2")
+            .bind(key_id)
+            .bind(user_id)
+            .execute(self.core.store().pool())
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(SshKeyError::NotFound);
+        }
+        self.core
+            .audit()
+            .record(
+                Some(user_id),
+                caller,
+                AuditAction::SshKeyRemoved,
+                &format!("\"{}\" {} {}", key.name, key.algorithm, key.fingerprint),
+            )
+            .await?;
+        Ok(())
+    }
+}
