@@ -1,10 +1,193 @@
-//! `clawy agent …` (placeholder until the host agent lands).
+//! `clawy agent …`: run the agent, show its certificate fingerprint, manage its
+//! bearer tokens, and tear down what it created on the host.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-#[derive(clap::Args, Debug)]
-pub struct AgentArgs {}
+use anyhow::Context;
+use clap::{Args, Subcommand};
 
-pub fn run(_args: AgentArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the host agent is not built yet")
+use crate::api::{ApiState, router};
+use crate::config::{AgentConfig, ProcessEnv};
+use crate::drivers::qemu::QemuDriver;
+use crate::executor::Executor;
+use crate::tokens::TokenVerifier;
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Config file (TOML); `CLAWY_AGENT_*` variables override it.
+    #[arg(long, global = true, env = "CLAWY_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AgentCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Run the agent (HTTPS API); prints the certificate fingerprint and address.
+    Run,
+    /// Print the SHA-256 fingerprint of the agent's certificate.
+    Fingerprint,
+    /// Manage bearer tokens for the control plane.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Remove the agent's bridge, taps and nftables tables from this host.
+    Teardown {
+        /// Kill running VMs first instead of refusing.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print it once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (names, ids, creation times; never the tokens).
+    List,
+    /// Revoke a token by name or id; takes effect without a restart.
+    Revoke { name_or_id: String },
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let config = AgentConfig::load(args.config.as_deref(), &ProcessEnv)?;
+    if let Some(net) = &config.network {
+        net.validate()?;
+    }
+    match args.command {
+        AgentCommand::Run => run_agent(config),
+        AgentCommand::Fingerprint => {
+            let fp = crate::tls::read_fingerprint(&config.state_dir).with_context(|| {
+                "no certificate yet: start the agent once with `clawy agent run`"
+            })?;
+            println!("{fp}");
+            Ok(ExitCode::SUCCESS)
+        }
+        AgentCommand::Token { command } => token(&config, command),
+        AgentCommand::Teardown { force } => teardown(config, force),
+    }
+}
+
+fn token(config: &AgentConfig, command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create { name } => {
+            let (rec, token) = crate::tokens::create(&config.state_dir, name.as_deref())?;
+            eprintln!(
+                "created token `{}` (id {}); it is shown only now:",
+                rec.name, rec.id
+            );
+            println!("{}", token.expose());
+        }
+        TokenCommand::List => {
+            for t in crate::tokens::list(&config.state_dir)? {
+                println!("{}\t{}\t{}", t.id, t.name, t.created_at);
+            }
+        }
+        TokenCommand::Revoke { name_or_id } => {
+            let rec = crate::tokens::revoke(&config.state_dir, &name_or_id)?;
+            println!("revoked token `{}` (id {})", rec.name, rec.id);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let identity = crate::tls::load_or_create(&config.state_dir)?;
+    if identity.created {
+        tracing::info!("generated a new agent certificate");
+    }
+    // Printed on every start so an operator (and the test harness) can pin it.
+    println!("agent certificate fingerprint (SHA-256): {}", identity.fingerprint);
+    let tls = crate::tls::server_config(&identity)?;
+    let config = Arc::new(config);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let driver = QemuDriver::new(config.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("starting the qemu driver: {e}"))?;
+        tracing::info!(accelerator = driver.accel().as_str(), "qemu driver ready");
+        let executor = Arc::new(Executor::new(config.clone(), Arc::new(driver)));
+        let state = ApiState {
+            executor,
+            tokens: Arc::new(TokenVerifier::new(&config.state_dir)),
+        };
+        let app = router(state, Duration::from_secs(config.stop_timeout_secs + 60));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        println!("listening on https://{addr}");
+        tracing::info!(%addr, "agent API listening (HTTPS only)");
+        tokio::select! {
+            r = crate::server::serve_tls(listener, tls, app) => r?,
+            _ = shutdown_signal() => tracing::info!("shutting down; VMs keep running"),
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+fn teardown(config: AgentConfig, force: bool) -> anyhow::Result<ExitCode> {
+    let running = crate::drivers::qemu::running_vms(&config.state_dir);
+    if !running.is_empty() {
+        let ids: Vec<&str> = running.iter().map(|(id, _)| id.as_str()).collect();
+        if !force {
+            anyhow::bail!(
+                "VMs are running ({}); stop them first or pass --force to kill them",
+                ids.join(", ")
+            );
+        }
+        for (id, pid) in &running {
+            if let Some(pid) = rustix::process::Pid::from_raw(*pid) {
+                eprintln!("killing VM {id} (pid {})", pid.as_raw_nonzero());
+                crate::drivers::qemu::process::kill(pid);
+            }
+        }
+    }
+    if let Some(net_cfg) = config.network.clone() {
+        let rt = runtime()?;
+        rt.block_on(async move {
+            let net = crate::network::Network::new(net_cfg)?;
+            net.teardown().await?;
+            Ok::<_, anyhow::Error>(())
+        })?;
+        println!("removed the agent's bridge, taps and nftables tables");
+    } else {
+        println!("no network configured; nothing to remove");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,3 +1,15 @@
-//! clawy-agent
+//! clawy-agent: the host agent. `api` parses requests into `executor::VmAction`s;
+//! only the `executor` acts, through a `drivers::Driver` (qemu now, proxmox later)
+//! and the host `network`. See docs/ARCHITECTURE.md.
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod drivers;
+pub mod error;
+pub mod executor;
+pub mod probe;
+pub mod server;
+pub mod spec;
+pub mod tls;
+pub mod tokens;
 pub mod network;

@@ -1,0 +1,82 @@
+//! Hypervisor drivers behind one trait.
+//!
+//! The trait is shaped for two very different back ends:
+//! - `qemu`: local processes. Every call finishes before it returns, so it answers
+//!   [`Op::Done`].
+//! - `proxmox` (later): PVE's REST API, where clone, start, stop, resize and delete
+//!   are asynchronous tasks identified by a UPID, VMs are locked while a task runs
+//!   (`lock: clone`), and new VMs are linked clones of a template. Such a driver
+//!   answers [`Op::Task`] with the UPID, and the executor polls
+//!   [`Driver::poll_task`] until the task ends. A driver whose step needs several
+//!   tasks (clone → config → resize) returns the first task and continues the next
+//!   time `ensure_vm` is called with the same spec: every method is idempotent, so
+//!   "call again until `Op::Done`" converges.
+//!
+//! Drivers hold no desired state of their own beyond what the hypervisor stores
+//! (QEMU: the state dir; PVE: the VM config), so an agent restart loses nothing.
+//! Validation, capacity and locking happen in the executor, not here.
+
+pub mod qemu;
+
+use async_trait::async_trait;
+use clawy_proto::agent::{VmSpec, VmStatus};
+
+use crate::error::AgentError;
+
+/// Identifier of a hypervisor task still running (a PVE UPID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskId(pub String);
+
+/// Result of a mutating driver call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// The change is complete.
+    Done,
+    /// The change continues as a task; poll it with [`Driver::poll_task`], then
+    /// repeat the call (idempotent) until it answers `Done`.
+    Task(TaskId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+/// Machine resources as a driver sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    pub cpu_cores: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+#[async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// `qemu` or `proxmox`.
+    fn name(&self) -> &'static str;
+    /// Accelerator in use (`kvm`/`tcg`), as probed at start-up.
+    fn accelerator(&self) -> &str;
+    /// What the machine has.
+    async fn machine(&self) -> Result<Machine, AgentError>;
+    /// Specs of every defined VM (cheap; used for capacity and conflicts).
+    async fn specs(&self) -> Result<Vec<(String, VmSpec)>, AgentError>;
+    /// Create the VM or bring its definition in line with `spec`. Does not change
+    /// the power state, except that changing port forwards applies live.
+    async fn ensure_vm(&self, id: &str, spec: &VmSpec) -> Result<Op, AgentError>;
+    /// Start; a running VM is left alone.
+    async fn start_vm(&self, id: &str) -> Result<Op, AgentError>;
+    /// Graceful stop (ACPI), forced after the configured timeout; a stopped VM is
+    /// left alone.
+    async fn stop_vm(&self, id: &str) -> Result<Op, AgentError>;
+    /// Reset a running VM; a stopped VM is an error (`conflict`).
+    async fn reboot_vm(&self, id: &str) -> Result<Op, AgentError>;
+    /// Stop and destroy everything of the VM (disk, seed, network). Absent is fine.
+    async fn delete_vm(&self, id: &str) -> Result<Op, AgentError>;
+    /// Status without the health probe (the executor adds it).
+    async fn vm_status(&self, id: &str) -> Result<VmStatus, AgentError>;
+    async fn list_vms(&self) -> Result<Vec<VmStatus>, AgentError>;
+    /// State of a task returned in [`Op::Task`].
+    async fn poll_task(&self, task: &TaskId) -> Result<TaskState, AgentError>;
+}

@@ -1,0 +1,542 @@
+//! The `qemu` driver: one daemonized `qemu-system-x86_64` per VM (ISO-1), driven
+//! over QMP, with a qcow2 overlay per VM (ISO-4) and a NoCloud seed.
+//!
+//! State dir layout, the only state the driver keeps:
+//! `<state>/vms/<id>/{spec.json, power, overlay.qcow2, seed.iso, qmp.sock, qemu.pid}`.
+//! `power` is the last power state *requested* (`defined`, `running`, `stopped`);
+//! a dead QEMU while `power` says `running` is a crash. `spec.json` is written last
+//! when a VM is created, so a directory without it is an unfinished creation that
+//! the next ensure starts over.
+
+pub mod accel;
+pub mod disk;
+pub mod process;
+pub mod qmp;
+pub mod seed;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use clawy_proto::agent::{VmSpec, VmState, VmStatus};
+use rustix::process::Pid;
+
+use self::accel::Accel;
+use self::process::LaunchPlan;
+use self::qmp::Qmp;
+use super::{Driver, Machine, Op, TaskId, TaskState};
+use crate::config::{AgentConfig, HostResources};
+use crate::error::AgentError;
+use crate::network::{MacAddr, Network};
+use crate::spec::SpecError;
+
+const QMP_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl From<qmp::QmpError> for AgentError {
+    fn from(e: qmp::QmpError) -> Self {
+        AgentError::internal(e)
+    }
+}
+impl From<process::ProcessError> for AgentError {
+    fn from(e: process::ProcessError) -> Self {
+        AgentError::internal(e)
+    }
+}
+impl From<disk::DiskError> for AgentError {
+    fn from(e: disk::DiskError) -> Self {
+        AgentError::internal(e)
+    }
+}
+impl From<seed::SeedError> for AgentError {
+    fn from(e: seed::SeedError) -> Self {
+        AgentError::internal(e)
+    }
+}
+impl From<crate::network::NetworkError> for AgentError {
+    fn from(e: crate::network::NetworkError) -> Self {
+        use crate::network::NetworkError as N;
+        match e {
+            N::AddressConflict { .. } | N::PortConflict { .. } => AgentError::Conflict(e.to_string()),
+            other => AgentError::internal(other),
+        }
+    }
+}
+
+fn io_internal(what: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
+    move |e| AgentError::Internal(format!("{}: {e}", what.display()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Power {
+    Defined,
+    Running,
+    Stopped,
+}
+
+impl Power {
+    fn as_str(self) -> &'static str {
+        match self {
+            Power::Defined => "defined",
+            Power::Running => "running",
+            Power::Stopped => "stopped",
+        }
+    }
+    fn parse(s: &str) -> Power {
+        match s.trim() {
+            "running" => Power::Running,
+            "stopped" => Power::Stopped,
+            _ => Power::Defined,
+        }
+    }
+}
+
+struct VmPaths {
+    dir: PathBuf,
+    spec: PathBuf,
+    power: PathBuf,
+    overlay: PathBuf,
+    seed: PathBuf,
+    seed_work: PathBuf,
+    qmp: PathBuf,
+    pid: PathBuf,
+}
+
+pub struct QemuDriver {
+    config: Arc<AgentConfig>,
+    accel: Accel,
+    network: Option<Arc<Network>>,
+    /// Previous CPU sample per VM for CPU % (instant, ticks).
+    cpu_samples: std::sync::Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl QemuDriver {
+    /// Probe the accelerator, prepare the state dir and the host network. Running
+    /// VMs from before an agent restart are simply found again in the state dir.
+    pub async fn new(config: Arc<AgentConfig>) -> Result<Self, AgentError> {
+        let accel = accel::choose(config.accelerator, &config.qemu_binary)
+            .await
+            .map_err(AgentError::internal)?;
+        let vms = config.state_dir.join("vms");
+        std::fs::create_dir_all(&vms).map_err(io_internal(&vms))?;
+        std::fs::set_permissions(&vms, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_internal(&vms))?;
+        let network = match &config.network {
+            Some(net_cfg) => {
+                let net = Network::new(net_cfg.clone())?;
+                net.ensure_host().await?;
+                Some(Arc::new(net))
+            }
+            None => None,
+        };
+        let driver = QemuDriver {
+            config,
+            accel,
+            network,
+            cpu_samples: std::sync::Mutex::new(HashMap::new()),
+        };
+        for (id, _) in driver.read_specs()? {
+            let p = driver.paths(&id);
+            let alive = driver.live_pid(&p).is_some();
+            tracing::info!(vm = %id, alive, power = driver.read_power(&p).as_str(), "re-adopted VM");
+        }
+        Ok(driver)
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    fn paths(&self, id: &str) -> VmPaths {
+        let dir = self.config.state_dir.join("vms").join(id);
+        VmPaths {
+            spec: dir.join("spec.json"),
+            power: dir.join("power"),
+            overlay: dir.join("overlay.qcow2"),
+            seed: dir.join("seed.iso"),
+            seed_work: dir.join("seed"),
+            qmp: dir.join("qmp.sock"),
+            pid: dir.join("qemu.pid"),
+            dir,
+        }
+    }
+
+    fn read_spec(&self, p: &VmPaths) -> Result<Option<VmSpec>, AgentError> {
+        match std::fs::read(&p.spec) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| AgentError::Internal(format!("{}: {e}", p.spec.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_internal(&p.spec)(e)),
+        }
+    }
+
+    fn load_spec(&self, id: &str) -> Result<(VmPaths, VmSpec), AgentError> {
+        let p = self.paths(id);
+        match self.read_spec(&p)? {
+            Some(s) => Ok((p, s)),
+            None => Err(AgentError::NotFound(id.to_string())),
+        }
+    }
+
+    fn read_specs(&self) -> Result<Vec<(String, VmSpec)>, AgentError> {
+        let vms = self.config.state_dir.join("vms");
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&vms) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io_internal(&vms)(e)),
+        };
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if crate::spec::validate_vm_id(&id).is_err() {
+                continue;
+            }
+            if let Some(spec) = self.read_spec(&self.paths(&id))? {
+                out.push((id, spec));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn read_power(&self, p: &VmPaths) -> Power {
+        std::fs::read_to_string(&p.power)
+            .map(|s| Power::parse(&s))
+            .unwrap_or(Power::Defined)
+    }
+
+    fn write_power(&self, p: &VmPaths, power: Power) -> Result<(), AgentError> {
+        crate::tls::write_private_file(&p.power, power.as_str().as_bytes())
+            .map_err(AgentError::internal)
+    }
+
+    fn live_pid(&self, p: &VmPaths) -> Option<Pid> {
+        let pid = process::read_pid(&p.pid)?;
+        process::is_our_qemu(pid, &p.qmp).then_some(pid)
+    }
+
+    fn base_image(&self, spec: &VmSpec) -> Result<PathBuf, AgentError> {
+        // The name was validated ([a-z0-9._-], no leading '.'), so this join cannot
+        // leave the images dir.
+        let path = self.config.images_dir.join(&spec.base_image);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(AgentError::InvalidSpec(SpecError {
+                field: "base_image".into(),
+                message: format!("no base image named `{}` on this host", spec.base_image),
+            }))
+        }
+    }
+
+    fn gateway(&self, spec: &VmSpec) -> Result<Ipv4Addr, AgentError> {
+        match &self.network {
+            Some(n) => Ok(n.gateway()),
+            None => Ok(seed::default_gateway(spec)?),
+        }
+    }
+
+    /// Tap with this VM's registered MAC/IP and its port forwards (NET-5).
+    async fn ensure_network(&self, id: &str, spec: &VmSpec) -> Result<Option<String>, AgentError> {
+        let Some(net) = &self.network else {
+            return Ok(None);
+        };
+        let mac: MacAddr = spec
+            .mac
+            .parse()
+            .map_err(|e: crate::network::MacParseError| AgentError::internal(e))?;
+        let ip: Ipv4Addr = spec.private_ip.parse().map_err(AgentError::internal)?;
+        let tap = net.ensure_tap(id, mac, ip).await?;
+        net.set_port_forwards(id, ip, &spec.port_forwards).await?;
+        Ok(Some(tap))
+    }
+
+    async fn create(&self, id: &str, spec: &VmSpec, p: &VmPaths) -> Result<(), AgentError> {
+        let base = self.base_image(spec)?;
+        // A directory without spec.json is an interrupted creation: start over.
+        if p.dir.exists() {
+            std::fs::remove_dir_all(&p.dir).map_err(io_internal(&p.dir))?;
+        }
+        std::fs::create_dir_all(&p.dir).map_err(io_internal(&p.dir))?;
+        std::fs::set_permissions(&p.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_internal(&p.dir))?;
+        disk::create_overlay(&base, &p.overlay, spec.disk_gib).await?;
+        seed::build_iso(id, spec, self.gateway(spec)?, &p.seed_work, &p.seed).await?;
+        self.ensure_network(id, spec).await?;
+        self.write_power(p, Power::Defined)?;
+        self.write_spec(p, spec)
+    }
+
+    fn write_spec(&self, p: &VmPaths, spec: &VmSpec) -> Result<(), AgentError> {
+        let json = serde_json::to_vec_pretty(spec).map_err(AgentError::internal)?;
+        crate::tls::write_private_file(&p.spec, &json).map_err(AgentError::internal)
+    }
+
+    async fn update(&self, id: &str, old: &VmSpec, spec: &VmSpec, p: &VmPaths) -> Result<(), AgentError> {
+        if old.base_image != spec.base_image {
+            return Err(AgentError::Conflict(
+                "base_image cannot change; delete the VM and create it again".into(),
+            ));
+        }
+        if spec.disk_gib < old.disk_gib {
+            return Err(AgentError::InvalidSpec(SpecError {
+                field: "disk_gib".into(),
+                message: format!("cannot shrink the disk from {} GiB", old.disk_gib),
+            }));
+        }
+        let only_forwards = {
+            let mut a = old.clone();
+            a.port_forwards = spec.port_forwards.clone();
+            &a == spec
+        };
+        if only_forwards {
+            // NET-5: forwards change live, the VM keeps running.
+            self.ensure_network(id, spec).await?;
+            return self.write_spec(p, spec);
+        }
+        if self.live_pid(p).is_some() {
+            return Err(AgentError::Conflict(
+                "stop the VM before changing anything but port_forwards".into(),
+            ));
+        }
+        disk::grow(&p.overlay, spec.disk_gib).await?;
+        seed::build_iso(id, spec, self.gateway(spec)?, &p.seed_work, &p.seed).await?;
+        self.ensure_network(id, spec).await?;
+        self.write_spec(p, spec)
+    }
+
+    async fn wait_exit(&self, pid: Pid, p: &VmPaths, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if !process::is_our_qemu(pid, &p.qmp) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Ask QEMU to quit, then kill it if it does not.
+    async fn force_stop(&self, pid: Pid, p: &VmPaths) {
+        if let Ok(mut q) = Qmp::connect(&p.qmp, QMP_TIMEOUT).await {
+            let _ = q.quit().await;
+        }
+        if !self.wait_exit(pid, p, Duration::from_secs(5)).await {
+            process::kill(pid);
+            self.wait_exit(pid, p, Duration::from_secs(5)).await;
+        }
+    }
+
+    fn status_of(&self, id: &str, spec: VmSpec, p: &VmPaths, qmp_state: Option<VmState>) -> VmStatus {
+        let pid = self.live_pid(p);
+        let state = match (pid, self.read_power(p)) {
+            (Some(_), _) => qmp_state.unwrap_or(VmState::Running),
+            (None, Power::Running) => VmState::Crashed,
+            (None, Power::Stopped) => VmState::Stopped,
+            (None, Power::Defined) => VmState::Defined,
+        };
+        let raw = pid.map(|p| p.as_raw_nonzero().get());
+        let cpu_percent = raw.and_then(|raw| {
+            let ticks = stats::cpu_ticks(raw)?;
+            let now = Instant::now();
+            let mut samples = self.cpu_samples.lock().ok()?;
+            let prev = samples.insert(id.to_string(), (now, ticks));
+            let (then, prev_ticks) = prev?;
+            stats::cpu_percent(prev_ticks, ticks, now.duration_since(then).as_secs_f64())
+        });
+        let tap = self.network.as_ref().map(|_| Network::tap_name(id));
+        let net = tap.as_deref().and_then(stats::tap_bytes);
+        VmStatus {
+            id: id.to_string(),
+            state,
+            uptime_secs: raw.and_then(|_| stats::age_secs(&p.pid)),
+            cpu_percent,
+            memory_used_bytes: raw.and_then(stats::rss_bytes),
+            disk_allocated_bytes: spec.disk_gib * 1024 * 1024 * 1024,
+            disk_used_bytes: stats::allocated_bytes(&p.overlay),
+            net_rx_bytes: net.map(|n| n.0),
+            net_tx_bytes: net.map(|n| n.1),
+            tap,
+            health: None,
+            spec,
+        }
+    }
+
+    async fn qmp_state(&self, p: &VmPaths) -> Option<VmState> {
+        self.live_pid(p)?;
+        let mut q = Qmp::connect(&p.qmp, QMP_TIMEOUT).await.ok()?;
+        let st = q.query_status().await.ok()?;
+        Some(if st.running {
+            VmState::Running
+        } else {
+            VmState::Paused
+        })
+    }
+}
+
+#[async_trait]
+impl Driver for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn accelerator(&self) -> &str {
+        self.accel.as_str()
+    }
+
+    async fn machine(&self) -> Result<Machine, AgentError> {
+        let h = HostResources::detect(&self.config.state_dir);
+        Ok(Machine {
+            cpu_cores: h.cpu_cores,
+            memory_mib: h.memory_mib,
+            disk_gib: h.disk_gib,
+        })
+    }
+
+    async fn specs(&self) -> Result<Vec<(String, VmSpec)>, AgentError> {
+        self.read_specs()
+    }
+
+    async fn ensure_vm(&self, id: &str, spec: &VmSpec) -> Result<Op, AgentError> {
+        let p = self.paths(id);
+        match self.read_spec(&p)? {
+            None => self.create(id, spec, &p).await?,
+            Some(old) if &old == spec => {}
+            Some(old) => self.update(id, &old, spec, &p).await?,
+        }
+        Ok(Op::Done)
+    }
+
+    async fn start_vm(&self, id: &str) -> Result<Op, AgentError> {
+        let (p, spec) = self.load_spec(id)?;
+        if self.live_pid(&p).is_some() {
+            // Already running; a paused VM is resumed.
+            if self.qmp_state(&p).await == Some(VmState::Paused) {
+                let mut q = Qmp::connect(&p.qmp, QMP_TIMEOUT).await?;
+                q.cont().await?;
+            }
+            self.write_power(&p, Power::Running)?;
+            return Ok(Op::Done);
+        }
+        let tap = self.ensure_network(id, &spec).await?;
+        let plan = LaunchPlan {
+            vm_id: id.to_string(),
+            accel: self.accel,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            overlay: p.overlay.clone(),
+            seed: p.seed.clone(),
+            qmp_socket: p.qmp.clone(),
+            pidfile: p.pid.clone(),
+            nic: tap.map(|t| (t, spec.mac.to_ascii_lowercase())),
+        };
+        let pid = process::spawn(&self.config.qemu_binary, &plan).await?;
+        self.write_power(&p, Power::Running)?;
+        tracing::info!(vm = %id, pid = pid.as_raw_nonzero().get(), accel = self.accel.as_str(), "VM started");
+        Ok(Op::Done)
+    }
+
+    async fn stop_vm(&self, id: &str) -> Result<Op, AgentError> {
+        let (p, _) = self.load_spec(id)?;
+        // Record the request first: QEMU going away from here on is not a crash.
+        self.write_power(&p, Power::Stopped)?;
+        let Some(pid) = self.live_pid(&p) else {
+            return Ok(Op::Done);
+        };
+        let timeout = Duration::from_secs(self.config.stop_timeout_secs);
+        let asked = match Qmp::connect(&p.qmp, QMP_TIMEOUT).await {
+            Ok(mut q) => q.system_powerdown().await.is_ok(),
+            Err(_) => false,
+        };
+        if asked && self.wait_exit(pid, &p, timeout).await {
+            tracing::info!(vm = %id, "VM stopped gracefully");
+        } else {
+            tracing::info!(vm = %id, "VM ignored the ACPI request; forcing it off");
+            self.force_stop(pid, &p).await;
+        }
+        Ok(Op::Done)
+    }
+
+    async fn reboot_vm(&self, id: &str) -> Result<Op, AgentError> {
+        let (p, _) = self.load_spec(id)?;
+        if self.live_pid(&p).is_none() {
+            return Err(AgentError::Conflict(format!("VM `{id}` is not running")));
+        }
+        let mut q = Qmp::connect(&p.qmp, QMP_TIMEOUT).await?;
+        q.system_reset().await?;
+        Ok(Op::Done)
+    }
+
+    async fn delete_vm(&self, id: &str) -> Result<Op, AgentError> {
+        let p = self.paths(id);
+        if !p.dir.exists() {
+            return Ok(Op::Done);
+        }
+        // The disk is destroyed anyway: no graceful shutdown, just end QEMU.
+        self.write_power(&p, Power::Stopped)?;
+        if let Some(pid) = self.live_pid(&p) {
+            self.force_stop(pid, &p).await;
+        }
+        if let Some(net) = &self.network {
+            net.remove_vm(id).await?;
+        }
+        // ISO-4: overlay, seed and everything else of the VM go with the directory.
+        std::fs::remove_dir_all(&p.dir).map_err(io_internal(&p.dir))?;
+        if let Ok(mut s) = self.cpu_samples.lock() {
+            s.remove(id);
+        }
+        tracing::info!(vm = %id, "VM deleted");
+        Ok(Op::Done)
+    }
+
+    async fn vm_status(&self, id: &str) -> Result<VmStatus, AgentError> {
+        let (p, spec) = self.load_spec(id)?;
+        let qmp_state = self.qmp_state(&p).await;
+        Ok(self.status_of(id, spec, &p, qmp_state))
+    }
+
+    async fn list_vms(&self) -> Result<Vec<VmStatus>, AgentError> {
+        let mut out = Vec::new();
+        for (id, spec) in self.read_specs()? {
+            let p = self.paths(&id);
+            let qmp_state = self.qmp_state(&p).await;
+            out.push(self.status_of(&id, spec, &p, qmp_state));
+        }
+        Ok(out)
+    }
+
+    async fn poll_task(&self, task: &TaskId) -> Result<TaskState, AgentError> {
+        // Every qemu operation completes before it returns; no task ids exist.
+        Err(AgentError::NotFound(format!("task {}", task.0)))
+    }
+}
+
+/// Pids of live QEMU processes of VMs in `state_dir` (for teardown checks).
+pub fn running_vms(state_dir: &Path) -> Vec<(String, i32)> {
+    let vms = state_dir.join("vms");
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&vms) {
+        for e in entries.flatten() {
+            let dir = e.path();
+            let (Some(id), Some(pid)) = (
+                e.file_name().to_str().map(str::to_string),
+                process::read_pid(&dir.join("qemu.pid")),
+            ) else {
+                continue;
+            };
+            if process::is_our_qemu(pid, &dir.join("qmp.sock")) {
+                out.push((id, pid.as_raw_nonzero().get()));
+            }
+        }
+    }
+    out
+}
