@@ -1,1 +1,282 @@
-//! clawy-agent-client
+//! HTTPS client for the host agent's API (DATA-3).
+//!
+//! The agent's certificate is self-signed; instead of a CA the client pins its
+//! SHA-256 fingerprint (`AA:BB:…`, as `clawy agent fingerprint` prints it). The
+//! handshake is still fully verified: the server must prove possession of that
+//! certificate's key (signature checked with the ring provider's algorithms). Any
+//! other certificate is refused before a byte of the request (or the token) is sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clawy_proto::agent::{ErrorBody, ErrorCode, HealthProbe, HostInfo, VmList, VmSpec, VmStatus};
+use reqwest::{Method, StatusCode};
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("`{0}` is not a SHA-256 fingerprint (32 hex pairs separated by ':')")]
+    BadFingerprint(String),
+    #[error("`{0}` is not an https:// URL")]
+    BadUrl(String),
+    #[error("the agent's certificate does not match the pinned fingerprint")]
+    PinMismatch,
+    #[error("cannot reach the agent: {0}")]
+    Transport(reqwest::Error),
+    #[error("agent answered {status}: {code:?}: {message}")]
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        field: Option<String>,
+    },
+    #[error("agent answered {status} with an unexpected body: {body}")]
+    Unexpected { status: u16, body: String },
+    #[error("building the TLS client: {0}")]
+    Tls(String),
+}
+
+impl ClientError {
+    /// The API error code, if the agent answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Parse `AA:BB:…` (case-insensitive; colons optional) into 32 bytes.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
+    let hex_only: String = text.trim().chars().filter(|c| *c != ':').collect();
+    let bytes = hex::decode(&hex_only).map_err(|_| ClientError::BadFingerprint(text.to_string()))?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| ClientError::BadFingerprint(text.to_string()))
+}
+
+/// Accepts exactly one certificate, identified by its SHA-256.
+#[derive(Debug)]
+struct PinnedCert {
+    fingerprint: [u8; 32],
+    algorithms: WebPkiSupportedAlgorithms,
+    mismatch_seen: Arc<AtomicBool>,
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if got == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            self.mismatch_seen.store(true, Ordering::SeqCst);
+            Err(rustls::Error::General(
+                "certificate does not match the pinned fingerprint".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A bearer token; Debug prints `[redacted]`.
+#[derive(Clone)]
+struct Bearer(String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+    base: String,
+    token: Bearer,
+    mismatch_seen: Arc<AtomicBool>,
+}
+
+impl AgentClient {
+    /// `base_url` like `https://10.0.0.5:8443`; `fingerprint` as printed by
+    /// `clawy agent fingerprint`.
+    pub fn new(base_url: &str, fingerprint: &str, token: &str) -> Result<Self, ClientError> {
+        Self::with_timeout(base_url, fingerprint, token, Duration::from_secs(180))
+    }
+
+    pub fn with_timeout(
+        base_url: &str,
+        fingerprint: &str,
+        token: &str,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/').to_string();
+        if !base.starts_with("https://") {
+            return Err(ClientError::BadUrl(base_url.to_string()));
+        }
+        let fingerprint = parse_fingerprint(fingerprint)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mismatch_seen = Arc::new(AtomicBool::new(false));
+        let verifier = PinnedCert {
+            fingerprint,
+            algorithms: provider.signature_verification_algorithms,
+            mismatch_seen: mismatch_seen.clone(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .https_only(true)
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(AgentClient {
+            http,
+            base,
+            token: Bearer(token.to_string()),
+            mismatch_seen,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<&VmSpec>) -> Result<reqwest::Response, ClientError> {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token.0);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if self.mismatch_seen.load(Ordering::SeqCst) {
+                ClientError::PinMismatch
+            } else {
+                ClientError::Transport(e)
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(ClientError::Transport)?;
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => Err(ClientError::Api {
+                status,
+                code: b.error.code,
+                message: b.error.message,
+                field: b.error.field,
+            }),
+            Err(_) => Err(ClientError::Unexpected { status, body: text }),
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(ClientError::Transport)?;
+        serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status, body: text })
+    }
+
+    pub async fn host(&self) -> Result<HostInfo, ClientError> {
+        Self::json(self.send(Method::GET, "/v1/host", None).await?).await
+    }
+
+    pub async fn list_vms(&self) -> Result<VmList, ClientError> {
+        Self::json(self.send(Method::GET, "/v1/vms", None).await?).await
+    }
+
+    pub async fn get_vm(&self, id: &str) -> Result<VmStatus, ClientError> {
+        Self::json(self.send(Method::GET, &format!("/v1/vms/{id}"), None).await?).await
+    }
+
+    /// Ensure the VM matches `spec`. Returns its status and whether it was created.
+    pub async fn ensure_vm(&self, id: &str, spec: &VmSpec) -> Result<(VmStatus, bool), ClientError> {
+        let resp = self.send(Method::PUT, &format!("/v1/vms/{id}"), Some(spec)).await?;
+        let created = resp.status() == StatusCode::CREATED;
+        Ok((Self::json(resp).await?, created))
+    }
+
+    pub async fn start_vm(&self, id: &str) -> Result<VmStatus, ClientError> {
+        Self::json(self.send(Method::POST, &format!("/v1/vms/{id}/start"), None).await?).await
+    }
+
+    pub async fn stop_vm(&self, id: &str) -> Result<VmStatus, ClientError> {
+        Self::json(self.send(Method::POST, &format!("/v1/vms/{id}/stop"), None).await?).await
+    }
+
+    pub async fn reboot_vm(&self, id: &str) -> Result<VmStatus, ClientError> {
+        Self::json(self.send(Method::POST, &format!("/v1/vms/{id}/reboot"), None).await?).await
+    }
+
+    /// Delete; deleting an absent VM succeeds too (idempotent).
+    pub async fn delete_vm(&self, id: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/v1/vms/{id}"), None).await?;
+        Ok(())
+    }
+
+    pub async fn probe_vm(&self, id: &str) -> Result<HealthProbe, ClientError> {
+        Self::json(self.send(Method::GET, &format!("/v1/vms/{id}/probe"), None).await?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse() {
+        let fp = (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":");
+        assert_eq!(parse_fingerprint(&fp).unwrap()[31], 31);
+        assert_eq!(parse_fingerprint(&fp.to_lowercase()).unwrap()[1], 1);
+        assert!(parse_fingerprint("AA:BB").is_err());
+        assert!(AgentClient::new("http://x", &fp, "t").is_err());
+        let c = AgentClient::new("https://127.0.0.1:1", &fp, "secret-token").unwrap();
+        assert!(!format!("{c:?}").contains("secret-token"));
+    }
+}
