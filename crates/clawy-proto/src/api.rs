@@ -17,6 +17,9 @@ pub struct ErrorDetail {
     pub code: String,
     /// A sentence a person can act on.
     pub message: String,
+    /// The request field at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl ErrorBody {
@@ -25,6 +28,7 @@ impl ErrorBody {
             error: ErrorDetail {
                 code: code.into(),
                 message: message.into(),
+                field: None,
             },
         }
     }
@@ -149,7 +153,8 @@ pub struct CreateSshKey {
 /// One entry of the account's audit log (never carries a secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEvent {
-    pub id: String,
+    /// Increasing sequence number (also the paging cursor).
+    pub id: i64,
     pub at: DateTime<Utc>,
     /// e.g. `login_ok`, `api_key_created`.
     pub kind: String,
@@ -164,7 +169,7 @@ pub struct AuditEvent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditEvent>,
-    pub next_before: Option<DateTime<Utc>>,
+    pub next_before: Option<i64>,
 }
 
 /// `POST /api/v1/security-reports` (no authentication).
