@@ -1,17 +1,166 @@
-//! `clawy server` and `clawy admin …` (placeholder until the control plane lands).
+//! `clawy server` and `clawy admin …`.
+//!
+//! Both read the same configuration (`--config PATH`, else `<data_dir>/clawy.toml`, plus
+//! `CLAWY_*` environment overrides). Admin commands talk to the database directly, so
+//! they work before any account exists (the first operator is made this way).
 
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use clawy_core::api_keys::Tier;
+use clawy_core::audit::Caller;
+use clawy_core::{Core, SecretString, ServerConfig};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use zeroize::Zeroizing;
 
-#[derive(clap::Args, Debug)]
-pub struct ServerArgs {}
-
-#[derive(clap::Args, Debug)]
-pub struct AdminArgs {}
-
-pub fn run_server(_args: ServerArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the control plane is not built yet")
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Config file (TOML). Default: `<data_dir>/clawy.toml` if it exists.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
-pub fn run_admin(_args: AdminArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the control plane is not built yet")
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Config file (TOML). Default: `<data_dir>/clawy.toml` if it exists.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create an account. The password is read from standard input (one line), with the
+    /// same policy as signup.
+    CreateUser {
+        email: String,
+        /// Make the account an operator (users list, vulnerability reports, metrics).
+        #[arg(long)]
+        operator: bool,
+    },
+    /// Create an API key for an account and print it (shown once, stored hashed).
+    CreateApiKey {
+        email: String,
+        /// read, manage or admin.
+        #[arg(long, value_parser = parse_tier)]
+        tier: Tier,
+        /// A name to recognise the key by.
+        #[arg(long, default_value = "created with clawy admin")]
+        name: String,
+    },
+}
+
+fn parse_tier(s: &str) -> Result<Tier, String> {
+    s.parse::<Tier>().map_err(|e| e.to_string())
+}
+
+/// Logging to stderr; `RUST_LOG` overrides the default `info`. AUTH-1/AUTH-2: nothing
+/// this process logs carries a secret (see `middleware::trace`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second call (tests, embedding) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ServerConfig> {
+    // The error names the key and the reason; print it as is.
+    ServerConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = load_config(args.config.as_deref())?;
+    runtime()?.block_on(crate::app::serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    init_logging_quiet();
+    let config = load_config(args.config.as_deref())?;
+    runtime()?.block_on(async move {
+        let core = Core::open(config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let result = run_admin_command(&core, args.command).await;
+        core.store().close().await;
+        result
+    })
+}
+
+/// Admin commands print their result on stdout; only warnings go to stderr.
+fn init_logging_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run_admin_command(core: &Core, command: AdminCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AdminCommand::CreateUser { email, operator } => {
+            let password = read_password()?;
+            let user = core
+                .accounts()
+                .create_user(&email, &password, operator, &Caller::system())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the account: {e}"))?;
+            let role = if user.is_operator { "operator" } else { "user" };
+            println!("created {role} {} (id {})", user.email, user.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::CreateApiKey { email, tier, name } => {
+            let user = core
+                .accounts()
+                .find_by_email(&email)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .ok_or_else(|| anyhow::anyhow!("no account with the email address {email}"))?;
+            let created = core
+                .api_keys()
+                .create(&user.id, &name, tier, None, None, &Caller::system())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the API key: {e}"))?;
+            eprintln!(
+                "API key \"{}\" ({} tier) for {}. It is shown only now: store it safely.",
+                created.api_key.name, created.api_key.tier, user.email
+            );
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", created.key.expose())?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// One line from stdin, without its line ending. (Echo cannot be turned off without a
+/// TTY library, so an interactive prompt says so; scripts pipe the password in.)
+fn read_password() -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (12–72 bytes; it will be visible as you type, or pipe it in): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = Zeroizing::new(String::new());
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let pw = line.trim_end_matches(['\n', '\r']);
+    if pw.is_empty() {
+        anyhow::bail!("no password given on standard input");
+    }
+    Ok(SecretString::from(pw.to_owned()))
 }
