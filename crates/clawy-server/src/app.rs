@@ -43,7 +43,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 fn with_web(routes: Router<AppState>) -> Router<AppState> {
-    routes
+    routes.merge(crate::web::router())
 }
 
 /// Unknown routes: JSON under `/api/`, an HTML page elsewhere.

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod state;
+pub mod web;
 
 pub use app::{build_app, router, serve, serve_with};
 pub use state::AppState;

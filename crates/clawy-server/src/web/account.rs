@@ -1,0 +1,145 @@
+//! `/account`: change password, list and revoke sessions (AUTH-1, AUTH-3).
+
+use axum::Router;
+use axum::extract::{Form, Path};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use clawy_core::SecretString;
+use clawy_core::accounts::AccountError;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+use super::auth_pages::field_error;
+use super::context::{Flash, Web, redirect_with_flash};
+use super::render::page;
+use super::{FieldErrors, INVALID_FORM, WebError, WebResult, show_time};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/account", get(account_page))
+        .route("/account/password", post(change_password))
+        .route("/account/sessions/{id}/revoke", post(revoke_session))
+}
+
+#[derive(Serialize)]
+struct SessionRow {
+    id: String,
+    current: bool,
+    user_agent: Option<String>,
+    client_addr: Option<String>,
+    created: String,
+    created_iso: String,
+    last_seen: String,
+    last_seen_iso: String,
+}
+
+async fn render_account(web: &mut Web, status: StatusCode, errors: FieldErrors) -> WebResult {
+    let session = web.require_user()?.clone();
+    let sessions = web
+        .state
+        .core
+        .sessions()
+        .list_for_user(&session.user.id)
+        .await?;
+    let rows: Vec<SessionRow> = sessions
+        .into_iter()
+        .map(|s| {
+            let (created, created_iso) = show_time(s.created_at);
+            let (last_seen, last_seen_iso) = show_time(s.last_seen_at);
+            SessionRow {
+                current: s.id == session.session.id,
+                id: s.id,
+                user_agent: s.user_agent,
+                client_addr: s.client_addr,
+                created,
+                created_iso,
+                last_seen,
+                last_seen_iso,
+            }
+        })
+        .collect();
+    let layout = web.layout("Account", "account");
+    let resp = page(
+        status,
+        "account.html",
+        &layout,
+        context! { sessions => rows, errors => errors },
+    );
+    Ok(web.finish(resp))
+}
+
+async fn account_page(mut web: Web) -> WebResult {
+    render_account(&mut web, StatusCode::OK, FieldErrors::new()).await
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct PasswordForm {
+    csrf_token: String,
+    current_password: String,
+    new_password: String,
+    new_password_confirm: String,
+}
+
+async fn change_password(mut web: Web, Form(f): Form<PasswordForm>) -> WebResult {
+    let session = web.require_user()?.clone();
+    web.check_form(&f.csrf_token)?;
+    let mut errors = FieldErrors::new();
+    if f.new_password != f.new_password_confirm {
+        errors.insert(
+            "new_password_confirm",
+            "The two new passwords do not match.".to_owned(),
+        );
+    } else {
+        let current = SecretString::from(f.current_password);
+        let new = SecretString::from(f.new_password);
+        // AUTH-3: this session stays, every other one of the account ends.
+        let result = web
+            .state
+            .core
+            .accounts()
+            .change_password(
+                &session.user.id,
+                &current,
+                &new,
+                Some(&session.session.id),
+                &web.caller(),
+            )
+            .await;
+        match result {
+            Ok(()) => {
+                return Ok(web.finish(redirect_with_flash("/account", Flash::PasswordChanged)));
+            }
+            Err(AccountError::Throttled { retry_after }) => {
+                return Err(WebError::Throttled { retry_after });
+            }
+            Err(e) => field_error(
+                e,
+                &[
+                    ("current_password", "current_password"),
+                    ("password", "new_password"),
+                ],
+                &mut errors,
+            )?,
+        }
+    }
+    render_account(&mut web, INVALID_FORM, errors).await
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CsrfOnly {
+    csrf_token: String,
+}
+
+async fn revoke_session(web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> WebResult {
+    let session = web.require_user()?;
+    web.check_form(&f.csrf_token)?;
+    web.state
+        .core
+        .sessions()
+        .revoke(&session.user.id, &id, &web.caller())
+        .await?;
+    Ok(web.finish(redirect_with_flash("/account", Flash::SessionRevoked)))
+}

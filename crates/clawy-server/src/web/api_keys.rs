@@ -1,0 +1,232 @@
+//! `/api-keys`: list, create, regenerate, revoke (AUTH-2). A new secret is shown once,
+//! on the response to the POST that made it (`no-store`), and never again.
+
+use axum::Router;
+use axum::extract::{Form, Path};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use chrono::NaiveDate;
+use clawy_core::api_keys::{NewApiKey, Tier};
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+
+use super::auth_pages::field_error;
+use super::context::{Flash, Web, redirect_with_flash};
+use super::render::page;
+use super::{FieldErrors, INVALID_FORM, WebResult, show_time};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api-keys", get(list_page).post(create))
+        .route("/api-keys/{id}/regenerate", post(regenerate))
+        .route("/api-keys/{id}/revoke", post(revoke))
+}
+
+#[derive(Serialize)]
+struct TierOption {
+    value: &'static str,
+    label: &'static str,
+}
+
+const TIERS: [TierOption; 3] = [
+    TierOption {
+        value: "read",
+        label: "read — view only",
+    },
+    TierOption {
+        value: "manage",
+        label: "manage — + instances and SSH keys",
+    },
+    TierOption {
+        value: "admin",
+        label: "admin — + API keys and account",
+    },
+];
+
+#[derive(Serialize)]
+struct KeyRow {
+    id: String,
+    name: String,
+    tier: &'static str,
+    prefix: String,
+    created: String,
+    created_iso: String,
+    last_used: Option<String>,
+    last_used_iso: Option<String>,
+    expires: Option<String>,
+    expires_iso: Option<String>,
+    expired: bool,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(default)]
+struct CreateForm {
+    #[serde(skip_serializing)]
+    csrf_token: String,
+    name: String,
+    tier: String,
+    expires_on: String,
+}
+
+impl Default for CreateForm {
+    fn default() -> Self {
+        // Least privilege by default.
+        CreateForm {
+            csrf_token: String::new(),
+            name: String::new(),
+            tier: "read".to_owned(),
+            expires_on: String::new(),
+        }
+    }
+}
+
+async fn render_list(
+    web: &mut Web,
+    status: StatusCode,
+    form: &CreateForm,
+    errors: FieldErrors,
+) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    let now = web.state.core.now();
+    let keys: Vec<KeyRow> = web
+        .state
+        .core
+        .api_keys()
+        .list(&user_id)
+        .await?
+        .into_iter()
+        .map(|k| {
+            let (created, created_iso) = show_time(k.created_at);
+            let last = k.last_used_at.map(show_time);
+            let exp = k.expires_at.map(show_time);
+            KeyRow {
+                expired: k.is_expired_at(now),
+                id: k.id,
+                name: k.name,
+                tier: k.tier.as_str(),
+                prefix: k.prefix,
+                created,
+                created_iso,
+                last_used: last.as_ref().map(|l| l.0.clone()),
+                last_used_iso: last.map(|l| l.1),
+                expires: exp.as_ref().map(|e| e.0.clone()),
+                expires_iso: exp.map(|e| e.1),
+            }
+        })
+        .collect();
+    let layout = web.layout("API keys", "api_keys");
+    let resp = page(
+        status,
+        "api_keys.html",
+        &layout,
+        context! { keys, form, errors, tiers => TIERS },
+    );
+    Ok(web.finish(resp))
+}
+
+async fn list_page(mut web: Web) -> WebResult {
+    render_list(
+        &mut web,
+        StatusCode::OK,
+        &CreateForm::default(),
+        FieldErrors::new(),
+    )
+    .await
+}
+
+/// The page that shows a new secret, once.
+fn render_secret(web: &mut Web, new: &NewApiKey, regenerated: bool) -> WebResult {
+    let title = if regenerated {
+        "API key regenerated"
+    } else {
+        "API key created"
+    };
+    let layout = web.layout(title, "api_keys");
+    let resp = page(
+        StatusCode::OK,
+        "api_key_created.html",
+        &layout,
+        context! {
+            key => context! { name => new.api_key.name.clone(), tier => new.api_key.tier.as_str() },
+            secret => new.key.expose(),
+            regenerated,
+        },
+    );
+    Ok(web.finish(resp))
+}
+
+async fn create(mut web: Web, Form(f): Form<CreateForm>) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    web.check_form(&f.csrf_token)?;
+    let mut errors = FieldErrors::new();
+    let tier = match f.tier.parse::<Tier>() {
+        Ok(t) => Some(t),
+        Err(_) => {
+            errors.insert("tier", "Choose read, manage or admin.".to_owned());
+            None
+        }
+    };
+    let expires_at = match f.expires_on.trim() {
+        "" => None,
+        s => match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            // The key works through the whole chosen day (UTC).
+            Ok(d) => d.and_hms_opt(23, 59, 59).map(|t| t.and_utc()),
+            Err(_) => {
+                errors.insert("expires_on", "Enter a date like 2027-01-31.".to_owned());
+                None
+            }
+        },
+    };
+    if let (Some(tier), true) = (tier, errors.is_empty()) {
+        // A browser session has the account's full rights: no creator tier.
+        let result = web
+            .state
+            .core
+            .api_keys()
+            .create(&user_id, &f.name, tier, expires_at, None, &web.caller())
+            .await;
+        match result {
+            Ok(new) => return render_secret(&mut web, &new, false),
+            Err(e) => field_error(
+                e,
+                &[
+                    ("name", "name"),
+                    ("tier", "tier"),
+                    ("expires_at", "expires_on"),
+                ],
+                &mut errors,
+            )?,
+        }
+    }
+    render_list(&mut web, INVALID_FORM, &f, errors).await
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CsrfOnly {
+    csrf_token: String,
+}
+
+async fn regenerate(mut web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    web.check_form(&f.csrf_token)?;
+    let new = web
+        .state
+        .core
+        .api_keys()
+        .regenerate(&user_id, &id, None, &web.caller())
+        .await?;
+    render_secret(&mut web, &new, true)
+}
+
+async fn revoke(web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    web.check_form(&f.csrf_token)?;
+    web.state
+        .core
+        .api_keys()
+        .revoke(&user_id, &id, &web.caller())
+        .await?;
+    Ok(web.finish(redirect_with_flash("/api-keys", Flash::ApiKeyRevoked)))
+}

@@ -1,0 +1,367 @@
+//! Per-request context for pages: the signed-in person (if any), the CSRF token the
+//! page's forms carry, the one-shot flash message, and the caller for audit records.
+//!
+//! AUTH-3: the session is server-side (`core.sessions()`); the cookie carries only its
+//! random secret. Signed-in forms carry the session's CSRF token. Signed-out forms
+//! (login, signup, password reset, vulnerability report) carry a random token that is
+//! also in a `__Host-` cookie (double submit): a cross-site page can neither read nor
+//! set that cookie, so it cannot forge the form. Every POST also passes the
+//! `Origin`/`Sec-Fetch-Site` check.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use clawy_core::audit::{Caller, ClientInfo};
+use clawy_core::crypto::{constant_time_eq, random_token};
+use clawy_core::sessions::{AuthenticatedSession, SESSION_COOKIE};
+
+use super::WebError;
+use super::render::{FlashView, Layout, UserView};
+use crate::auth::client_addr::ClientAddr;
+use crate::auth::origin::check_same_origin;
+use crate::state::AppState;
+
+/// Double-submit CSRF cookie for signed-out forms.
+pub const ANON_CSRF_COOKIE: &str = "__Host-clawy_csrf";
+/// One-shot message for the next page (Post/Redirect/Get).
+pub const FLASH_COOKIE: &str = "__Host-clawy_flash";
+
+/// Messages a redirect can leave for the next page. The cookie carries only the code,
+/// so nobody can make the site display text of their choosing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flash {
+    Welcome,
+    SignedIn,
+    SignedOut,
+    PasswordChanged,
+    PasswordReset,
+    SessionRevoked,
+    SshKeyAdded,
+    SshKeyDeleted,
+    ApiKeyRevoked,
+}
+
+impl Flash {
+    const ALL: [Flash; 9] = [
+        Flash::Welcome,
+        Flash::SignedIn,
+        Flash::SignedOut,
+        Flash::PasswordChanged,
+        Flash::PasswordReset,
+        Flash::SessionRevoked,
+        Flash::SshKeyAdded,
+        Flash::SshKeyDeleted,
+        Flash::ApiKeyRevoked,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Flash::Welcome => "welcome",
+            Flash::SignedIn => "signed_in",
+            Flash::SignedOut => "signed_out",
+            Flash::PasswordChanged => "password_changed",
+            Flash::PasswordReset => "password_reset",
+            Flash::SessionRevoked => "session_revoked",
+            Flash::SshKeyAdded => "ssh_key_added",
+            Flash::SshKeyDeleted => "ssh_key_deleted",
+            Flash::ApiKeyRevoked => "api_key_revoked",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Flash> {
+        Self::ALL.into_iter().find(|f| f.code() == s)
+    }
+
+    fn view(self) -> FlashView {
+        let (kind, message) = match self {
+            Flash::Welcome => ("ok", "Welcome to Clawy! Your account is ready."),
+            Flash::SignedIn => ("ok", "You are signed in."),
+            Flash::SignedOut => ("info", "You have been signed out."),
+            Flash::PasswordChanged => (
+                "ok",
+                "Password changed. All your other sessions have been signed out.",
+            ),
+            Flash::PasswordReset => (
+                "ok",
+                "Your password has been reset and every session signed out. Log in with the new password.",
+            ),
+            Flash::SessionRevoked => ("ok", "The session has been signed out."),
+            Flash::SshKeyAdded => ("ok", "SSH key added."),
+            Flash::SshKeyDeleted => ("ok", "SSH key deleted."),
+            Flash::ApiKeyRevoked => ("ok", "API key revoked. It no longer works."),
+        };
+        FlashView { kind, message }
+    }
+}
+
+/// Reads one cookie's value from the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// A `__Host-` cookie: `Secure`, `Path=/`, no `Domain` (the prefix demands all three).
+fn host_cookie(name: &str, value: &str, same_site: &str, max_age: Option<u64>) -> HeaderValue {
+    let mut s = format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite={same_site}");
+    if let Some(age) = max_age {
+        s.push_str(&format!("; Max-Age={age}"));
+    }
+    // Values are base64url tokens or fixed codes: always a valid header value.
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// AUTH-3: the session cookie, exactly `__Host-clawy_session=…; Path=/; Secure;
+/// HttpOnly; SameSite=Lax`. No `Max-Age`: it also ends when the browser closes; the
+/// idle and absolute timeouts are enforced on the server.
+pub fn session_cookie(token: &str) -> HeaderValue {
+    host_cookie(SESSION_COOKIE, token, "Lax", None)
+}
+
+pub fn clear_session_cookie() -> HeaderValue {
+    host_cookie(SESSION_COOKIE, "", "Lax", Some(0))
+}
+
+/// Everything a page handler needs about the request.
+pub struct Web {
+    pub state: AppState,
+    pub session: Option<AuthenticatedSession>,
+    /// The raw session cookie as sent (to end it at logout / replace it at login).
+    raw_session: Option<String>,
+    pub client: ClientInfo,
+    headers: HeaderMap,
+    path_and_query: String,
+    flash: Option<Flash>,
+    had_flash_cookie: bool,
+    anon_csrf: Option<String>,
+    anon_csrf_is_new: bool,
+}
+
+impl FromRequestParts<AppState> for Web {
+    type Rejection = WebError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let ClientAddr(addr) = ClientAddr::from_request_parts(parts, state)
+            .await
+            .map_err(|e| WebError::Internal(format!("client address: {e:?}")))?;
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let client = ClientInfo::new(addr, user_agent);
+        let raw_session = cookie(&parts.headers, SESSION_COOKIE).map(str::to_owned);
+        let session = match &raw_session {
+            Some(raw) => match state.core.sessions().authenticate(raw).await {
+                Ok(s) => Some(s),
+                Err(clawy_core::sessions::SessionError::Internal(e)) => {
+                    return Err(WebError::Internal(format!("session lookup: {e:?}")));
+                }
+                // Unknown or expired: treated as signed out.
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let flash_cookie = cookie(&parts.headers, FLASH_COOKIE);
+        let flash = flash_cookie.and_then(Flash::parse);
+        let existing_csrf = cookie(&parts.headers, ANON_CSRF_COOKIE)
+            .filter(|v| v.len() >= 32 && v.len() <= 128)
+            .map(str::to_owned);
+        Ok(Web {
+            state: state.clone(),
+            session,
+            raw_session,
+            client,
+            headers: parts.headers.clone(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".to_owned()),
+            had_flash_cookie: flash_cookie.is_some(),
+            flash,
+            anon_csrf_is_new: false,
+            anon_csrf: existing_csrf,
+        })
+    }
+}
+
+impl Web {
+    /// The signed-in session, or a redirect to the login page (and back afterwards).
+    pub fn require_user(&self) -> Result<&AuthenticatedSession, WebError> {
+        self.session
+            .as_ref()
+            .ok_or_else(|| WebError::SignInRequired {
+                next: self.path_and_query.clone(),
+            })
+    }
+
+    /// The caller for audit records: the signed-in person, or anonymous.
+    pub fn caller(&self) -> Caller {
+        match &self.session {
+            Some(s) => Caller::user(&s.user, self.client.clone()),
+            None => Caller::anonymous(self.client.clone()),
+        }
+    }
+
+    pub fn raw_session(&self) -> Option<&str> {
+        self.raw_session.as_deref()
+    }
+
+    /// The token this page's forms carry: the session's, or the signed-out one (created
+    /// now, and set as a cookie by [`Web::finish`], if the browser has none yet).
+    pub fn csrf_token(&mut self) -> String {
+        if let Some(s) = &self.session {
+            return s.csrf_token.clone();
+        }
+        self.anon_token()
+    }
+
+    fn anon_token(&mut self) -> String {
+        if let Some(t) = &self.anon_csrf {
+            return t.clone();
+        }
+        let t = random_token();
+        self.anon_csrf = Some(t.clone());
+        self.anon_csrf_is_new = true;
+        t
+    }
+
+    /// The layout of a page: user, CSRF token, flash (consumed).
+    pub fn layout(&mut self, title: &str, nav: &'static str) -> Layout {
+        let csrf_token = self.csrf_token();
+        Layout {
+            title: title.to_owned(),
+            nav,
+            user: self.session.as_ref().map(|s| UserView {
+                email: s.user.email.clone(),
+                is_operator: s.user.is_operator,
+            }),
+            csrf_token,
+            flash: self.flash.take().map(Flash::view),
+        }
+    }
+
+    /// AUTH-3: a state-changing form must come from our own origin and carry the right
+    /// token — the session's when signed in, else the signed-out cookie's.
+    pub fn check_form(&self, presented: &str) -> Result<(), WebError> {
+        check_same_origin(&self.headers, &self.state.http.origin)
+            .map_err(|_| WebError::CsrfFailed)?;
+        let by_session = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.verify_csrf(presented));
+        let by_cookie = self
+            .anon_csrf
+            .as_deref()
+            .filter(|_| !self.anon_csrf_is_new)
+            .is_some_and(|t| {
+                !presented.is_empty() && constant_time_eq(t.as_bytes(), presented.as_bytes())
+            });
+        if by_session || by_cookie {
+            Ok(())
+        } else {
+            Err(WebError::CsrfFailed)
+        }
+    }
+
+    /// Adds the cookies this request decided on: the signed-out CSRF cookie if newly
+    /// made, and the removal of a flash that has now been shown.
+    pub fn finish(&self, mut resp: Response) -> Response {
+        let h = resp.headers_mut();
+        if self.anon_csrf_is_new {
+            if let Some(t) = &self.anon_csrf {
+                h.append(
+                    header::SET_COOKIE,
+                    host_cookie(ANON_CSRF_COOKIE, t, "Strict", None),
+                );
+            }
+        }
+        if self.had_flash_cookie {
+            h.append(
+                header::SET_COOKIE,
+                host_cookie(FLASH_COOKIE, "", "Lax", Some(0)),
+            );
+        }
+        resp
+    }
+}
+
+/// 303 to `to` with a one-shot flash message for the next page.
+pub fn redirect_with_flash(to: &str, flash: Flash) -> Response {
+    let mut resp = Redirect::to(to).into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        host_cookie(FLASH_COOKIE, flash.code(), "Lax", Some(60)),
+    );
+    resp
+}
+
+/// Only same-site paths are followed after login (no open redirect).
+pub fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.contains("://") =>
+        {
+            n
+        }
+        _ => "/",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn auth3_session_cookie_has_exact_flags() {
+        let c = session_cookie("abc");
+        assert_eq!(
+            c.to_str().unwrap(),
+            "__Host-clawy_session=abc; Path=/; Secure; HttpOnly; SameSite=Lax"
+        );
+    }
+
+    #[test]
+    fn cookie_parsing_finds_the_named_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-clawy_session=xyz"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("xyz"));
+        assert_eq!(cookie(&h, "b"), Some("2"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn next_is_never_an_open_redirect() {
+        assert_eq!(safe_next(Some("/account")), "/account");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn flash_codes_round_trip() {
+        for f in Flash::ALL {
+            assert_eq!(Flash::parse(f.code()), Some(f));
+        }
+        assert_eq!(Flash::parse("<script>"), None);
+    }
+}

@@ -1,0 +1,35 @@
+//! `/`: the product landing for visitors, the overview for signed-in people.
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use minijinja::context;
+
+use super::WebResult;
+use super::context::Web;
+use super::render::page;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/", get(home))
+}
+
+async fn home(mut web: Web) -> WebResult {
+    let Some(session) = web.session.clone() else {
+        let layout = web.layout("Your own OpenClaw gateway", "");
+        return Ok(web.finish(page(StatusCode::OK, "landing.html", &layout, context! {})));
+    };
+    let core = &web.state.core;
+    let user_id = &session.user.id;
+    let ssh_key_count = core.ssh_keys().list(user_id).await?.len();
+    let api_key_count = core.api_keys().list(user_id).await?.len();
+    let event_count = core.audit().list_for_user(user_id, 500, None).await?.len();
+    let layout = web.layout("Overview", "overview");
+    let resp = page(
+        StatusCode::OK,
+        "overview.html",
+        &layout,
+        context! { ssh_key_count, api_key_count, event_count },
+    );
+    Ok(web.finish(resp))
+}
