@@ -233,18 +233,23 @@ pub struct Accounts<'a> {
 impl Accounts<'_> {
     async fn hash_password(&self, password: &str) -> Result<String, AccountError> {
         let cost = self.core.config().bcrypt_cost;
+        // bcrypt reads at most 72 bytes. Longer passwords never get here (the policy
+        // refuses them), so the plain API loses nothing; its non-truncating variant
+        // would also refuse exactly 72 bytes because it counts the NUL terminator.
+        if password.len() > PASSWORD_MAX_BYTES {
+            return Err(AccountError::PasswordTooLong);
+        }
         let pw = zeroize::Zeroizing::new(password.to_string());
-        let hash =
-            tokio::task::spawn_blocking(move || bcrypt::non_truncating_hash(pw.as_bytes(), cost))
-                .await??;
+        let hash = tokio::task::spawn_blocking(move || bcrypt::hash(pw.as_bytes(), cost)).await??;
         Ok(hash)
     }
 
     /// bcrypt verification on a blocking thread; `false` for any malformed input.
+    /// Callers refuse passwords over 72 bytes before calling this.
     async fn verify_password(&self, password: &str, hash: String) -> Result<bool, AccountError> {
         let pw = zeroize::Zeroizing::new(password.to_string());
         Ok(tokio::task::spawn_blocking(move || {
-            bcrypt::non_truncating_verify(pw.as_bytes(), &hash).unwrap_or(false)
+            bcrypt::verify(pw.as_bytes(), &hash).unwrap_or(false)
         })
         .await?)
     }
