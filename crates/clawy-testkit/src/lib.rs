@@ -1,4 +1,5 @@
 //! clawy-testkit
+pub mod agent;
 pub mod browser;
 pub mod db;
 pub mod postgres;

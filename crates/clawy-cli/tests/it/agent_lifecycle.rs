@@ -1,0 +1,160 @@
+//! A real TCG guest through the real agent, inside a throwaway network namespace:
+//! create/start → running with a healthy gateway port, graceful stop, start,
+//! reboot, agent restart re-adopts the VM, a killed QEMU shows as crashed, and
+//! delete leaves nothing behind (ISO-1, ISO-4).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clawy_agent_client::AgentClient;
+use clawy_proto::agent::{PortForward, Protocol, VmSpec, VmState, VmStatus};
+use clawy_testkit::agent::{AgentOptions, TestAgent};
+use clawy_testkit::netns::Netns;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clawy");
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 test@clawy";
+
+async fn wait_healthy(c: &AgentClient, id: &str) -> VmStatus {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let vm = c.get_vm(id).await.unwrap();
+        if let Some(h) = &vm.health {
+            if h.tcp_ok && h.http_status == Some(200) {
+                return vm;
+            }
+        }
+        assert!(Instant::now() < deadline, "guest never became healthy: {vm:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn iso1_iso4_vm_lifecycle_with_real_guest() {
+    let image = clawy_testkit::guest::test_guest_image().unwrap();
+    let images_dir = image.parent().unwrap().to_path_buf();
+    let image_name = image.file_name().unwrap().to_str().unwrap().to_string();
+    let base_mtime = std::fs::metadata(&image).unwrap().modified().unwrap();
+
+    let ns = Netns::new("life").unwrap();
+    let inet = Netns::new("lifenet").unwrap();
+    Netns::veth_pair(&ns, "up0", "203.0.113.1/24", &inet, "peer0", "203.0.113.2/24").unwrap();
+    let opts = AgentOptions {
+        images_dir: Some(images_dir),
+        network_toml: Some("subnet = \"10.77.1.0/24\"\nuplink = \"up0\"\nssh_port_range = \"22000-22099\"\n".into()),
+        stop_timeout_secs: 3,
+        ..AgentOptions::default()
+    };
+    let mut agent = TestAgent::start(Path::new(BIN), opts, Some(&ns)).await.unwrap();
+    let c = AgentClient::new(&agent.base_url, &agent.fingerprint, &agent.token).unwrap();
+
+    let spec = VmSpec {
+        vcpus: 1,
+        memory_mib: 256,
+        disk_gib: 1,
+        base_image: image_name,
+        mac: "52:54:00:77:01:0a".into(),
+        private_ip: "10.77.1.10".into(),
+        hostname: "life-a".into(),
+        ssh_authorized_keys: vec![KEY.into()],
+        user_data: None,
+        port_forwards: vec![PortForward {
+            protocol: Protocol::Tcp,
+            host_port: 22010,
+            guest_port: 22,
+        }],
+    };
+    let (vm, created) = c.ensure_vm("life-a", &spec).await.unwrap();
+    assert!(created);
+    assert_eq!(vm.state, VmState::Defined);
+
+    // Start → running, gateway port answers HTTP from the host side.
+    let vm = c.start_vm("life-a").await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    let vm = wait_healthy(&c, "life-a").await;
+    assert!(vm.memory_used_bytes.unwrap() > 0);
+    assert!(vm.disk_used_bytes.unwrap() > 0);
+    assert!(vm.net_rx_bytes.is_some() && vm.net_tx_bytes.is_some());
+    assert_eq!(vm.disk_allocated_bytes, 1 << 30);
+    let probe = c.probe_vm("life-a").await.unwrap();
+    assert!(probe.tcp_ok);
+    // Starting a running VM changes nothing.
+    let pid = agent.qemu_pids()[0].1;
+    c.start_vm("life-a").await.unwrap();
+    assert_eq!(agent.qemu_pids()[0].1, pid);
+
+    // Stop (ACPI, then forced after the short test timeout) → stopped, no process.
+    let vm = c.stop_vm("life-a").await.unwrap();
+    assert_eq!(vm.state, VmState::Stopped);
+    assert!(!pid_alive(pid));
+    assert!(agent.qemu_pids().is_empty());
+    c.stop_vm("life-a").await.unwrap();
+
+    // Start again, then reboot: same process, guest comes back.
+    c.start_vm("life-a").await.unwrap();
+    wait_healthy(&c, "life-a").await;
+    let pid = agent.qemu_pids()[0].1;
+    let vm = c.reboot_vm("life-a").await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    wait_healthy(&c, "life-a").await;
+    assert_eq!(agent.qemu_pids()[0].1, pid);
+
+    // Kill the agent: the VM keeps running; a new agent re-adopts it.
+    agent.kill_agent();
+    assert!(pid_alive(pid), "VM died with the agent");
+    agent.restart(Some(&ns)).await.unwrap();
+    let c = AgentClient::new(&agent.base_url, &agent.fingerprint, &agent.token).unwrap();
+    let vm = wait_healthy(&c, "life-a").await;
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(agent.qemu_pids()[0].1, pid);
+
+    // kill -9 QEMU → crashed, not running; start recovers it.
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let vm = c.get_vm("life-a").await.unwrap();
+        if vm.state == VmState::Crashed {
+            assert!(vm.health.is_none());
+            break;
+        }
+        assert!(Instant::now() < deadline, "killed VM shows {:?}", vm.state);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.start_vm("life-a").await.unwrap();
+    wait_healthy(&c, "life-a").await;
+    let pid = agent.qemu_pids()[0].1;
+
+    // Delete: no process, no disk, no seed, no state dir, no tap, no nftables element.
+    let tap = c.get_vm("life-a").await.unwrap().tap.unwrap();
+    assert!(ns.output(&["ip", "link", "show", &tap]).unwrap().status.success());
+    let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
+    assert!(ruleset.contains("10.77.1.10"), "{ruleset}");
+    c.delete_vm("life-a").await.unwrap();
+    assert!(!pid_alive(pid));
+    assert!(!agent.state_dir().join("vms/life-a").exists());
+    assert!(!ns.output(&["ip", "link", "show", &tap]).unwrap().status.success(), "tap left behind");
+    let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
+    assert!(!ruleset.contains("10.77.1.10"), "nftables element left behind: {ruleset}");
+    assert!(!ruleset.contains("22010"), "port forward left behind: {ruleset}");
+    assert!(c.list_vms().await.unwrap().vms.is_empty());
+    // ISO-4: the shared base image was never written.
+    assert_eq!(std::fs::metadata(&image).unwrap().modified().unwrap(), base_mtime);
+
+    // Teardown removes the agent's bridge and tables (and refuses nothing: no VMs).
+    agent.kill_agent();
+    let out = agent.cli_in_netns(&["teardown"]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
+    assert!(!ruleset.contains("clawy"), "{ruleset}");
+    let links = ns.exec(&["ip", "-o", "link", "show"]).unwrap();
+    // Interface names only (the veth's peer namespace is called clawy-t-…).
+    assert!(!links.contains(": clawy"), "{links}");
+}

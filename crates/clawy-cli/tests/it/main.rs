@@ -1,0 +1,5 @@
+//! Integration tests of the `clawy` binary (one test binary for the crate).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod agent_api;
+mod agent_lifecycle;
