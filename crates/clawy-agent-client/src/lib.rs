@@ -53,7 +53,9 @@ impl ClientError {
 
     pub fn status(&self) -> Option<u16> {
         match self {
-            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => Some(*status),
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
@@ -62,8 +64,10 @@ impl ClientError {
 /// Parse `AA:BB:…` (case-insensitive; colons optional) into 32 bytes.
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
     let hex_only: String = text.trim().chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(&hex_only).map_err(|_| ClientError::BadFingerprint(text.to_string()))?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| ClientError::BadFingerprint(text.to_string()))
+    let bytes =
+        hex::decode(&hex_only).map_err(|_| ClientError::BadFingerprint(text.to_string()))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| ClientError::BadFingerprint(text.to_string()))
 }
 
 /// Accepts exactly one certificate, identified by its SHA-256.
@@ -185,7 +189,12 @@ impl AgentClient {
         format!("{}{path}", self.base)
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&VmSpec>) -> Result<reqwest::Response, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&VmSpec>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut req = self
             .http
             .request(method, self.url(path))
@@ -231,36 +240,63 @@ impl AgentClient {
     }
 
     pub async fn get_vm(&self, id: &str) -> Result<VmStatus, ClientError> {
-        Self::json(self.send(Method::GET, &format!("/v1/vms/{id}"), None).await?).await
+        Self::json(
+            self.send(Method::GET, &format!("/v1/vms/{id}"), None)
+                .await?,
+        )
+        .await
     }
 
     /// Ensure the VM matches `spec`. Returns its status and whether it was created.
-    pub async fn ensure_vm(&self, id: &str, spec: &VmSpec) -> Result<(VmStatus, bool), ClientError> {
-        let resp = self.send(Method::PUT, &format!("/v1/vms/{id}"), Some(spec)).await?;
+    pub async fn ensure_vm(
+        &self,
+        id: &str,
+        spec: &VmSpec,
+    ) -> Result<(VmStatus, bool), ClientError> {
+        let resp = self
+            .send(Method::PUT, &format!("/v1/vms/{id}"), Some(spec))
+            .await?;
         let created = resp.status() == StatusCode::CREATED;
         Ok((Self::json(resp).await?, created))
     }
 
     pub async fn start_vm(&self, id: &str) -> Result<VmStatus, ClientError> {
-        Self::json(self.send(Method::POST, &format!("/v1/vms/{id}/start"), None).await?).await
+        Self::json(
+            self.send(Method::POST, &format!("/v1/vms/{id}/start"), None)
+                .await?,
+        )
+        .await
     }
 
     pub async fn stop_vm(&self, id: &str) -> Result<VmStatus, ClientError> {
-        Self::json(self.send(Method::POST, &format!("/v1/vms/{id}/stop"), None).await?).await
+        Self::json(
+            self.send(Method::POST, &format!("/v1/vms/{id}/stop"), None)
+                .await?,
+        )
+        .await
     }
 
     pub async fn reboot_vm(&self, id: &str) -> Result<VmStatus, ClientError> {
-        Self::json(self.send(Method::POST, &format!("/v1/vms/{id}/reboot"), None).await?).await
+        Self::json(
+            self.send(Method::POST, &format!("/v1/vms/{id}/reboot"), None)
+                .await?,
+        )
+        .await
     }
 
     /// Delete; deleting an absent VM succeeds too (idempotent).
     pub async fn delete_vm(&self, id: &str) -> Result<(), ClientError> {
-        self.send(Method::DELETE, &format!("/v1/vms/{id}"), None).await?;
+        self.send(Method::DELETE, &format!("/v1/vms/{id}"), None)
+            .await?;
         Ok(())
     }
 
     pub async fn probe_vm(&self, id: &str) -> Result<HealthProbe, ClientError> {
-        Self::json(self.send(Method::GET, &format!("/v1/vms/{id}/probe"), None).await?).await
+        Self::json(
+            self.send(Method::GET, &format!("/v1/vms/{id}/probe"), None)
+                .await?,
+        )
+        .await
     }
 }
 
@@ -271,7 +307,10 @@ mod tests {
 
     #[test]
     fn fingerprints_parse() {
-        let fp = (0..32).map(|i| format!("{i:02X}")).collect::<Vec<_>>().join(":");
+        let fp = (0..32)
+            .map(|i| format!("{i:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
         assert_eq!(parse_fingerprint(&fp).unwrap()[31], 31);
         assert_eq!(parse_fingerprint(&fp.to_lowercase()).unwrap()[1], 1);
         assert!(parse_fingerprint("AA:BB").is_err());

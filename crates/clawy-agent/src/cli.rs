@@ -64,9 +64,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         AgentCommand::Run => run_agent(config),
         AgentCommand::Fingerprint => {
-            let fp = crate::tls::read_fingerprint(&config.state_dir).with_context(|| {
-                "no certificate yet: start the agent once with `clawy agent run`"
-            })?;
+            let fp = crate::tls::read_fingerprint(&config.state_dir).with_context(
+                || "no certificate yet: start the agent once with `clawy agent run`",
+            )?;
             println!("{fp}");
             Ok(ExitCode::SUCCESS)
         }
@@ -120,7 +120,10 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
         tracing::info!("generated a new agent certificate");
     }
     // Printed on every start so an operator (and the test harness) can pin it.
-    println!("agent certificate fingerprint (SHA-256): {}", identity.fingerprint);
+    println!(
+        "agent certificate fingerprint (SHA-256): {}",
+        identity.fingerprint
+    );
     let tls = crate::tls::server_config(&identity)?;
     let config = Arc::new(config);
     let rt = runtime()?;

@@ -164,26 +164,31 @@ impl AgentConfig {
                 "use 1-64 letters, digits, '-', '_' or '.' (e.g. DE-fra1)",
             ));
         }
-        let num = |key: &str, env_key: &str, file_v: Option<u64>| -> Result<Option<u64>, ConfigError> {
-            match env.var(env_key) {
-                Some(v) => v
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| invalid(key, format!("`{v}` (from {env_key}) is not a number"))),
-                None => Ok(file_v),
-            }
-        };
+        let num =
+            |key: &str, env_key: &str, file_v: Option<u64>| -> Result<Option<u64>, ConfigError> {
+                match env.var(env_key) {
+                    Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+                        invalid(key, format!("`{v}` (from {env_key}) is not a number"))
+                    }),
+                    None => Ok(file_v),
+                }
+            };
         let host = HostResources::detect(&state_dir);
         let max_vcpus = num("max_vcpus", "CLAWY_AGENT_MAX_VCPUS", file.max_vcpus)?
             .unwrap_or_else(|| host.cpu_cores.saturating_sub(1).max(1));
-        let max_memory_mib = num("max_memory_mib", "CLAWY_AGENT_MAX_MEMORY_MIB", file.max_memory_mib)?
-            .unwrap_or_else(|| host.memory_mib.saturating_sub(MEMORY_RESERVE_MIB).max(256));
-        let max_disk_gib = num("max_disk_gib", "CLAWY_AGENT_MAX_DISK_GIB", file.max_disk_gib)?
-            .unwrap_or_else(|| host.disk_gib * (100 - DISK_RESERVE_PERCENT) / 100);
-        for (key, v) in [
-            ("max_vcpus", max_vcpus),
-            ("max_memory_mib", max_memory_mib),
-        ] {
+        let max_memory_mib = num(
+            "max_memory_mib",
+            "CLAWY_AGENT_MAX_MEMORY_MIB",
+            file.max_memory_mib,
+        )?
+        .unwrap_or_else(|| host.memory_mib.saturating_sub(MEMORY_RESERVE_MIB).max(256));
+        let max_disk_gib = num(
+            "max_disk_gib",
+            "CLAWY_AGENT_MAX_DISK_GIB",
+            file.max_disk_gib,
+        )?
+        .unwrap_or_else(|| host.disk_gib * (100 - DISK_RESERVE_PERCENT) / 100);
+        for (key, v) in [("max_vcpus", max_vcpus), ("max_memory_mib", max_memory_mib)] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
@@ -278,9 +283,12 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = AgentConfig::from_toml("listen = \"127.0.0.1:1\"\nbogus_key = 1\n", &MapEnv(HashMap::new()))
-            .unwrap_err()
-            .to_string();
+        let err = AgentConfig::from_toml(
+            "listen = \"127.0.0.1:1\"\nbogus_key = 1\n",
+            &MapEnv(HashMap::new()),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bogus_key"), "{err}");
     }
 
@@ -290,7 +298,8 @@ mod tests {
             ("CLAWY_AGENT_LISTEN", "127.0.0.1:9999"),
             ("CLAWY_AGENT_STATE_DIR", "/tmp/x"),
         ]));
-        let c = AgentConfig::from_toml("listen = \"127.0.0.1:1\"\nstate_dir = \"/tmp/y\"\n", &env).unwrap();
+        let c = AgentConfig::from_toml("listen = \"127.0.0.1:1\"\nstate_dir = \"/tmp/y\"\n", &env)
+            .unwrap();
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.images_dir, PathBuf::from("/tmp/x/images"));

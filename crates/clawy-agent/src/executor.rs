@@ -159,7 +159,11 @@ impl Executor {
             self.add_probe(&mut vm).await;
             return Ok(Outcome::Vm(Box::new(vm)));
         }
-        let others: Vec<&VmSpec> = specs.iter().filter(|(i, _)| i != id).map(|(_, s)| s).collect();
+        let others: Vec<&VmSpec> = specs
+            .iter()
+            .filter(|(i, _)| i != id)
+            .map(|(_, s)| s)
+            .collect();
         self.check_capacity(&others, spec)?;
         check_addresses(&specs, id, spec)?;
         loop {
@@ -183,16 +187,19 @@ impl Executor {
         let cap = self.capacity();
         let checks = [
             ("vcpus", used.vcpus, u64::from(spec.vcpus), cap.vcpus),
-            ("memory_mib", used.memory_mib, spec.memory_mib, cap.memory_mib),
+            (
+                "memory_mib",
+                used.memory_mib,
+                spec.memory_mib,
+                cap.memory_mib,
+            ),
             ("disk_gib", used.disk_gib, spec.disk_gib, cap.disk_gib),
         ];
         for (resource, used, wanted, cap) in checks {
             if used.saturating_add(wanted) > cap {
                 return Err(AgentError::CapacityExceeded {
                     resource,
-                    message: format!(
-                        "{wanted} requested, {used} of {cap} already allocated"
-                    ),
+                    message: format!("{wanted} requested, {used} of {cap} already allocated"),
                 });
             }
         }
@@ -225,7 +232,10 @@ impl Executor {
             match self.driver.poll_task(task).await? {
                 TaskState::Succeeded => return Ok(()),
                 TaskState::Failed(why) => {
-                    return Err(AgentError::Internal(format!("task {} failed: {why}", task.0)));
+                    return Err(AgentError::Internal(format!(
+                        "task {} failed: {why}",
+                        task.0
+                    )));
                 }
                 TaskState::Running => {}
             }

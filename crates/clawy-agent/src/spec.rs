@@ -31,12 +31,17 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> SpecError {
 pub fn validate_vm_id(id: &str) -> Result<(), SpecError> {
     let ok = !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.starts_with('-');
     if ok {
         Ok(())
     } else {
-        Err(err("id", "VM ids are 1-64 of [a-z0-9-], not starting with '-'"))
+        Err(err(
+            "id",
+            "VM ids are 1-64 of [a-z0-9-], not starting with '-'",
+        ))
     }
 }
 
@@ -45,9 +50,9 @@ pub fn validate_image_name(name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
     if ok {
         Ok(())
     } else {
@@ -64,12 +69,16 @@ fn validate_hostname(h: &str) -> Result<(), SpecError> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     };
     if h.len() <= 253 && h.split('.').all(label_ok) {
         Ok(())
     } else {
-        Err(err("hostname", "must be a lower-case DNS name (labels of [a-z0-9-])"))
+        Err(err(
+            "hostname",
+            "must be a lower-case DNS name (labels of [a-z0-9-])",
+        ))
     }
 }
 
@@ -109,9 +118,13 @@ fn validate_ssh_key(i: usize, key: &str) -> Result<(), SpecError> {
     // The comment is written unquoted into cloud-init YAML: keep it to characters
     // that cannot start YAML syntax.
     let comment = parts.next().unwrap_or_default();
-    let comment_ok = comment
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'@' | b'.' | b'_' | b'-' | b'+' | b'=' | b'/' | b',' | b'(' | b')'));
+    let comment_ok = comment.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b' ' | b'@' | b'.' | b'_' | b'-' | b'+' | b'=' | b'/' | b',' | b'(' | b')'
+            )
+    });
     if !comment_ok {
         return Err(err(
             field,
@@ -154,7 +167,10 @@ pub fn validate_spec(spec: &VmSpec, network: Option<&NetworkConfig>) -> Result<(
     }
     validate_hostname(&spec.hostname)?;
     if spec.ssh_authorized_keys.len() > MAX_SSH_KEYS {
-        return Err(err("ssh_authorized_keys", format!("at most {MAX_SSH_KEYS} keys")));
+        return Err(err(
+            "ssh_authorized_keys",
+            format!("at most {MAX_SSH_KEYS} keys"),
+        ));
     }
     for (i, k) in spec.ssh_authorized_keys.iter().enumerate() {
         validate_ssh_key(i, k)?;
@@ -165,7 +181,10 @@ pub fn validate_spec(spec: &VmSpec, network: Option<&NetworkConfig>) -> Result<(
         }
     }
     if spec.port_forwards.len() > MAX_PORT_FORWARDS {
-        return Err(err("port_forwards", format!("at most {MAX_PORT_FORWARDS} forwards")));
+        return Err(err(
+            "port_forwards",
+            format!("at most {MAX_PORT_FORWARDS} forwards"),
+        ));
     }
     let mut seen = BTreeSet::new();
     for (i, pf) in spec.port_forwards.iter().enumerate() {
@@ -234,9 +253,20 @@ mod tests {
             (|s| s.mac = "zz:54:00:aa:bb:cc".into(), "mac"),
             (|s| s.private_ip = "192.168.1.2".into(), "private_ip"),
             (|s| s.hostname = "a\nb: c".into(), "hostname"),
-            (|s| s.ssh_authorized_keys = vec!["ssh-ed25519 AAAA\n- evil".into()], "ssh_authorized_keys[0]"),
-            (|s| s.ssh_authorized_keys = vec!["-----BEGIN OPENSSH PRIVATE KEY-----".into()], "ssh_authorized_keys[0]"),
-            (|s| s.ssh_authorized_keys = vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA x: y".into()], "ssh_authorized_keys[0]"),
+            (
+                |s| s.ssh_authorized_keys = vec!["ssh-ed25519 AAAA\n- evil".into()],
+                "ssh_authorized_keys[0]",
+            ),
+            (
+                |s| s.ssh_authorized_keys = vec!["-----BEGIN OPENSSH PRIVATE KEY-----".into()],
+                "ssh_authorized_keys[0]",
+            ),
+            (
+                |s| {
+                    s.ssh_authorized_keys = vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA x: y".into()]
+                },
+                "ssh_authorized_keys[0]",
+            ),
             (|s| s.port_forwards[0].guest_port = 0, "port_forwards[0]"),
         ];
         for (mutate, field) in cases {
@@ -253,12 +283,21 @@ mod tests {
         validate_spec(&good(), Some(&net)).unwrap();
         let mut s = good();
         s.private_ip = "10.43.0.10".into();
-        assert_eq!(validate_spec(&s, Some(&net)).unwrap_err().field, "private_ip");
+        assert_eq!(
+            validate_spec(&s, Some(&net)).unwrap_err().field,
+            "private_ip"
+        );
         s.private_ip = "10.42.0.1".into();
-        assert_eq!(validate_spec(&s, Some(&net)).unwrap_err().field, "private_ip");
+        assert_eq!(
+            validate_spec(&s, Some(&net)).unwrap_err().field,
+            "private_ip"
+        );
         let mut s = good();
         s.port_forwards[0].host_port = 80;
-        assert_eq!(validate_spec(&s, Some(&net)).unwrap_err().field, "port_forwards[0]");
+        assert_eq!(
+            validate_spec(&s, Some(&net)).unwrap_err().field,
+            "port_forwards[0]"
+        );
     }
 
     #[test]

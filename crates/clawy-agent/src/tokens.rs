@@ -250,16 +250,28 @@ mod tests {
         assert_eq!(format!("{a:?} {a}"), "[redacted] [redacted]");
         let stored = std::fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
         assert!(!stored.contains(a.expose()) && !stored.contains(b.expose()));
-        let mode = std::fs::metadata(dir.path().join(TOKENS_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(TOKENS_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(verifier.verify(a.expose()));
         assert!(verifier.verify(b.expose()));
         assert!(!verifier.verify(&format!("{}x", a.expose())));
-        assert!(matches!(create(dir.path(), Some("cp-a")), Err(TokenError::NameTaken(_))));
+        assert!(matches!(
+            create(dir.path(), Some("cp-a")),
+            Err(TokenError::NameTaken(_))
+        ));
         revoke(dir.path(), &rec_a.id).unwrap();
-        assert!(!verifier.verify(a.expose()), "revocation must take effect without restart");
+        assert!(
+            !verifier.verify(a.expose()),
+            "revocation must take effect without restart"
+        );
         assert!(verifier.verify(b.expose()));
         assert_eq!(list(dir.path()).unwrap().len(), 1);
-        assert!(matches!(revoke(dir.path(), "cp-a"), Err(TokenError::NotFound(_))));
+        assert!(matches!(
+            revoke(dir.path(), "cp-a"),
+            Err(TokenError::NotFound(_))
+        ));
     }
 }

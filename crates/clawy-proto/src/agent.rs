@@ -203,7 +203,11 @@ mod tests {
 
     #[test]
     fn error_code_serializes_as_its_str() {
-        for code in [ErrorCode::CapacityExceeded, ErrorCode::InvalidSpec, ErrorCode::NotFound] {
+        for code in [
+            ErrorCode::CapacityExceeded,
+            ErrorCode::InvalidSpec,
+            ErrorCode::NotFound,
+        ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
     }

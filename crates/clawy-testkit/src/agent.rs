@@ -59,7 +59,11 @@ pub struct TestAgent {
 impl TestAgent {
     /// Write a config, create a token, start the agent (inside `netns` if given)
     /// and wait until it listens.
-    pub async fn start(bin: &Path, opts: AgentOptions, netns: Option<&Netns>) -> anyhow::Result<Self> {
+    pub async fn start(
+        bin: &Path,
+        opts: AgentOptions,
+        netns: Option<&Netns>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("clawy-agent-").tempdir()?;
         let state_dir = dir.path().join("state");
         let images_dir = opts
@@ -96,7 +100,10 @@ impl TestAgent {
         };
         let out = agent.cli(&["token", "create", "--name", "test"])?;
         if !out.status.success() {
-            bail!("token create failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "token create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         agent.token = String::from_utf8_lossy(&out.stdout).trim().to_string();
         agent.launch(netns).await?;
@@ -267,7 +274,9 @@ impl Drop for TestAgent {
     fn drop(&mut self) {
         self.kill_agent();
         for (_, pid) in self.qemu_pids() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }

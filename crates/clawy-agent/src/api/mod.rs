@@ -88,11 +88,14 @@ pub fn router(state: ApiState, request_timeout: Duration) -> Router {
             )
                 .into_response()
         })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            with_timeout(req, next, request_timeout)
-        }))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| with_timeout(req, next, request_timeout),
+        ))
         .with_state(state)
 }
 
@@ -173,10 +176,16 @@ fn json_rejection(rej: JsonRejection) -> AgentError {
         JsonRejection::JsonDataError(e) => {
             let text = e.body_text();
             // axum's text: "Failed to deserialize the JSON body into the target type: FIELD: why"
-            let detail = text.split_once("target type: ").map(|x| x.1).unwrap_or(&text);
+            let detail = text
+                .split_once("target type: ")
+                .map(|x| x.1)
+                .unwrap_or(&text);
             let (field, message) = match detail.split_once(": ") {
                 Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
-                _ => (unknown_field(detail).unwrap_or_else(|| "spec".into()), detail.to_string()),
+                _ => (
+                    unknown_field(detail).unwrap_or_else(|| "spec".into()),
+                    detail.to_string(),
+                ),
             };
             AgentError::InvalidSpec(SpecError { field, message })
         }
@@ -230,10 +239,26 @@ mod tests {
             ("GET", "/v1/vms/{id}/probe"),
         ];
         for r in ROUTES {
-            assert!(allowed.contains(r), "route {r:?} is not on the ACCESS-2 allow-list");
-            assert!(handler_for(r.0, r.1).is_some(), "route {r:?} has no handler");
+            assert!(
+                allowed.contains(r),
+                "route {r:?} is not on the ACCESS-2 allow-list"
+            );
+            assert!(
+                handler_for(r.0, r.1).is_some(),
+                "route {r:?} has no handler"
+            );
         }
-        for bad in ["exec", "file", "files", "console", "serial", "guest-agent", "qga", "shell", "vnc"] {
+        for bad in [
+            "exec",
+            "file",
+            "files",
+            "console",
+            "serial",
+            "guest-agent",
+            "qga",
+            "shell",
+            "vnc",
+        ] {
             assert!(
                 !ROUTES.iter().any(|(_, p)| p.contains(bad)),
                 "a route mentions `{bad}`"

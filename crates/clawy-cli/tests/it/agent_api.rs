@@ -12,7 +12,8 @@ use clawy_testkit::netns::Netns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawy");
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 test@clawy";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 test@clawy";
 
 /// A 64 MiB blank qcow2 as base image: enough to define VMs without booting them.
 fn blank_images() -> tempfile::TempDir {
@@ -59,7 +60,11 @@ fn client(agent: &TestAgent, token: &str) -> AgentClient {
     AgentClient::new(&agent.base_url, &agent.fingerprint, token).unwrap()
 }
 
-fn assert_api_err(r: Result<impl std::fmt::Debug, ClientError>, status: u16, code: ErrorCode) -> Option<String> {
+fn assert_api_err(
+    r: Result<impl std::fmt::Debug, ClientError>,
+    status: u16,
+    code: ErrorCode,
+) -> Option<String> {
     match r {
         Err(ClientError::Api {
             status: s,
@@ -86,18 +91,38 @@ async fn data3_tokens_missing_wrong_revoked_are_401() {
         .danger_accept_invalid_certs(true)
         .build()
         .unwrap();
-    let r = raw.get(format!("{}/v1/host", agent.base_url)).send().await.unwrap();
+    let r = raw
+        .get(format!("{}/v1/host", agent.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
     // Unknown routes answer 401 too without a token: nothing is revealed.
-    let r = raw.get(format!("{}/v1/nope", agent.base_url)).send().await.unwrap();
+    let r = raw
+        .get(format!("{}/v1/nope", agent.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
-    assert_api_err(client(&agent, "").host().await, 401, ErrorCode::Unauthorized);
-    assert_api_err(client(&agent, "clawyagt_wrong").host().await, 401, ErrorCode::Unauthorized);
+    assert_api_err(
+        client(&agent, "").host().await,
+        401,
+        ErrorCode::Unauthorized,
+    );
+    assert_api_err(
+        client(&agent, "clawyagt_wrong").host().await,
+        401,
+        ErrorCode::Unauthorized,
+    );
     let almost = format!("{}0", &agent.token[..agent.token.len() - 1]);
-    assert_api_err(client(&agent, &almost).host().await, 401, ErrorCode::Unauthorized);
+    assert_api_err(
+        client(&agent, &almost).host().await,
+        401,
+        ErrorCode::Unauthorized,
+    );
 
     // Rotation: a second token works alongside; revoking the first takes effect
     // without a restart.
@@ -108,10 +133,22 @@ async fn data3_tokens_missing_wrong_revoked_are_401() {
     let list = agent.cli(&["token", "list"]).unwrap();
     let list = String::from_utf8(list.stdout).unwrap();
     assert!(list.contains("test") && list.contains("second"));
-    assert!(!list.contains(&agent.token) && !list.contains(&second), "token list leaks tokens");
+    assert!(
+        !list.contains(&agent.token) && !list.contains(&second),
+        "token list leaks tokens"
+    );
     let stored = std::fs::read_to_string(agent.state_dir().join("tokens.json")).unwrap();
-    assert!(!stored.contains(&agent.token) && !stored.contains(&second), "tokens stored in plaintext");
-    assert!(agent.cli(&["token", "revoke", "test"]).unwrap().status.success());
+    assert!(
+        !stored.contains(&agent.token) && !stored.contains(&second),
+        "tokens stored in plaintext"
+    );
+    assert!(
+        agent
+            .cli(&["token", "revoke", "test"])
+            .unwrap()
+            .status
+            .success()
+    );
     assert_api_err(good.host().await, 401, ErrorCode::Unauthorized);
     client(&agent, &second).host().await.unwrap();
     // The agent's log never contains a token.
@@ -130,7 +167,11 @@ async fn data3_plain_http_refused() {
         .unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut buf)).await;
-    assert!(!buf.starts_with(b"HTTP/"), "plaintext HTTP got an HTTP answer: {:?}", String::from_utf8_lossy(&buf));
+    assert!(
+        !buf.starts_with(b"HTTP/"),
+        "plaintext HTTP got an HTTP answer: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
     let http = reqwest::Client::new()
         .get(format!("http://{addr}/v1/host"))
         .bearer_auth(&agent.token)
@@ -145,7 +186,10 @@ async fn data3_client_pins_the_fingerprint() {
     let agent = start(images.path(), "").await;
     // The CLI prints the same fingerprint the agent printed at start-up.
     let out = agent.cli(&["fingerprint"]).unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), agent.fingerprint);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        agent.fingerprint
+    );
     client(&agent, &agent.token).host().await.unwrap();
     // Flip one byte of the fingerprint: the client refuses before sending anything.
     let mut wrong = agent.fingerprint.clone();
@@ -170,14 +214,27 @@ async fn invalid_spec_is_422_naming_the_field() {
     // agent runs in its own namespace and creates its bridge there.
     let ns = Netns::new("api").unwrap();
     let inet = Netns::new("apinet").unwrap();
-    Netns::veth_pair(&ns, "up0", "203.0.113.1/24", &inet, "peer0", "203.0.113.2/24").unwrap();
+    Netns::veth_pair(
+        &ns,
+        "up0",
+        "203.0.113.1/24",
+        &inet,
+        "peer0",
+        "203.0.113.2/24",
+    )
+    .unwrap();
     let opts = AgentOptions {
         images_dir: Some(images.path().to_path_buf()),
-        network_toml: Some("subnet = \"10.42.7.0/24\"\nuplink = \"up0\"\nssh_port_range = \"22000-22099\"\n".into()),
+        network_toml: Some(
+            "subnet = \"10.42.7.0/24\"\nuplink = \"up0\"\nssh_port_range = \"22000-22099\"\n"
+                .into(),
+        ),
         extra_toml: "max_vcpus = 16\nmax_memory_mib = 8192\nmax_disk_gib = 100\n".into(),
         ..AgentOptions::default()
     };
-    let agent = TestAgent::start(Path::new(BIN), opts, Some(&ns)).await.unwrap();
+    let agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
+        .await
+        .unwrap();
     let c = client(&agent, &agent.token);
     c.ensure_vm("vm-ok", &spec(1)).await.unwrap();
 
@@ -197,14 +254,24 @@ async fn invalid_spec_is_422_naming_the_field() {
         (|s| s.base_image = "..".into(), "base_image"),
         (|s| s.base_image = "missing.qcow2".into(), "base_image"),
         (|s| s.hostname = "bad\nhost: x".into(), "hostname"),
-        (|s| s.ssh_authorized_keys = vec!["ssh-dss AAAAB3NzaC1kc3MAAACBAP".into()], "ssh_authorized_keys[0]"),
-        (|s| s.ssh_authorized_keys = vec![format!("{KEY}\nssh_pwauth: true")], "ssh_authorized_keys[0]"),
+        (
+            |s| s.ssh_authorized_keys = vec!["ssh-dss AAAAB3NzaC1kc3MAAACBAP".into()],
+            "ssh_authorized_keys[0]",
+        ),
+        (
+            |s| s.ssh_authorized_keys = vec![format!("{KEY}\nssh_pwauth: true")],
+            "ssh_authorized_keys[0]",
+        ),
         (|s| s.port_forwards[0].host_port = 80, "port_forwards[0]"),
     ];
     for (i, (mutate, field)) in cases.into_iter().enumerate() {
         let mut s = spec(2);
         mutate(&mut s);
-        let got = assert_api_err(c.ensure_vm(&format!("vm-bad-{i}"), &s).await, 422, ErrorCode::InvalidSpec);
+        let got = assert_api_err(
+            c.ensure_vm(&format!("vm-bad-{i}"), &s).await,
+            422,
+            ErrorCode::InvalidSpec,
+        );
         assert_eq!(got.as_deref(), Some(field), "case {i}");
     }
     // Wrong JSON types and unknown fields name the field too.
@@ -237,7 +304,11 @@ async fn invalid_spec_is_422_naming_the_field() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["field"], "exec", "{body}");
     // A bad VM id.
-    assert_api_err(c.ensure_vm("Bad_Id", &spec(4)).await, 422, ErrorCode::InvalidSpec);
+    assert_api_err(
+        c.ensure_vm("Bad_Id", &spec(4)).await,
+        422,
+        ErrorCode::InvalidSpec,
+    );
     // Address and port conflicts with another VM are 409.
     let mut s = spec(5);
     s.private_ip = spec(1).private_ip;
@@ -254,7 +325,11 @@ async fn invalid_spec_is_422_naming_the_field() {
 #[tokio::test]
 async fn iso2_capacity_is_never_overcommitted() {
     let images = blank_images();
-    let agent = start(images.path(), "max_vcpus = 4\nmax_memory_mib = 1024\nmax_disk_gib = 10\n").await;
+    let agent = start(
+        images.path(),
+        "max_vcpus = 4\nmax_memory_mib = 1024\nmax_disk_gib = 10\n",
+    )
+    .await;
     let c = client(&agent, &agent.token);
     let mut a = spec(1);
     a.vcpus = 3;
@@ -270,21 +345,37 @@ async fn iso2_capacity_is_never_overcommitted() {
 
     let mut b = spec(2);
     b.vcpus = 2;
-    let f = assert_api_err(c.ensure_vm("vm-b", &b).await, 409, ErrorCode::CapacityExceeded);
+    let f = assert_api_err(
+        c.ensure_vm("vm-b", &b).await,
+        409,
+        ErrorCode::CapacityExceeded,
+    );
     assert_eq!(f.as_deref(), Some("vcpus"));
     let mut b = spec(2);
     b.memory_mib = 768;
-    let f = assert_api_err(c.ensure_vm("vm-b", &b).await, 409, ErrorCode::CapacityExceeded);
+    let f = assert_api_err(
+        c.ensure_vm("vm-b", &b).await,
+        409,
+        ErrorCode::CapacityExceeded,
+    );
     assert_eq!(f.as_deref(), Some("memory_mib"));
     let mut b = spec(2);
     b.disk_gib = 5;
-    let f = assert_api_err(c.ensure_vm("vm-b", &b).await, 409, ErrorCode::CapacityExceeded);
+    let f = assert_api_err(
+        c.ensure_vm("vm-b", &b).await,
+        409,
+        ErrorCode::CapacityExceeded,
+    );
     assert_eq!(f.as_deref(), Some("disk_gib"));
     // What fits still fits, and a VM's own allocation is not counted twice.
     c.ensure_vm("vm-b", &spec(2)).await.unwrap();
     let mut a2 = a.clone();
     a2.disk_gib = 10;
-    assert_api_err(c.ensure_vm("vm-a", &a2).await, 409, ErrorCode::CapacityExceeded);
+    assert_api_err(
+        c.ensure_vm("vm-a", &a2).await,
+        409,
+        ErrorCode::CapacityExceeded,
+    );
     a2.disk_gib = 9;
     c.ensure_vm("vm-a", &a2).await.unwrap();
     assert_eq!(c.host().await.unwrap().allocated.disk_gib, 10);
@@ -309,7 +400,10 @@ async fn access2_route_enumeration() {
         ("GET", "/v1/vms/{id}/probe"),
     ];
     for r in clawy_agent::api::ROUTES {
-        assert!(allowed.contains(r), "route {r:?} is outside the ACCESS-2 allow-list");
+        assert!(
+            allowed.contains(r),
+            "route {r:?} is outside the ACCESS-2 allow-list"
+        );
     }
     let images = blank_images();
     let agent = start(images.path(), "").await;
@@ -323,8 +417,20 @@ async fn access2_route_enumeration() {
         .map(|(_, p)| p.replace("{id}", "vm-x"))
         .collect();
     for bad in [
-        "exec", "files", "file", "console", "serial", "guest-agent", "qga", "shell", "vnc", "ssh",
-        "logs", "screenshot", "fs", "terminal",
+        "exec",
+        "files",
+        "file",
+        "console",
+        "serial",
+        "guest-agent",
+        "qga",
+        "shell",
+        "vnc",
+        "ssh",
+        "logs",
+        "screenshot",
+        "fs",
+        "terminal",
     ] {
         paths.push(format!("/v1/vms/vm-x/{bad}"));
         paths.push(format!("/v1/{bad}"));
@@ -346,7 +452,10 @@ async fn access2_route_enumeration() {
             let status = r.status().as_u16();
             let body = r.text().await.unwrap();
             if route.is_some() {
-                assert!(!body.contains("no such route"), "{m} {path} is in ROUTES but not served");
+                assert!(
+                    !body.contains("no such route"),
+                    "{m} {path} is in ROUTES but not served"
+                );
             } else {
                 assert!(
                     status == 405 || (status == 404 && body.contains("no such route")),
@@ -367,18 +476,36 @@ async fn idempotent_put_and_delete() {
     assert_eq!(vm.state, VmState::Defined);
     let dir = agent.state_dir().join("vms/vm-i");
     let stamp = |f: &str| std::fs::metadata(dir.join(f)).unwrap().modified().unwrap();
-    let before = (stamp("overlay.qcow2"), stamp("seed.iso"), stamp("spec.json"));
+    let before = (
+        stamp("overlay.qcow2"),
+        stamp("seed.iso"),
+        stamp("spec.json"),
+    );
     let (vm2, created) = c.ensure_vm("vm-i", &spec(1)).await.unwrap();
     assert!(!created);
     assert_eq!(vm2.spec, vm.spec);
-    assert_eq!(before, (stamp("overlay.qcow2"), stamp("seed.iso"), stamp("spec.json")));
+    assert_eq!(
+        before,
+        (
+            stamp("overlay.qcow2"),
+            stamp("seed.iso"),
+            stamp("spec.json")
+        )
+    );
     // A changed spec (stopped VM) is applied: disk grows, seed is rebuilt.
     let mut bigger = spec(1);
     bigger.disk_gib = 2;
     c.ensure_vm("vm-i", &bigger).await.unwrap();
-    assert_eq!(c.get_vm("vm-i").await.unwrap().disk_allocated_bytes, 2 << 30);
+    assert_eq!(
+        c.get_vm("vm-i").await.unwrap().disk_allocated_bytes,
+        2 << 30
+    );
     // Shrinking is refused.
-    let f = assert_api_err(c.ensure_vm("vm-i", &spec(1)).await, 422, ErrorCode::InvalidSpec);
+    let f = assert_api_err(
+        c.ensure_vm("vm-i", &spec(1)).await,
+        422,
+        ErrorCode::InvalidSpec,
+    );
     assert_eq!(f.as_deref(), Some("disk_gib"));
     // Stop of a never-started VM is a no-op success; reboot needs a running VM.
     c.stop_vm("vm-i").await.unwrap();
@@ -395,7 +522,14 @@ async fn idempotent_put_and_delete() {
 fn config_unknown_key_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("agent.toml");
-    std::fs::write(&cfg, format!("state_dir = \"{}\"\nlisten_adress = \"x\"\n", dir.path().display())).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = \"{}\"\nlisten_adress = \"x\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .args(["agent", "--config"])
         .arg(&cfg)

@@ -12,7 +12,8 @@ use clawy_testkit::agent::{AgentOptions, TestAgent};
 use clawy_testkit::netns::Netns;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawy");
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 test@clawy";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 test@clawy";
 
 async fn wait_healthy(c: &AgentClient, id: &str) -> VmStatus {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -23,7 +24,10 @@ async fn wait_healthy(c: &AgentClient, id: &str) -> VmStatus {
                 return vm;
             }
         }
-        assert!(Instant::now() < deadline, "guest never became healthy: {vm:?}");
+        assert!(
+            Instant::now() < deadline,
+            "guest never became healthy: {vm:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -43,14 +47,27 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
 
     let ns = Netns::new("life").unwrap();
     let inet = Netns::new("lifenet").unwrap();
-    Netns::veth_pair(&ns, "up0", "203.0.113.1/24", &inet, "peer0", "203.0.113.2/24").unwrap();
+    Netns::veth_pair(
+        &ns,
+        "up0",
+        "203.0.113.1/24",
+        &inet,
+        "peer0",
+        "203.0.113.2/24",
+    )
+    .unwrap();
     let opts = AgentOptions {
         images_dir: Some(images_dir),
-        network_toml: Some("subnet = \"10.77.1.0/24\"\nuplink = \"up0\"\nssh_port_range = \"22000-22099\"\n".into()),
+        network_toml: Some(
+            "subnet = \"10.77.1.0/24\"\nuplink = \"up0\"\nssh_port_range = \"22000-22099\"\n"
+                .into(),
+        ),
         stop_timeout_secs: 3,
         ..AgentOptions::default()
     };
-    let mut agent = TestAgent::start(Path::new(BIN), opts, Some(&ns)).await.unwrap();
+    let mut agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
+        .await
+        .unwrap();
     let c = AgentClient::new(&agent.base_url, &agent.fingerprint, &agent.token).unwrap();
 
     let spec = VmSpec {
@@ -134,24 +151,48 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
 
     // Delete: no process, no disk, no seed, no state dir, no tap, no nftables element.
     let tap = c.get_vm("life-a").await.unwrap().tap.unwrap();
-    assert!(ns.output(&["ip", "link", "show", &tap]).unwrap().status.success());
+    assert!(
+        ns.output(&["ip", "link", "show", &tap])
+            .unwrap()
+            .status
+            .success()
+    );
     let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
     assert!(ruleset.contains("10.77.1.10"), "{ruleset}");
     c.delete_vm("life-a").await.unwrap();
     assert!(!pid_alive(pid));
     assert!(!agent.state_dir().join("vms/life-a").exists());
-    assert!(!ns.output(&["ip", "link", "show", &tap]).unwrap().status.success(), "tap left behind");
+    assert!(
+        !ns.output(&["ip", "link", "show", &tap])
+            .unwrap()
+            .status
+            .success(),
+        "tap left behind"
+    );
     let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
-    assert!(!ruleset.contains("10.77.1.10"), "nftables element left behind: {ruleset}");
-    assert!(!ruleset.contains("22010"), "port forward left behind: {ruleset}");
+    assert!(
+        !ruleset.contains("10.77.1.10"),
+        "nftables element left behind: {ruleset}"
+    );
+    assert!(
+        !ruleset.contains("22010"),
+        "port forward left behind: {ruleset}"
+    );
     assert!(c.list_vms().await.unwrap().vms.is_empty());
     // ISO-4: the shared base image was never written.
-    assert_eq!(std::fs::metadata(&image).unwrap().modified().unwrap(), base_mtime);
+    assert_eq!(
+        std::fs::metadata(&image).unwrap().modified().unwrap(),
+        base_mtime
+    );
 
     // Teardown removes the agent's bridge and tables (and refuses nothing: no VMs).
     agent.kill_agent();
     let out = agent.cli_in_netns(&["teardown"]).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
     assert!(!ruleset.contains("clawy"), "{ruleset}");
     let links = ns.exec(&["ip", "-o", "link", "show"]).unwrap();

@@ -61,7 +61,9 @@ impl From<crate::network::NetworkError> for AgentError {
     fn from(e: crate::network::NetworkError) -> Self {
         use crate::network::NetworkError as N;
         match e {
-            N::AddressConflict { .. } | N::PortConflict { .. } => AgentError::Conflict(e.to_string()),
+            N::AddressConflict { .. } | N::PortConflict { .. } => {
+                AgentError::Conflict(e.to_string())
+            }
             other => AgentError::internal(other),
         }
     }
@@ -279,7 +281,13 @@ impl QemuDriver {
         crate::tls::write_private_file(&p.spec, &json).map_err(AgentError::internal)
     }
 
-    async fn update(&self, id: &str, old: &VmSpec, spec: &VmSpec, p: &VmPaths) -> Result<(), AgentError> {
+    async fn update(
+        &self,
+        id: &str,
+        old: &VmSpec,
+        spec: &VmSpec,
+        p: &VmPaths,
+    ) -> Result<(), AgentError> {
         if old.base_image != spec.base_image {
             return Err(AgentError::Conflict(
                 "base_image cannot change; delete the VM and create it again".into(),
@@ -336,7 +344,13 @@ impl QemuDriver {
         }
     }
 
-    fn status_of(&self, id: &str, spec: VmSpec, p: &VmPaths, qmp_state: Option<VmState>) -> VmStatus {
+    fn status_of(
+        &self,
+        id: &str,
+        spec: VmSpec,
+        p: &VmPaths,
+        qmp_state: Option<VmState>,
+    ) -> VmStatus {
         let pid = self.live_pid(p);
         let state = match (pid, self.read_power(p)) {
             (Some(_), _) => qmp_state.unwrap_or(VmState::Running),

@@ -80,7 +80,10 @@ pub fn build_argv(plan: &LaunchPlan) -> Vec<String> {
             plan.qmp_socket.display().to_string().replace(',', ",,")
         ),
         "-drive".into(),
-        drive(&plan.overlay, "if=virtio,format=qcow2,cache=none,discard=unmap"),
+        drive(
+            &plan.overlay,
+            "if=virtio,format=qcow2,cache=none,discard=unmap",
+        ),
         "-drive".into(),
         drive(&plan.seed, "if=virtio,format=raw,readonly=on"),
     ];
@@ -143,14 +146,19 @@ pub fn is_our_qemu(pid: Pid, qmp_socket: &Path) -> bool {
         return false;
     };
     // Field 3 (after the parenthesised comm, which may contain spaces).
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
     if matches!(state, Some("Z") | Some("X") | None) {
         return false;
     }
     let Ok(cmdline) = std::fs::read(format!("/proc/{raw}/cmdline")) else {
         return false;
     };
-    let needle = format!("unix:{}", qmp_socket.display().to_string().replace(',', ",,"));
+    let needle = format!(
+        "unix:{}",
+        qmp_socket.display().to_string().replace(',', ",,")
+    );
     cmdline
         .split(|b| *b == 0)
         .any(|arg| arg.starts_with(needle.as_bytes()))
@@ -198,7 +206,10 @@ mod tests {
             "-vnc",
             "-spice",
         ] {
-            assert!(!joined.contains(banned), "argv contains `{banned}`: {joined}");
+            assert!(
+                !joined.contains(banned),
+                "argv contains `{banned}`: {joined}"
+            );
         }
         assert!(argv.contains(&"-nodefaults".to_string()));
         let smp = argv.iter().position(|a| a == "-smp").unwrap();

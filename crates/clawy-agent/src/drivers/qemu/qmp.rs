@@ -89,7 +89,9 @@ impl Qmp {
         };
         let greeting = qmp.read_message().await?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::Protocol(format!("expected greeting, got {greeting}")));
+            return Err(QmpError::Protocol(format!(
+                "expected greeting, got {greeting}"
+            )));
         }
         let _: Value = qmp.execute("qmp_capabilities", None).await?;
         Ok(qmp)
@@ -213,7 +215,10 @@ mod tests {
         assert!(st.running);
         assert_eq!(st.status, "running");
         let err = qmp.system_reset().await.unwrap_err();
-        assert!(matches!(err, QmpError::Command { ref class, .. } if class == "GenericError"), "{err}");
+        assert!(
+            matches!(err, QmpError::Command { ref class, .. } if class == "GenericError"),
+            "{err}"
+        );
         let seen = server.await.unwrap();
         assert!(seen.contains("\"qmp_capabilities\""));
         assert!(seen.contains("\"query-status\""));

@@ -198,9 +198,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let iso = dir.path().join("seed.iso");
         let s = spec();
-        build_iso("vm-a", &s, default_gateway(&s).unwrap(), &dir.path().join("w"), &iso)
-            .await
-            .unwrap();
+        build_iso(
+            "vm-a",
+            &s,
+            default_gateway(&s).unwrap(),
+            &dir.path().join("w"),
+            &iso,
+        )
+        .await
+        .unwrap();
         let bytes = std::fs::read(&iso).unwrap();
         // ISO9660 primary volume descriptor at 32 KiB: "CD001", volume id at +40.
         assert_eq!(&bytes[0x8001..0x8006], b"CD001");

@@ -38,7 +38,10 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
 /// Seconds since `path` was last modified (the pid file: written at start).
 pub fn age_secs(path: &Path) -> Option<u64> {
     let m = std::fs::metadata(path).ok()?.modified().ok()?;
-    SystemTime::now().duration_since(m).ok().map(|d| d.as_secs())
+    SystemTime::now()
+        .duration_since(m)
+        .ok()
+        .map(|d| d.as_secs())
 }
 
 /// Bytes on the host's filesystem used by a file (allocated blocks).
