@@ -5,8 +5,8 @@ use crate::middleware::{body_limit, hsts, json_errors, security_headers, timeout
 use crate::state::AppState;
 use crate::{api, metrics};
 use axum::Router;
-use axum::http::{StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clawy_core::Core;
 use clawy_core::config::ServerConfig;
@@ -33,9 +33,10 @@ pub fn router(state: AppState) -> Router {
         metrics::count_requests,
     ));
     let app = trace::apply(app);
-    let app = app.layer(axum::middleware::from_fn(json_errors::json_errors_for_api));
     let app = body_limit::apply(app);
     let app = timeout::apply(app, state.http.request_timeout);
+    // Outside the limit and timeout layers, so their bare 413/503 become JSON too.
+    let app = app.layer(axum::middleware::from_fn(json_errors::json_errors_for_api));
     // Outermost: every response, including timeouts and rejections, carries the headers.
     let app = security_headers::apply(app);
     let app = hsts::apply(app, state.http.https);
@@ -57,22 +58,18 @@ pub fn not_found_for(uri: &Uri) -> Response {
     if uri.path().starts_with("/api/") {
         return json_errors::error_for_status(StatusCode::NOT_FOUND).into_response();
     }
-    html_not_found()
-}
-
-fn html_not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        [(header::CACHE_CONTROL, "no-store")],
-        Html("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Not found · Clawy</title></head><body><h1>Page not found</h1><p>There is nothing at this address.</p></body></html>"),
-    )
-        .into_response()
+    // The dashboard's own 404 page, in the product's look.
+    crate::web::render_not_found()
 }
 
 /// Runs the control plane until SIGINT/SIGTERM.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let listen = config.listen;
-    let core = Arc::new(Core::open(config).await.map_err(|e| anyhow::anyhow!("{e}"))?);
+    let core = Arc::new(
+        Core::open(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

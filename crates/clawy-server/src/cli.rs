@@ -91,7 +91,9 @@ pub fn run_admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     init_logging_quiet();
     let config = load_config(args.config.as_deref())?;
     runtime()?.block_on(async move {
-        let core = Core::open(config).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let core = Core::open(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let result = run_admin_command(&core, args.command).await;
         core.store().close().await;
         result

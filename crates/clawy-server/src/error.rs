@@ -125,9 +125,11 @@ impl<E: DomainError> From<E> for ApiError {
             ErrorKind::Conflict => (StatusCode::CONFLICT, None, None),
             ErrorKind::Unauthorized => (StatusCode::UNAUTHORIZED, None, None),
             ErrorKind::Forbidden => (StatusCode::FORBIDDEN, None, None),
-            ErrorKind::Throttled { retry_after } => {
-                return ApiError::throttled(retry_after);
-            }
+            ErrorKind::Throttled { retry_after } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                Some(Duration::from_secs(retry_after.as_secs().max(1))),
+            ),
             ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, None, None),
             ErrorKind::Internal => return ApiError::internal(format!("{err:?}")),
         };

@@ -8,7 +8,7 @@ use crate::auth::{ClientAddr, MaybeCaller};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use clawy_core::api_keys::Tier;
@@ -63,7 +63,9 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP clawy_http_requests_total HTTP requests by method, route and status.\n");
+        out.push_str(
+            "# HELP clawy_http_requests_total HTTP requests by method, route and status.\n",
+        );
         out.push_str("# TYPE clawy_http_requests_total counter\n");
         if let Ok(map) = self.requests.lock() {
             for ((method, route, status), n) in map.iter() {
@@ -76,16 +78,36 @@ impl Metrics {
             }
         }
         let counters: [(&str, &str, &AtomicU64); 6] = [
-            ("clawy_logins_total", "Successful password logins.", &self.logins),
-            ("clawy_login_failures_total", "Failed password logins.", &self.login_failures),
+            (
+                "clawy_logins_total",
+                "Successful password logins.",
+                &self.logins,
+            ),
+            (
+                "clawy_login_failures_total",
+                "Failed password logins.",
+                &self.login_failures,
+            ),
             (
                 "clawy_api_key_auth_failures_total",
                 "Requests with an invalid, revoked or expired API key.",
                 &self.api_key_auth_failures,
             ),
-            ("clawy_throttled_total", "Requests answered 429 (rate limits, AUTH-5).", &self.throttled),
-            ("clawy_csrf_rejections_total", "State-changing requests refused by CSRF/origin checks.", &self.csrf_rejections),
-            ("clawy_security_reports_total", "Vulnerability reports received.", &self.security_reports),
+            (
+                "clawy_throttled_total",
+                "Requests answered 429 (rate limits, AUTH-5).",
+                &self.throttled,
+            ),
+            (
+                "clawy_csrf_rejections_total",
+                "State-changing requests refused by CSRF/origin checks.",
+                &self.csrf_rejections,
+            ),
+            (
+                "clawy_security_reports_total",
+                "Vulnerability reports received.",
+                &self.security_reports,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -97,7 +119,9 @@ impl Metrics {
 }
 
 fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Middleware counting every response by matched route (applied with `Router::layer`, so
@@ -110,7 +134,9 @@ pub async fn count_requests(State(state): State<AppState>, req: Request, next: N
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let resp = next.run(req).await;
-    state.metrics.record_request(&method, &route, resp.status().as_u16());
+    state
+        .metrics
+        .record_request(&method, &route, resp.status().as_u16());
     resp
 }
 
@@ -143,14 +169,16 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 pub async fn metrics(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
+    uri: Uri,
     caller: MaybeCaller,
 ) -> Result<Response, ApiError> {
     let operator = caller
         .0
         .as_ref()
-        .is_some_and(|c| c.user.is_operator && c.tier >= Tier::Admin);
+        .is_some_and(|c| c.user.is_operator && c.tier.allows(Tier::Admin));
     if !(operator || addr.is_loopback()) {
-        return Err(ApiError::not_found("Not found."));
+        // Exactly the answer for a path that does not exist.
+        return Ok(crate::app::not_found_for(&uri));
     }
     let mut resp = state.metrics.render().into_response();
     resp.headers_mut().insert(

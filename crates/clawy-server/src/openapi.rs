@@ -66,7 +66,9 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("clawy_<tier>_<32 base62><6 checksum>")
-                    .description(Some("An API key from the dashboard or `clawy admin create-api-key`."))
+                    .description(Some(
+                        "An API key from the dashboard or `clawy admin create-api-key`.",
+                    ))
                     .build(),
             ),
         );

@@ -42,6 +42,8 @@ impl AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("http", &self.http).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("http", &self.http)
+            .finish_non_exhaustive()
     }
 }

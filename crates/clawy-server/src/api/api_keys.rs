@@ -46,7 +46,10 @@ fn created_to_wire(n: NewApiKey) -> CreatedApiKey {
     ),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, caller: Authed<Admin>) -> Result<ApiJson<ApiKeyList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Authed<Admin>,
+) -> Result<ApiJson<ApiKeyList>, ApiError> {
     let keys = state.core.api_keys().list(&caller.user.id).await?;
     Ok(ApiJson(ApiKeyList {
         api_keys: keys.into_iter().map(to_wire).collect(),

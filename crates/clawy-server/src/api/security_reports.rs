@@ -5,8 +5,8 @@ use crate::auth::ClientAddr;
 use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::http::HeaderMap;
+use axum::http::{StatusCode, header};
 use clawy_core::audit::{Caller, ClientInfo};
 use clawy_proto::api::{CreateSecurityReport, ErrorBody, SecurityReportReceipt};
 
@@ -26,7 +26,9 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateSecurityReport>,
 ) -> Result<(StatusCode, ApiJson<SecurityReportReceipt>), ApiError> {
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
     let caller = Caller::anonymous(ClientInfo::new(addr, user_agent));
     let report = state
         .core

@@ -24,7 +24,10 @@ fn to_wire(k: clawy_core::ssh_keys::SshKey) -> wire::SshKey {
     responses((status = 200, body = SshKeyList), (status = 401, body = ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, caller: Authed<Read>) -> Result<ApiJson<SshKeyList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Authed<Read>,
+) -> Result<ApiJson<SshKeyList>, ApiError> {
     let keys = state.core.ssh_keys().list(&caller.user.id).await?;
     Ok(ApiJson(SshKeyList {
         ssh_keys: keys.into_iter().map(to_wire).collect(),

@@ -16,10 +16,10 @@ use crate::state::AppState;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
+use clawy_core::User;
 use clawy_core::api_keys::{ApiKey, Tier};
 use clawy_core::audit::{Caller as AuditCaller, ClientInfo};
 use clawy_core::sessions::{AuthenticatedSession, SESSION_COOKIE, SessionError};
-use clawy_core::User;
 use std::marker::PhantomData;
 use std::ops::Deref;
 
@@ -90,12 +90,13 @@ impl Caller {
             let token = value
                 .to_str()
                 .ok()
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
                 .map(str::trim)
                 .ok_or_else(|| {
-                    ApiError::unauthorized(
-                        "Send the API key as `Authorization: Bearer clawy_…`.",
-                    )
+                    ApiError::unauthorized("Send the API key as `Authorization: Bearer clawy_…`.")
                 })?;
             // AUTH-5: core counts the failure and throttles the address.
             return match state.core.api_keys().authenticate(token, &client).await {
@@ -197,14 +198,20 @@ fn anonymous() -> ApiError {
 /// Any authenticated caller (any tier). Prefer `Authed<T>`, which names the tier.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         cached(parts, state).await?.ok_or_else(anonymous)
     }
 }
 
 impl OptionalFromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
         cached(parts, state).await
     }
 }
@@ -215,7 +222,10 @@ pub struct MaybeCaller(pub Option<Caller>);
 
 impl FromRequestParts<AppState> for MaybeCaller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Ok(MaybeCaller(cached(parts, state).await?))
     }
 }
@@ -257,7 +267,10 @@ impl<T: TierReq> Deref for Authed<T> {
 
 impl<T: TierReq> FromRequestParts<AppState> for Authed<T> {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let caller = cached(parts, state).await?.ok_or_else(anonymous)?;
         caller.require(T::TIER)?;
         Ok(Authed(caller, PhantomData))
@@ -289,7 +302,10 @@ impl Operator {
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Operator::check(cached(parts, state).await?)
     }
 }

@@ -18,19 +18,26 @@ impl ClientAddr {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ci| ci.0.ip())
-            .ok_or_else(|| ApiError::internal("no ConnectInfo: server not started with connect info"))?;
+            .ok_or_else(|| {
+                ApiError::internal("no ConnectInfo: server not started with connect info")
+            })?;
         let xff = parts
             .headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok());
-        Ok(ClientAddr(state.core.config().resolve_client_addr(peer, xff)))
+        Ok(ClientAddr(
+            state.core.config().resolve_client_addr(peer, xff),
+        ))
     }
 }
 
 impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if let Some(addr) = parts.extensions.get::<ClientAddr>() {
             return Ok(*addr);
         }

@@ -6,5 +6,5 @@ pub mod caller;
 pub mod client_addr;
 pub mod origin;
 
-pub use caller::{Admin, Authed, CallerAuth, Caller, Manage, MaybeCaller, Operator, Read, TierReq};
+pub use caller::{Admin, Authed, Caller, CallerAuth, Manage, MaybeCaller, Operator, Read, TierReq};
 pub use client_addr::ClientAddr;

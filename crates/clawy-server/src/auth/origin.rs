@@ -33,7 +33,12 @@ pub fn check_same_origin(headers: &HeaderMap, expected_origin: &str) -> Result<(
     match headers.get(axum::http::header::ORIGIN) {
         None => Ok(()),
         Some(v) => match v.to_str() {
-            Ok(o) if o.trim_end_matches('/').eq_ignore_ascii_case(expected_origin) => Ok(()),
+            Ok(o)
+                if o.trim_end_matches('/')
+                    .eq_ignore_ascii_case(expected_origin) =>
+            {
+                Ok(())
+            }
             _ => Err(OriginError::WrongOrigin),
         },
     }
@@ -58,13 +63,18 @@ mod tests {
         let base = Url::parse("https://clawy.example:8443/").unwrap();
         let o = origin_of(&base);
         assert_eq!(o, "https://clawy.example:8443");
-        assert!(check_same_origin(&headers(&[("origin", "https://clawy.example:8443")]), &o).is_ok());
+        assert!(
+            check_same_origin(&headers(&[("origin", "https://clawy.example:8443")]), &o).is_ok()
+        );
         assert!(check_same_origin(&headers(&[]), &o).is_ok());
         assert_eq!(
             check_same_origin(&headers(&[("origin", "https://evil.example")]), &o),
             Err(OriginError::WrongOrigin)
         );
-        assert_eq!(check_same_origin(&headers(&[("origin", "null")]), &o), Err(OriginError::WrongOrigin));
+        assert_eq!(
+            check_same_origin(&headers(&[("origin", "null")]), &o),
+            Err(OriginError::WrongOrigin)
+        );
         assert_eq!(
             check_same_origin(&headers(&[("sec-fetch-site", "cross-site")]), &o),
             Err(OriginError::CrossSite)

@@ -7,7 +7,10 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub const HSTS_VALUE: &str = "max-age=63072000; includeSubDomains";
 
-pub fn apply<S: Clone + Send + Sync + 'static>(router: Router<S>, base_url_is_https: bool) -> Router<S> {
+pub fn apply<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    base_url_is_https: bool,
+) -> Router<S> {
     if !base_url_is_https {
         return router;
     }

@@ -50,7 +50,9 @@ pub fn error_for_status(status: StatusCode) -> ApiError {
             "timeout",
             "The request took too long and was stopped. Please try again.",
         ),
-        s if s.is_server_error() => ApiError::internal(format!("bare {s} response on an API route")),
+        s if s.is_server_error() => {
+            ApiError::internal(format!("bare {s} response on an API route"))
+        }
         s => ApiError::new(
             s,
             "bad_request",

@@ -1,0 +1,66 @@
+//! The OpenAPI document is generated from the code and lists every route.
+
+use crate::common::{TestApp, json};
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn openapi_json_is_valid_and_lists_every_route() {
+    let app = TestApp::start().await;
+    let resp = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc = json(resp).await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in clawy_server::api::ROUTES {
+        let full = format!("/api/v1{path}");
+        let item = paths
+            .get(&full)
+            .unwrap_or_else(|| panic!("{full} missing from openapi.json"));
+        assert!(
+            item.get(method.to_ascii_lowercase()).is_some(),
+            "{method} {full} missing from openapi.json"
+        );
+    }
+    // Nothing documented that the router does not serve.
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, clawy_server::api::ROUTES.len());
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "http");
+    assert_eq!(scheme["scheme"], "bearer");
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    // Authenticated routes declare the bearer requirement.
+    assert!(paths["/api/v1/me"]["get"]["security"].is_array());
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    // The reverse of the above: each ROUTES entry answers something other than the
+    // router's 404/405 fallbacks.
+    let app = TestApp::start().await;
+    for (method, path) in clawy_server::api::ROUTES {
+        let path = path.replace("{id}", "nonexistent");
+        let resp = app
+            .request(method.parse().unwrap(), &format!("/api/v1{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        if resp.status() == StatusCode::NOT_FOUND {
+            let body = json(resp).await;
+            assert_ne!(
+                body["error"]["message"].as_str().unwrap_or(""),
+                "No such API route. See /api/v1/openapi.json for the routes that exist.",
+                "{method} {path} is not routed"
+            );
+        }
+    }
+}
