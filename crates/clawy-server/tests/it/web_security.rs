@@ -1,0 +1,196 @@
+//! REPORT-1: the security page, security.txt and the report form.
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+
+use crate::common::TestApp;
+use crate::web_support::{WebClient, esc, location};
+use clawy_core::promises::PROMISES;
+
+#[tokio::test]
+async fn report1_security_txt_fields() {
+    let app = TestApp::start().await;
+    let resp = app
+        .client
+        .get(app.url("/.well-known/security.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
+    let body = resp.text().await.unwrap();
+    let field = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .to_owned()
+    };
+    let contact = &app.core.config().security_contact;
+    assert_eq!(
+        field("Contact"),
+        format!("mailto:{}", contact.trim_start_matches("mailto:"))
+    );
+    let base = app
+        .core
+        .config()
+        .base_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    assert_eq!(field("Policy"), format!("{base}/security"));
+    assert_eq!(
+        field("Canonical"),
+        format!("{base}/.well-known/security.txt")
+    );
+    assert_eq!(field("Preferred-Languages"), "en");
+    let expires: DateTime<Utc> = field("Expires").parse().unwrap();
+    let now = app.core.now();
+    assert!(
+        expires > now + chrono::Duration::days(300),
+        "Expires {expires} not far enough ahead of {now}"
+    );
+    assert!(
+        expires <= now + chrono::Duration::days(366),
+        "RFC 9116: no more than a year ahead"
+    );
+
+    // The legacy location points to the canonical one.
+    let resp = app
+        .client
+        .get(app.url("/security.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(location(&resp), "/.well-known/security.txt");
+}
+
+#[tokio::test]
+async fn report1_security_page_lists_every_promise() {
+    let app = TestApp::start().await;
+    let mut web = WebClient::new(&app);
+    let (status, html) = web.get_text("/security").await;
+    assert_eq!(status, StatusCode::OK);
+    for p in PROMISES {
+        assert!(
+            html.contains(&format!("id=\"{}\"", p.id)),
+            "{} has no anchor",
+            p.id
+        );
+        assert!(
+            html.contains(&format!("href=\"#{}\"", p.id)),
+            "{} id not visible",
+            p.id
+        );
+    }
+    assert!(html.contains("href=\"/security/report\""));
+}
+
+#[tokio::test]
+async fn report1_report_form_stores_mails_and_rate_limits() {
+    let app = TestApp::builder().with_smtp().start().await;
+    let operator = app.with_operator().await;
+    let mut web = WebClient::new(&app);
+
+    // Invalid: the input stays, the message is next to the field.
+    let resp = web
+        .submit(
+            "/security/report",
+            "/security/report",
+            &[
+                ("email", "me@example.test"),
+                ("title", ""),
+                ("details", "Steps: 1. 2. 3."),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("id=\"e-title\""));
+    assert!(html.contains("Steps: 1. 2. 3.") && html.contains("value=\"me@example.test\""));
+
+    let resp = web
+        .submit(
+            "/security/report",
+            "/security/report",
+            &[
+                ("email", "me@example.test"),
+                ("title", "XSS in <b>names</b>"),
+                ("details", "Details here"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let thanks = location(&resp);
+    assert!(
+        thanks.starts_with("/security/report/thanks?id=CLAWY-"),
+        "{thanks}"
+    );
+    let tracking = thanks.split("id=").nth(1).unwrap().to_owned();
+    let (status, html) = web.get_text(&thanks).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&tracking));
+
+    let stored = app.core.reports().list(&operator.user).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].tracking_id, tracking);
+    assert_eq!(stored[0].title, "XSS in <b>names</b>");
+    let mail = app
+        .smtp
+        .as_ref()
+        .unwrap()
+        .wait_for_containing(&tracking)
+        .await
+        .unwrap();
+    assert!(
+        mail.to.contains(
+            app.core
+                .config()
+                .security_contact
+                .trim_start_matches("mailto:")
+        )
+    );
+
+    // The operator sees it (escaped), nobody else does.
+    let mut op = WebClient::new(&app);
+    op.login(&operator).await;
+    let (status, html) = op.get_text("/operator/reports").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&tracking) && html.contains(&esc("XSS in <b>names</b>")));
+
+    // Rate limit per client address: 429 page with Retry-After once the hour's budget is used.
+    let mut limited = None;
+    for i in 0..10 {
+        let title = format!("report {i}");
+        let resp = web
+            .submit(
+                "/security/report",
+                "/security/report",
+                &[("email", ""), ("title", &title), ("details", "x")],
+            )
+            .await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    }
+    let resp = limited.expect("never rate-limited");
+    assert!(resp.headers().contains_key(RETRY_AFTER));
+    let per_hour = app.core.config().throttle.reports_per_hour as usize;
+    assert_eq!(
+        app.core.reports().list(&operator.user).await.unwrap().len(),
+        per_hour
+    );
+}
+
+#[tokio::test]
+async fn report1_thanks_page_shows_only_tracking_ids() {
+    let app = TestApp::start().await;
+    let mut web = WebClient::new(&app);
+    let (status, _) = web
+        .get_text("/security/report/thanks?id=%3Cscript%3E")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
