@@ -8,6 +8,7 @@ mod api_keys;
 mod audit;
 mod common;
 mod config;
+mod mail;
 mod promises;
 mod reports;
 mod sessions;
