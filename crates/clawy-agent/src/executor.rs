@@ -83,9 +83,9 @@ impl Executor {
             VmAction::HostInfo => Ok(Outcome::Host(Box::new(self.host_info().await?))),
             VmAction::List => {
                 let mut vms = self.driver.list_vms().await?;
-                for vm in &mut vms {
-                    self.add_probe(vm).await;
-                }
+                // Probes run concurrently: one slow guest must not add its timeout
+                // to every other VM's line.
+                futures::future::join_all(vms.iter_mut().map(|vm| self.add_probe(vm))).await;
                 Ok(Outcome::Vms(VmList { vms }))
             }
             VmAction::Get { id } => {

@@ -105,6 +105,35 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
     c.start_vm("life-a").await.unwrap();
     assert_eq!(agent.qemu_pids()[0].1, pid);
 
+    // NET-5: port forwards change live; anything else needs a stopped VM.
+    let mut more = spec.clone();
+    more.port_forwards.push(PortForward {
+        protocol: Protocol::Tcp,
+        host_port: 22011,
+        guest_port: 18789,
+    });
+    let (vm, created) = c.ensure_vm("life-a", &more).await.unwrap();
+    assert!(!created);
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(agent.qemu_pids()[0].1, pid);
+    let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
+    assert!(ruleset.contains("22011"), "{ruleset}");
+    let mut bigger = more.clone();
+    bigger.memory_mib = 320;
+    match c.ensure_vm("life-a", &bigger).await {
+        Err(e) => assert_eq!(e.status(), Some(409), "{e}"),
+        Ok(v) => panic!("memory changed under a running VM: {v:?}"),
+    }
+    let (_, _) = c.ensure_vm("life-a", &spec).await.unwrap();
+    let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
+    assert!(!ruleset.contains("22011"), "{ruleset}");
+
+    // Teardown refuses while a VM runs (it stops nothing silently).
+    let out = agent.cli_in_netns(&["teardown"]).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("life-a"));
+    assert!(pid_alive(pid));
+
     // Stop (ACPI, then forced after the short test timeout) → stopped, no process.
     let vm = c.stop_vm("life-a").await.unwrap();
     assert_eq!(vm.state, VmState::Stopped);
