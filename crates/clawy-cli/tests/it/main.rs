@@ -1,5 +1,6 @@
 //! Integration tests of the `clawy` binary (one test binary for the crate).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_cli;
 mod agent_api;
 mod agent_lifecycle;
