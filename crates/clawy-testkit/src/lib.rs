@@ -2,5 +2,7 @@
 pub mod agent;
 pub mod browser;
 pub mod db;
+pub mod guest;
+pub mod netns;
 pub mod postgres;
 pub mod smtp;
