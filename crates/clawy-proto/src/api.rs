@@ -197,10 +197,339 @@ pub struct Health {
     pub database: String,
 }
 
+// ---------------------------------------------------------------------------------------
+// Instances, plans, regions, hosts, metrics (issue 4).
+// ---------------------------------------------------------------------------------------
+
+/// A VM size the operator offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Plan {
+    /// e.g. `small`; what `POST /api/v1/instances` takes as `plan`.
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// Disabled plans are kept for existing instances but cannot be chosen.
+    pub enabled: bool,
+    /// The plan taken when a create request leaves `plan` out.
+    pub is_default: bool,
+}
+
+/// `GET /api/v1/plans`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlanList {
+    pub plans: Vec<Plan>,
+}
+
+/// `POST /api/v1/admin/plans` (operators).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlan {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// `PATCH /api/v1/admin/plans/{name}` (operators): only the fields given change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePlan {
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    #[serde(default)]
+    pub disk_gib: Option<u64>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// A location instances can be placed in (DATA-2: only the operator's allowed countries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Region {
+    /// ISO 3166-1 alpha-2 country code, e.g. `DE`.
+    pub code: String,
+    /// At least one enabled host is registered there.
+    pub has_hosts: bool,
+    /// The region taken when a create request leaves `region` out.
+    pub is_default: bool,
+}
+
+/// `GET /api/v1/regions`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RegionList {
+    pub regions: Vec<Region>,
+}
+
+/// Lifecycle state as the API reports it. `unknown` means the instance's host has not
+/// answered recently: the last known state is not claimed (see `last_contact_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    Pending,
+    Provisioning,
+    Running,
+    Stopped,
+    Deleting,
+    Deleted,
+    Error,
+    Unknown,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Provisioning => "provisioning",
+            InstanceState::Running => "running",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Deleting => "deleting",
+            InstanceState::Deleted => "deleted",
+            InstanceState::Error => "error",
+            InstanceState::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<InstanceState> {
+        [
+            InstanceState::Pending,
+            InstanceState::Provisioning,
+            InstanceState::Running,
+            InstanceState::Stopped,
+            InstanceState::Deleting,
+            InstanceState::Deleted,
+            InstanceState::Error,
+            InstanceState::Unknown,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// A state the platform is still working towards another one from.
+    pub fn is_transitional(self) -> bool {
+        matches!(
+            self,
+            InstanceState::Pending | InstanceState::Provisioning | InstanceState::Deleting
+        )
+    }
+}
+
+/// Health as seen from the host (ACCESS-1: nothing is read from inside the guest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceHealth {
+    /// `ok` (port answers), `down` (probed, no answer) or `unknown` (not probed yet).
+    pub gateway: String,
+    /// The gateway's HTTP status on the last probe, if it answered HTTP.
+    pub http_status: Option<u16>,
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Per-service states. For now only `gateway` (from the port probe); there is no
+    /// in-guest heartbeat.
+    pub services: Vec<ServiceHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceHealth {
+    pub name: String,
+    /// `ok`, `down` or `unknown`.
+    pub state: String,
+}
+
+/// An instance: one VM of the caller's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    pub id: String,
+    pub name: String,
+    pub state: InstanceState,
+    /// What the owner asked for: `running` or `stopped`.
+    pub desired_power: String,
+    pub private_ip: Option<String>,
+    /// Host port forwarded to the guest's SSH port.
+    pub ssh_port: Option<u16>,
+    /// Ready to paste, e.g. `ssh -p 22001 clawy@clawy.example`.
+    pub ssh_command: Option<String>,
+    pub plan: String,
+    /// Country code of the region.
+    pub region: String,
+    /// `DE` or `DE/fra1`: where the host is.
+    pub host_location: Option<String>,
+    pub health: InstanceHealth,
+    /// When the control plane last heard from the instance's host.
+    pub last_contact_at: Option<DateTime<Utc>>,
+    pub uptime_secs: Option<u64>,
+    /// Why the instance is in `error`, in words a person can act on.
+    pub error_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/instances`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceList {
+    pub instances: Vec<Instance>,
+}
+
+/// `POST /api/v1/instances`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    /// A DNS label: lowercase letters, digits and `-`, 1–63 characters, unique per user.
+    pub name: String,
+    /// Plan name; the operator's default when left out.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// Country code; the operator's default when left out.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Ids of the caller's SSH keys to install (copied at create time).
+    #[serde(default)]
+    pub ssh_key_ids: Vec<String>,
+}
+
+/// `GET /api/v1/instances/{id}/metrics`: one point per sample (`1h`, `24h`) or per hour
+/// (`30d`, the hourly averages).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceMetrics {
+    pub instance_id: String,
+    /// `1h`, `24h` or `30d`.
+    pub range: String,
+    pub points: Vec<MetricPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricPoint {
+    pub at: DateTime<Utc>,
+    pub cpu_percent: Option<f64>,
+    pub memory_used_bytes: Option<u64>,
+    pub disk_used_bytes: Option<u64>,
+    /// Counters since the VM started (cumulative).
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+    pub uptime_secs: Option<u64>,
+}
+
+/// Capacity or allocation of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostResources {
+    pub vcpus: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+/// A registered host agent (operators). The agent's token is never returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Host {
+    pub id: String,
+    pub url: String,
+    /// SHA-256 of the agent's certificate, pinned (DATA-3).
+    pub fingerprint: String,
+    /// Country code.
+    pub location: String,
+    pub site: Option<String>,
+    pub enabled: bool,
+    pub reachable: bool,
+    pub last_contact_at: Option<DateTime<Utc>>,
+    pub hostname: Option<String>,
+    pub capacity: HostResources,
+    /// The sum of the plans of the host's live instances.
+    pub allocated: HostResources,
+    pub instance_count: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HostList {
+    pub hosts: Vec<Host>,
+}
+
+/// `POST /api/v1/admin/hosts`: the server connects to the agent with the pinned
+/// fingerprint and reads its host info before saving.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateHost {
+    /// `https://host:port` of the agent.
+    pub url: String,
+    /// SHA-256 of the agent's certificate (hex, colons allowed).
+    pub fingerprint: String,
+    /// The agent's bearer token; stored encrypted, never returned.
+    pub token: String,
+    /// Country code.
+    pub location: String,
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+impl std::fmt::Debug for CreateHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateHost")
+            .field("url", &self.url)
+            .field("fingerprint", &self.fingerprint)
+            .field("token", &"[redacted]")
+            .field("location", &self.location)
+            .field("site", &self.site)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+/// `PATCH /api/v1/admin/hosts/{id}`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateHost {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// An instance in the operator's list: with its owner and host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AdminInstance {
+    #[serde(flatten)]
+    pub instance: Instance,
+    pub owner_id: String,
+    pub owner_email: String,
+    pub host_id: Option<String>,
+}
+
+/// `GET /api/v1/admin/instances?limit=&after=`: oldest first; pass `next_after` as
+/// `after` for the next page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AdminInstancePage {
+    pub instances: Vec<AdminInstance>,
+    pub next_after: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn create_host_debug_hides_the_token() {
+        let h = CreateHost {
+            url: "https://a:1".into(),
+            fingerprint: "ab".into(),
+            token: "very-secret-token".into(),
+            location: "DE".into(),
+            site: None,
+            enabled: None,
+        };
+        assert!(!format!("{h:?}").contains("very-secret-token"));
+    }
+
+    #[test]
+    fn instance_state_round_trips() {
+        for s in ["pending", "running", "unknown", "error", "deleted"] {
+            assert_eq!(InstanceState::parse(s).unwrap().as_str(), s);
+        }
+        assert_eq!(
+            serde_json::to_string(&InstanceState::Provisioning).unwrap(),
+            "\"provisioning\""
+        );
+    }
 
     #[test]
     fn tier_order_is_read_manage_admin() {
