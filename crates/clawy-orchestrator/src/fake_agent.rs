@@ -1,0 +1,344 @@
+//! An in-process FAKE host agent, for the fleet-scale benchmark and the
+//! PostgreSQL two-runner test ONLY (issue 4 allows a fake that "answers the agent API
+//! instantly" for the benchmark). It speaks the real agent API shape over HTTPS with a
+//! self-signed certificate (the agent's own TLS code), checks the bearer token, keeps
+//! VMs in memory, and counts calls so tests can prove no job ran twice. It runs no
+//! VM; nothing in the product uses it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clawy_proto::agent::{
+    ErrorBody, ErrorCode, ErrorDetail, HealthProbe, HostInfo, HostNetwork, Resources, VmList,
+    VmSpec, VmState, VmStatus,
+};
+
+/// Per-host call counters (ensure per VM id, starts, deletes, lists).
+#[derive(Debug, Default, Clone)]
+pub struct FakeCounters {
+    pub ensure_calls: HashMap<String, u64>,
+    pub creates: HashMap<String, u64>,
+    pub starts: u64,
+    pub deletes: u64,
+    pub lists: u64,
+}
+
+#[derive(Debug)]
+struct FakeState {
+    vms: HashMap<String, VmStatus>,
+    counters: FakeCounters,
+    info: HostInfo,
+}
+
+#[derive(Clone)]
+struct Shared {
+    state: Arc<Mutex<FakeState>>,
+    token: Arc<String>,
+}
+
+/// One fake agent listening on `127.0.0.1:<port>`.
+pub struct FakeAgent {
+    pub base_url: String,
+    pub fingerprint: String,
+    pub token: String,
+    state: Arc<Mutex<FakeState>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for FakeAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeAgent")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeAgent {
+    /// Starts a fake agent at `location` with `capacity` and a network
+    /// (`subnet`, gateway `.1`, ssh ports `ports`).
+    pub async fn start(
+        location: &str,
+        capacity: Resources,
+        subnet_prefix: &str,
+        ports: [u16; 2],
+    ) -> anyhow::Result<FakeAgent> {
+        let dir = tempfile::Builder::new().prefix("clawy-fake-agent-").tempdir()?;
+        let identity = clawy_agent::tls::load_or_create(dir.path())?;
+        let tls = clawy_agent::tls::server_config(&identity)?;
+        let token = format!("fake-{}", uuid::Uuid::new_v4().simple());
+        let info = HostInfo {
+            hostname: format!("fake-{location}"),
+            location: location.to_string(),
+            driver: "fake".into(),
+            accelerator: "none".into(),
+            cpu_cores: capacity.vcpus,
+            memory_mib: capacity.memory_mib,
+            disk_gib: capacity.disk_gib,
+            capacity,
+            allocated: Resources {
+                vcpus: 0,
+                memory_mib: 0,
+                disk_gib: 0,
+            },
+            vm_count: 0,
+            agent_version: "fake".into(),
+            network: Some(HostNetwork {
+                subnet: format!("{subnet_prefix}.0/24"),
+                gateway: format!("{subnet_prefix}.1"),
+                ssh_port_range: ports,
+            }),
+        };
+        let state = Arc::new(Mutex::new(FakeState {
+            vms: HashMap::new(),
+            counters: FakeCounters::default(),
+            info,
+        }));
+        let shared = Shared {
+            state: state.clone(),
+            token: Arc::new(token.clone()),
+        };
+        let app = Router::new()
+            .route("/v1/host", get(host))
+            .route("/v1/vms", get(list))
+            .route("/v1/vms/{id}", get(get_vm).put(ensure).delete(delete))
+            .route("/v1/vms/{id}/start", post(start))
+            .route("/v1/vms/{id}/stop", post(stop))
+            .route("/v1/vms/{id}/reboot", post(start))
+            .route("/v1/vms/{id}/probe", get(probe))
+            .with_state(shared);
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = clawy_agent::server::serve_tls(listener, tls, app).await;
+        });
+        Ok(FakeAgent {
+            base_url: format!("https://{addr}"),
+            fingerprint: identity.fingerprint,
+            token,
+            state,
+            task,
+            _dir: dir,
+        })
+    }
+
+    /// A copy of the counters so far.
+    pub fn counters(&self) -> FakeCounters {
+        self.state
+            .lock()
+            .map(|s| s.counters.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ids of the VMs this fake holds.
+    pub fn vm_ids(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|s| s.vms.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Put a VM straight into the fake (the benchmark's "already provisioned" fleet).
+    pub fn insert_vm(&self, id: &str, spec: VmSpec, state: VmState) {
+        if let Ok(mut s) = self.state.lock() {
+            s.vms.insert(id.to_string(), status_of(id, spec, state));
+        }
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn status_of(id: &str, spec: VmSpec, state: VmState) -> VmStatus {
+    let running = state == VmState::Running;
+    VmStatus {
+        id: id.to_string(),
+        state,
+        disk_allocated_bytes: spec.disk_gib << 30,
+        spec,
+        uptime_secs: running.then_some(60),
+        cpu_percent: running.then_some(1.5),
+        memory_used_bytes: running.then_some(64 << 20),
+        disk_used_bytes: Some(16 << 20),
+        net_rx_bytes: running.then_some(1000),
+        net_tx_bytes: running.then_some(2000),
+        tap: None,
+        health: running.then(|| HealthProbe {
+            tcp_ok: true,
+            http_status: Some(200),
+            latency_ms: 1,
+            checked_at: chrono::Utc::now().to_rfc3339(),
+        }),
+    }
+}
+
+fn api_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    (
+        status,
+        Json(ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.to_string(),
+                field: None,
+            },
+        }),
+    )
+        .into_response()
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let expected = format!("Bearer {}", shared.token);
+    let ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    if ok {
+        Ok(())
+    } else {
+        Err(api_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "missing or wrong token",
+        ))
+    }
+}
+
+fn locked(shared: &Shared) -> Result<std::sync::MutexGuard<'_, FakeState>, Response> {
+    shared.state.lock().map_err(|_| {
+        api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "poisoned",
+        )
+    })
+}
+
+async fn host(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    match locked(&shared) {
+        Ok(s) => {
+            let mut info = s.info.clone();
+            info.vm_count = s.vms.len() as u64;
+            Json(info).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn list(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    match locked(&shared) {
+        Ok(mut s) => {
+            s.counters.lists += 1;
+            let vms = s.vms.values().cloned().collect();
+            Json(VmList { vms }).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn get_vm(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    match locked(&shared) {
+        Ok(s) => match s.vms.get(&id) {
+            Some(vm) => Json(vm.clone()).into_response(),
+            None => api_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such VM"),
+        },
+        Err(r) => r,
+    }
+}
+
+async fn ensure(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(spec): Json<VmSpec>,
+) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    let mut s = match locked(&shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    *s.counters.ensure_calls.entry(id.clone()).or_default() += 1;
+    if let Some(vm) = s.vms.get_mut(&id) {
+        vm.spec = spec;
+        return (StatusCode::OK, Json(vm.clone())).into_response();
+    }
+    *s.counters.creates.entry(id.clone()).or_default() += 1;
+    let vm = status_of(&id, spec, VmState::Defined);
+    s.vms.insert(id, vm.clone());
+    (StatusCode::CREATED, Json(vm)).into_response()
+}
+
+async fn set_state(shared: &Shared, headers: &HeaderMap, id: &str, state: VmState) -> Response {
+    if let Err(r) = authorized(shared, headers) {
+        return r;
+    }
+    let mut s = match locked(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if state == VmState::Running {
+        s.counters.starts += 1;
+    }
+    match s.vms.get(id).cloned() {
+        Some(vm) => {
+            let vm = status_of(id, vm.spec, state);
+            s.vms.insert(id.to_string(), vm.clone());
+            Json(vm).into_response()
+        }
+        None => api_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such VM"),
+    }
+}
+
+async fn start(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    set_state(&shared, &headers, &id, VmState::Running).await
+}
+
+async fn stop(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    set_state(&shared, &headers, &id, VmState::Stopped).await
+}
+
+async fn delete(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    match locked(&shared) {
+        Ok(mut s) => {
+            s.counters.deletes += 1;
+            s.vms.remove(&id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+async fn probe(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorized(&shared, &headers) {
+        return r;
+    }
+    match locked(&shared) {
+        Ok(s) => match s.vms.get(&id).and_then(|v| v.health.clone()) {
+            Some(h) => Json(h).into_response(),
+            None => api_error(StatusCode::CONFLICT, ErrorCode::Conflict, "not running"),
+        },
+        Err(r) => r,
+    }
+}
