@@ -24,8 +24,6 @@ pub struct Metrics {
     /// (method, route, status) → count. Routes are matched patterns, so the label set is
     /// bounded by the router (unmatched paths share one label).
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    login_failures: AtomicU64,
-    logins: AtomicU64,
     api_key_auth_failures: AtomicU64,
     throttled: AtomicU64,
     csrf_rejections: AtomicU64,
@@ -38,13 +36,6 @@ impl Metrics {
             *map.entry((method.to_owned(), route.to_owned(), status))
                 .or_insert(0) += 1;
         }
-    }
-    /// A failed password login (dashboard form).
-    pub fn login_failed(&self) {
-        self.login_failures.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn login_succeeded(&self) {
-        self.logins.fetch_add(1, Ordering::Relaxed);
     }
     pub fn api_key_auth_failed(&self) {
         self.api_key_auth_failures.fetch_add(1, Ordering::Relaxed);
@@ -77,35 +68,25 @@ impl Metrics {
                 );
             }
         }
-        let counters: [(&str, &str, &AtomicU64); 6] = [
-            (
-                "clawy_logins_total",
-                "Successful password logins.",
-                &self.logins,
-            ),
-            (
-                "clawy_login_failures_total",
-                "Failed password logins.",
-                &self.login_failures,
-            ),
+        let counters: [(&str, &str, &AtomicU64); 4] = [
             (
                 "clawy_api_key_auth_failures_total",
-                "Requests with an invalid, revoked or expired API key.",
+                "Requests with an invalid, revoked or expired API key (this process).",
                 &self.api_key_auth_failures,
             ),
             (
                 "clawy_throttled_total",
-                "Requests answered 429 (rate limits, AUTH-5).",
+                "Requests answered 429 by the API (rate limits, AUTH-5; this process).",
                 &self.throttled,
             ),
             (
                 "clawy_csrf_rejections_total",
-                "State-changing requests refused by CSRF/origin checks.",
+                "Cookie-authenticated API changes refused by CSRF/origin checks (this process).",
                 &self.csrf_rejections,
             ),
             (
                 "clawy_security_reports_total",
-                "Vulnerability reports received.",
+                "Vulnerability reports received through the API (this process).",
                 &self.security_reports,
             ),
         ];
@@ -180,10 +161,69 @@ pub async fn metrics(
         // Exactly the answer for a path that does not exist.
         return Ok(crate::app::not_found_for(&uri));
     }
-    let mut resp = state.metrics.render().into_response();
+    let mut text = state.metrics.render();
+    text.push_str(&audit_counters(&state).await);
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// Account events counted from the append-only audit log, so they are totals across
+/// restarts and replicas and need no instrumentation in the page handlers.
+async fn audit_counters(state: &AppState) -> String {
+    use sqlx::Row;
+    const TRACKED: &[(&str, &str, &str)] = &[
+        (
+            "clawy_logins_total",
+            "login_ok",
+            "Successful password logins.",
+        ),
+        (
+            "clawy_login_failures_total",
+            "login_failed",
+            "Failed password logins.",
+        ),
+        (
+            "clawy_login_throttled_total",
+            "login_throttled",
+            "Logins refused by throttling (AUTH-5).",
+        ),
+        (
+            "clawy_account_locks_total",
+            "account_locked",
+            "Soft account locks started (AUTH-5).",
+        ),
+    ];
+    let rows = sqlx::query(
+        "SELECT action, COUNT(*) AS n FROM audit_events \
+         WHERE action IN ('login_ok', 'login_failed', 'login_throttled', 'account_locked') \
+         GROUP BY action",
+    )
+    .fetch_all(state.core.store().pool())
+    .await;
+    let counts: BTreeMap<String, i64> = match rows {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.try_get::<String, _>("action").ok()?,
+                    r.try_get::<i64, _>("n").ok()?,
+                ))
+            })
+            .collect(),
+        Err(err) => {
+            tracing::warn!(error = ?err, "metrics: cannot count audit events");
+            return String::new();
+        }
+    };
+    let mut out = String::new();
+    for (name, action, help) in TRACKED {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", counts.get(*action).copied().unwrap_or(0));
+    }
+    out
 }

@@ -63,3 +63,53 @@ pub fn error_for_status(status: StatusCode) -> ApiError {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let r = Router::new()
+            .route("/api/v1/slow", get(std::future::pending::<&'static str>))
+            .route("/slow", get(std::future::pending::<&'static str>));
+        let r = crate::middleware::timeout::apply(r, Duration::from_millis(50));
+        r.layer(axum::middleware::from_fn(json_errors_for_api))
+    }
+
+    async fn call(path: &str) -> (StatusCode, String, String) {
+        let resp = app()
+            .oneshot(Request::builder().uri(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        (status, ct, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn api_timeout_becomes_json_503() {
+        let (status, ct, body) = call("/api/v1/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(ct.starts_with("application/json"), "{ct}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "timeout");
+    }
+
+    #[tokio::test]
+    async fn page_timeout_is_left_alone() {
+        let (status, ct, _) = call("/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!ct.starts_with("application/json"));
+    }
+}

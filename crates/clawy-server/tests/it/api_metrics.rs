@@ -37,7 +37,30 @@ async fn metrics_for_loopback_counts_requests() {
         ),
         "{text}"
     );
-    assert!(text.contains("clawy_login_failures_total"));
+    assert!(text.contains("clawy_login_failures_total 0"), "{text}");
+
+    // A failed login (through core, as the login page does) shows up, from the audit log.
+    let user = app.with_user().await;
+    let _ = app
+        .core
+        .accounts()
+        .authenticate(
+            &user.email,
+            &clawy_core::SecretString::from("wrong-password-123".to_owned()),
+            &clawy_core::Caller::anonymous(TestApp::client_info()),
+        )
+        .await
+        .unwrap_err();
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("clawy_login_failures_total 1"), "{text}");
 }
 
 #[tokio::test]
