@@ -309,3 +309,75 @@ impl FromRequestParts<AppState> for Operator {
         Operator::check(cached(parts, state).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use axum::http::StatusCode;
+    use chrono::Utc;
+
+    fn user(is_operator: bool) -> User {
+        User {
+            id: "u1".into(),
+            email: "a@example.test".into(),
+            is_operator,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn key_caller(is_operator: bool, tier: Tier) -> Caller {
+        Caller {
+            user: user(is_operator),
+            tier,
+            auth: CallerAuth::ApiKey(ApiKey {
+                id: "k1".into(),
+                user_id: "u1".into(),
+                name: "k".into(),
+                tier,
+                prefix: "clawy_r_abcd".into(),
+                created_at: Utc::now(),
+                last_used_at: None,
+                expires_at: None,
+                revoked_at: None,
+            }),
+            client: ClientInfo::none(),
+        }
+    }
+
+    #[test]
+    fn auth2_require_compares_tiers() {
+        let c = key_caller(false, Tier::Manage);
+        assert!(c.require(Tier::Read).is_ok());
+        assert!(c.require(Tier::Manage).is_ok());
+        let err = c.require(Tier::Admin).unwrap_err();
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
+        assert_eq!(err.code(), "insufficient_tier");
+        assert_eq!(c.key_tier(), Some(Tier::Manage));
+    }
+
+    #[test]
+    fn operator_needs_flag_and_full_rights_else_404() {
+        assert!(Operator::check(Some(key_caller(true, Tier::Admin))).is_ok());
+        for c in [
+            key_caller(true, Tier::Manage),
+            key_caller(false, Tier::Admin),
+        ] {
+            let err = Operator::check(Some(c)).unwrap_err();
+            assert_eq!(err.status(), StatusCode::NOT_FOUND);
+        }
+        assert_eq!(
+            Operator::check(None).unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn only_safe_methods_skip_csrf() {
+        assert!(!is_state_changing(&Method::GET));
+        assert!(!is_state_changing(&Method::HEAD));
+        for m in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert!(is_state_changing(&m));
+        }
+    }
+}
