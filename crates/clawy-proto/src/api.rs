@@ -209,8 +209,6 @@ pub struct Plan {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub disk_gib: u64,
-    /// Disabled plans are kept for existing instances but cannot be chosen.
-    pub enabled: bool,
     /// The plan taken when a create request leaves `plan` out.
     pub is_default: bool,
 }
@@ -229,22 +227,21 @@ pub struct CreatePlan {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub disk_gib: u64,
-    #[serde(default)]
-    pub enabled: Option<bool>,
 }
 
 /// `PATCH /api/v1/admin/plans/{name}` (operators): only the fields given change.
+/// Existing instances keep the size they were created with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePlan {
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(default)]
     pub vcpus: Option<u32>,
     #[serde(default)]
     pub memory_mib: Option<u64>,
     #[serde(default)]
     pub disk_gib: Option<u64>,
-    #[serde(default)]
-    pub enabled: Option<bool>,
 }
 
 /// A location instances can be placed in (DATA-2: only the operator's allowed countries).
@@ -252,8 +249,10 @@ pub struct UpdatePlan {
 pub struct Region {
     /// ISO 3166-1 alpha-2 country code, e.g. `DE`.
     pub code: String,
-    /// At least one enabled host is registered there.
-    pub has_hosts: bool,
+    /// Enabled hosts in the region (regions without any are not listed).
+    pub hosts: u64,
+    /// Some host there has room for the default plan right now.
+    pub has_capacity: bool,
     /// The region taken when a create request leaves `region` out.
     pub is_default: bool,
 }
@@ -422,6 +421,7 @@ pub struct HostResources {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Host {
     pub id: String,
+    pub name: String,
     pub url: String,
     /// SHA-256 of the agent's certificate, pinned (DATA-3).
     pub fingerprint: String,
@@ -431,7 +431,11 @@ pub struct Host {
     pub enabled: bool,
     pub reachable: bool,
     pub last_contact_at: Option<DateTime<Utc>>,
+    /// Why the last contact failed, when it did.
+    pub last_error: Option<String>,
     pub hostname: Option<String>,
+    /// `kvm` or `tcg` (as the agent reports it).
+    pub accelerator: Option<String>,
     pub capacity: HostResources,
     /// The sum of the plans of the host's live instances.
     pub allocated: HostResources,
@@ -449,6 +453,9 @@ pub struct HostList {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateHost {
+    /// A unique DNS label, e.g. `fra1-a`; the agent's hostname when left out.
+    #[serde(default)]
+    pub name: Option<String>,
     /// `https://host:port` of the agent.
     pub url: String,
     /// SHA-256 of the agent's certificate (hex, colons allowed).
@@ -466,6 +473,7 @@ pub struct CreateHost {
 impl std::fmt::Debug for CreateHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CreateHost")
+            .field("name", &self.name)
             .field("url", &self.url)
             .field("fingerprint", &self.fingerprint)
             .field("token", &"[redacted]")
@@ -510,6 +518,7 @@ mod tests {
     #[test]
     fn create_host_debug_hides_the_token() {
         let h = CreateHost {
+            name: None,
             url: "https://a:1".into(),
             fingerprint: "ab".into(),
             token: "very-secret-token".into(),
