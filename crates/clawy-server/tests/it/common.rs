@@ -107,6 +107,7 @@ type ConfigTweak = Box<dyn FnOnce(&mut ServerConfig) + Send>;
 
 pub struct TestAppBuilder {
     base_url: Option<String>,
+    localhost: bool,
     smtp: bool,
     tweak: Vec<ConfigTweak>,
 }
@@ -116,6 +117,12 @@ impl TestAppBuilder {
     /// checks then expect this origin.
     pub fn base_url(mut self, url: &str) -> Self {
         self.base_url = Some(url.to_owned());
+        self
+    }
+    /// Address the server as `http://localhost:PORT` (base URL and `url()`), e.g. for a
+    /// browser that treats `localhost` as a secure context for `__Host-` cookies.
+    pub fn localhost(mut self) -> Self {
+        self.localhost = true;
         self
     }
     /// Start an SMTP sink and point `smtp_url` at it.
@@ -143,10 +150,12 @@ impl TestAppBuilder {
         let addr = listener.local_addr().expect("addr");
         let mut config = ServerConfig::for_tests(&db.data_dir(), db.url());
         config.listen = addr;
-        let base = self
-            .base_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}"));
+        let http_base = if self.localhost {
+            format!("http://localhost:{}", addr.port())
+        } else {
+            format!("http://{addr}")
+        };
+        let base = self.base_url.clone().unwrap_or_else(|| http_base.clone());
         config.base_url = url::Url::parse(&base).expect("base url");
         if let Some(s) = &smtp {
             config.smtp_url = Some(s.url());
@@ -175,7 +184,7 @@ impl TestAppBuilder {
             .expect("client");
         TestApp {
             addr,
-            http_base: format!("http://{addr}"),
+            http_base,
             core,
             state,
             clock,
@@ -190,7 +199,7 @@ impl TestAppBuilder {
 
 pub struct TestApp {
     pub addr: SocketAddr,
-    /// Where the server really listens (`http://127.0.0.1:port`).
+    /// Where tests reach the server (`http://127.0.0.1:port`, or `localhost`).
     pub http_base: String,
     pub core: Arc<Core>,
     pub state: AppState,
@@ -217,6 +226,7 @@ impl TestApp {
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {
             base_url: None,
+            localhost: false,
             smtp: false,
             tweak: Vec::new(),
         }
