@@ -4,3 +4,5 @@
 mod admin_cli;
 mod agent_api;
 mod agent_lifecycle;
+mod cli_keys;
+mod cli_support;
