@@ -21,7 +21,22 @@ pub async fn probe_gateway(ip: &str, timeout: Duration) -> HealthProbe {
             checked_at,
         };
     };
-    let addr = SocketAddr::new(ip, GATEWAY_PORT);
+    probe_addr(
+        SocketAddr::new(ip, GATEWAY_PORT),
+        timeout,
+        started,
+        checked_at,
+    )
+    .await
+}
+
+async fn probe_addr(
+    addr: SocketAddr,
+    timeout: Duration,
+    started: Instant,
+    checked_at: String,
+) -> HealthProbe {
+    let ip = addr.ip();
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr)).await;
     let (tcp_ok, http_status) = match stream {
         Ok(Ok(mut s)) => {
@@ -68,11 +83,49 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn closed_port_is_not_ok() {
-        // 127.0.0.1:18789 is normally closed in the test environment; if something
-        // listens there the probe must at least not claim an HTTP status it did not see.
+    async fn bad_address_is_not_ok() {
         let p = probe_gateway("not-an-ip", Duration::from_millis(200)).await;
         assert!(!p.tcp_ok);
         assert_eq!(p.http_status, None);
+    }
+
+    fn now() -> (Instant, String) {
+        (Instant::now(), "t".to_string())
+    }
+
+    #[tokio::test]
+    async fn http_answer_is_reported_and_closed_port_is_not() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"GET / HTTP/1.0\r\n"));
+            s.write_all(b"HTTP/1.0 503 Service Unavailable\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let (t, c) = now();
+        let p = probe_addr(addr, Duration::from_secs(2), t, c).await;
+        server.await.unwrap();
+        assert!(p.tcp_ok);
+        assert_eq!(p.http_status, Some(503));
+        // A port that accepts TCP but speaks no HTTP: tcp_ok, no status.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"SSH-2.0-dropbear\r\n").await.unwrap();
+        });
+        let (t, c) = now();
+        let p = probe_addr(silent, Duration::from_secs(2), t, c).await;
+        server.await.unwrap();
+        assert!(p.tcp_ok);
+        assert_eq!(p.http_status, None);
+        // Nothing listening any more (the first listener ended with its task).
+        let (t, c) = now();
+        let p = probe_addr(addr, Duration::from_millis(500), t, c).await;
+        assert!(!p.tcp_ok);
     }
 }

@@ -303,6 +303,17 @@ async fn invalid_spec_is_422_naming_the_field() {
     assert_eq!(r.status(), 422);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["field"], "exec", "{body}");
+    // Oversized user data is named; a body over the limit is 413.
+    let mut s = spec(3);
+    s.user_data = Some("#!/bin/sh\n".to_string() + &"x".repeat(70 * 1024));
+    let f = assert_api_err(c.ensure_vm("vm-x", &s).await, 422, ErrorCode::InvalidSpec);
+    assert_eq!(f.as_deref(), Some("user_data"));
+    s.user_data = Some("x".repeat(300 * 1024));
+    assert_api_err(
+        c.ensure_vm("vm-x", &s).await,
+        413,
+        ErrorCode::PayloadTooLarge,
+    );
     // A bad VM id.
     assert_api_err(
         c.ensure_vm("Bad_Id", &spec(4)).await,
