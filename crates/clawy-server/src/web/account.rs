@@ -26,6 +26,8 @@ pub fn router() -> Router<AppState> {
 struct SessionRow {
     id: String,
     current: bool,
+    /// "Chrome on Linux"; the full user agent is in the tooltip.
+    browser: String,
     user_agent: Option<String>,
     client_addr: Option<String>,
     created: String,
@@ -49,6 +51,7 @@ async fn render_account(web: &mut Web, status: StatusCode, errors: FieldErrors) 
             let (last_seen, last_seen_iso) = show_time(s.last_seen_at);
             SessionRow {
                 current: s.id == session.session.id,
+                browser: describe_user_agent(s.user_agent.as_deref()),
                 id: s.id,
                 user_agent: s.user_agent,
                 client_addr: s.client_addr,
@@ -67,6 +70,46 @@ async fn render_account(web: &mut Web, status: StatusCode, errors: FieldErrors) 
         context! { sessions => rows, errors => errors },
     );
     Ok(web.finish(resp))
+}
+
+/// A short, human name for a user agent ("Firefox on macOS"); good enough to recognise
+/// one's own devices, never used for decisions.
+fn describe_user_agent(ua: Option<&str>) -> String {
+    let Some(ua) = ua.filter(|u| !u.trim().is_empty()) else {
+        return "Unknown browser".to_owned();
+    };
+    let browser = if ua.contains("Firefox/") {
+        "Firefox"
+    } else if ua.contains("Edg/") {
+        "Edge"
+    } else if ua.contains("OPR/") {
+        "Opera"
+    } else if ua.contains("Chrome/") || ua.contains("Chromium/") {
+        "Chrome"
+    } else if ua.contains("Safari/") {
+        "Safari"
+    } else if ua.starts_with("curl/") {
+        "curl"
+    } else {
+        return ua.chars().take(40).collect();
+    };
+    let os = if ua.contains("Android") {
+        Some("Android")
+    } else if ua.contains("iPhone") || ua.contains("iPad") {
+        Some("iOS")
+    } else if ua.contains("Windows") {
+        Some("Windows")
+    } else if ua.contains("Mac OS X") || ua.contains("Macintosh") {
+        Some("macOS")
+    } else if ua.contains("Linux") || ua.contains("X11") {
+        Some("Linux")
+    } else {
+        None
+    };
+    match os {
+        Some(os) => format!("{browser} on {os}"),
+        None => browser.to_owned(),
+    }
 }
 
 async fn account_page(mut web: Web) -> WebResult {
@@ -142,4 +185,20 @@ async fn revoke_session(web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly
         .revoke(&session.user.id, &id, &web.caller())
         .await?;
     Ok(web.finish(redirect_with_flash("/account", Flash::SessionRevoked)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_user_agent;
+
+    #[test]
+    fn user_agents_get_short_names() {
+        let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+        assert_eq!(describe_user_agent(Some(chrome)), "Chrome on Linux");
+        let ff =
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14.1; rv:128.0) Gecko/20100101 Firefox/128.0";
+        assert_eq!(describe_user_agent(Some(ff)), "Firefox on macOS");
+        assert_eq!(describe_user_agent(Some("clawy-tests")), "clawy-tests");
+        assert_eq!(describe_user_agent(None), "Unknown browser");
+    }
 }

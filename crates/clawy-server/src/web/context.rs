@@ -254,8 +254,10 @@ impl Web {
     /// AUTH-3: a state-changing form must come from our own origin and carry the right
     /// token — the session's when signed in, else the signed-out cookie's.
     pub fn check_form(&self, presented: &str) -> Result<(), WebError> {
-        check_same_origin(&self.headers, &self.state.http.origin)
-            .map_err(|_| WebError::CsrfFailed)?;
+        if let Err(e) = check_same_origin(&self.headers, &self.state.http.origin) {
+            tracing::info!(reason = %e, "form refused: origin check");
+            return Err(WebError::CsrfFailed);
+        }
         let by_session = self
             .session
             .as_ref()
@@ -270,6 +272,11 @@ impl Web {
         if by_session || by_cookie {
             Ok(())
         } else {
+            tracing::info!(
+                signed_in = self.session.is_some(),
+                has_csrf_cookie = self.anon_csrf.is_some() && !self.anon_csrf_is_new,
+                "form refused: CSRF token missing or wrong"
+            );
             Err(WebError::CsrfFailed)
         }
     }
