@@ -111,15 +111,21 @@ impl Browser {
         Ok(path)
     }
 
-    /// Saves a full-page PNG: the window is stretched to the document's height first.
+    /// Saves a full-page PNG at `width`: the window is resized to the width first, then
+    /// stretched to the document's height at that width.
     pub async fn screenshot_full(&self, name: &str, width: u32) -> anyhow::Result<PathBuf> {
+        self.client.set_window_size(width, 900).await?;
         let h = self
             .client
-            .execute("return document.documentElement.scrollHeight", vec![])
+            // The window's own chrome (outer − inner) comes on top of the document.
+            .execute(
+                "return document.documentElement.scrollHeight + (window.outerHeight - window.innerHeight)",
+                vec![],
+            )
             .await?
             .as_u64()
             .unwrap_or(900)
-            .clamp(300, 6000) as u32;
+            .clamp(300, 8000) as u32;
         self.client.set_window_size(width, h).await?;
         let path = self.screenshot(name).await?;
         Ok(path)
