@@ -134,6 +134,14 @@ impl Executor {
             allocated: allocated(specs.iter().map(|(_, s)| s)),
             vm_count: specs.len() as u64,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            // The control plane allocates IPs and SSH ports from this (issue 4 IPAM).
+            network: self.config.network.as_ref().map(|n| {
+                clawy_proto::agent::HostNetwork {
+                    subnet: n.subnet.to_string(),
+                    gateway: n.subnet.gateway().to_string(),
+                    ssh_port_range: [n.ssh_port_range.start, n.ssh_port_range.end],
+                }
+            }),
         })
     }
 

@@ -38,6 +38,22 @@ pub enum AuditAction {
     SshKeyAdded,
     SshKeyRemoved,
     ReportSubmitted,
+    InstanceCreated,
+    InstanceStartRequested,
+    InstanceStopRequested,
+    InstanceRebootRequested,
+    InstanceDeleteRequested,
+    InstanceRetryRequested,
+    InstanceStateChanged,
+    InstanceRepaired,
+    InstanceDriftDetected,
+    JobRetry,
+    JobFailed,
+    HostRegistered,
+    HostUpdated,
+    PlanCreated,
+    PlanUpdated,
+    PlanDeleted,
 }
 
 impl AuditAction {
@@ -62,6 +78,22 @@ impl AuditAction {
         AuditAction::SshKeyAdded,
         AuditAction::SshKeyRemoved,
         AuditAction::ReportSubmitted,
+        AuditAction::InstanceCreated,
+        AuditAction::InstanceStartRequested,
+        AuditAction::InstanceStopRequested,
+        AuditAction::InstanceRebootRequested,
+        AuditAction::InstanceDeleteRequested,
+        AuditAction::InstanceRetryRequested,
+        AuditAction::InstanceStateChanged,
+        AuditAction::InstanceRepaired,
+        AuditAction::InstanceDriftDetected,
+        AuditAction::JobRetry,
+        AuditAction::JobFailed,
+        AuditAction::HostRegistered,
+        AuditAction::HostUpdated,
+        AuditAction::PlanCreated,
+        AuditAction::PlanUpdated,
+        AuditAction::PlanDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +118,22 @@ impl AuditAction {
             AuditAction::SshKeyAdded => "ssh_key_added",
             AuditAction::SshKeyRemoved => "ssh_key_removed",
             AuditAction::ReportSubmitted => "report_submitted",
+            AuditAction::InstanceCreated => "instance_created",
+            AuditAction::InstanceStartRequested => "instance_start_requested",
+            AuditAction::InstanceStopRequested => "instance_stop_requested",
+            AuditAction::InstanceRebootRequested => "instance_reboot_requested",
+            AuditAction::InstanceDeleteRequested => "instance_delete_requested",
+            AuditAction::InstanceRetryRequested => "instance_retry_requested",
+            AuditAction::InstanceStateChanged => "instance_state_changed",
+            AuditAction::InstanceRepaired => "instance_repaired",
+            AuditAction::InstanceDriftDetected => "instance_drift_detected",
+            AuditAction::JobRetry => "job_retry",
+            AuditAction::JobFailed => "job_failed",
+            AuditAction::HostRegistered => "host_registered",
+            AuditAction::HostUpdated => "host_updated",
+            AuditAction::PlanCreated => "plan_created",
+            AuditAction::PlanUpdated => "plan_updated",
+            AuditAction::PlanDeleted => "plan_deleted",
         }
     }
 
@@ -116,6 +164,22 @@ impl AuditAction {
             AuditAction::SshKeyAdded => "SSH key added",
             AuditAction::SshKeyRemoved => "SSH key removed",
             AuditAction::ReportSubmitted => "Security report submitted",
+            AuditAction::InstanceCreated => "Instance created",
+            AuditAction::InstanceStartRequested => "Start requested",
+            AuditAction::InstanceStopRequested => "Stop requested",
+            AuditAction::InstanceRebootRequested => "Reboot requested",
+            AuditAction::InstanceDeleteRequested => "Delete requested",
+            AuditAction::InstanceRetryRequested => "Retry requested",
+            AuditAction::InstanceStateChanged => "State changed",
+            AuditAction::InstanceRepaired => "Repaired by the reconciler",
+            AuditAction::InstanceDriftDetected => "Drift detected",
+            AuditAction::JobRetry => "Step failed, will retry",
+            AuditAction::JobFailed => "Step failed, gave up",
+            AuditAction::HostRegistered => "Host registered",
+            AuditAction::HostUpdated => "Host changed",
+            AuditAction::PlanCreated => "Plan created",
+            AuditAction::PlanUpdated => "Plan changed",
+            AuditAction::PlanDeleted => "Plan deleted",
         }
     }
 }
@@ -144,6 +208,8 @@ pub enum Actor {
     },
     /// An operator acting on someone else's account or instance.
     Operator { user_id: String, email: String },
+    /// The control plane's reconciler (ACCESS-3: its repairs are instance events).
+    Reconciler,
 }
 
 impl Actor {
@@ -153,6 +219,7 @@ impl Actor {
         match self {
             Actor::Anonymous => "anonymous".to_string(),
             Actor::System => "system".to_string(),
+            Actor::Reconciler => "reconciler".to_string(),
             Actor::User { email, .. } => format!("user:{email}"),
             Actor::ApiKey { prefix, .. } => format!("api_key:{prefix}"),
             Actor::Operator { email, .. } => format!("operator:{email}"),
@@ -165,7 +232,7 @@ impl Actor {
             Actor::User { user_id, .. }
             | Actor::ApiKey { user_id, .. }
             | Actor::Operator { user_id, .. } => Some(user_id),
-            Actor::Anonymous | Actor::System => None,
+            Actor::Anonymous | Actor::System | Actor::Reconciler => None,
         }
     }
 
@@ -217,6 +284,9 @@ impl Caller {
     pub fn system() -> Self {
         Caller::new(Actor::System, ClientInfo::none())
     }
+    pub fn reconciler() -> Self {
+        Caller::new(Actor::Reconciler, ClientInfo::none())
+    }
     pub fn anonymous(client: ClientInfo) -> Self {
         Caller::new(Actor::Anonymous, client)
     }
@@ -250,6 +320,8 @@ pub struct AuditEvent {
     pub at: DateTime<Utc>,
     /// The account the event belongs to (its owner reads it), if any.
     pub user_id: Option<String>,
+    /// The instance the event is about (ACCESS-3 instance events), if any.
+    pub instance_id: Option<String>,
     pub actor: String,
     pub action: String,
     pub client_addr: Option<String>,
@@ -316,7 +388,7 @@ impl Audit<'_> {
     ) -> Result<Vec<AuditEvent>, InternalError> {
         let limit = i64::from(limit.clamp(1, 500));
         let rows = sqlx::query(
-            "SELECT id, at, user_id, actor, action, client_addr, detail FROM audit_events \
+            "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
              WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(user_id)
@@ -327,6 +399,41 @@ impl Audit<'_> {
         rows.iter().map(event_from_row).collect()
     }
 
+    /// Events about one instance, newest first (ACCESS-3). Callers scope by owner
+    /// first (`instances().get(owner, id)`); this only filters by instance.
+    pub async fn list_for_instance(
+        &self,
+        instance_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEvent>, InternalError> {
+        let limit = i64::from(limit.clamp(1, 500));
+        let rows = sqlx::query(
+            "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
+             WHERE instance_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(instance_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(self.core.store().pool())
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Appends an instance event (ACCESS-3) outside a transaction; the owner reads it
+    /// on the instance page and in their account activity.
+    pub async fn record_instance(
+        &self,
+        owner_id: &str,
+        instance_id: &str,
+        caller: &Caller,
+        action: AuditAction,
+        detail: &str,
+    ) -> Result<(), InternalError> {
+        let mut conn = self.core.store().pool().acquire().await?;
+        record_instance_event(&mut conn, self.core.now_ms(), owner_id, instance_id, caller, action, detail).await
+    }
+
     /// All events, newest first (operators).
     pub async fn list_all(
         &self,
@@ -335,7 +442,7 @@ impl Audit<'_> {
     ) -> Result<Vec<AuditEvent>, InternalError> {
         let limit = i64::from(limit.clamp(1, 500));
         let rows = sqlx::query(
-            "SELECT id, at, user_id, actor, action, client_addr, detail FROM audit_events \
+            "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
              WHERE id < $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(before.unwrap_or(i64::MAX))
@@ -351,6 +458,7 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<AuditEvent, InternalError> {
         id: r.try_get("id")?,
         at: ms_to_datetime(r.try_get("at")?),
         user_id: r.try_get("user_id")?,
+        instance_id: r.try_get("instance_id")?,
         actor: r.try_get("actor")?,
         action: r.try_get("action")?,
         client_addr: r.try_get("client_addr")?,
@@ -360,4 +468,31 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<AuditEvent, InternalError> {
 
 pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
     s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// Appends an instance event on a given connection, so it commits (or not) with the
+/// change it describes.
+pub(crate) async fn record_instance_event(
+    conn: &mut sqlx::AnyConnection,
+    now_ms: i64,
+    owner_id: &str,
+    instance_id: &str,
+    caller: &Caller,
+    action: AuditAction,
+    detail: &str,
+) -> Result<(), InternalError> {
+    sqlx::query(
+        "INSERT INTO audit_events (at, user_id, instance_id, actor, action, client_addr, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(now_ms)
+    .bind(owner_id)
+    .bind(instance_id)
+    .bind(caller.actor.describe())
+    .bind(action.as_str())
+    .bind(caller.client.addr_string())
+    .bind(truncate_chars(detail, 500))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

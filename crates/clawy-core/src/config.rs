@@ -77,6 +77,14 @@ pub struct ConfigFile {
     pub api_key_ip_max_failures: Option<u32>,
     pub reports_per_hour: Option<u32>,
     pub password_resets_per_hour: Option<u32>,
+    pub allowed_countries: Option<Vec<String>>,
+    pub default_plan: Option<String>,
+    pub default_region: Option<String>,
+    pub instance_quota: Option<u32>,
+    pub job_workers: Option<u32>,
+    pub reconcile_interval_secs: Option<u64>,
+    pub metrics_interval_secs: Option<u64>,
+    pub base_image: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -111,6 +119,14 @@ const KEYS: &[(&str, KeyType)] = &[
     ("api_key_ip_max_failures", KeyType::Int),
     ("reports_per_hour", KeyType::Int),
     ("password_resets_per_hour", KeyType::Int),
+    ("allowed_countries", KeyType::List),
+    ("default_plan", KeyType::Str),
+    ("default_region", KeyType::Str),
+    ("instance_quota", KeyType::Int),
+    ("job_workers", KeyType::Int),
+    ("reconcile_interval_secs", KeyType::Int),
+    ("metrics_interval_secs", KeyType::Int),
+    ("base_image", KeyType::Str),
 ];
 
 /// The names of all config keys (file) — `CLAWY_` + uppercase is the environment name.
@@ -217,6 +233,23 @@ pub struct ServerConfig {
     pub smtp_url: Option<String>,
     pub mail_from: String,
     pub throttle: ThrottleConfig,
+    /// DATA-2: countries (ISO 3166-1 alpha-2, upper case) where instances may be
+    /// placed. Default `["DE"]`.
+    pub allowed_countries: Vec<String>,
+    /// Plan used when a create request names none (default `small`).
+    pub default_plan: String,
+    /// Region (country code) used when a create request names none (default `DE`).
+    pub default_region: String,
+    /// Instances one user may have (not counting deleted ones). Default 3.
+    pub instance_quota: u32,
+    /// Concurrent job runners per server process. Default 4.
+    pub job_workers: u32,
+    /// Seconds between reconcile passes. Default 30.
+    pub reconcile_interval_secs: u64,
+    /// Seconds between metrics/health polls. Default 30.
+    pub metrics_interval_secs: u64,
+    /// Base image name (in each agent's images directory) new instances boot from.
+    pub base_image: String,
 }
 
 fn default_data_dir(env: &BTreeMap<String, String>) -> PathBuf {
@@ -393,6 +426,24 @@ impl ServerConfig {
                 reports_per_hour: f.reports_per_hour.unwrap_or(5),
                 password_resets_per_hour: f.password_resets_per_hour.unwrap_or(5),
             },
+            allowed_countries: f
+                .allowed_countries
+                .unwrap_or_else(|| vec!["DE".to_string()])
+                .iter()
+                .map(|c| c.trim().to_ascii_uppercase())
+                .collect(),
+            default_plan: f.default_plan.unwrap_or_else(|| "small".to_string()),
+            default_region: f
+                .default_region
+                .map(|r| r.trim().to_ascii_uppercase())
+                .unwrap_or_else(|| "DE".to_string()),
+            instance_quota: f.instance_quota.unwrap_or(3),
+            job_workers: f.job_workers.unwrap_or(4),
+            reconcile_interval_secs: f.reconcile_interval_secs.unwrap_or(30),
+            metrics_interval_secs: f.metrics_interval_secs.unwrap_or(30),
+            base_image: f
+                .base_image
+                .unwrap_or_else(|| "clawy-test-guest.qcow2".to_string()),
             base_url,
         })
     }
@@ -489,6 +540,47 @@ impl ServerConfig {
         if t.password_resets_per_hour == 0 {
             return bad("password_resets_per_hour", "must be at least 1".to_string());
         }
+        if self.allowed_countries.is_empty() {
+            return bad(
+                "allowed_countries",
+                "must name at least one country code (DATA-2 location policy), e.g. DE".to_string(),
+            );
+        }
+        if let Some(c) = self.allowed_countries.iter().find(|c| !is_country_code(c)) {
+            return bad(
+                "allowed_countries",
+                format!("`{c}` is not a two-letter country code such as DE"),
+            );
+        }
+        if !self.allowed_countries.contains(&self.default_region) {
+            return bad(
+                "default_region",
+                format!(
+                    "`{}` is not in allowed_countries ({})",
+                    self.default_region,
+                    self.allowed_countries.join(", ")
+                ),
+            );
+        }
+        if self.default_plan.trim().is_empty() {
+            return bad("default_plan", "must name a plan, e.g. small".to_string());
+        }
+        if self.job_workers == 0 || self.job_workers > 256 {
+            return bad("job_workers", "must be between 1 and 256".to_string());
+        }
+        if self.reconcile_interval_secs == 0 {
+            return bad("reconcile_interval_secs", "must be at least 1".to_string());
+        }
+        if self.metrics_interval_secs == 0 {
+            return bad("metrics_interval_secs", "must be at least 1".to_string());
+        }
+        let img = &self.base_image;
+        if img.is_empty() || img.contains('/') || img.starts_with('.') {
+            return bad(
+                "base_image",
+                format!("`{img}` must be a file name in the agents' images directory, not a path"),
+            );
+        }
         Ok(())
     }
 
@@ -553,4 +645,9 @@ impl ServerConfig {
         c.insecure_test_mode = true;
         c
     }
+}
+
+/// Two ASCII upper-case letters (ISO 3166-1 alpha-2 shape).
+pub fn is_country_code(s: &str) -> bool {
+    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
 }

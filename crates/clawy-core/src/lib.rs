@@ -14,7 +14,14 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod hosts;
+pub mod instances;
+pub mod ipam;
+pub mod jobs;
 pub mod mail;
+pub mod metrics;
+pub mod placement;
+pub mod plans;
 pub mod promises;
 pub mod reports;
 pub mod sessions;
@@ -126,6 +133,21 @@ impl Core {
     }
     pub fn reports(&self) -> reports::Reports<'_> {
         reports::Reports { core: self }
+    }
+    pub fn hosts(&self) -> hosts::Hosts<'_> {
+        hosts::Hosts { core: self }
+    }
+    pub fn plans(&self) -> plans::Plans<'_> {
+        plans::Plans { core: self }
+    }
+    pub fn instances(&self) -> instances::Instances<'_> {
+        instances::Instances { core: self }
+    }
+    pub fn jobs(&self) -> jobs::Jobs<'_> {
+        jobs::Jobs { core: self }
+    }
+    pub fn metrics(&self) -> metrics::Metrics<'_> {
+        metrics::Metrics { core: self }
     }
 
     /// Periodic housekeeping: expired sessions and stale throttle counters.

@@ -144,6 +144,21 @@ pub struct HostInfo {
     pub allocated: Resources,
     pub vm_count: u64,
     pub agent_version: String,
+    /// The host's VM network, when the agent manages one: the control plane allocates
+    /// private IPs and SSH forward ports from it. Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<HostNetwork>,
+}
+
+/// The VM network of one host, as the agent's `[network]` config defines it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostNetwork {
+    /// The private /24, e.g. `10.77.3.0/24`.
+    pub subnet: String,
+    /// The host's address on the bridge (`.1`), the VMs' gateway.
+    pub gateway: String,
+    /// Inclusive host-port range SSH forwards are taken from, e.g. `[22000, 22999]`.
+    pub ssh_port_range: [u16; 2],
 }
 
 /// Body of every error answer: `{"error":{"code","message","field"?}}`.

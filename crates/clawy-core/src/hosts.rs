@@ -1,0 +1,565 @@
+//! Hosts: the agents the control plane drives (issue 4).
+//!
+//! An operator registers an agent by URL, pinned certificate fingerprint and bearer
+//! token. DATA-3/DATA-4: the token is sealed with the operator key before it is
+//! stored and is never part of any read model; only [`Hosts::agent_target`] opens it,
+//! for the orchestrator. Capacity and the VM network come from the agent's own
+//! `HostInfo` ([`Hosts::update_info`]); reachability is a host property
+//! ([`Hosts::mark_contact`]), so instances on an unreachable host are reported as
+//! `unknown`, never with a stale state.
+
+use chrono::{DateTime, Utc};
+use clawy_proto::agent::{HostInfo, HostNetwork, Resources};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::Core;
+use crate::audit::{AuditAction, Caller};
+use crate::clock::ms_to_datetime;
+use crate::config::is_country_code;
+use crate::db::b2i;
+use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+
+pub const NAME_MAX_CHARS: usize = 63;
+pub const SITE_MAX_CHARS: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("Give the host a name: 1 to {NAME_MAX_CHARS} lower-case letters, digits or '-'.")]
+    InvalidName,
+    #[error("The agent URL must be https://host:port (the agent only speaks HTTPS).")]
+    InvalidUrl,
+    #[error(
+        "The fingerprint must be the agent certificate's SHA-256: 32 hex pairs separated by ':' (as `clawy agent fingerprint` prints it)."
+    )]
+    InvalidFingerprint,
+    #[error("The agent token is empty.")]
+    InvalidToken,
+    #[error("The location country must be a two-letter code such as DE.")]
+    InvalidCountry,
+    #[error("The site label may have up to {SITE_MAX_CHARS} letters, digits or '-'.")]
+    InvalidSite,
+    #[error("A host with this name already exists.")]
+    Duplicate,
+    #[error("No such host.")]
+    NotFound,
+    #[error("The host's stored token cannot be opened with the operator key.")]
+    TokenUnreadable,
+    #[error(transparent)]
+    Internal(InternalError),
+}
+internal_from!(HostError);
+
+impl From<InternalError> for HostError {
+    fn from(e: InternalError) -> Self {
+        HostError::Internal(e)
+    }
+}
+
+impl DomainError for HostError {
+    fn code(&self) -> &'static str {
+        match self {
+            HostError::InvalidName => "invalid_name",
+            HostError::InvalidUrl => "invalid_url",
+            HostError::InvalidFingerprint => "invalid_fingerprint",
+            HostError::InvalidToken => "invalid_token",
+            HostError::InvalidCountry => "invalid_country",
+            HostError::InvalidSite => "invalid_site",
+            HostError::Duplicate => "duplicate_host",
+            HostError::NotFound => "not_found",
+            HostError::TokenUnreadable => "internal",
+            HostError::Internal(_) => "internal",
+        }
+    }
+    fn kind(&self) -> ErrorKind {
+        match self {
+            HostError::InvalidName => ErrorKind::Invalid { field: "name" },
+            HostError::InvalidUrl => ErrorKind::Invalid { field: "url" },
+            HostError::InvalidFingerprint => ErrorKind::Invalid {
+                field: "fingerprint",
+            },
+            HostError::InvalidToken => ErrorKind::Invalid { field: "token" },
+            HostError::InvalidCountry => ErrorKind::Invalid { field: "country" },
+            HostError::InvalidSite => ErrorKind::Invalid { field: "site" },
+            HostError::Duplicate => ErrorKind::Conflict,
+            HostError::NotFound => ErrorKind::NotFound,
+            HostError::TokenUnreadable | HostError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// What an operator gives to register an agent.
+#[derive(Debug, Clone)]
+pub struct RegisterHost {
+    /// DNS-label-like name, unique (e.g. `fra1-a`).
+    pub name: String,
+    /// `https://host:port` of the agent.
+    pub url: String,
+    /// SHA-256 of the agent's certificate, `AA:BB:…`.
+    pub fingerprint: String,
+    /// The agent's bearer token (DATA-3). Sealed before storage.
+    pub token: SecretString,
+    /// ISO 3166-1 alpha-2 country (DATA-2 location policy), e.g. `DE`.
+    pub country: String,
+    /// Free site label, e.g. `fra1`.
+    pub site: String,
+    pub enabled: bool,
+}
+
+/// A host as operators see it. Never carries the token.
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub fingerprint: String,
+    pub country: String,
+    pub site: String,
+    pub enabled: bool,
+    /// What the agent may hand out (from its HostInfo; zero until first contact).
+    pub capacity: Resources,
+    /// The VM network (from HostInfo); `None` until the agent reported one.
+    pub network: Option<HostNetwork>,
+    pub accelerator: Option<String>,
+    pub driver: Option<String>,
+    pub hostname: Option<String>,
+    pub agent_version: Option<String>,
+    /// The location label the agent itself reports (informational).
+    pub agent_location: Option<String>,
+    pub info_updated_at: Option<DateTime<Utc>>,
+    pub reachable: bool,
+    pub last_contact_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Host {
+    /// `DE-fra1` style label.
+    pub fn location_label(&self) -> String {
+        if self.site.is_empty() {
+            self.country.clone()
+        } else {
+            format!("{}-{}", self.country, self.site)
+        }
+    }
+}
+
+/// A host with what its live instances hold (operator view, ISO-2).
+#[derive(Debug, Clone, Serialize)]
+pub struct HostLoad {
+    #[serde(flatten)]
+    pub host: Host,
+    pub allocated: Resources,
+    /// Instances on the host that are not deleted.
+    pub instance_count: u64,
+}
+
+impl HostLoad {
+    /// Capacity minus allocation, per resource (saturating at zero).
+    pub fn free(&self) -> Resources {
+        Resources {
+            vcpus: self
+                .host
+                .capacity
+                .vcpus
+                .saturating_sub(self.allocated.vcpus),
+            memory_mib: self
+                .host
+                .capacity
+                .memory_mib
+                .saturating_sub(self.allocated.memory_mib),
+            disk_gib: self
+                .host
+                .capacity
+                .disk_gib
+                .saturating_sub(self.allocated.disk_gib),
+        }
+    }
+}
+
+/// How to reach a host's agent. For the orchestrator only: it holds the opened token.
+pub struct AgentTarget {
+    pub host_id: String,
+    pub url: String,
+    pub fingerprint: String,
+    pub token: SecretString,
+}
+
+impl std::fmt::Debug for AgentTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentTarget")
+            .field("host_id", &self.host_id)
+            .field("url", &self.url)
+            .field("fingerprint", &self.fingerprint)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+pub(crate) const HOST_COLS: &str = "h.id, h.name, h.url, h.fingerprint, h.country, h.site, h.enabled, \
+    h.cap_vcpus, h.cap_memory_mib, h.cap_disk_gib, h.subnet, h.gateway, h.ssh_port_min, h.ssh_port_max, \
+    h.accelerator, h.driver, h.hostname, h.agent_version, h.agent_location, h.info_updated_at, \
+    h.reachable, h.last_contact_at, h.last_error, h.created_at, h.updated_at";
+
+/// Sum of what non-deleted instances hold, per host (allocations count from the moment
+/// the create transaction commits until the delete job released them).
+/// (PostgreSQL's SUM of BIGINT is NUMERIC, which `sqlx::Any` cannot decode: cast.)
+pub(crate) const LOAD_JOIN: &str = "LEFT JOIN (SELECT host_id, COUNT(*) AS n, \
+    CAST(SUM(vcpus) AS BIGINT) AS a_vcpus, CAST(SUM(memory_mib) AS BIGINT) AS a_mem, \
+    CAST(SUM(disk_gib) AS BIGINT) AS a_disk FROM instances WHERE state <> 'deleted' \
+    GROUP BY host_id) l ON l.host_id = h.id";
+
+fn opt_u64(r: &sqlx::any::AnyRow, col: &str) -> Result<Option<u64>, sqlx::Error> {
+    Ok(r.try_get::<Option<i64>, _>(col)?.map(|v| v.max(0) as u64))
+}
+
+pub(crate) fn host_from_row(r: &sqlx::any::AnyRow) -> Result<Host, sqlx::Error> {
+    let subnet: Option<String> = r.try_get("subnet")?;
+    let gateway: Option<String> = r.try_get("gateway")?;
+    let pmin = opt_u64(r, "ssh_port_min")?;
+    let pmax = opt_u64(r, "ssh_port_max")?;
+    let network = match (subnet, gateway, pmin, pmax) {
+        (Some(subnet), Some(gateway), Some(a), Some(b)) => Some(HostNetwork {
+            subnet,
+            gateway,
+            ssh_port_range: [a as u16, b as u16],
+        }),
+        _ => None,
+    };
+    Ok(Host {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        url: r.try_get("url")?,
+        fingerprint: r.try_get("fingerprint")?,
+        country: r.try_get("country")?,
+        site: r.try_get("site")?,
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+        capacity: Resources {
+            vcpus: r.try_get::<i64, _>("cap_vcpus")?.max(0) as u64,
+            memory_mib: r.try_get::<i64, _>("cap_memory_mib")?.max(0) as u64,
+            disk_gib: r.try_get::<i64, _>("cap_disk_gib")?.max(0) as u64,
+        },
+        network,
+        accelerator: r.try_get("accelerator")?,
+        driver: r.try_get("driver")?,
+        hostname: r.try_get("hostname")?,
+        agent_version: r.try_get("agent_version")?,
+        agent_location: r.try_get("agent_location")?,
+        info_updated_at: r
+            .try_get::<Option<i64>, _>("info_updated_at")?
+            .map(ms_to_datetime),
+        reachable: r.try_get::<i64, _>("reachable")? != 0,
+        last_contact_at: r
+            .try_get::<Option<i64>, _>("last_contact_at")?
+            .map(ms_to_datetime),
+        last_error: r.try_get("last_error")?,
+        created_at: ms_to_datetime(r.try_get("created_at")?),
+        updated_at: ms_to_datetime(r.try_get("updated_at")?),
+    })
+}
+
+pub(crate) fn load_from_row(r: &sqlx::any::AnyRow) -> Result<HostLoad, sqlx::Error> {
+    Ok(HostLoad {
+        host: host_from_row(r)?,
+        allocated: Resources {
+            vcpus: opt_u64(r, "a_vcpus")?.unwrap_or(0),
+            memory_mib: opt_u64(r, "a_mem")?.unwrap_or(0),
+            disk_gib: opt_u64(r, "a_disk")?.unwrap_or(0),
+        },
+        instance_count: opt_u64(r, "n")?.unwrap_or(0),
+    })
+}
+
+/// Host names follow DNS-label rules (they appear in logs and URLs).
+pub fn validate_host_name(name: &str) -> Result<(), HostError> {
+    if crate::instances::is_dns_label(name) && name.len() <= NAME_MAX_CHARS {
+        Ok(())
+    } else {
+        Err(HostError::InvalidName)
+    }
+}
+
+/// Normalises `AA:bb:…` to upper case and checks the shape.
+pub fn normalize_fingerprint(fp: &str) -> Result<String, HostError> {
+    let fp = fp.trim().to_ascii_uppercase();
+    let parts: Vec<&str> = fp.split(':').collect();
+    if parts.len() == 32
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        Ok(fp)
+    } else {
+        Err(HostError::InvalidFingerprint)
+    }
+}
+
+fn validate_url(u: &str) -> Result<String, HostError> {
+    let parsed = url::Url::parse(u.trim()).map_err(|_| HostError::InvalidUrl)?;
+    if parsed.scheme() != "https" || parsed.host_str().is_none() || !parsed.username().is_empty() {
+        return Err(HostError::InvalidUrl);
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || !matches!(parsed.path(), "" | "/")
+    {
+        return Err(HostError::InvalidUrl);
+    }
+    Ok(parsed.as_str().trim_end_matches('/').to_string())
+}
+
+fn validate_site(s: &str) -> Result<String, HostError> {
+    let s = s.trim();
+    if s.len() <= SITE_MAX_CHARS && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(s.to_string())
+    } else {
+        Err(HostError::InvalidSite)
+    }
+}
+
+pub struct Hosts<'a> {
+    pub(crate) core: &'a Core,
+}
+
+impl Hosts<'_> {
+    /// Registers an agent. The token is sealed with the operator key (DATA-3/DATA-4).
+    /// Capacity and network stay empty until [`Hosts::update_info`] ran, so a new host
+    /// takes no instances before the control plane has talked to it.
+    pub async fn register(&self, caller: &Caller, req: RegisterHost) -> Result<Host, HostError> {
+        let name = req.name.trim().to_string();
+        validate_host_name(&name)?;
+        let url = validate_url(&req.url)?;
+        let fingerprint = normalize_fingerprint(&req.fingerprint)?;
+        if req.token.expose_secret().trim().is_empty() {
+            return Err(HostError::InvalidToken);
+        }
+        let country = req.country.trim().to_ascii_uppercase();
+        if !is_country_code(&country) {
+            return Err(HostError::InvalidCountry);
+        }
+        let site = validate_site(&req.site)?;
+        // DATA-4: sealed (XChaCha20-Poly1305 with the operator key), never plain.
+        let sealed = self.core.secret_key().seal_str(req.token.expose_secret());
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.core.now_ms();
+        let res = sqlx::query(
+            "INSERT INTO hosts (id, name, url, fingerprint, token_sealed, country, site, enabled, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(&id)
+        .bind(&name)
+        .bind(&url)
+        .bind(&fingerprint)
+        .bind(&sealed)
+        .bind(&country)
+        .bind(&site)
+        .bind(b2i(req.enabled))
+        .bind(now)
+        .execute(self.core.store().pool())
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                return Err(HostError::Duplicate);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.core
+            .audit()
+            .record(
+                None,
+                caller,
+                AuditAction::HostRegistered,
+                &format!("host {name} {url} {country}-{site}"),
+            )
+            .await?;
+        self.get(&id).await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Host, HostError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HOST_COLS} FROM hosts h WHERE h.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(HostError::NotFound)?;
+        Ok(host_from_row(&row)?)
+    }
+
+    pub async fn get_by_name(&self, name: &str) -> Result<Host, HostError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HOST_COLS} FROM hosts h WHERE h.name = $1"
+        )))
+        .bind(name)
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(HostError::NotFound)?;
+        Ok(host_from_row(&row)?)
+    }
+
+    /// All hosts, by name.
+    pub async fn list(&self) -> Result<Vec<Host>, HostError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HOST_COLS} FROM hosts h ORDER BY h.name"
+        )))
+        .fetch_all(self.core.store().pool())
+        .await?;
+        Ok(rows.iter().map(host_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// All hosts with their allocation (operator view): one query.
+    pub async fn list_with_load(&self) -> Result<Vec<HostLoad>, HostError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HOST_COLS}, l.n, l.a_vcpus, l.a_mem, l.a_disk FROM hosts h {LOAD_JOIN} ORDER BY h.name"
+        )))
+        .fetch_all(self.core.store().pool())
+        .await?;
+        Ok(rows.iter().map(load_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn get_with_load(&self, id: &str) -> Result<HostLoad, HostError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HOST_COLS}, l.n, l.a_vcpus, l.a_mem, l.a_disk FROM hosts h {LOAD_JOIN} WHERE h.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(HostError::NotFound)?;
+        Ok(load_from_row(&row)?)
+    }
+
+    /// Enables or disables placement on a host (existing instances keep running).
+    pub async fn set_enabled(
+        &self,
+        caller: &Caller,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Host, HostError> {
+        let res = sqlx::query("UPDATE hosts SET enabled = $1, updated_at = $2 WHERE id = $3")
+            .bind(b2i(enabled))
+            .bind(self.core.now_ms())
+            .bind(id)
+            .execute(self.core.store().pool())
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(HostError::NotFound);
+        }
+        let host = self.get(id).await?;
+        self.core
+            .audit()
+            .record(
+                None,
+                caller,
+                AuditAction::HostUpdated,
+                &format!(
+                    "host {} {}",
+                    host.name,
+                    if enabled { "enabled" } else { "disabled" }
+                ),
+            )
+            .await?;
+        Ok(host)
+    }
+
+    /// Stores what the agent reported about itself (capacity, network, accelerator)
+    /// and marks the host reachable.
+    pub async fn update_info(&self, id: &str, info: &HostInfo) -> Result<Host, HostError> {
+        let now = self.core.now_ms();
+        let (subnet, gateway, pmin, pmax) = match &info.network {
+            Some(n) => (
+                Some(n.subnet.clone()),
+                Some(n.gateway.clone()),
+                Some(i64::from(n.ssh_port_range[0])),
+                Some(i64::from(n.ssh_port_range[1])),
+            ),
+            None => (None, None, None, None),
+        };
+        let res = sqlx::query(
+            "UPDATE hosts SET cap_vcpus = $1, cap_memory_mib = $2, cap_disk_gib = $3, subnet = $4, \
+             gateway = $5, ssh_port_min = $6, ssh_port_max = $7, accelerator = $8, driver = $9, \
+             hostname = $10, agent_version = $11, agent_location = $12, info_updated_at = $13, \
+             reachable = 1, last_contact_at = $13, last_error = NULL, updated_at = $13 WHERE id = $14",
+        )
+        .bind(info.capacity.vcpus.min(i64::MAX as u64) as i64)
+        .bind(info.capacity.memory_mib.min(i64::MAX as u64) as i64)
+        .bind(info.capacity.disk_gib.min(i64::MAX as u64) as i64)
+        .bind(subnet)
+        .bind(gateway)
+        .bind(pmin)
+        .bind(pmax)
+        .bind(&info.accelerator)
+        .bind(&info.driver)
+        .bind(&info.hostname)
+        .bind(&info.agent_version)
+        .bind(&info.location)
+        .bind(now)
+        .bind(id)
+        .execute(self.core.store().pool())
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(HostError::NotFound);
+        }
+        self.get(id).await
+    }
+
+    /// Records the outcome of talking to the agent: `Ok` = reachable now, `Err(msg)`
+    /// = unreachable (its instances are reported `unknown` with `last_contact_at`).
+    pub async fn mark_contact(&self, id: &str, outcome: Result<(), &str>) -> Result<(), HostError> {
+        let now = self.core.now_ms();
+        let res = match outcome {
+            Ok(()) => sqlx::query(
+                "UPDATE hosts SET reachable = 1, last_contact_at = $1, last_error = NULL WHERE id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(self.core.store().pool())
+            .await?,
+            Err(msg) => sqlx::query("UPDATE hosts SET reachable = 0, last_error = $1 WHERE id = $2")
+                .bind(crate::audit::truncate_chars(msg, 500))
+                .bind(id)
+                .execute(self.core.store().pool())
+                .await?,
+        };
+        if res.rows_affected() == 0 {
+            return Err(HostError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Opens the host's token for the orchestrator's agent client. Never expose this
+    /// through an API or a page.
+    pub async fn agent_target(&self, id: &str) -> Result<AgentTarget, HostError> {
+        let row = sqlx::query("SELECT id, url, fingerprint, token_sealed FROM hosts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.core.store().pool())
+            .await?
+            .ok_or(HostError::NotFound)?;
+        self.target_from_row(&row)
+    }
+
+    /// Targets of every host (enabled or not: disabled hosts still run instances that
+    /// the reconciler and the metrics poller look after).
+    pub async fn agent_targets(&self) -> Result<Vec<AgentTarget>, HostError> {
+        let rows =
+            sqlx::query("SELECT id, url, fingerprint, token_sealed FROM hosts ORDER BY name")
+                .fetch_all(self.core.store().pool())
+                .await?;
+        rows.iter().map(|r| self.target_from_row(r)).collect()
+    }
+
+    fn target_from_row(&self, r: &sqlx::any::AnyRow) -> Result<AgentTarget, HostError> {
+        let sealed: String = r.try_get("token_sealed")?;
+        let token = self
+            .core
+            .secret_key()
+            .open_str(&sealed)
+            .map_err(|_| HostError::TokenUnreadable)?;
+        Ok(AgentTarget {
+            host_id: r.try_get("id")?,
+            url: r.try_get("url")?,
+            fingerprint: r.try_get("fingerprint")?,
+            token,
+        })
+    }
+}

@@ -1,0 +1,1091 @@
+//! Instances: one dedicated VM per instance (issue 4).
+//!
+//! Invariants:
+//! - The agent's VM id IS the instance id, so a retried ensure never makes a second VM.
+//! - Only the job runner changes an instance's lifecycle `state` (through the `jobs`
+//!   module). Calls here validate the request, insert a job, set `desired_power` and
+//!   write an event (ACCESS-3), all in one transaction.
+//! - Every lookup takes the owner's id; another user's instance is `NotFound`.
+//! - Create does placement (ISO-2, DATA-2), IP/MAC/port allocation, the instance row,
+//!   the `provision` job and the event in ONE transaction.
+//! - An instance whose host is unreachable is reported as `unknown` (with the host's
+//!   last contact), never with a stale state ([`Instance::reported_state`]).
+
+use chrono::{DateTime, Utc};
+use clawy_proto::agent::{PortForward, Protocol, VmSpec};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::Core;
+use crate::audit::{AuditAction, Caller, record_instance_event};
+use crate::clock::ms_to_datetime;
+use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+use crate::hosts::{HOST_COLS, LOAD_JOIN, load_from_row};
+use crate::ipam::{IpamError, allocate_in};
+use crate::jobs::{JobKind, begin_write, enqueue_in};
+use crate::placement::{Need, PlacementError, Strategy, choose_host};
+use crate::plans::PlanError;
+use crate::ssh_keys::SshKeyError;
+
+/// Guest SSH port the per-instance forward points at.
+pub const GUEST_SSH_PORT: u16 = 22;
+/// How often a create retries after a unique-constraint clash with a concurrent one.
+const CREATE_ATTEMPTS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error(
+        "An instance name is 1 to 63 lower-case letters, digits or '-', not starting or ending with '-'."
+    )]
+    InvalidName,
+    #[error("You already have an instance named {0}.")]
+    NameTaken(String),
+    #[error("You have reached your limit of {quota} instances. Delete one first.")]
+    QuotaExceeded { quota: u32 },
+    #[error("No such SSH key: {0}.")]
+    SshKeyNotFound(String),
+    #[error("No such plan: {0}.")]
+    PlanNotFound(String),
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    #[error("No such instance.")]
+    NotFound,
+    #[error("Cannot {action} an instance that is {state}.")]
+    InvalidTransition { action: &'static str, state: String },
+    #[error(transparent)]
+    Internal(InternalError),
+}
+internal_from!(InstanceError);
+
+impl From<InternalError> for InstanceError {
+    fn from(e: InternalError) -> Self {
+        InstanceError::Internal(e)
+    }
+}
+
+impl From<IpamError> for InstanceError {
+    fn from(e: IpamError) -> Self {
+        match e {
+            IpamError::Internal(i) => InstanceError::Internal(i),
+            other => InstanceError::Internal(InternalError::other(other.to_string())),
+        }
+    }
+}
+
+impl From<PlanError> for InstanceError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::NotFound(p) => InstanceError::PlanNotFound(p),
+            PlanError::Internal(i) => InstanceError::Internal(i),
+            other => InstanceError::Internal(InternalError::other(other.to_string())),
+        }
+    }
+}
+
+impl DomainError for InstanceError {
+    fn code(&self) -> &'static str {
+        match self {
+            InstanceError::InvalidName => "invalid_name",
+            InstanceError::NameTaken(_) => "name_taken",
+            InstanceError::QuotaExceeded { .. } => "quota_exceeded",
+            InstanceError::SshKeyNotFound(_) => "not_found",
+            InstanceError::PlanNotFound(_) => "not_found",
+            InstanceError::Placement(p) => p.code(),
+            InstanceError::NotFound => "not_found",
+            InstanceError::InvalidTransition { .. } => "invalid_state",
+            InstanceError::Internal(_) => "internal",
+        }
+    }
+    fn kind(&self) -> ErrorKind {
+        match self {
+            InstanceError::InvalidName => ErrorKind::Invalid { field: "name" },
+            InstanceError::NameTaken(_) => ErrorKind::Conflict,
+            InstanceError::QuotaExceeded { .. } => ErrorKind::Forbidden,
+            InstanceError::SshKeyNotFound(_) => ErrorKind::NotFound,
+            InstanceError::PlanNotFound(_) => ErrorKind::NotFound,
+            InstanceError::Placement(p) => p.kind(),
+            InstanceError::NotFound => ErrorKind::NotFound,
+            InstanceError::InvalidTransition { .. } => ErrorKind::Conflict,
+            InstanceError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Lifecycle state, changed only by the job runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    Pending,
+    Provisioning,
+    Running,
+    Stopped,
+    Deleting,
+    Deleted,
+    Error,
+}
+
+impl InstanceState {
+    pub const ALL: &'static [InstanceState] = &[
+        InstanceState::Pending,
+        InstanceState::Provisioning,
+        InstanceState::Running,
+        InstanceState::Stopped,
+        InstanceState::Deleting,
+        InstanceState::Deleted,
+        InstanceState::Error,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Provisioning => "provisioning",
+            InstanceState::Running => "running",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Deleting => "deleting",
+            InstanceState::Deleted => "deleted",
+            InstanceState::Error => "error",
+        }
+    }
+    pub fn parse(s: &str) -> Option<InstanceState> {
+        Self::ALL.iter().copied().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the owner asked the VM's power to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredPower {
+    Running,
+    Stopped,
+}
+
+impl DesiredPower {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredPower::Running => "running",
+            DesiredPower::Stopped => "stopped",
+        }
+    }
+    pub fn parse(s: &str) -> Option<DesiredPower> {
+        match s {
+            "running" => Some(DesiredPower::Running),
+            "stopped" => Some(DesiredPower::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// Latest health as the metrics poller saw it (ACCESS-1: host-side probe only).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceHealth {
+    pub checked_at: DateTime<Utc>,
+    /// VM state as the agent reported it (`running`, `stopped`, `crashed`, …).
+    pub vm_state: Option<String>,
+    /// TCP connect to the gateway port succeeded.
+    pub tcp_ok: Option<bool>,
+    pub http_status: Option<u16>,
+    pub latency_ms: Option<u64>,
+    pub uptime_secs: Option<u64>,
+}
+
+impl InstanceHealth {
+    /// Service states derived from the probe. Only the gateway for now: there is no
+    /// in-guest heartbeat (ACCESS-1 keeps us outside the guest).
+    pub fn gateway_ok(&self) -> bool {
+        self.tcp_ok == Some(true)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub plan_id: String,
+    /// Plan name at create time.
+    pub plan: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// Country code.
+    pub region: String,
+    pub host_id: String,
+    pub host_name: String,
+    /// `None` once released (deleted).
+    pub private_ip: Option<String>,
+    pub mac: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub base_image: String,
+    pub state: InstanceState,
+    pub error_reason: Option<String>,
+    pub desired_power: DesiredPower,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub host_reachable: bool,
+    pub host_last_contact_at: Option<DateTime<Utc>>,
+    pub health: Option<InstanceHealth>,
+}
+
+impl Instance {
+    /// What the API shows: `unknown` while the host is unreachable (with
+    /// `host_last_contact_at`), the stored state otherwise. Deleted and pending
+    /// instances do not depend on the host.
+    pub fn reported_state(&self) -> &'static str {
+        match self.state {
+            InstanceState::Deleted | InstanceState::Pending | InstanceState::Error => {
+                self.state.as_str()
+            }
+            s if !self.host_reachable => {
+                let _ = s;
+                "unknown"
+            }
+            s => s.as_str(),
+        }
+    }
+
+    /// `ssh -p <port> root@<host>` hint; the host part is the caller's to fill in.
+    pub fn ssh_port_forward(&self) -> Option<PortForward> {
+        self.ssh_port.map(|p| PortForward {
+            protocol: Protocol::Tcp,
+            host_port: p,
+            guest_port: GUEST_SSH_PORT,
+        })
+    }
+}
+
+/// `POST /api/v1/instances` body, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct CreateInstance {
+    pub name: String,
+    /// Plan name; `None` = the operator's default.
+    pub plan: Option<String>,
+    /// Country code; `None` = the operator's default region.
+    pub region: Option<String>,
+    pub ssh_key_ids: Vec<String>,
+}
+
+/// Answer to a lifecycle request: the instance and the job inserted for it (`None`
+/// when the request was already satisfied or already queued: idempotent).
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionAccepted {
+    pub instance: Instance,
+    pub job_id: Option<String>,
+}
+
+/// A page of instances; `next_cursor` is passed back as `after` for the next page.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstancePage {
+    pub items: Vec<Instance>,
+    pub next_cursor: Option<String>,
+}
+
+/// Operator list filter.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub host_id: Option<String>,
+    pub owner_id: Option<String>,
+    pub state: Option<InstanceState>,
+    /// Include deleted instances (default: no).
+    pub include_deleted: bool,
+}
+
+/// An SSH key as copied into the instance at create time (AUTH-4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceSshKey {
+    pub ssh_key_id: String,
+    pub fingerprint: String,
+    pub public_key: String,
+}
+
+/// DNS label: `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+pub(crate) const INSTANCE_FROM: &str = "FROM instances i JOIN hosts h ON h.id = i.host_id \
+    LEFT JOIN instance_health ih ON ih.instance_id = i.id";
+pub(crate) const INSTANCE_COLS: &str = "i.id, i.owner_id, i.name, i.plan_id, i.plan_name, i.vcpus, \
+    i.memory_mib, i.disk_gib, i.region, i.host_id, i.private_ip, i.mac, i.ssh_port, i.base_image, \
+    i.state, i.error_reason, i.desired_power, i.created_at, i.updated_at, i.deleted_at, \
+    h.name AS host_name, h.reachable AS host_reachable, h.last_contact_at AS host_last_contact_at, \
+    ih.checked_at AS health_checked_at, ih.vm_state AS health_vm_state, ih.tcp_ok AS health_tcp_ok, \
+    ih.http_status AS health_http_status, ih.latency_ms AS health_latency_ms, \
+    ih.uptime_secs AS health_uptime_secs";
+
+fn u64_opt(r: &sqlx::any::AnyRow, col: &str) -> Result<Option<u64>, sqlx::Error> {
+    Ok(r.try_get::<Option<i64>, _>(col)?.map(|v| v.max(0) as u64))
+}
+
+pub(crate) fn instance_from_row(r: &sqlx::any::AnyRow) -> Result<Instance, InternalError> {
+    let state: String = r.try_get("state")?;
+    let desired: String = r.try_get("desired_power")?;
+    let health = match r.try_get::<Option<i64>, _>("health_checked_at")? {
+        Some(at) => Some(InstanceHealth {
+            checked_at: ms_to_datetime(at),
+            vm_state: r.try_get("health_vm_state")?,
+            tcp_ok: r
+                .try_get::<Option<i64>, _>("health_tcp_ok")?
+                .map(|v| v != 0),
+            http_status: u64_opt(r, "health_http_status")?.and_then(|v| u16::try_from(v).ok()),
+            latency_ms: u64_opt(r, "health_latency_ms")?,
+            uptime_secs: u64_opt(r, "health_uptime_secs")?,
+        }),
+        None => None,
+    };
+    Ok(Instance {
+        id: r.try_get("id")?,
+        owner_id: r.try_get("owner_id")?,
+        name: r.try_get("name")?,
+        plan_id: r.try_get("plan_id")?,
+        plan: r.try_get("plan_name")?,
+        vcpus: r.try_get::<i64, _>("vcpus")?.clamp(0, i64::from(u32::MAX)) as u32,
+        memory_mib: r.try_get::<i64, _>("memory_mib")?.max(0) as u64,
+        disk_gib: r.try_get::<i64, _>("disk_gib")?.max(0) as u64,
+        region: r.try_get("region")?,
+        host_id: r.try_get("host_id")?,
+        host_name: r.try_get("host_name")?,
+        private_ip: r.try_get("private_ip")?,
+        mac: r.try_get("mac")?,
+        ssh_port: u64_opt(r, "ssh_port")?.and_then(|v| u16::try_from(v).ok()),
+        base_image: r.try_get("base_image")?,
+        state: InstanceState::parse(&state)
+            .ok_or_else(|| InternalError::other(format!("unknown instance state `{state}`")))?,
+        error_reason: r.try_get("error_reason")?,
+        desired_power: DesiredPower::parse(&desired)
+            .ok_or_else(|| InternalError::other(format!("unknown desired power `{desired}`")))?,
+        created_at: ms_to_datetime(r.try_get("created_at")?),
+        updated_at: ms_to_datetime(r.try_get("updated_at")?),
+        deleted_at: r
+            .try_get::<Option<i64>, _>("deleted_at")?
+            .map(ms_to_datetime),
+        host_reachable: r.try_get::<i64, _>("host_reachable")? != 0,
+        host_last_contact_at: r
+            .try_get::<Option<i64>, _>("host_last_contact_at")?
+            .map(ms_to_datetime),
+        health,
+    })
+}
+
+/// Cursor `"<created_at_ms>:<id>"`.
+fn parse_cursor(c: Option<&str>) -> (i64, String) {
+    match c.and_then(|c| c.split_once(':')) {
+        Some((ms, id)) => (ms.parse().unwrap_or(i64::MIN), id.to_string()),
+        None => (i64::MIN, String::new()),
+    }
+}
+
+fn cursor_of(i: &Instance) -> String {
+    format!("{}:{}", i.created_at.timestamp_millis(), i.id)
+}
+
+pub struct Instances<'a> {
+    pub(crate) core: &'a Core,
+}
+
+impl Instances<'_> {
+    /// Creates an instance for `owner_id`: validation, then placement + allocation +
+    /// row + `provision` job + event in one transaction.
+    pub async fn create(
+        &self,
+        caller: &Caller,
+        owner_id: &str,
+        req: CreateInstance,
+    ) -> Result<Instance, InstanceError> {
+        let cfg = self.core.config();
+        let name = req.name.trim().to_string();
+        if !is_dns_label(&name) {
+            return Err(InstanceError::InvalidName);
+        }
+        let plan = match &req.plan {
+            Some(p) if !p.trim().is_empty() => self.core.plans().get(p.trim()).await?,
+            _ => self.core.plans().default_plan().await?,
+        };
+        let region = req
+            .region
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_ascii_uppercase)
+            .unwrap_or_else(|| cfg.default_region.clone());
+        // DATA-2: refuse a region outside the policy before touching anything.
+        if !cfg.allowed_countries.contains(&region) {
+            return Err(PlacementError::RegionNotAllowed {
+                region,
+                allowed: cfg.allowed_countries.join(", "),
+            }
+            .into());
+        }
+        // AUTH-4: only the owner's own keys; copied now so the VM's trust is fixed.
+        let mut keys = Vec::new();
+        for key_id in &req.ssh_key_ids {
+            if keys
+                .iter()
+                .any(|k: &InstanceSshKey| &k.ssh_key_id == key_id)
+            {
+                continue;
+            }
+            match self.core.ssh_keys().get(owner_id, key_id).await {
+                Ok(k) => keys.push(InstanceSshKey {
+                    ssh_key_id: k.id,
+                    fingerprint: k.fingerprint,
+                    public_key: k.public_key,
+                }),
+                Err(SshKeyError::NotFound) => {
+                    return Err(InstanceError::SshKeyNotFound(key_id.clone()));
+                }
+                Err(SshKeyError::Internal(e)) => return Err(InstanceError::Internal(e)),
+                Err(e) => return Err(InstanceError::Internal(InternalError::other(e.to_string()))),
+            }
+        }
+        let need = Need::from(&plan);
+        let mut last_err = None;
+        for _ in 0..CREATE_ATTEMPTS {
+            match self
+                .try_create(caller, owner_id, &name, &plan, &region, &need, &keys)
+                .await
+            {
+                Ok(id) => return self.get_any(&id).await,
+                Err(CreateTry::Fatal(e)) => return Err(e),
+                Err(CreateTry::Clash(e)) => last_err = Some(e),
+            }
+        }
+        Err(InstanceError::Internal(InternalError::Database(
+            last_err.unwrap_or(sqlx::Error::PoolTimedOut),
+        )))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_create(
+        &self,
+        caller: &Caller,
+        owner_id: &str,
+        name: &str,
+        plan: &crate::plans::Plan,
+        region: &str,
+        need: &Need,
+        keys: &[InstanceSshKey],
+    ) -> Result<String, CreateTry> {
+        let cfg = self.core.config();
+        let store = self.core.store();
+        let postgres = store.backend() == crate::Backend::Postgres;
+        let mut tx = begin_write(store).await.map_err(CreateTry::from_sqlx)?;
+        if postgres {
+            // Serialise creates of one owner (quota) and of one region (capacity): the
+            // row locks are held until commit. Hosts are locked in id order (no deadlock).
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(owner_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(CreateTry::from_sqlx)?;
+            sqlx::query(
+                "SELECT id FROM hosts WHERE country = $1 AND enabled = 1 ORDER BY id FOR UPDATE",
+            )
+            .bind(region)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(CreateTry::from_sqlx)?;
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN name = $2 THEN 1 ELSE 0 END), 0) AS same \
+             FROM instances WHERE owner_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(owner_id)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(CreateTry::from_sqlx)?;
+        let count: i64 = row.try_get("n").map_err(CreateTry::from_sqlx)?;
+        let same: i64 = row
+            .try_get::<i64, _>("same")
+            .or_else(|_| row.try_get::<f64, _>("same").map(|f| f as i64))
+            .map_err(CreateTry::from_sqlx)?;
+        if same > 0 {
+            return Err(CreateTry::Fatal(InstanceError::NameTaken(name.to_string())));
+        }
+        if count >= i64::from(cfg.instance_quota) {
+            return Err(CreateTry::Fatal(InstanceError::QuotaExceeded {
+                quota: cfg.instance_quota,
+            }));
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {HOST_COLS}, l.n, l.a_vcpus, l.a_mem, l.a_disk FROM hosts h {LOAD_JOIN} \
+             WHERE h.country = $1 AND h.enabled = 1"
+        )))
+        .bind(region)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(CreateTry::from_sqlx)?;
+        let loads = rows
+            .iter()
+            .map(load_from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CreateTry::from_sqlx)?;
+        let mut candidates = loads;
+        // A host whose /24 or port range is full cannot take the instance even if it
+        // has CPU and memory: try the next one, and report no capacity if none fits.
+        let (host, alloc) = loop {
+            let chosen = choose_host(
+                &candidates,
+                need,
+                &plan.name,
+                region,
+                &cfg.allowed_countries,
+                Strategy::MostFree,
+            )
+            .map_err(|e| CreateTry::Fatal(e.into()))?;
+            let host_id = chosen.host.id.clone();
+            let Some(net) = chosen.host.network.clone() else {
+                candidates.retain(|c| c.host.id != host_id);
+                continue;
+            };
+            match allocate_in(&mut tx, &host_id, &net.subnet, net.ssh_port_range).await {
+                Ok(a) => break (chosen.host.clone(), a),
+                Err(IpamError::Internal(e)) => {
+                    return Err(CreateTry::Fatal(InstanceError::Internal(e)));
+                }
+                Err(_) => candidates.retain(|c| c.host.id != host_id),
+            }
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = self.core.now_ms();
+        sqlx::query(
+            "INSERT INTO instances (id, owner_id, name, plan_id, plan_name, vcpus, memory_mib, disk_gib, \
+             region, host_id, private_ip, mac, ssh_port, base_image, state, error_reason, desired_power, \
+             created_at, updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, 'pending', NULL, 'running', $15, $15, NULL)",
+        )
+        .bind(&id)
+        .bind(owner_id)
+        .bind(name)
+        .bind(&plan.id)
+        .bind(&plan.name)
+        .bind(i64::from(plan.vcpus))
+        .bind(plan.memory_mib as i64)
+        .bind(plan.disk_gib as i64)
+        .bind(region)
+        .bind(&host.id)
+        .bind(alloc.private_ip.to_string())
+        .bind(&alloc.mac)
+        .bind(i64::from(alloc.ssh_port))
+        .bind(&cfg.base_image)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(CreateTry::from_sqlx)?;
+        for (pos, k) in keys.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO instance_ssh_keys (instance_id, position, ssh_key_id, fingerprint, public_key) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&id)
+            .bind(pos as i64)
+            .bind(&k.ssh_key_id)
+            .bind(&k.fingerprint)
+            .bind(&k.public_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(CreateTry::from_sqlx)?;
+        }
+        enqueue_in(
+            &mut tx,
+            now,
+            &id,
+            JobKind::Provision,
+            &caller.actor.describe(),
+        )
+        .await
+        .map_err(CreateTry::from_sqlx)?;
+        record_instance_event(
+            &mut tx,
+            now,
+            owner_id,
+            &id,
+            caller,
+            AuditAction::InstanceCreated,
+            &format!(
+                "{name}: plan {} in {region} on host {}, ip {}, ssh port {}",
+                plan.name, host.name, alloc.private_ip, alloc.ssh_port
+            ),
+        )
+        .await
+        .map_err(|e| CreateTry::Fatal(e.into()))?;
+        tx.commit().await.map_err(CreateTry::from_sqlx)?;
+        Ok(id)
+    }
+
+    /// One of the owner's instances (deleted ones too, with state `deleted`); another
+    /// user's instance is [`InstanceError::NotFound`].
+    pub async fn get(&self, owner_id: &str, id: &str) -> Result<Instance, InstanceError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE i.id = $1 AND i.owner_id = $2"
+        )))
+        .bind(id)
+        .bind(owner_id)
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(InstanceError::NotFound)?;
+        Ok(instance_from_row(&row)?)
+    }
+
+    /// Any instance by id: for operators and the orchestrator only.
+    pub async fn get_any(&self, id: &str) -> Result<Instance, InstanceError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE i.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(InstanceError::NotFound)?;
+        Ok(instance_from_row(&row)?)
+    }
+
+    /// The owner's instances that are not deleted, oldest first, one indexed query.
+    /// `after` is the previous page's `next_cursor`; `limit` is clamped to 1..=500.
+    pub async fn list_for_owner(
+        &self,
+        owner_id: &str,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<InstancePage, InstanceError> {
+        let limit = limit.clamp(1, 500);
+        let (ams, aid) = parse_cursor(after);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE i.owner_id = $1 AND i.deleted_at IS NULL \
+             AND (i.created_at > $2 OR (i.created_at = $2 AND i.id > $3)) \
+             ORDER BY i.created_at, i.id LIMIT $4"
+        )))
+        .bind(owner_id)
+        .bind(ams)
+        .bind(aid)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(self.core.store().pool())
+        .await?;
+        page(rows, limit)
+    }
+
+    /// Every instance (operators), oldest first, filtered and paginated.
+    pub async fn list_all(
+        &self,
+        filter: &ListFilter,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<InstancePage, InstanceError> {
+        let limit = limit.clamp(1, 500);
+        let (ams, aid) = parse_cursor(after);
+        // Unused filters compare against themselves ($n IS NULL) so one statement serves all.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE (i.created_at > $1 OR (i.created_at = $1 AND i.id > $2)) \
+             AND ($3 = '' OR i.host_id = $3) AND ($4 = '' OR i.owner_id = $4) AND ($5 = '' OR i.state = $5) \
+             AND ($6 = 1 OR i.deleted_at IS NULL) ORDER BY i.created_at, i.id LIMIT $7"
+        )))
+        .bind(ams)
+        .bind(aid)
+        .bind(filter.host_id.clone().unwrap_or_default())
+        .bind(filter.owner_id.clone().unwrap_or_default())
+        .bind(filter.state.map(|s| s.as_str().to_string()).unwrap_or_default())
+        .bind(i64::from(filter.include_deleted))
+        .bind(i64::from(limit) + 1)
+        .fetch_all(self.core.store().pool())
+        .await?;
+        page(rows, limit)
+    }
+
+    /// The instances on a host that are not deleted (reconciler), by id.
+    pub async fn list_by_host(&self, host_id: &str) -> Result<Vec<Instance>, InstanceError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE i.host_id = $1 AND i.state <> 'deleted' ORDER BY i.id"
+        )))
+        .bind(host_id)
+        .fetch_all(self.core.store().pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(instance_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// How many instances the owner has (not deleted), for quota displays.
+    pub async fn count_for_owner(&self, owner_id: &str) -> Result<u64, InstanceError> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM instances WHERE owner_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(owner_id)
+        .fetch_one(self.core.store().pool())
+        .await?
+        .try_get("n")?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The SSH keys copied into the instance at create time (AUTH-4).
+    pub async fn ssh_keys(&self, id: &str) -> Result<Vec<InstanceSshKey>, InstanceError> {
+        let rows = sqlx::query(
+            "SELECT ssh_key_id, fingerprint, public_key FROM instance_ssh_keys WHERE instance_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(self.core.store().pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InstanceSshKey {
+                    ssh_key_id: r.try_get("ssh_key_id")?,
+                    fingerprint: r.try_get("fingerprint")?,
+                    public_key: r.try_get("public_key")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// The agent spec for the instance (hostname = name, SSH forward host port → 22).
+    /// Fails for a released (deleted) instance.
+    pub async fn vm_spec(&self, id: &str) -> Result<VmSpec, InstanceError> {
+        let inst = self.get_any(id).await?;
+        let keys = self.ssh_keys(id).await?;
+        let (Some(ip), Some(mac), Some(fwd)) = (
+            inst.private_ip.clone(),
+            inst.mac.clone(),
+            inst.ssh_port_forward(),
+        ) else {
+            return Err(InstanceError::InvalidTransition {
+                action: "build a VM spec for",
+                state: inst.state.to_string(),
+            });
+        };
+        Ok(VmSpec {
+            vcpus: inst.vcpus,
+            memory_mib: inst.memory_mib,
+            disk_gib: inst.disk_gib,
+            base_image: inst.base_image.clone(),
+            mac,
+            private_ip: ip,
+            hostname: inst.name.clone(),
+            ssh_authorized_keys: keys.into_iter().map(|k| k.public_key).collect(),
+            user_data: None,
+            port_forwards: vec![fwd],
+        })
+    }
+
+    pub async fn request_start(
+        &self,
+        caller: &Caller,
+        owner_id: &str,
+        id: &str,
+    ) -> Result<ActionAccepted, InstanceError> {
+        self.request(caller, owner_id, id, Action::Start).await
+    }
+    pub async fn request_stop(
+        &self,
+        caller: &Caller,
+        owner_id: &str,
+        id: &str,
+    ) -> Result<ActionAccepted, InstanceError> {
+        self.request(caller, owner_id, id, Action::Stop).await
+    }
+    pub async fn request_reboot(
+        &self,
+        caller: &Caller,
+        owner_id: &str,
+        id: &str,
+    ) -> Result<ActionAccepted, InstanceError> {
+        self.request(caller, owner_id, id, Action::Reboot).await
+    }
+    /// Deleting an instance that is already being deleted (or deleted) is fine.
+    /// Queued (not yet running) jobs of the instance are cancelled: delete wins.
+    pub async fn request_delete(
+        &self,
+        caller: &Caller,
+        owner_id: &str,
+        id: &str,
+    ) -> Result<ActionAccepted, InstanceError> {
+        self.request(caller, owner_id, id, Action::Delete).await
+    }
+    /// Re-queues the step that gave up (instance in `error`) with fresh attempts.
+    pub async fn request_retry(
+        &self,
+        caller: &Caller,
+        owner_id: &str,
+        id: &str,
+    ) -> Result<ActionAccepted, InstanceError> {
+        self.request(caller, owner_id, id, Action::Retry).await
+    }
+
+    async fn request(
+        &self,
+        caller: &Caller,
+        owner_id: &str,
+        id: &str,
+        action: Action,
+    ) -> Result<ActionAccepted, InstanceError> {
+        let store = self.core.store();
+        let mut tx = begin_write(store).await?;
+        let lock = if store.backend() == crate::Backend::Postgres {
+            " FOR UPDATE"
+        } else {
+            ""
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT state, desired_power FROM instances WHERE id = $1 AND owner_id = $2{lock}"
+        )))
+        .bind(id)
+        .bind(owner_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(InstanceError::NotFound)?;
+        let state_s: String = row.try_get("state")?;
+        let state = InstanceState::parse(&state_s)
+            .ok_or_else(|| InternalError::other(format!("unknown instance state `{state_s}`")))?;
+        let desired = DesiredPower::parse(&row.try_get::<String, _>("desired_power")?)
+            .unwrap_or(DesiredPower::Running);
+        let jobs = sqlx::query("SELECT kind, state FROM jobs WHERE instance_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut unfinished = Vec::new();
+        let mut queued = Vec::new();
+        let mut last_failed = None;
+        for r in &jobs {
+            let kind = JobKind::parse(&r.try_get::<String, _>("kind")?);
+            let st: String = r.try_get("state")?;
+            match (kind, st.as_str()) {
+                (Some(k), "queued") => {
+                    unfinished.push(k);
+                    queued.push(k);
+                }
+                (Some(k), "running") => unfinished.push(k),
+                (Some(k), "failed") => last_failed = Some(k),
+                _ => {}
+            }
+        }
+        let deleting = matches!(state, InstanceState::Deleting | InstanceState::Deleted)
+            || unfinished.contains(&JobKind::Delete);
+        let refuse = |what: &'static str| {
+            Err(InstanceError::InvalidTransition {
+                action: what,
+                state: if deleting && state != InstanceState::Deleted {
+                    "being deleted".to_string()
+                } else {
+                    state.to_string()
+                },
+            })
+        };
+        // Decide: Some(kind) = insert that job; None = already satisfied (idempotent).
+        let (job, new_desired, event) = match action {
+            Action::Delete => {
+                if deleting {
+                    (None, desired, AuditAction::InstanceDeleteRequested)
+                } else {
+                    (
+                        Some(JobKind::Delete),
+                        DesiredPower::Stopped,
+                        AuditAction::InstanceDeleteRequested,
+                    )
+                }
+            }
+            _ if deleting => return refuse(action.verb()),
+            Action::Start => {
+                if state == InstanceState::Error {
+                    return refuse("start");
+                }
+                let heading_up = desired == DesiredPower::Running
+                    && (matches!(
+                        state,
+                        InstanceState::Running
+                            | InstanceState::Pending
+                            | InstanceState::Provisioning
+                    ) || unfinished.iter().any(|k| {
+                        matches!(k, JobKind::Start | JobKind::Provision | JobKind::Reboot)
+                    }));
+                if heading_up {
+                    (None, desired, AuditAction::InstanceStartRequested)
+                } else {
+                    (
+                        Some(JobKind::Start),
+                        DesiredPower::Running,
+                        AuditAction::InstanceStartRequested,
+                    )
+                }
+            }
+            Action::Stop => {
+                if state == InstanceState::Error {
+                    return refuse("stop");
+                }
+                let heading_down = desired == DesiredPower::Stopped
+                    && (state == InstanceState::Stopped || unfinished.contains(&JobKind::Stop));
+                if heading_down {
+                    (None, desired, AuditAction::InstanceStopRequested)
+                } else {
+                    (
+                        Some(JobKind::Stop),
+                        DesiredPower::Stopped,
+                        AuditAction::InstanceStopRequested,
+                    )
+                }
+            }
+            Action::Reboot => {
+                if state != InstanceState::Running || desired != DesiredPower::Running {
+                    return refuse("reboot");
+                }
+                if queued.contains(&JobKind::Reboot) {
+                    (None, desired, AuditAction::InstanceRebootRequested)
+                } else {
+                    (
+                        Some(JobKind::Reboot),
+                        desired,
+                        AuditAction::InstanceRebootRequested,
+                    )
+                }
+            }
+            Action::Retry => {
+                if state != InstanceState::Error {
+                    return refuse("retry");
+                }
+                if let Some(k) = unfinished.first() {
+                    // Already re-queued: idempotent.
+                    let _ = k;
+                    (None, desired, AuditAction::InstanceRetryRequested)
+                } else {
+                    (
+                        Some(last_failed.unwrap_or(JobKind::Provision)),
+                        desired,
+                        AuditAction::InstanceRetryRequested,
+                    )
+                }
+            }
+        };
+        let now = self.core.now_ms();
+        let mut job_id = None;
+        if let Some(kind) = job {
+            if kind == JobKind::Delete {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1, \
+                     last_error = 'cancelled by a delete request' WHERE instance_id = $2 AND state = 'queued'",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            job_id = Some(enqueue_in(&mut tx, now, id, kind, &caller.actor.describe()).await?);
+        }
+        if new_desired != desired || job.is_some() {
+            sqlx::query("UPDATE instances SET desired_power = $1, updated_at = $2 WHERE id = $3")
+                .bind(new_desired.as_str())
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let detail = match &job {
+            Some(k) => format!("{} job queued", k.as_str()),
+            None => "already in progress or done".to_string(),
+        };
+        record_instance_event(&mut tx, now, owner_id, id, caller, event, &detail).await?;
+        tx.commit().await?;
+        let instance = self.get(owner_id, id).await?;
+        Ok(ActionAccepted { instance, job_id })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Start,
+    Stop,
+    Reboot,
+    Delete,
+    Retry,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Reboot => "reboot",
+            Action::Delete => "delete",
+            Action::Retry => "retry",
+        }
+    }
+}
+
+enum CreateTry {
+    /// A unique constraint clashed with a concurrent create: try again.
+    Clash(sqlx::Error),
+    Fatal(InstanceError),
+}
+
+impl CreateTry {
+    fn from_sqlx(e: sqlx::Error) -> CreateTry {
+        let retryable = match &e {
+            sqlx::Error::Database(d) => {
+                d.is_unique_violation()
+                    // PostgreSQL serialization failure / deadlock; SQLite busy.
+                    || matches!(d.code().as_deref(), Some("40001") | Some("40P01") | Some("5") | Some("517"))
+            }
+            _ => false,
+        };
+        if retryable {
+            CreateTry::Clash(e)
+        } else {
+            CreateTry::Fatal(InstanceError::Internal(InternalError::Database(e)))
+        }
+    }
+}
+
+fn page(rows: Vec<sqlx::any::AnyRow>, limit: u32) -> Result<InstancePage, InstanceError> {
+    let mut items = rows
+        .iter()
+        .map(instance_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    Ok(InstancePage { items, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "web-1", "0", "abc123", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            "ä",
+            &"a".repeat(64),
+            "a b",
+        ] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn states_round_trip() {
+        for s in InstanceState::ALL {
+            assert_eq!(InstanceState::parse(s.as_str()), Some(*s));
+        }
+    }
+}

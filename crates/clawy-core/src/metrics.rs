@@ -1,0 +1,339 @@
+//! Instance metrics and health (ACCESS-1: only what the host sees of a VM — CPU,
+//! memory, disk, network counters, uptime, and a probe of the gateway port; nothing
+//! from inside the guest).
+//!
+//! Raw samples are kept for 24 h; hourly rollups (avg and max) for 30 days.
+//! [`Metrics::downsample_and_purge`] runs on every poll cycle, so the rows per
+//! instance stay bounded (≤ 24 h / poll interval raw + 720 rollups). Health keeps
+//! only the latest probe per instance. There is no in-guest heartbeat: the only
+//! service state is `gateway`, from the probe.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::Core;
+use crate::clock::ms_to_datetime;
+use crate::db::b2i;
+use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+use crate::instances::InstanceHealth;
+
+pub const RAW_RETENTION_MS: i64 = 24 * 3600 * 1000;
+pub const ROLLUP_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+pub const HOUR_MS: i64 = 3600 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("The time range is empty or reversed.")]
+    InvalidRange,
+    #[error(transparent)]
+    Internal(InternalError),
+}
+internal_from!(MetricsError);
+
+impl DomainError for MetricsError {
+    fn code(&self) -> &'static str {
+        match self {
+            MetricsError::InvalidRange => "invalid_range",
+            MetricsError::Internal(_) => "internal",
+        }
+    }
+    fn kind(&self) -> ErrorKind {
+        match self {
+            MetricsError::InvalidRange => ErrorKind::Invalid { field: "range" },
+            MetricsError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// One poll of one VM (from the agent's `VmStatus`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricSample {
+    pub instance_id: String,
+    pub at: DateTime<Utc>,
+    pub cpu_percent: Option<f64>,
+    pub memory_used_bytes: Option<u64>,
+    pub disk_used_bytes: Option<u64>,
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+    pub uptime_secs: Option<u64>,
+}
+
+/// A point of a series: raw (avg = max = the sample) or an hourly rollup.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    pub at: DateTime<Utc>,
+    pub cpu_percent: Option<f64>,
+    pub cpu_percent_max: Option<f64>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_used_bytes_max: Option<u64>,
+    pub disk_used_bytes: Option<u64>,
+    /// Counters since VM start (max within the hour for rollups).
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+    pub uptime_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    Raw,
+    Hourly,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    pub instance_id: String,
+    pub resolution: Resolution,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub points: Vec<SeriesPoint>,
+}
+
+/// A health probe result to store (latest per instance).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthUpdate {
+    pub instance_id: String,
+    pub checked_at: DateTime<Utc>,
+    pub vm_state: Option<String>,
+    pub tcp_ok: Option<bool>,
+    pub http_status: Option<u16>,
+    pub latency_ms: Option<u64>,
+    pub uptime_secs: Option<u64>,
+}
+
+/// What one purge pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeStats {
+    pub raw_deleted: u64,
+    pub rollups_deleted: u64,
+    pub rollups_written: u64,
+}
+
+fn i64_opt(v: Option<u64>) -> Option<i64> {
+    v.map(|v| v.min(i64::MAX as u64) as i64)
+}
+
+fn u64_col(r: &sqlx::any::AnyRow, col: &str) -> Result<Option<u64>, sqlx::Error> {
+    Ok(r.try_get::<Option<i64>, _>(col)?.map(|v| v.max(0) as u64))
+}
+
+pub struct Metrics<'a> {
+    pub(crate) core: &'a Core,
+}
+
+impl Metrics<'_> {
+    /// Stores samples (a repeated (instance, time) is ignored).
+    pub async fn insert_samples(&self, samples: &[MetricSample]) -> Result<(), MetricsError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.core.store().pool().begin().await?;
+        for s in samples {
+            sqlx::query(
+                "INSERT INTO metric_samples (instance_id, at, cpu_percent, memory_used_bytes, disk_used_bytes, \
+                 net_rx_bytes, net_tx_bytes, uptime_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (instance_id, at) DO NOTHING",
+            )
+            .bind(&s.instance_id)
+            .bind(s.at.timestamp_millis())
+            .bind(s.cpu_percent)
+            .bind(i64_opt(s.memory_used_bytes))
+            .bind(i64_opt(s.disk_used_bytes))
+            .bind(i64_opt(s.net_rx_bytes))
+            .bind(i64_opt(s.net_tx_bytes))
+            .bind(i64_opt(s.uptime_secs))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the instance's latest health.
+    pub async fn record_health(&self, h: &HealthUpdate) -> Result<(), MetricsError> {
+        sqlx::query(
+            "INSERT INTO instance_health (instance_id, checked_at, vm_state, tcp_ok, http_status, latency_ms, uptime_secs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (instance_id) DO UPDATE SET \
+             checked_at = excluded.checked_at, vm_state = excluded.vm_state, tcp_ok = excluded.tcp_ok, \
+             http_status = excluded.http_status, latency_ms = excluded.latency_ms, uptime_secs = excluded.uptime_secs",
+        )
+        .bind(&h.instance_id)
+        .bind(h.checked_at.timestamp_millis())
+        .bind(h.vm_state.clone())
+        .bind(h.tcp_ok.map(b2i))
+        .bind(h.http_status.map(i64::from))
+        .bind(i64_opt(h.latency_ms))
+        .bind(i64_opt(h.uptime_secs))
+        .execute(self.core.store().pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn latest_health(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<InstanceHealth>, MetricsError> {
+        let row = sqlx::query(
+            "SELECT checked_at, vm_state, tcp_ok, http_status, latency_ms, uptime_secs FROM instance_health WHERE instance_id = $1",
+        )
+        .bind(instance_id)
+        .fetch_optional(self.core.store().pool())
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(InstanceHealth {
+            checked_at: ms_to_datetime(r.try_get("checked_at")?),
+            vm_state: r.try_get("vm_state")?,
+            tcp_ok: r.try_get::<Option<i64>, _>("tcp_ok")?.map(|v| v != 0),
+            http_status: u64_col(&r, "http_status")?.and_then(|v| u16::try_from(v).ok()),
+            latency_ms: u64_col(&r, "latency_ms")?,
+            uptime_secs: u64_col(&r, "uptime_secs")?,
+        }))
+    }
+
+    /// Points between `from` and `to`: raw samples when the range lies within the last
+    /// 24 h, hourly rollups otherwise. Callers scope the instance by owner first.
+    pub async fn series(
+        &self,
+        instance_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Series, MetricsError> {
+        let (f, t) = (from.timestamp_millis(), to.timestamp_millis());
+        if t <= f {
+            return Err(MetricsError::InvalidRange);
+        }
+        let now = self.core.now_ms();
+        let pool = self.core.store().pool();
+        let (resolution, points) = if f >= now - RAW_RETENTION_MS {
+            let rows = sqlx::query(
+                "SELECT at, cpu_percent, memory_used_bytes, disk_used_bytes, net_rx_bytes, net_tx_bytes, uptime_secs \
+                 FROM metric_samples WHERE instance_id = $1 AND at >= $2 AND at <= $3 ORDER BY at",
+            )
+            .bind(instance_id)
+            .bind(f)
+            .bind(t)
+            .fetch_all(pool)
+            .await?;
+            let pts = rows
+                .iter()
+                .map(|r| {
+                    let cpu: Option<f64> = r.try_get("cpu_percent")?;
+                    let mem = u64_col(r, "memory_used_bytes")?;
+                    Ok(SeriesPoint {
+                        at: ms_to_datetime(r.try_get("at")?),
+                        cpu_percent: cpu,
+                        cpu_percent_max: cpu,
+                        memory_used_bytes: mem,
+                        memory_used_bytes_max: mem,
+                        disk_used_bytes: u64_col(r, "disk_used_bytes")?,
+                        net_rx_bytes: u64_col(r, "net_rx_bytes")?,
+                        net_tx_bytes: u64_col(r, "net_tx_bytes")?,
+                        uptime_secs: u64_col(r, "uptime_secs")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            (Resolution::Raw, pts)
+        } else {
+            let rows = sqlx::query(
+                "SELECT hour, cpu_avg, cpu_max, memory_avg, memory_max, disk_max, net_rx_max, net_tx_max, uptime_max \
+                 FROM metric_rollups WHERE instance_id = $1 AND hour >= $2 AND hour <= $3 ORDER BY hour",
+            )
+            .bind(instance_id)
+            .bind(f - f.rem_euclid(HOUR_MS))
+            .bind(t)
+            .fetch_all(pool)
+            .await?;
+            let pts = rows
+                .iter()
+                .map(|r| {
+                    Ok(SeriesPoint {
+                        at: ms_to_datetime(r.try_get("hour")?),
+                        cpu_percent: r.try_get("cpu_avg")?,
+                        cpu_percent_max: r.try_get("cpu_max")?,
+                        memory_used_bytes: r
+                            .try_get::<Option<f64>, _>("memory_avg")?
+                            .map(|v| v.max(0.0) as u64),
+                        memory_used_bytes_max: u64_col(r, "memory_max")?,
+                        disk_used_bytes: u64_col(r, "disk_max")?,
+                        net_rx_bytes: u64_col(r, "net_rx_max")?,
+                        net_tx_bytes: u64_col(r, "net_tx_max")?,
+                        uptime_secs: u64_col(r, "uptime_max")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            (Resolution::Hourly, pts)
+        };
+        Ok(Series {
+            instance_id: instance_id.to_string(),
+            resolution,
+            from,
+            to,
+            points,
+        })
+    }
+
+    /// Rolls the last three hours of raw samples up (re-running is harmless: the
+    /// rollup of an hour is recomputed from its samples), then deletes raw samples
+    /// older than 24 h and rollups older than 30 days.
+    pub async fn downsample_and_purge(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<PurgeStats, MetricsError> {
+        let now = now.timestamp_millis();
+        let this_hour = now - now.rem_euclid(HOUR_MS);
+        let since = this_hour - 2 * HOUR_MS;
+        let mut tx = self.core.store().pool().begin().await?;
+        let written = sqlx::query(
+            "INSERT INTO metric_rollups (instance_id, hour, samples, cpu_avg, cpu_max, memory_avg, memory_max, \
+             disk_max, net_rx_max, net_tx_max, uptime_max) \
+             SELECT instance_id, (at / 3600000) * 3600000 AS hr, COUNT(*), AVG(cpu_percent), MAX(cpu_percent), \
+             CAST(AVG(memory_used_bytes) AS DOUBLE PRECISION), MAX(memory_used_bytes), MAX(disk_used_bytes), \
+             MAX(net_rx_bytes), MAX(net_tx_bytes), MAX(uptime_secs) FROM metric_samples \
+             WHERE at >= $1 AND at <= $2 GROUP BY instance_id, (at / 3600000) * 3600000 \
+             ON CONFLICT (instance_id, hour) DO UPDATE SET samples = excluded.samples, \
+             cpu_avg = excluded.cpu_avg, cpu_max = excluded.cpu_max, memory_avg = excluded.memory_avg, \
+             memory_max = excluded.memory_max, disk_max = excluded.disk_max, net_rx_max = excluded.net_rx_max, \
+             net_tx_max = excluded.net_tx_max, uptime_max = excluded.uptime_max",
+        )
+        .bind(since)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let raw = sqlx::query("DELETE FROM metric_samples WHERE at < $1")
+            .bind(now - RAW_RETENTION_MS)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let rollups = sqlx::query("DELETE FROM metric_rollups WHERE hour < $1")
+            .bind(now - ROLLUP_RETENTION_MS)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(PurgeStats {
+            raw_deleted: raw,
+            rollups_deleted: rollups,
+            rollups_written: written,
+        })
+    }
+
+    /// (raw samples, rollups) stored for the instance: retention checks.
+    pub async fn row_counts(&self, instance_id: &str) -> Result<(u64, u64), MetricsError> {
+        let pool = self.core.store().pool();
+        let raw: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM metric_samples WHERE instance_id = $1")
+                .bind(instance_id)
+                .fetch_one(pool)
+                .await?
+                .try_get("n")?;
+        let roll: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM metric_rollups WHERE instance_id = $1")
+                .bind(instance_id)
+                .fetch_one(pool)
+                .await?
+                .try_get("n")?;
+        Ok((raw.max(0) as u64, roll.max(0) as u64))
+    }
+}
