@@ -67,7 +67,9 @@ mod tests {
 
     #[test]
     fn parses_comma_separated_points() {
-        let set = parse(Some(" provision:after_ensure, delete:after_agent_delete ,,"));
+        let set = parse(Some(
+            " provision:after_ensure, delete:after_agent_delete ,,",
+        ));
         assert_eq!(set.len(), 2);
         assert!(set.contains("provision:after_ensure"));
         assert!(set.contains("delete:after_agent_delete"));

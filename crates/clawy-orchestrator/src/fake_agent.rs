@@ -69,7 +69,9 @@ impl FakeAgent {
         subnet_prefix: &str,
         ports: [u16; 2],
     ) -> anyhow::Result<FakeAgent> {
-        let dir = tempfile::Builder::new().prefix("clawy-fake-agent-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("clawy-fake-agent-")
+            .tempdir()?;
         let identity = clawy_agent::tls::load_or_create(dir.path())?;
         let tls = clawy_agent::tls::server_config(&identity)?;
         let token = format!("fake-{}", uuid::Uuid::new_v4().simple());
@@ -195,6 +197,7 @@ fn api_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
         .into_response()
 }
 
+#[allow(clippy::result_large_err)] // a test fake: clarity over size
 fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let expected = format!("Bearer {}", shared.token);
     let ok = headers
@@ -212,6 +215,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
+#[allow(clippy::result_large_err)]
 fn locked(shared: &Shared) -> Result<std::sync::MutexGuard<'_, FakeState>, Response> {
     shared.state.lock().map_err(|_| {
         api_error(
@@ -250,7 +254,11 @@ async fn list(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn get_vm(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn get_vm(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(r) = authorized(&shared, &headers) {
         return r;
     }
@@ -308,15 +316,27 @@ async fn set_state(shared: &Shared, headers: &HeaderMap, id: &str, state: VmStat
     }
 }
 
-async fn start(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn start(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     set_state(&shared, &headers, &id, VmState::Running).await
 }
 
-async fn stop(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn stop(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     set_state(&shared, &headers, &id, VmState::Stopped).await
 }
 
-async fn delete(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn delete(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(r) = authorized(&shared, &headers) {
         return r;
     }
@@ -330,7 +350,11 @@ async fn delete(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path
     }
 }
 
-async fn probe(State(shared): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn probe(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     if let Err(r) = authorized(&shared, &headers) {
         return r;
     }

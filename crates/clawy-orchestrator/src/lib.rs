@@ -1,6 +1,129 @@
-//! clawy-orchestrator: the control plane's background work for issue 4 — the durable
-//! job runner, the reconciler, the metrics/health poller and host refresher, and the
-//! crash-injection points the crash tests use.
+//! clawy-orchestrator: the control plane's background work for issue 4.
+//!
+//! - [`runner`]: the durable job runner (N workers, leases, idempotent steps);
+//! - [`reconciler`]: desired vs. actual state on every host, repairs and flags;
+//! - [`poller`]: metrics samples, gateway health, host capacity/reachability;
+//! - [`crash`]: crash-injection points for the crash tests;
+//! - [`fake_agent`]: an in-process fake agent for the fleet benchmark only.
+//!
+//! `clawy server` starts all of it with [`Orchestrator::start`] and stops it with
+//! [`OrchestratorHandle::shutdown`].
 
+pub mod clients;
 pub mod crash;
+pub mod error;
 pub mod fake_agent;
+pub mod poller;
+pub mod reconciler;
+pub mod runner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawy_core::Core;
+use tokio::sync::watch;
+
+pub use error::OrchestratorError;
+pub use poller::Poller;
+pub use reconciler::Reconciler;
+pub use runner::{JobRunner, RunnerConfig};
+
+/// Settings of the background tasks. [`OrchestratorConfig::from_core`] takes them
+/// from the server config (`job_workers`, `reconcile_interval_secs`,
+/// `metrics_interval_secs`).
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    pub runner: RunnerConfig,
+    /// `None` = no reconciler task (tests drive passes by hand).
+    pub reconcile_interval: Option<Duration>,
+    /// `None` = no poller task.
+    pub metrics_interval: Option<Duration>,
+    /// Hosts talked to at once by the reconciler and the poller.
+    pub host_concurrency: usize,
+    /// Bound of every agent request.
+    pub agent_timeout: Duration,
+}
+
+impl OrchestratorConfig {
+    pub fn from_core(core: &Core) -> Self {
+        let c = core.config();
+        OrchestratorConfig {
+            runner: RunnerConfig {
+                workers: c.job_workers,
+                ..RunnerConfig::default()
+            },
+            reconcile_interval: Some(Duration::from_secs(c.reconcile_interval_secs.max(1))),
+            metrics_interval: Some(Duration::from_secs(c.metrics_interval_secs.max(1))),
+            host_concurrency: 32,
+            agent_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// The running tasks.
+pub struct OrchestratorHandle {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub runner: Arc<JobRunner>,
+    pub reconciler: Arc<Reconciler>,
+    pub poller: Arc<Poller>,
+}
+
+impl std::fmt::Debug for OrchestratorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorHandle")
+            .field("tasks", &self.tasks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrchestratorHandle {
+    /// Asks every task to stop and waits for them (a running job step finishes
+    /// first; a job cut short is taken up again after its lease expires).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub struct Orchestrator;
+
+impl Orchestrator {
+    /// Spawns the job workers, the reconciler and the poller on the current tokio
+    /// runtime.
+    pub fn start(core: Arc<Core>, config: OrchestratorConfig) -> OrchestratorHandle {
+        let (tx, rx) = watch::channel(false);
+        let clients = Arc::new(clients::AgentClients::new(
+            core.clone(),
+            config.agent_timeout,
+        ));
+        let runner = Arc::new(JobRunner::new(
+            core.clone(),
+            clients.clone(),
+            config.runner.clone(),
+        ));
+        let reconciler = Arc::new(Reconciler::new(
+            core.clone(),
+            clients.clone(),
+            config.host_concurrency,
+        ));
+        let poller = Arc::new(Poller::new(core, clients, config.host_concurrency));
+        let mut tasks = runner.spawn(rx.clone());
+        if let Some(i) = config.reconcile_interval {
+            tasks.push(reconciler.spawn(i, rx.clone()));
+        }
+        if let Some(i) = config.metrics_interval {
+            tasks.push(poller.spawn(i, rx));
+        }
+        tracing::info!(workers = config.runner.workers, worker_prefix = %config.runner.worker_prefix, "orchestrator started");
+        OrchestratorHandle {
+            shutdown: tx,
+            tasks,
+            runner,
+            reconciler,
+            poller,
+        }
+    }
+}

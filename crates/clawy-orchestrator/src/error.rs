@@ -1,0 +1,34 @@
+//! Errors of the orchestrator's tasks. A job step that fails with one of these is
+//! recorded as a failed attempt (and retried with backoff); the text is what the
+//! owner reads in the job history, so it names the step and never a secret.
+
+use clawy_agent_client::ClientError;
+use clawy_core::hosts::HostError;
+use clawy_core::instances::InstanceError;
+use clawy_core::jobs::JobError;
+use clawy_core::metrics::MetricsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("host agent: {0}")]
+    Agent(#[from] ClientError),
+    #[error("host: {0}")]
+    Host(#[from] HostError),
+    #[error("instance: {0}")]
+    Instance(#[from] InstanceError),
+    #[error("job: {0}")]
+    Job(#[from] JobError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Step(String),
+}
+
+impl OrchestratorError {
+    /// True when the agent could not be reached at all (the host is unreachable).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, OrchestratorError::Agent(ClientError::Transport(_)))
+    }
+}

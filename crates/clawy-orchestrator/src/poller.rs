@@ -1,0 +1,197 @@
+//! Metrics, health and host refresh (ACCESS-1: only what the host sees — VM
+//! counters from the hypervisor and the agent's probe of the gateway port; nothing is
+//! read from inside the guest, and there is no in-guest heartbeat).
+//!
+//! Every `metrics_interval_secs`, per host (in parallel, bounded): `GET /v1/host`
+//! refreshes capacity, network and reachability (`hosts().update_info`), and
+//! `GET /v1/vms` gives one sample and the latest health per known instance. Then one
+//! `downsample_and_purge` keeps storage bounded (raw 24 h, hourly rollups 30 days).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawy_core::Core;
+use clawy_core::hosts::AgentTarget;
+use clawy_core::metrics::{HealthUpdate, MetricSample};
+use clawy_proto::agent::{VmState, VmStatus};
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use crate::clients::AgentClients;
+use crate::error::OrchestratorError;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    pub hosts: usize,
+    pub hosts_unreachable: usize,
+    pub samples: usize,
+}
+
+pub struct Poller {
+    core: Arc<Core>,
+    clients: Arc<AgentClients>,
+    concurrency: usize,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller")
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The agent's VM status as a stored sample.
+pub fn sample_of(vm: &VmStatus, at: chrono::DateTime<chrono::Utc>) -> MetricSample {
+    MetricSample {
+        instance_id: vm.id.clone(),
+        at,
+        cpu_percent: vm.cpu_percent,
+        memory_used_bytes: vm.memory_used_bytes,
+        disk_used_bytes: vm.disk_used_bytes,
+        net_rx_bytes: vm.net_rx_bytes,
+        net_tx_bytes: vm.net_tx_bytes,
+        uptime_secs: vm.uptime_secs,
+    }
+}
+
+/// The agent's probe as stored health. A VM that is not running has no probe: its
+/// health says so through `vm_state` with no TCP result.
+pub fn health_of(vm: &VmStatus, at: chrono::DateTime<chrono::Utc>) -> HealthUpdate {
+    let state = match vm.state {
+        VmState::Defined => "defined",
+        VmState::Running => "running",
+        VmState::Paused => "paused",
+        VmState::Stopped => "stopped",
+        VmState::Crashed => "crashed",
+    };
+    HealthUpdate {
+        instance_id: vm.id.clone(),
+        checked_at: vm
+            .health
+            .as_ref()
+            .and_then(|h| chrono::DateTime::parse_from_rfc3339(&h.checked_at).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or(at),
+        vm_state: Some(state.to_string()),
+        tcp_ok: vm.health.as_ref().map(|h| h.tcp_ok),
+        http_status: vm.health.as_ref().and_then(|h| h.http_status),
+        latency_ms: vm.health.as_ref().map(|h| h.latency_ms),
+        uptime_secs: vm.uptime_secs,
+    }
+}
+
+impl Poller {
+    pub fn new(core: Arc<Core>, clients: Arc<AgentClients>, concurrency: usize) -> Self {
+        Poller {
+            core,
+            clients,
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    pub fn spawn(
+        self: &Arc<Self>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            while !*shutdown.borrow() {
+                match me.poll_once().await {
+                    Ok(r) => tracing::debug!(?r, "metrics poll"),
+                    Err(e) => tracing::warn!(error = %e, "metrics poll failed"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        })
+    }
+
+    /// One poll of every host, then downsampling and purge.
+    pub async fn poll_once(&self) -> Result<PollReport, OrchestratorError> {
+        let targets = self.core.hosts().agent_targets().await?;
+        let results: Vec<Result<PollReport, OrchestratorError>> = futures::stream::iter(targets)
+            .map(|t| async move { self.poll_host(t).await })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut report = PollReport::default();
+        for r in results {
+            match r {
+                Ok(r) => {
+                    report.hosts += r.hosts;
+                    report.hosts_unreachable += r.hosts_unreachable;
+                    report.samples += r.samples;
+                }
+                Err(e) => tracing::warn!(error = %e, "polling a host failed"),
+            }
+        }
+        self.core
+            .metrics()
+            .downsample_and_purge(self.core.now())
+            .await?;
+        Ok(report)
+    }
+
+    async fn poll_host(&self, target: AgentTarget) -> Result<PollReport, OrchestratorError> {
+        let mut report = PollReport {
+            hosts: 1,
+            ..Default::default()
+        };
+        let client = self.clients.for_target(&target)?;
+        let info = match client.host().await {
+            Ok(i) => i,
+            Err(e) => {
+                report.hosts_unreachable = 1;
+                self.core
+                    .hosts()
+                    .mark_contact(&target.host_id, Err(&e.to_string()))
+                    .await?;
+                return Ok(report);
+            }
+        };
+        // Capacity, network and reachability (placement reads these).
+        self.core
+            .hosts()
+            .update_info(&target.host_id, &info)
+            .await?;
+        let vms = match client.list_vms().await {
+            Ok(l) => l.vms,
+            Err(e) => {
+                report.hosts_unreachable = 1;
+                self.core
+                    .hosts()
+                    .mark_contact(&target.host_id, Err(&e.to_string()))
+                    .await?;
+                return Ok(report);
+            }
+        };
+        let known: HashSet<String> = self
+            .core
+            .instances()
+            .list_by_host(&target.host_id)
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        let now = self.core.now();
+        let samples: Vec<MetricSample> = vms
+            .iter()
+            .filter(|v| known.contains(&v.id))
+            .map(|v| sample_of(v, now))
+            .collect();
+        self.core.metrics().insert_samples(&samples).await?;
+        for vm in vms.iter().filter(|v| known.contains(&v.id)) {
+            self.core
+                .metrics()
+                .record_health(&health_of(vm, now))
+                .await?;
+        }
+        report.samples = samples.len();
+        Ok(report)
+    }
+}
