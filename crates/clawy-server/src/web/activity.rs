@@ -28,8 +28,23 @@ struct EventRow {
 /// How many events the page shows (newest first).
 const PAGE_SIZE: u32 = 200;
 
+/// The stored actor (`user:<email>`, `api_key:<prefix>`, `operator:<email>`, `system`,
+/// `anonymous`) in words, from the reader's point of view.
+fn describe_actor(actor: &str, own_email: &str) -> String {
+    match actor.split_once(':') {
+        Some(("user", email)) if email == own_email => "You".to_owned(),
+        Some(("user", email)) => email.to_owned(),
+        Some(("api_key", prefix)) => format!("API key {prefix}…"),
+        Some(("operator", email)) => format!("Operator {email}"),
+        _ if actor == "system" => "Clawy".to_owned(),
+        _ if actor == "anonymous" => "Not signed in".to_owned(),
+        _ => actor.to_owned(),
+    }
+}
+
 async fn activity_page(mut web: Web) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
+    let session = web.require_user()?;
+    let (user_id, email) = (session.user.id.clone(), session.user.email.clone());
     let events: Vec<EventRow> = web
         .state
         .core
@@ -43,7 +58,7 @@ async fn activity_page(mut web: Web) -> WebResult {
                 at,
                 at_iso,
                 event: e.label().to_owned(),
-                actor: e.actor.clone(),
+                actor: describe_actor(&e.actor, &email),
                 client_addr: e.client_addr.clone(),
                 detail: e.detail.clone(),
             }
@@ -56,4 +71,24 @@ async fn activity_page(mut web: Web) -> WebResult {
         &layout,
         context! { events },
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_actor;
+
+    #[test]
+    fn actors_in_words() {
+        assert_eq!(describe_actor("user:a@x.test", "a@x.test"), "You");
+        assert_eq!(
+            describe_actor("operator:o@x.test", "a@x.test"),
+            "Operator o@x.test"
+        );
+        assert_eq!(
+            describe_actor("api_key:clawy_r_abcd", "a@x.test"),
+            "API key clawy_r_abcd…"
+        );
+        assert_eq!(describe_actor("anonymous", "a@x.test"), "Not signed in");
+        assert_eq!(describe_actor("system", "a@x.test"), "Clawy");
+    }
 }
