@@ -28,10 +28,10 @@ use clawy_core::audit::Caller;
 use clawy_core::{Core, SecretString, ServerConfig};
 use rand::Rng;
 
-/// The name the control plane asks agents for (`base_image`'s default).
-pub const GUEST_IMAGE_NAME: &str = "clawy-test-guest.qcow2";
 /// The agent token `clawy up` creates for its control plane.
 const UP_TOKEN_NAME: &str = "clawy-up";
+/// The host name `clawy up` registers its agent under.
+const LOCAL_HOST_NAME: &str = "local";
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -69,7 +69,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     layout.create()?;
 
     // 3. The guest image first: a failure here should stop before anything runs.
-    let image = ensure_guest_image(&layout.images_dir)?;
+    let image = ensure_guest_image(&layout.images_dir, &config.base_image)?;
     tracing::info!(image = %image.display(), "guest image ready");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -126,27 +126,35 @@ async fn serve_platform(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let app = clawy_server::build_app(core.clone()).await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // 6. The orchestrator (job runner, reconciler, poller) until shutdown.
-    let orchestrator = start_orchestrator(core.clone(), stop_rx.clone());
+    let orchestrator = clawy_orchestrator::Orchestrator::start(
+        core.clone(),
+        clawy_orchestrator::OrchestratorConfig::from_core(&core),
+    );
 
     let base = config.base_url.as_str().trim_end_matches('/').to_string();
     println!("Clawy is up.");
     println!("  dashboard: {base}/");
     println!("  operator:  {}", operator.email);
-    match &operator.new_password {
-        Some(pw) => println!("  password:  {pw}   (shown only now; change it after logging in)"),
-        None => println!(
-            "  password:  (unchanged; CLAWY_OPERATOR_PASSWORD or the one printed at first start)"
-        ),
+    match &operator.password {
+        OperatorPassword::Generated(pw) => {
+            println!("  password:  {pw}   (shown only now; change it after logging in)")
+        }
+        OperatorPassword::FromEnv => println!("  password:  the one in CLAWY_OPERATOR_PASSWORD"),
+        OperatorPassword::Existing => {
+            println!("  password:  unchanged (the one printed or set at the first start)")
+        }
     }
     println!("  data dir:  {}", config.data_dir.display());
     println!("Press Ctrl-C to stop (VMs keep running; the next `clawy up` re-adopts them).");
 
     let served = clawy_server::serve_with(listener, app, shutdown_signal()).await;
-    let _ = stop_tx.send(true);
-    if let Some(handle) = orchestrator {
-        let _ = tokio::time::timeout(Duration::from_secs(10), handle).await;
+    // A job step cut short here is taken up again after its lease expires.
+    if tokio::time::timeout(Duration::from_secs(30), orchestrator.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background jobs did not stop within 30 s; leaving them");
     }
     core.store().close().await;
     served.context("serving HTTP")?;
@@ -155,7 +163,15 @@ async fn serve_platform(
 
 struct Operator {
     email: String,
-    new_password: Option<String>,
+    password: OperatorPassword,
+}
+
+enum OperatorPassword {
+    /// Made now and printed once; not stored anywhere in plain text.
+    Generated(String),
+    FromEnv,
+    /// The account existed already: nothing changed.
+    Existing,
 }
 
 /// Creates the operator on the first start; later starts find it and change nothing.
@@ -177,7 +193,7 @@ async fn ensure_operator(core: &Core) -> anyhow::Result<Operator> {
         }
         return Ok(Operator {
             email: user.email,
-            new_password: None,
+            password: OperatorPassword::Existing,
         });
     }
     let (password, generated) = match std::env::var("CLAWY_OPERATOR_PASSWORD")
@@ -199,7 +215,11 @@ async fn ensure_operator(core: &Core) -> anyhow::Result<Operator> {
         .map_err(|e| anyhow::anyhow!("cannot create the operator account {email}: {e}"))?;
     Ok(Operator {
         email: user.email,
-        new_password: generated.then_some(password),
+        password: if generated {
+            OperatorPassword::Generated(password)
+        } else {
+            OperatorPassword::FromEnv
+        },
     })
 }
 
@@ -212,26 +232,54 @@ fn generate_password() -> String {
         .collect()
 }
 
-/// Registers the local agent as a host (location `DE`, site `local`) unless a host
-/// with its URL exists. A fresh token is made only when registering, so no agent
-/// token is ever kept in plain text (DATA-3/DATA-4: the control plane stores it
-/// encrypted).
+/// Registers the local agent as host `local` (country `DE`, site `local`) unless it
+/// exists. A fresh agent token is made only when registering, so no agent token is
+/// ever kept in plain text here (DATA-3/DATA-4: the control plane stores it sealed).
 async fn register_local_host(
     core: &Core,
     layout: &AgentLayout,
     agent_url: &str,
     fingerprint: &str,
 ) -> anyhow::Result<()> {
-    let _ = (core, layout, agent_url, fingerprint);
+    match core.hosts().get_by_name(LOCAL_HOST_NAME).await {
+        Ok(host) => {
+            let same_fp = clawy_core::hosts::normalize_fingerprint(fingerprint)
+                .is_ok_and(|fp| fp == host.fingerprint);
+            if host.url != agent_url || !same_fp {
+                // The operator can remove the host and restart to register it again.
+                tracing::warn!(
+                    registered_url = %host.url,
+                    %agent_url,
+                    "the registered local host no longer matches the local agent (URL or certificate changed)"
+                );
+            }
+            return Ok(());
+        }
+        Err(clawy_core::hosts::HostError::NotFound) => {}
+        Err(e) => bail!("cannot look up the local host: {e}"),
+    }
+    // An older token of ours (from a data dir whose database was reset) is useless.
+    let _ = clawy_agent::tokens::revoke(&layout.state_dir, UP_TOKEN_NAME);
+    let (_, token) = clawy_agent::tokens::create(&layout.state_dir, Some(UP_TOKEN_NAME))
+        .map_err(|e| anyhow::anyhow!("cannot create the local agent's token: {e}"))?;
+    let host = core
+        .hosts()
+        .register(
+            &Caller::system(),
+            clawy_core::hosts::RegisterHost {
+                name: LOCAL_HOST_NAME.to_string(),
+                url: agent_url.to_string(),
+                fingerprint: fingerprint.to_string(),
+                token: SecretString::from(token.expose().to_string()),
+                country: "DE".to_string(),
+                site: "local".to_string(),
+                enabled: true,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the local host: {e}"))?;
+    tracing::info!(host_id = %host.id, "registered the local agent as host `local` (DE-local)");
     Ok(())
-}
-
-fn start_orchestrator(
-    core: Arc<Core>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let _ = (core, stop);
-    None
 }
 
 async fn shutdown_signal() {
@@ -464,8 +512,13 @@ impl AgentChild {
 /// Puts the guest image into the agent's images dir: `CLAWY_GUEST_IMAGE` if set, else
 /// built with `scripts/build-test-guest.sh` from the source tree. An image already
 /// there is kept (running VMs' overlays use it as their backing file).
-fn ensure_guest_image(images_dir: &Path) -> anyhow::Result<PathBuf> {
-    let dest = images_dir.join(GUEST_IMAGE_NAME);
+fn ensure_guest_image(images_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    // The control plane names the image in every VM spec (`base_image`); a path
+    // would escape the images dir.
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        bail!("config key `base_image`: `{name}` must be a file name");
+    }
+    let dest = images_dir.join(name);
     if dest.is_file() {
         return Ok(dest);
     }
@@ -477,7 +530,7 @@ fn ensure_guest_image(images_dir: &Path) -> anyhow::Result<PathBuf> {
         bail!("guest image {} is not a file", source.display());
     }
     // Copy then rename: the agent never sees a half-written base image.
-    let tmp = images_dir.join(format!(".{GUEST_IMAGE_NAME}.tmp"));
+    let tmp = images_dir.join(format!(".{name}.tmp"));
     std::fs::copy(&source, &tmp)
         .with_context(|| format!("cannot copy {} to {}", source.display(), tmp.display()))?;
     std::fs::rename(&tmp, &dest)?;
