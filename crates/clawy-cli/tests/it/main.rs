@@ -6,3 +6,5 @@ mod agent_api;
 mod agent_lifecycle;
 mod cli_keys;
 mod cli_support;
+mod up_e2e;
+mod up_support;

@@ -1,0 +1,234 @@
+//! `clawy up` end to end, run inside a network namespace as the README says:
+//! it boots and prints the dashboard URL and a generated operator password, the
+//! operator logs in, a restart is idempotent; and through the CLI an instance on a
+//! real TCG guest goes create → running and healthy → stop → start → delete, with
+//! `--json` output and the documented exit codes.
+
+use crate::cli_support::{Cli, text};
+use crate::up_support::{Up, UpOptions, web_login};
+use std::time::{Duration, Instant};
+
+const OPERATOR: &str = "operator@clawy.localhost";
+
+async fn operator_get(up: &Up, path: &str) -> serde_json::Value {
+    let out = up.admin(&["create-api-key", OPERATOR, "--tier", "admin"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = text(&out.stdout).trim().to_string();
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/v1{path}", up.base))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+// Multi-threaded: the CLI runs as blocking child processes while the loopback
+// forwarder (a task on this runtime) carries their requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn up_boots_prints_url_operator_logs_in_and_restart_is_idempotent() {
+    let mut up = Up::start(UpOptions::default()).await;
+    assert_eq!(
+        up.summary("dashboard").as_deref(),
+        Some("http://127.0.0.1:8080/"),
+        "{}",
+        up.stdout_text()
+    );
+    assert_eq!(up.summary("operator").as_deref(), Some(OPERATOR));
+    let password = up
+        .summary("password")
+        .and_then(|p| p.split_whitespace().next().map(str::to_string))
+        .unwrap();
+    assert_eq!(password.len(), 20, "{}", up.stdout_text());
+    // Inside a bare namespace there is no default route: said, not hidden.
+    assert!(
+        up.stdout_text().contains("no default route"),
+        "{}",
+        up.stdout_text()
+    );
+
+    // The operator logs in to the dashboard with the printed password.
+    let (status, session) = web_login(&up.base, OPERATOR, &password).await;
+    assert_eq!(status, 303);
+    assert!(session, "a session cookie is set");
+    let (status, session) = web_login(&up.base, OPERATOR, "not-the-password-at-all").await;
+    assert_eq!(status, 401);
+    assert!(!session);
+
+    // The local agent is registered as a host in DE.
+    let hosts = operator_get(&up, "/admin/hosts").await;
+    let list = hosts["hosts"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{hosts}");
+    assert_eq!(list[0]["url"], "https://127.0.0.1:8443");
+    let pid_file = up.agent_dir().join("agent.pid");
+    assert!(pid_file.exists());
+
+    // Ctrl-C/SIGTERM: a clean exit that stops the agent child too.
+    let status = up.stop().await;
+    assert!(status.success(), "{status}; log:\n{}", up.log());
+    assert!(
+        !pid_file.exists(),
+        "the agent was stopped and its pid file removed"
+    );
+
+    // A second start changes nothing: same operator (no new password), one host.
+    up.launch(&UpOptions::default()).await;
+    let again = up.summary("password").unwrap();
+    assert!(again.starts_with("unchanged"), "{again}");
+    assert!(
+        !up.stdout_text().contains(&password),
+        "the password is printed only once"
+    );
+    let (status, _) = web_login(&up.base, OPERATOR, &password).await;
+    assert_eq!(status, 303);
+    let hosts = operator_get(&up, "/admin/hosts").await;
+    assert_eq!(hosts["hosts"].as_array().unwrap().len(), 1, "{hosts}");
+}
+
+/// `clawy instances create … --wait --healthy`, retried while the new host has not
+/// reported its capacity yet (exit 5 = no capacity).
+fn create_when_host_ready(cli: &Cli, name: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = cli.run(&[
+            "instances",
+            "create",
+            name,
+            "--plan",
+            "small",
+            "--wait",
+            "--healthy",
+            "--timeout",
+            "600",
+            "--json",
+        ]);
+        match out.status.code() {
+            Some(0) => return serde_json::from_slice(&out.stdout).unwrap(),
+            Some(5) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            other => panic!(
+                "create {name}: exit {other:?}: {}{}",
+                text(&out.stderr),
+                text(&out.stdout)
+            ),
+        }
+    }
+}
+
+// Multi-threaded: the CLI runs as blocking child processes while the loopback
+// forwarder (a task on this runtime) carries their requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
+    let up = Up::start(UpOptions {
+        operator_password: Some("Ops-password-for-the-e2e-test-1".into()),
+        ..UpOptions::default()
+    })
+    .await;
+    let cli = up.user_cli("user@example.test", "manage");
+
+    // ISO-2/DATA-2: a plan bigger than the host: the clear capacity error, exit 5.
+    let err = cli.fails_with(5, &["instances", "create", "huge", "--plan", "large"]);
+    assert!(err.contains("capacity"), "{err}");
+    // A name that is not a DNS label: exit 2.
+    cli.fails_with(2, &["instances", "create", "Not_A_Label"]);
+
+    let inst = tokio::task::block_in_place(|| create_when_host_ready(&cli, "web"));
+    assert_eq!(inst["state"], "running", "{inst}");
+    assert_eq!(inst["health"]["gateway"], "ok", "{inst}");
+    let ip = inst["private_ip"].as_str().unwrap().to_string();
+    assert!(ip.starts_with("10.77.0."), "{ip}");
+    let id = inst["id"].as_str().unwrap().to_string();
+    assert_eq!(up.qemu_count(), 1);
+    // The gateway really answers at the private IP (from the namespace).
+    let out = up
+        .ns
+        .output(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            &format!("http://{ip}:18789/"),
+        ])
+        .unwrap();
+    assert_eq!(text(&out.stdout), "200");
+
+    // Table and JSON list; show by name and by id agree.
+    let table = cli.ok(&["instances", "list"]);
+    assert!(
+        table.contains("web") && table.contains("running"),
+        "{table}"
+    );
+    let list = cli.json(&["instances", "list", "--json"]);
+    assert_eq!(list["instances"].as_array().unwrap().len(), 1, "{list}");
+    let by_name = cli.json(&["instances", "show", "web", "--json"]);
+    let by_id = cli.json(&["instances", "show", &id, "--json"]);
+    assert_eq!(by_name["id"], by_id["id"]);
+    let shown = cli.ok(&["instances", "show", "web"]);
+    assert!(shown.contains(&ip), "{shown}");
+
+    // The same name twice: conflict (exit 5).
+    cli.fails_with(5, &["instances", "create", "web"]);
+
+    let v = cli.json(&[
+        "instances",
+        "stop",
+        "web",
+        "--wait",
+        "--timeout",
+        "300",
+        "--json",
+    ]);
+    assert_eq!(v["state"], "stopped", "{v}");
+    assert_eq!(up.qemu_count(), 0, "a stopped instance has no QEMU process");
+    let v = cli.json(&[
+        "instances",
+        "start",
+        "web",
+        "--wait",
+        "--timeout",
+        "300",
+        "--json",
+    ]);
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(up.qemu_count(), 1);
+
+    // Exit codes scripts rely on.
+    cli.fails_with(4, &["instances", "show", "nope"]);
+    cli.fails_with(
+        4,
+        &["instances", "stop", "00000000-0000-4000-8000-000000000000"],
+    );
+    Cli::with_key(&up.base, "clawy_m_not-a-key").fails_with(3, &["instances", "list"]);
+    // Another user's instance is not found, never forbidden.
+    let other = up.user_cli("other@example.test", "manage");
+    other.fails_with(4, &["instances", "show", &id]);
+    other.fails_with(4, &["instances", "delete", "web", "--yes"]);
+    // Deleting without --yes and without a terminal is refused (exit 2).
+    cli.fails_with(2, &["instances", "delete", "web"]);
+
+    let out = cli.ok(&[
+        "instances",
+        "delete",
+        "web",
+        "--yes",
+        "--wait",
+        "--timeout",
+        "300",
+    ]);
+    assert!(out.contains("Deleted"), "{out}");
+    assert_eq!(up.qemu_count(), 0);
+    let list = cli.json(&["instances", "list", "--json"]);
+    let live: Vec<_> = list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] != "deleted")
+        .collect();
+    assert!(live.is_empty(), "{list}");
+}
