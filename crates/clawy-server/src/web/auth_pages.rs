@@ -13,7 +13,8 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::context::{
-    Flash, Web, clear_session_cookie, redirect_with_flash, safe_next, session_cookie,
+    Flash, RESET_COOKIE, Web, clear_reset_token_cookie, clear_session_cookie, redirect_with_flash,
+    reset_token_cookie, safe_next, session_cookie,
 };
 use super::render::page;
 use super::{FieldErrors, INVALID_FORM, WebError, WebResult};
@@ -264,14 +265,31 @@ struct TokenQuery {
     token: String,
 }
 
+/// Reset tokens are base64url; anything else is not one (and never goes into a cookie).
+fn looks_like_token(t: &str) -> bool {
+    (16..=128).contains(&t.len())
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The link from the email lands here with `?token=`. The token moves into a short-lived
+/// cookie and the browser is sent to the bare URL, so the token is not left in the
+/// history, the address bar, or the `Referer` of anything the page loads.
 async fn reset_page(mut web: Web, Query(q): Query<TokenQuery>) -> WebResult {
+    let token = q.token.trim();
+    if !token.is_empty() && looks_like_token(token) {
+        let mut resp = Redirect::to("/reset-password").into_response();
+        resp.headers_mut()
+            .append(header::SET_COOKIE, reset_token_cookie(token));
+        return Ok(web.finish(resp));
+    }
+    let invalid = !token.is_empty() || web.cookie(RESET_COOKIE).is_none();
     let layout = web.layout("Choose a new password", "login");
-    let invalid = q.token.trim().is_empty();
     let resp = page(
         StatusCode::OK,
         "reset_password.html",
         &layout,
-        context! { token => q.token, invalid => invalid, errors => FieldErrors::new() },
+        context! { invalid => invalid, errors => FieldErrors::new() },
     );
     Ok(web.finish(resp))
 }
@@ -280,7 +298,6 @@ async fn reset_page(mut web: Web, Query(q): Query<TokenQuery>) -> WebResult {
 #[serde(default)]
 struct ResetForm {
     csrf_token: String,
-    token: String,
     password: String,
     password_confirm: String,
 }
@@ -289,14 +306,15 @@ async fn reset(mut web: Web, Form(f): Form<ResetForm>) -> WebResult {
     web.check_form(&f.csrf_token)?;
     let mut errors = FieldErrors::new();
     let mut invalid = false;
+    let token = web.cookie(RESET_COOKIE).map(str::to_owned);
     if f.password != f.password_confirm {
         errors.insert(
             "password_confirm",
             "The two passwords do not match.".to_owned(),
         );
-    } else {
+    } else if let Some(token) = token {
         let caller = Caller::anonymous(web.client.clone());
-        let token = SecretString::from(f.token.clone());
+        let token = SecretString::from(token);
         let password = SecretString::from(f.password);
         match web
             .state
@@ -308,20 +326,41 @@ async fn reset(mut web: Web, Form(f): Form<ResetForm>) -> WebResult {
             Ok(_) => {
                 // AUTH-3: every session of the account ended, this browser's included.
                 let mut resp = redirect_with_flash("/login", Flash::PasswordReset);
-                resp.headers_mut()
-                    .append(header::SET_COOKIE, clear_session_cookie());
+                let h = resp.headers_mut();
+                h.append(header::SET_COOKIE, clear_session_cookie());
+                h.append(header::SET_COOKIE, clear_reset_token_cookie());
                 return Ok(web.finish(resp));
             }
             Err(AccountError::ResetTokenInvalid) => invalid = true,
             Err(e) => field_error(e, &[("password", "password")], &mut errors)?,
         }
+    } else {
+        invalid = true;
     }
     let layout = web.layout("Choose a new password", "login");
-    let resp = page(
+    let mut resp = page(
         INVALID_FORM,
         "reset_password.html",
         &layout,
-        context! { token => f.token, invalid => invalid, errors => errors },
+        context! { invalid => invalid, errors => errors },
     );
+    if invalid {
+        resp.headers_mut()
+            .append(header::SET_COOKIE, clear_reset_token_cookie());
+    }
     Ok(web.finish(resp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_token;
+
+    #[test]
+    fn only_base64url_tokens_reach_the_cookie() {
+        assert!(looks_like_token(
+            "AbCdEfGhIjKlMnOpQrStUvWxYz012345-_abcdefghij"
+        ));
+        assert!(!looks_like_token("abc; Domain=evil.example; x=0123456789"));
+        assert!(!looks_like_token("short"));
+    }
 }

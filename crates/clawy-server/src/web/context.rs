@@ -24,6 +24,8 @@ use crate::state::AppState;
 
 /// Double-submit CSRF cookie for signed-out forms.
 pub const ANON_CSRF_COOKIE: &str = "__Host-clawy_csrf";
+/// A password-reset token between the emailed link and the reset form.
+pub const RESET_COOKIE: &str = "__Host-clawy_reset";
 /// One-shot message for the next page (Post/Redirect/Get).
 pub const FLASH_COOKIE: &str = "__Host-clawy_flash";
 
@@ -129,6 +131,15 @@ pub fn clear_session_cookie() -> HeaderValue {
     host_cookie(SESSION_COOKIE, "", "Lax", Some(0))
 }
 
+/// Holds a reset token (already checked to be base64url) for at most the token's hour.
+pub fn reset_token_cookie(token: &str) -> HeaderValue {
+    host_cookie(RESET_COOKIE, token, "Lax", Some(3600))
+}
+
+pub fn clear_reset_token_cookie() -> HeaderValue {
+    host_cookie(RESET_COOKIE, "", "Lax", Some(0))
+}
+
 /// Everything a page handler needs about the request.
 pub struct Web {
     pub state: AppState,
@@ -211,6 +222,11 @@ impl Web {
             Some(s) => Caller::user(&s.user, self.client.clone()),
             None => Caller::anonymous(self.client.clone()),
         }
+    }
+
+    /// A cookie of this request.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        cookie(&self.headers, name)
     }
 
     pub fn raw_session(&self) -> Option<&str> {

@@ -403,21 +403,26 @@ async fn auth3_password_reset_by_mail_ends_every_session() {
         .collect();
 
     let new_password = strong_password();
-    let (status, html) = web.get_text(&path).await;
-    assert_eq!(status, StatusCode::OK);
-    let token = crate::web_support::csrf_from(&html);
+    // The emailed link moves the token into a cookie and drops it from the URL.
+    let resp = web.get(&path).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/reset-password");
+    let reset_cookie = set_cookies(resp.headers(), "__Host-clawy_reset");
+    assert!(
+        reset_cookie[0].contains("; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=3600"),
+        "{reset_cookie:?}"
+    );
     let reset_token = path.split("token=").nth(1).unwrap().to_owned();
-    let resp = web
-        .post_raw(
-            "/reset-password",
-            &[
-                ("csrf_token", &token),
-                ("token", &reset_token),
-                ("password", &new_password),
-                ("password_confirm", &new_password),
-            ],
-        )
-        .await;
+    let (status, html) = web.get_text("/reset-password").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains(&reset_token), "token in the page");
+    let token = crate::web_support::csrf_from(&html);
+    let form = [
+        ("csrf_token", token.as_str()),
+        ("password", new_password.as_str()),
+        ("password_confirm", new_password.as_str()),
+    ];
+    let resp = web.post_raw("/reset-password", &form).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&resp), "/login");
     assert_eq!(
@@ -425,19 +430,15 @@ async fn auth3_password_reset_by_mail_ends_every_session() {
         StatusCode::SEE_OTHER,
         "old session survived reset"
     );
+    assert!(
+        !web.cookies.contains_key("__Host-clawy_reset"),
+        "reset cookie kept"
+    );
 
     // The link works once.
-    let resp = web
-        .post_raw(
-            "/reset-password",
-            &[
-                ("csrf_token", &token),
-                ("token", &reset_token),
-                ("password", &new_password),
-                ("password_confirm", &new_password),
-            ],
-        )
-        .await;
+    web.cookies
+        .insert("__Host-clawy_reset".into(), reset_token.clone());
+    let resp = web.post_raw("/reset-password", &form).await;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         resp.text()
