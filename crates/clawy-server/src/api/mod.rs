@@ -4,13 +4,17 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod hosts;
+pub mod instances;
 pub mod me;
+pub mod plans;
+pub mod regions;
 pub mod security_reports;
 pub mod ssh_keys;
 
 use crate::state::AppState;
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use clawy_core::api_keys::Tier;
 use clawy_proto::api as wire;
 
@@ -28,6 +32,24 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/audit"),
     ("POST", "/security-reports"),
     ("GET", "/openapi.json"),
+    ("GET", "/plans"),
+    ("GET", "/regions"),
+    ("GET", "/instances"),
+    ("POST", "/instances"),
+    ("GET", "/instances/{id}"),
+    ("DELETE", "/instances/{id}"),
+    ("POST", "/instances/{id}/start"),
+    ("POST", "/instances/{id}/stop"),
+    ("POST", "/instances/{id}/reboot"),
+    ("POST", "/instances/{id}/retry"),
+    ("GET", "/instances/{id}/metrics"),
+    ("GET", "/instances/{id}/events"),
+    ("GET", "/admin/hosts"),
+    ("POST", "/admin/hosts"),
+    ("PATCH", "/admin/hosts/{id}"),
+    ("GET", "/admin/instances"),
+    ("POST", "/admin/plans"),
+    ("PATCH", "/admin/plans/{id}"),
 ];
 
 pub fn router() -> Router<AppState> {
@@ -41,6 +63,35 @@ pub fn router() -> Router<AppState> {
         .route("/audit", get(audit::list))
         .route("/security-reports", post(security_reports::create))
         .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/plans", get(plans::list))
+        .route("/regions", get(regions::list))
+        .route("/instances", get(instances::list).post(instances::create))
+        .route(
+            "/instances/{id}",
+            get(instances::get).delete(instances::delete),
+        )
+        .route("/instances/{id}/start", post(instances::start))
+        .route("/instances/{id}/stop", post(instances::stop))
+        .route("/instances/{id}/reboot", post(instances::reboot))
+        .route("/instances/{id}/retry", post(instances::retry))
+        .route("/instances/{id}/metrics", get(instances::metrics))
+        .route("/instances/{id}/events", get(instances::events))
+        .route("/admin/hosts", get(hosts::list).post(hosts::create))
+        .route("/admin/hosts/{id}", patch(hosts::update))
+        .route("/admin/instances", get(instances::admin_list))
+        .route("/admin/plans", post(plans::create))
+        .route("/admin/plans/{id}", patch(plans::update))
+}
+
+/// An operator acting through the API, as audit events name them (ACCESS-3).
+pub(crate) fn operator_audit(op: &crate::auth::Operator) -> clawy_core::audit::Caller {
+    clawy_core::audit::Caller::new(
+        clawy_core::audit::Actor::Operator {
+            user_id: op.user.id.clone(),
+            email: op.user.email.clone(),
+        },
+        op.client.clone(),
+    )
 }
 
 pub(crate) fn tier_to_wire(t: Tier) -> wire::Tier {

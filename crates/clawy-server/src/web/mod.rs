@@ -21,7 +21,10 @@ mod account;
 mod activity;
 mod api_keys;
 mod auth_pages;
+pub mod charts;
 pub mod context;
+mod hosts;
+mod instances;
 mod operator;
 mod overview;
 pub mod render;
@@ -42,6 +45,8 @@ pub fn router() -> Router<AppState> {
         .merge(api_keys::router())
         .merge(activity::router())
         .merge(operator::router())
+        .merge(instances::router())
+        .merge(hosts::router())
         .merge(security::router())
 }
 

@@ -75,6 +75,31 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/security_report_thanks.html"),
     ),
     ("error.html", include_str!("../../templates/error.html")),
+    (
+        "instances_macros.html",
+        include_str!("../../templates/instances_macros.html"),
+    ),
+    (
+        "instances.html",
+        include_str!("../../templates/instances.html"),
+    ),
+    (
+        "instances_new.html",
+        include_str!("../../templates/instances_new.html"),
+    ),
+    (
+        "instances_show.html",
+        include_str!("../../templates/instances_show.html"),
+    ),
+    (
+        "instances_delete.html",
+        include_str!("../../templates/instances_delete.html"),
+    ),
+    (
+        "instances_operator.html",
+        include_str!("../../templates/instances_operator.html"),
+    ),
+    ("hosts.html", include_str!("../../templates/hosts.html")),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(build_env);

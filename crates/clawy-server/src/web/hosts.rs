@@ -1,0 +1,298 @@
+//! Operator pages for issue 4: `/operator/hosts` (hosts with load bars, reachability,
+//! enable/disable, the registration form) and `/operator/instances` (every user's
+//! instances, paginated). Everyone else gets the ordinary 404.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use clawy_core::SecretString;
+use clawy_core::accounts::User;
+use clawy_core::audit::{Actor, Caller as AuditCaller};
+use clawy_core::error::{DomainError, ErrorKind};
+use clawy_core::instances::ListFilter;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+use super::charts::format_bytes;
+use super::context::Web;
+use super::instances::{InstanceView, render_detail};
+use super::render::page;
+use super::{FieldErrors, WebError, WebResult, show_time};
+use crate::api::hosts::{HostRegistration, register_host};
+use crate::api::instances::{host_locations, public_host, to_wire};
+use crate::state::AppState;
+
+/// Instances per page of the operator list.
+const PAGE_SIZE: u32 = 50;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/operator/hosts", get(hosts_page).post(register))
+        .route("/operator/hosts/{id}/enable", post(enable))
+        .route("/operator/hosts/{id}/disable", post(disable))
+        .route("/operator/instances", get(instances_page))
+        .route("/operator/instances/{id}", get(instance_page))
+}
+
+/// The signed-in operator; anyone else (signed out included) sees "not found".
+fn require_operator(web: &Web) -> Result<User, WebError> {
+    match &web.session {
+        Some(s) if s.user.is_operator => Ok(s.user.clone()),
+        _ => Err(WebError::NotFound),
+    }
+}
+
+/// ACCESS-3: operator actions are recorded as `operator:<email>`.
+fn operator_caller(web: &Web, user: &User) -> AuditCaller {
+    AuditCaller::new(
+        Actor::Operator {
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+        },
+        web.client.clone(),
+    )
+}
+
+#[derive(Serialize)]
+struct HostRow {
+    id: String,
+    name: String,
+    url: String,
+    location: String,
+    enabled: bool,
+    reachable: bool,
+    last_contact: Option<String>,
+    last_contact_iso: Option<String>,
+    instance_count: u64,
+    cap_vcpus: u64,
+    alloc_vcpus: u64,
+    vcpus_text: String,
+    cap_memory: u64,
+    alloc_memory: u64,
+    memory_text: String,
+    cap_disk: u64,
+    alloc_disk: u64,
+    disk_text: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct RegisterForm {
+    name: String,
+    url: String,
+    fingerprint: String,
+    location: String,
+    site: String,
+}
+
+async fn render_hosts(
+    web: &mut Web,
+    status: StatusCode,
+    form: &RegisterForm,
+    errors: FieldErrors,
+) -> WebResult {
+    let hosts: Vec<HostRow> = web
+        .state
+        .core
+        .hosts()
+        .list_with_load()
+        .await?
+        .into_iter()
+        .map(|h| {
+            let (last_contact, last_contact_iso) = match h.host.last_contact_at.map(show_time) {
+                Some((a, b)) => (Some(a), Some(b)),
+                None => (None, None),
+            };
+            let mib = |v: u64| format_bytes(v as f64 * 1024.0 * 1024.0);
+            HostRow {
+                id: h.host.id.clone(),
+                name: h.host.name.clone(),
+                url: h.host.url.clone(),
+                location: h.host.location_label(),
+                enabled: h.host.enabled,
+                reachable: h.host.reachable,
+                last_contact,
+                last_contact_iso,
+                instance_count: h.instance_count,
+                cap_vcpus: h.host.capacity.vcpus,
+                alloc_vcpus: h.allocated.vcpus,
+                vcpus_text: format!("{} / {} vCPU", h.allocated.vcpus, h.host.capacity.vcpus),
+                cap_memory: h.host.capacity.memory_mib,
+                alloc_memory: h.allocated.memory_mib,
+                memory_text: format!(
+                    "{} / {}",
+                    mib(h.allocated.memory_mib),
+                    mib(h.host.capacity.memory_mib)
+                ),
+                cap_disk: h.host.capacity.disk_gib,
+                alloc_disk: h.allocated.disk_gib,
+                disk_text: format!(
+                    "{} / {} GiB",
+                    h.allocated.disk_gib, h.host.capacity.disk_gib
+                ),
+            }
+        })
+        .collect();
+    let allowed_countries = web.state.core.config().allowed_countries.join(", ");
+    let layout = web.layout("Operator · Hosts", "operator");
+    let resp = page(
+        status,
+        "hosts.html",
+        &layout,
+        context! { hosts, form, errors, allowed_countries, subnav => "hosts" },
+    );
+    Ok(web.finish(resp))
+}
+
+async fn hosts_page(mut web: Web) -> WebResult {
+    require_operator(&web)?;
+    render_hosts(
+        &mut web,
+        StatusCode::OK,
+        &RegisterForm::default(),
+        FieldErrors::new(),
+    )
+    .await
+}
+
+async fn register(mut web: Web, body: Bytes) -> WebResult {
+    let op = require_operator(&web)?;
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    web.check_form(&field("csrf_token"))?;
+    let form = RegisterForm {
+        name: field("name"),
+        url: field("url"),
+        fingerprint: field("fingerprint"),
+        location: field("location"),
+        site: field("site"),
+    };
+    let caller = operator_caller(&web, &op);
+    let result = register_host(
+        &web.state,
+        &caller,
+        HostRegistration {
+            name: Some(form.name.clone()).filter(|n| !n.trim().is_empty()),
+            url: form.url.clone(),
+            fingerprint: form.fingerprint.clone(),
+            // DATA-3: the token is never echoed back into the form.
+            token: SecretString::from(field("token")),
+            country: form.location.clone(),
+            site: form.site.clone(),
+            enabled: true,
+        },
+    )
+    .await;
+    match result {
+        Ok(_) => Ok(web.finish(Redirect::to("/operator/hosts").into_response())),
+        Err(e) => {
+            let status = match e.kind() {
+                ErrorKind::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorKind::Conflict => StatusCode::CONFLICT,
+                _ => return Err(e.into()),
+            };
+            let key = match e.kind() {
+                ErrorKind::Invalid { field: "url" } => "url",
+                ErrorKind::Invalid {
+                    field: "fingerprint",
+                } => "fingerprint",
+                ErrorKind::Invalid { field: "token" } => "token",
+                ErrorKind::Invalid { field: "country" } => "location",
+                ErrorKind::Invalid { field: "site" } => "site",
+                _ => "_form",
+            };
+            let mut errors = FieldErrors::new();
+            errors.insert(key, e.to_string());
+            render_hosts(&mut web, status, &form, errors).await
+        }
+    }
+}
+
+async fn set_enabled(web: Web, id: String, body: &[u8], enabled: bool) -> WebResult {
+    let op = require_operator(&web)?;
+    let token = url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "csrf_token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    web.check_form(&token)?;
+    web.state
+        .core
+        .hosts()
+        .set_enabled(&operator_caller(&web, &op), &id, enabled)
+        .await?;
+    Ok(web.finish(Redirect::to("/operator/hosts").into_response()))
+}
+
+async fn enable(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
+    set_enabled(web, id, &body, true).await
+}
+
+async fn disable(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
+    set_enabled(web, id, &body, false).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PageQuery {
+    after: Option<String>,
+    range: Option<String>,
+}
+
+async fn instances_page(mut web: Web, Query(q): Query<PageQuery>) -> WebResult {
+    require_operator(&web)?;
+    let state = web.state.clone();
+    let page_ = state
+        .core
+        .instances()
+        .list_all(&ListFilter::default(), PAGE_SIZE, q.after.as_deref())
+        .await?;
+    let locations = host_locations(&state)
+        .await
+        .map_err(|e| WebError::Internal(e.message().to_string()))?;
+    let host = public_host(&state);
+    let mut emails: HashMap<String, String> = HashMap::new();
+    let mut instances = Vec::with_capacity(page_.items.len());
+    for i in &page_.items {
+        if !emails.contains_key(&i.owner_id) {
+            let email = state
+                .core
+                .accounts()
+                .get_user(&i.owner_id)
+                .await
+                .map(|u| u.email)
+                .unwrap_or_default();
+            emails.insert(i.owner_id.clone(), email);
+        }
+        let mut v = InstanceView::from_wire(to_wire(i, &host, locations.get(&i.host_id).cloned()));
+        v.owner_email = emails.get(&i.owner_id).cloned();
+        instances.push(v);
+    }
+    let next_after = page_.next_cursor;
+    let layout = web.layout("Operator · Instances", "operator");
+    let resp = page(
+        StatusCode::OK,
+        "instances_operator.html",
+        &layout,
+        context! { instances, next_after, subnav => "instances" },
+    );
+    Ok(web.finish(resp))
+}
+
+async fn instance_page(
+    mut web: Web,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
+    require_operator(&web)?;
+    let inst = web.state.core.instances().get_any(&id).await?;
+    render_detail(
+        &mut web,
+        &inst,
+        q.range.as_deref(),
+        false,
+        ("/operator/instances", "All instances"),
+    )
+    .await
+}

@@ -1,0 +1,736 @@
+//! `/instances`: the signed-in person's VMs — list with live state badges, create form,
+//! detail page (connection, health, SVG charts, events) and lifecycle buttons.
+//!
+//! The pages call the same code paths as the REST API (`api::instances`), so a state,
+//! an SSH command or an error message reads the same in the browser, the CLI and JSON.
+//! Lifecycle buttons are POST forms with the session's CSRF token (AUTH-3); deleting
+//! needs a confirmation page where the name is typed. Pages showing a state that is
+//! still changing refresh themselves with `<meta http-equiv="refresh">` (no script).
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use clawy_core::audit::Caller as AuditCaller;
+use clawy_core::error::{DomainError, ErrorKind};
+use clawy_core::instances::{Instance, InstanceError};
+use clawy_core::placement::PlacementError;
+use clawy_proto::api as wire;
+use minijinja::{Value, context};
+use serde::{Deserialize, Serialize};
+
+use super::charts::{self, Series, Unit};
+use super::context::Web;
+use super::render::page;
+use super::{FieldErrors, WebError, WebResult, show_time};
+use crate::api::instances::{
+    Lifecycle, RANGES, host_locations, parse_range, public_host, request_lifecycle, to_wire,
+};
+use crate::state::AppState;
+
+/// Seconds between self-refreshes while a state is changing.
+pub const REFRESH_SECS: u32 = 4;
+/// Events shown on the instance page.
+const RECENT_EVENTS: u32 = 20;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/instances", get(list_page).post(create))
+        .route("/instances/new", get(new_page))
+        .route("/instances/{id}", get(show_page))
+        .route("/instances/{id}/start", post(start))
+        .route("/instances/{id}/stop", post(stop))
+        .route("/instances/{id}/reboot", post(reboot))
+        .route("/instances/{id}/retry", post(retry))
+        .route(
+            "/instances/{id}/delete",
+            get(delete_page).post(delete_instance),
+        )
+}
+
+/// An instance as the templates show it (built from the API's wire form).
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceView {
+    pub id: String,
+    pub name: String,
+    pub state: &'static str,
+    pub transitional: bool,
+    pub desired_power: String,
+    pub plan: String,
+    pub region: String,
+    pub host_location: Option<String>,
+    pub private_ip: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub ssh_command: Option<String>,
+    pub gateway: String,
+    pub http_status: Option<u16>,
+    pub services: Vec<ServiceView>,
+    pub checked: Option<String>,
+    pub checked_iso: Option<String>,
+    pub last_contact: Option<String>,
+    pub last_contact_iso: Option<String>,
+    pub uptime: Option<String>,
+    pub error_reason: Option<String>,
+    pub created: String,
+    pub created_iso: String,
+    pub owner_email: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub state: String,
+}
+
+/// `3 d 4 h`, `2 h 5 min`, `42 s`.
+pub fn format_uptime(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, (secs % 86_400) / 3600, (secs % 3600) / 60);
+    if d > 0 {
+        format!("{d} d {h} h")
+    } else if h > 0 {
+        format!("{h} h {m} min")
+    } else if m > 0 {
+        format!("{m} min")
+    } else {
+        format!("{secs} s")
+    }
+}
+
+fn split_time(t: Option<DateTime<Utc>>) -> (Option<String>, Option<String>) {
+    match t.map(show_time) {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    }
+}
+
+impl InstanceView {
+    pub fn from_wire(i: wire::Instance) -> InstanceView {
+        let (checked, checked_iso) = split_time(i.health.checked_at);
+        let (last_contact, last_contact_iso) = split_time(i.last_contact_at);
+        let (created, created_iso) = show_time(i.created_at);
+        InstanceView {
+            state: i.state.as_str(),
+            transitional: i.state.is_transitional(),
+            id: i.id,
+            name: i.name,
+            desired_power: i.desired_power,
+            plan: i.plan,
+            region: i.region,
+            host_location: i.host_location,
+            private_ip: i.private_ip,
+            ssh_port: i.ssh_port,
+            ssh_command: i.ssh_command,
+            gateway: i.health.gateway,
+            http_status: i.health.http_status,
+            services: i
+                .health
+                .services
+                .into_iter()
+                .map(|s| ServiceView {
+                    name: s.name,
+                    state: s.state,
+                })
+                .collect(),
+            checked,
+            checked_iso,
+            last_contact,
+            last_contact_iso,
+            uptime: i.uptime_secs.map(format_uptime),
+            error_reason: i.error_reason,
+            created,
+            created_iso,
+            owner_email: None,
+        }
+    }
+
+    /// A page showing this instance should refresh itself until the state settles.
+    pub fn needs_refresh(&self) -> bool {
+        self.transitional || self.state == "unknown"
+    }
+}
+
+async fn view_one(state: &AppState, inst: &Instance) -> InstanceView {
+    let location = state
+        .core
+        .hosts()
+        .get(&inst.host_id)
+        .await
+        .ok()
+        .map(|h| h.location_label());
+    InstanceView::from_wire(to_wire(inst, &public_host(state), location))
+}
+
+/// The signed-in person's instances as views (one query plus the host labels).
+pub async fn views_for_owner(
+    state: &AppState,
+    owner_id: &str,
+) -> Result<Vec<InstanceView>, WebError> {
+    let page = state
+        .core
+        .instances()
+        .list_for_owner(owner_id, 500, None)
+        .await?;
+    if page.items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let locations = host_locations(state)
+        .await
+        .map_err(|e| WebError::Internal(format!("host list: {}", e.message())))?;
+    let host = public_host(state);
+    Ok(page
+        .items
+        .iter()
+        .map(|i| InstanceView::from_wire(to_wire(i, &host, locations.get(&i.host_id).cloned())))
+        .collect())
+}
+
+async fn list_page(mut web: Web) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    let instances = views_for_owner(&web.state, &user_id).await?;
+    let refresh = instances
+        .iter()
+        .any(InstanceView::needs_refresh)
+        .then_some(REFRESH_SECS);
+    let layout = web.layout("Instances", "instances");
+    let resp = page(
+        StatusCode::OK,
+        "instances.html",
+        &layout,
+        context! { instances, refresh },
+    );
+    Ok(web.finish(resp))
+}
+
+// ----- create -------------------------------------------------------------------------
+
+#[derive(Debug, Default, Serialize)]
+struct CreateForm {
+    name: String,
+    plan: String,
+    region: String,
+    #[serde(skip)]
+    ssh_key_ids: Vec<String>,
+    #[serde(skip)]
+    csrf_token: String,
+}
+
+impl CreateForm {
+    /// `ssh_key_ids` repeats (one per ticked checkbox), which serde's form parser
+    /// does not collect, so the body is parsed by hand.
+    fn parse(body: &[u8]) -> CreateForm {
+        let mut f = CreateForm::default();
+        for (k, v) in url::form_urlencoded::parse(body) {
+            match k.as_ref() {
+                "name" => f.name = v.into_owned(),
+                "plan" => f.plan = v.into_owned(),
+                "region" => f.region = v.into_owned(),
+                "ssh_key_ids" => f.ssh_key_ids.push(v.into_owned()),
+                "csrf_token" => f.csrf_token = v.into_owned(),
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+#[derive(Serialize)]
+struct PlanOption {
+    name: String,
+    vcpus: u32,
+    memory: String,
+    disk_gib: u64,
+}
+
+#[derive(Serialize)]
+struct RegionOption {
+    code: String,
+    has_hosts: bool,
+}
+
+#[derive(Serialize)]
+struct KeyOption {
+    id: String,
+    name: String,
+    fingerprint: String,
+    checked: bool,
+}
+
+fn memory_label(mib: u64) -> String {
+    if mib >= 1024 && mib % 1024 == 0 {
+        format!("{} GiB RAM", mib / 1024)
+    } else {
+        format!("{mib} MiB RAM")
+    }
+}
+
+async fn render_new(
+    web: &mut Web,
+    status: StatusCode,
+    form: &CreateForm,
+    checked: Option<&[String]>,
+    errors: FieldErrors,
+) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    let core = web.state.core.clone();
+    let plans: Vec<PlanOption> = core
+        .plans()
+        .list()
+        .await?
+        .into_iter()
+        .map(|p| PlanOption {
+            memory: memory_label(p.memory_mib),
+            name: p.name,
+            vcpus: p.vcpus,
+            disk_gib: p.disk_gib,
+        })
+        .collect();
+    let mut regions: Vec<RegionOption> = core
+        .plans()
+        .regions()
+        .await?
+        .into_iter()
+        .map(|r| RegionOption {
+            code: r.code,
+            has_hosts: r.hosts > 0,
+        })
+        .collect();
+    // DATA-2: only allowed countries; without any host yet, still show the default so
+    // the form explains itself (create then answers "no capacity").
+    if regions.is_empty() {
+        regions.push(RegionOption {
+            code: core.config().default_region.clone(),
+            has_hosts: false,
+        });
+    }
+    let keys: Vec<KeyOption> = core
+        .ssh_keys()
+        .list(&user_id)
+        .await?
+        .into_iter()
+        .map(|k| KeyOption {
+            checked: checked.is_none_or(|c| c.contains(&k.id)),
+            id: k.id,
+            name: k.name,
+            fingerprint: k.fingerprint,
+        })
+        .collect();
+    let layout = web.layout("Create instance", "instances");
+    let resp = page(
+        status,
+        "instances_new.html",
+        &layout,
+        context! { form, plans, regions, keys, errors },
+    );
+    Ok(web.finish(resp))
+}
+
+async fn new_page(mut web: Web) -> WebResult {
+    let cfg = web.state.core.config();
+    let form = CreateForm {
+        plan: cfg.default_plan.clone(),
+        region: cfg.default_region.clone(),
+        ..CreateForm::default()
+    };
+    render_new(&mut web, StatusCode::OK, &form, None, FieldErrors::new()).await
+}
+
+/// Puts an instance error next to the field it is about; `Err` for anything that is
+/// not the person's input (a bug, the database).
+fn create_error(e: InstanceError, errors: &mut FieldErrors) -> Result<StatusCode, WebError> {
+    let status = match e.kind() {
+        ErrorKind::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => return Err(e.into()),
+    };
+    let field = match &e {
+        InstanceError::InvalidName | InstanceError::NameTaken(_) => "name",
+        InstanceError::PlanNotFound(_) => "plan",
+        InstanceError::SshKeyNotFound(_) => "ssh_key_ids",
+        InstanceError::Placement(PlacementError::RegionNotAllowed { .. }) => "region",
+        _ => "_form",
+    };
+    let message = match &e {
+        // The domain text is lower-case for the API; a sentence reads better here.
+        InstanceError::Placement(PlacementError::NoCapacity { region, plan }) => format!(
+            "There is no capacity in region {region} for plan {plan} right now. Try a smaller plan or another region, or ask the operator to add a host."
+        ),
+        other => other.to_string(),
+    };
+    errors.insert(field, message);
+    Ok(status)
+}
+
+async fn create(mut web: Web, body: Bytes) -> WebResult {
+    let session_user = web.require_user()?.user.clone();
+    let form = CreateForm::parse(&body);
+    web.check_form(&form.csrf_token)?;
+    let caller = web.caller();
+    let result = web
+        .state
+        .core
+        .instances()
+        .create(
+            &caller,
+            &session_user.id,
+            clawy_core::instances::CreateInstance {
+                name: form.name.clone(),
+                plan: Some(form.plan.clone()).filter(|p| !p.is_empty()),
+                region: Some(form.region.clone()).filter(|r| !r.is_empty()),
+                ssh_key_ids: form.ssh_key_ids.clone(),
+            },
+        )
+        .await;
+    match result {
+        Ok(inst) => {
+            Ok(web.finish(Redirect::to(&format!("/instances/{}", inst.id)).into_response()))
+        }
+        Err(e) => {
+            let mut errors = FieldErrors::new();
+            let status = create_error(e, &mut errors)?;
+            let checked = form.ssh_key_ids.clone();
+            render_new(&mut web, status, &form, Some(&checked), errors).await
+        }
+    }
+}
+
+// ----- detail -------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+struct RangeQuery {
+    range: Option<String>,
+}
+
+#[derive(Serialize)]
+struct LegendItem {
+    label: &'static str,
+    class: &'static str,
+}
+
+#[derive(Serialize)]
+struct EventView {
+    at: String,
+    at_iso: String,
+    event: String,
+    actor: String,
+    detail: String,
+}
+
+/// The four charts of the instance page, as template values (the SVG is markup we
+/// generated, so it is passed as a safe string; every label inside is escaped).
+async fn charts_for(
+    state: &AppState,
+    inst: &Instance,
+    range: &str,
+) -> Result<Vec<Value>, WebError> {
+    let span = parse_range(Some(range))
+        .map(|r| r.1)
+        .map_err(|_| WebError::NotFound)?;
+    let now = state.core.now();
+    let from = now - span;
+    let series = state.core.metrics().series(&inst.id, from, now).await?;
+    let pts = &series.points;
+    let pick = |f: &dyn Fn(&clawy_core::metrics::SeriesPoint) -> Option<f64>| -> Vec<(DateTime<Utc>, f64)> {
+        pts.iter().filter_map(|p| f(p).map(|v| (p.at, v))).collect()
+    };
+    let cpu = pick(&|p| p.cpu_percent);
+    let mem = pick(&|p| p.memory_used_bytes.map(|v| v as f64));
+    let disk = pick(&|p| p.disk_used_bytes.map(|v| v as f64));
+    let counter = |f: &dyn Fn(&clawy_core::metrics::SeriesPoint) -> Option<u64>| -> Vec<(DateTime<Utc>, u64)> {
+        pts.iter().filter_map(|p| f(p).map(|v| (p.at, v))).collect()
+    };
+    let rx = charts::rates(&counter(&|p| p.net_rx_bytes));
+    let tx = charts::rates(&counter(&|p| p.net_tx_bytes));
+    let latest = |s: &[(DateTime<Utc>, f64)], unit: Unit| {
+        s.last().map(|(_, v)| charts::format_value(*v, unit))
+    };
+    let mut out = Vec::new();
+    let mut chart =
+        |title: &'static str, unit: Unit, series: Vec<Series>, latest: Option<String>| {
+            let legend: Vec<LegendItem> = if series.len() > 1 {
+                series
+                    .iter()
+                    .map(|s| LegendItem {
+                        label: s.label,
+                        class: s.class,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let svg = charts::line_chart(title, unit, &series, from, now);
+            out.push(context! {
+                title => title,
+                latest => latest,
+                legend => legend,
+                svg => Value::from_safe_string(svg),
+            });
+        };
+    let cpu_latest = latest(&cpu, Unit::Percent);
+    chart(
+        "CPU",
+        Unit::Percent,
+        vec![Series {
+            label: "CPU",
+            class: "series-a",
+            points: cpu,
+        }],
+        cpu_latest,
+    );
+    let mem_latest = latest(&mem, Unit::Bytes);
+    chart(
+        "Memory",
+        Unit::Bytes,
+        vec![Series {
+            label: "Memory",
+            class: "series-a",
+            points: mem,
+        }],
+        mem_latest,
+    );
+    let disk_latest = latest(&disk, Unit::Bytes);
+    chart(
+        "Disk",
+        Unit::Bytes,
+        vec![Series {
+            label: "Disk",
+            class: "series-a",
+            points: disk,
+        }],
+        disk_latest,
+    );
+    chart(
+        "Network",
+        Unit::BytesPerSec,
+        vec![
+            Series {
+                label: "received",
+                class: "series-a",
+                points: rx,
+            },
+            Series {
+                label: "sent",
+                class: "series-b",
+                points: tx,
+            },
+        ],
+        None,
+    );
+    Ok(out)
+}
+
+async fn events_for(state: &AppState, instance_id: &str) -> Result<Vec<EventView>, WebError> {
+    let events = state
+        .core
+        .audit()
+        .list_for_instance(instance_id, RECENT_EVENTS, None)
+        .await?;
+    Ok(events
+        .into_iter()
+        .map(|e| {
+            let (at, at_iso) = show_time(e.at);
+            EventView {
+                at,
+                at_iso,
+                event: e.label().to_string(),
+                actor: e.actor,
+                detail: e.detail,
+            }
+        })
+        .collect())
+}
+
+/// Renders the detail page; `can_act` shows the lifecycle buttons (owner only).
+pub async fn render_detail(
+    web: &mut Web,
+    inst: &Instance,
+    range: Option<&str>,
+    can_act: bool,
+    back: (&str, &str),
+) -> WebResult {
+    let range = parse_range(range).map(|r| r.0).unwrap_or("1h");
+    let mut i = view_one(&web.state, inst).await;
+    if !can_act {
+        i.owner_email = web
+            .state
+            .core
+            .accounts()
+            .get_user(&inst.owner_id)
+            .await
+            .ok()
+            .map(|u| u.email);
+    }
+    let charts = charts_for(&web.state, inst, range).await?;
+    let events = events_for(&web.state, &inst.id).await?;
+    let refresh = i.needs_refresh().then_some(REFRESH_SECS);
+    let can_act = can_act && i.state != "deleted";
+    let layout = web.layout(&i.name, if can_act { "instances" } else { "operator" });
+    let resp = page(
+        StatusCode::OK,
+        "instances_show.html",
+        &layout,
+        context! {
+            i, charts, events, refresh, can_act, range, ranges => RANGES,
+            back_href => back.0, back_label => back.1,
+        },
+    );
+    Ok(web.finish(resp))
+}
+
+async fn show_page(mut web: Web, Path(id): Path<String>, Query(q): Query<RangeQuery>) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    // Scoped by owner: another person's instance is the ordinary 404.
+    let inst = web.state.core.instances().get(&user_id, &id).await?;
+    render_detail(
+        &mut web,
+        &inst,
+        q.range.as_deref(),
+        true,
+        ("/instances", "Instances"),
+    )
+    .await
+}
+
+// ----- lifecycle ----------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CsrfOnly {
+    csrf_token: String,
+}
+
+async fn act(web: Web, id: String, body: &[u8], action: Lifecycle) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    let f: CsrfOnly = serde_urlencoded_form(body);
+    web.check_form(&f.csrf_token)?;
+    let caller: AuditCaller = web.caller();
+    request_lifecycle(&web.state, &caller, &user_id, &id, action)
+        .await
+        .map_err(api_to_web)?;
+    let to = if action == Lifecycle::Delete {
+        "/instances".to_string()
+    } else {
+        format!("/instances/{id}")
+    };
+    Ok(web.finish(Redirect::to(&to).into_response()))
+}
+
+fn serde_urlencoded_form(body: &[u8]) -> CsrfOnly {
+    let mut f = CsrfOnly::default();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if k == "csrf_token" {
+            f.csrf_token = v.into_owned();
+        }
+    }
+    f
+}
+
+/// An API error from a shared code path, shown as a page.
+fn api_to_web(e: crate::error::ApiError) -> WebError {
+    match e.status() {
+        StatusCode::NOT_FOUND => WebError::NotFound,
+        s if s.is_server_error() => WebError::Internal(e.message().to_string()),
+        s => WebError::Rejected {
+            status: s,
+            message: e.message().to_string(),
+        },
+    }
+}
+
+async fn start(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
+    act(web, id, &body, Lifecycle::Start).await
+}
+async fn stop(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
+    act(web, id, &body, Lifecycle::Stop).await
+}
+async fn reboot(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
+    act(web, id, &body, Lifecycle::Reboot).await
+}
+async fn retry(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
+    act(web, id, &body, Lifecycle::Retry).await
+}
+
+async fn render_delete(
+    web: &mut Web,
+    inst: &Instance,
+    status: StatusCode,
+    errors: FieldErrors,
+) -> WebResult {
+    let i = view_one(&web.state, inst).await;
+    let layout = web.layout(&format!("Delete {}", i.name), "instances");
+    let resp = page(
+        status,
+        "instances_delete.html",
+        &layout,
+        context! { i, errors },
+    );
+    Ok(web.finish(resp))
+}
+
+async fn delete_page(mut web: Web, Path(id): Path<String>) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    let inst = web.state.core.instances().get(&user_id, &id).await?;
+    render_delete(&mut web, &inst, StatusCode::OK, FieldErrors::new()).await
+}
+
+async fn delete_instance(mut web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
+    let user_id = web.require_user()?.user.id.clone();
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    web.check_form(fields.get("csrf_token").map(String::as_str).unwrap_or(""))?;
+    let inst = web.state.core.instances().get(&user_id, &id).await?;
+    // The confirmation step: the name must be typed, so a stray click deletes nothing.
+    if fields.get("confirm_name").map(|s| s.trim()) != Some(inst.name.as_str()) {
+        let mut errors = FieldErrors::new();
+        errors.insert(
+            "confirm_name",
+            format!("Type {} exactly to confirm.", inst.name),
+        );
+        return render_delete(&mut web, &inst, StatusCode::UNPROCESSABLE_ENTITY, errors).await;
+    }
+    act(web, id, &body, Lifecycle::Delete).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn uptime_reads_naturally() {
+        assert_eq!(format_uptime(42), "42 s");
+        assert_eq!(format_uptime(5 * 60), "5 min");
+        assert_eq!(format_uptime(2 * 3600 + 5 * 60), "2 h 5 min");
+        assert_eq!(format_uptime(3 * 86_400 + 4 * 3600), "3 d 4 h");
+    }
+
+    #[test]
+    fn create_form_collects_every_ticked_key() {
+        let f = CreateForm::parse(
+            b"csrf_token=t&name=web&plan=small&region=DE&ssh_key_ids=a&ssh_key_ids=b",
+        );
+        assert_eq!(f.ssh_key_ids, vec!["a", "b"]);
+        assert_eq!(f.name, "web");
+        assert_eq!(f.csrf_token, "t");
+    }
+
+    #[test]
+    fn capacity_error_is_a_sentence_on_the_form() {
+        let mut errors = FieldErrors::new();
+        let status = create_error(
+            InstanceError::Placement(PlacementError::NoCapacity {
+                region: "DE".into(),
+                plan: "small".into(),
+            }),
+            &mut errors,
+        )
+        .unwrap();
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(errors["_form"].contains("no capacity in region DE for plan small"));
+    }
+}
