@@ -456,3 +456,55 @@ async fn auth3_password_reset_by_mail_ends_every_session() {
         .await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
 }
+
+#[tokio::test]
+async fn auth5_password_reset_requests_are_rate_limited() {
+    let app = TestApp::builder().with_smtp().start().await;
+    let user = app.with_user().await;
+    let mut web = WebClient::new(&app);
+    let mut limited = None;
+    for _ in 0..20 {
+        let resp = web
+            .submit(
+                "/forgot-password",
+                "/forgot-password",
+                &[("email", &user.email)],
+            )
+            .await;
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let resp = limited.expect("never rate-limited");
+    assert!(resp.headers().contains_key(RETRY_AFTER));
+    // An unknown address gets the same answer as a known one (no account discovery).
+    let mut other = WebClient::new(&app);
+    other.app.clock.advance(Duration::from_secs(3601));
+    let known = other
+        .submit(
+            "/forgot-password",
+            "/forgot-password",
+            &[("email", &user.email)],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let unknown = other
+        .submit(
+            "/forgot-password",
+            "/forgot-password",
+            &[("email", "nobody@example.test")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(known.contains("we have sent it a link"));
+    assert_eq!(
+        known.replace(&user.email, "EMAIL"),
+        unknown.replace("nobody@example.test", "EMAIL")
+    );
+}
