@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -40,6 +41,7 @@ struct FakeState {
 struct Shared {
     state: Arc<Mutex<FakeState>>,
     token: Arc<String>,
+    down: Arc<AtomicBool>,
 }
 
 /// One fake agent listening on `127.0.0.1:<port>`.
@@ -48,6 +50,7 @@ pub struct FakeAgent {
     pub fingerprint: String,
     pub token: String,
     state: Arc<Mutex<FakeState>>,
+    down: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -102,9 +105,11 @@ impl FakeAgent {
             counters: FakeCounters::default(),
             info,
         }));
+        let down = Arc::new(AtomicBool::new(false));
         let shared = Shared {
             state: state.clone(),
             token: Arc::new(token.clone()),
+            down: down.clone(),
         };
         let app = Router::new()
             .route("/v1/host", get(host))
@@ -125,6 +130,7 @@ impl FakeAgent {
             fingerprint: identity.fingerprint,
             token,
             state,
+            down,
             task,
             _dir: dir,
         })
@@ -144,6 +150,41 @@ impl FakeAgent {
             .lock()
             .map(|s| s.vms.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// While down, every request is answered 503 (the host looks unreachable).
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Changes a VM's state behind the control plane's back (a crash, a stop).
+    pub fn set_vm_state(&self, id: &str, state: VmState) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(vm) = s.vms.get(id).cloned() {
+                s.vms.insert(id.to_string(), status_of(id, vm.spec, state));
+            }
+        }
+    }
+
+    /// Removes a VM behind the control plane's back (it vanished).
+    pub fn remove_vm(&self, id: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.vms.remove(id);
+        }
+    }
+
+    /// Replaces a VM's port forwards behind the control plane's back.
+    pub fn set_port_forwards(&self, id: &str, forwards: Vec<clawy_proto::agent::PortForward>) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(vm) = s.vms.get_mut(id) {
+                vm.spec.port_forwards = forwards;
+            }
+        }
+    }
+
+    /// The VM as the fake holds it.
+    pub fn vm(&self, id: &str) -> Option<VmStatus> {
+        self.state.lock().ok().and_then(|s| s.vms.get(id).cloned())
     }
 
     /// Put a VM straight into the fake (the benchmark's "already provisioned" fleet).
@@ -199,6 +240,13 @@ fn api_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
 
 #[allow(clippy::result_large_err)] // a test fake: clarity over size
 fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    if shared.down.load(Ordering::SeqCst) {
+        return Err(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal,
+            "fake agent is down",
+        ));
+    }
     let expected = format!("Bearer {}", shared.token);
     let ok = headers
         .get("authorization")

@@ -1,0 +1,176 @@
+//! The reconciler against the fake agent: restart what should run, re-apply port
+//! forwards, flag unknown VMs (never delete them), re-provision a vanished VM, and
+//! report an unreachable host's instances as `unknown` until it answers again.
+
+use clawy_core::instances::InstanceState;
+use clawy_proto::agent::{PortForward, Protocol, VmState};
+
+use crate::common::{Fixture, fake};
+
+#[tokio::test]
+async fn reconciler_restarts_a_stopped_vm_that_should_run() {
+    let f = Fixture::new().await;
+    let agent = fake("DE-fra1", "10.91.1").await;
+    f.host("fra1", &agent, "DE").await;
+    let user = f.user("owner@example.com").await;
+    let inst = f.create(&user, "alpha").await;
+    let runner = f.runner("t");
+    f.drain(&runner).await;
+    let rec = f.reconciler();
+    // Nothing to do while everything matches.
+    let r = rec.reconcile_once().await.unwrap();
+    assert_eq!(
+        (r.starts_enqueued, r.vanished, r.forwards_reapplied),
+        (0, 0, 0),
+        "{r:?}"
+    );
+
+    agent.set_vm_state(&inst.id, VmState::Crashed);
+    let r = rec.reconcile_once().await.unwrap();
+    assert_eq!(r.starts_enqueued, 1, "{r:?}");
+    // The job is pending: a second pass does not enqueue another.
+    let r = rec.reconcile_once().await.unwrap();
+    assert_eq!((r.starts_enqueued, r.skipped_busy), (0, 1), "{r:?}");
+    f.drain(&runner).await;
+    assert_eq!(agent.vm(&inst.id).unwrap().state, VmState::Running);
+    let events = f
+        .core
+        .audit()
+        .list_for_instance(&inst.id, 100, None)
+        .await
+        .unwrap();
+    let repaired = events
+        .iter()
+        .find(|e| e.action == "instance_repaired")
+        .unwrap();
+    assert_eq!(repaired.actor, "reconciler");
+    assert!(repaired.detail.contains("crashed"), "{repaired:?}");
+}
+
+#[tokio::test]
+async fn net5_reconciler_reapplies_port_forwards() {
+    let f = Fixture::new().await;
+    let agent = fake("DE-fra1", "10.91.2").await;
+    f.host("fra1", &agent, "DE").await;
+    let user = f.user("owner@example.com").await;
+    let inst = f.create(&user, "alpha").await;
+    f.drain(&f.runner("t")).await;
+    agent.set_port_forwards(
+        &inst.id,
+        vec![PortForward {
+            protocol: Protocol::Tcp,
+            host_port: 8080,
+            guest_port: 80,
+        }],
+    );
+    let r = f.reconciler().reconcile_once().await.unwrap();
+    assert_eq!(r.forwards_reapplied, 1, "{r:?}");
+    let fwd = agent.vm(&inst.id).unwrap().spec.port_forwards;
+    assert_eq!(fwd.len(), 1);
+    assert_eq!((fwd[0].host_port, fwd[0].guest_port), (22000, 22));
+}
+
+#[tokio::test]
+async fn reconciler_flags_unknown_vm_once_and_leaves_it() {
+    let f = Fixture::new().await;
+    let agent = fake("DE-fra1", "10.91.3").await;
+    f.host("fra1", &agent, "DE").await;
+    let user = f.user("owner@example.com").await;
+    let inst = f.create(&user, "alpha").await;
+    f.drain(&f.runner("t")).await;
+    let mut stray = agent.vm(&inst.id).unwrap().spec;
+    stray.hostname = "stray".into();
+    agent.insert_vm("stray-vm", stray, VmState::Running);
+    let rec = f.reconciler();
+    let r = rec.reconcile_once().await.unwrap();
+    assert_eq!(r.unknown_vms.len(), 1, "{r:?}");
+    assert_eq!(r.unknown_vms[0].1, "stray-vm");
+    let r = rec.reconcile_once().await.unwrap();
+    assert!(r.unknown_vms.is_empty(), "flagged once: {r:?}");
+    assert!(
+        agent.vm("stray-vm").is_some(),
+        "an unknown VM is never deleted"
+    );
+    let all = f.core.audit().list_all(100, None).await.unwrap();
+    let flag = all
+        .iter()
+        .find(|e| e.action == "instance_drift_detected" && e.detail.contains("stray-vm"))
+        .unwrap();
+    assert_eq!(flag.actor, "reconciler");
+}
+
+#[tokio::test]
+async fn reconciler_reprovisions_a_vanished_vm_and_says_so() {
+    let f = Fixture::new().await;
+    let agent = fake("DE-fra1", "10.91.4").await;
+    f.host("fra1", &agent, "DE").await;
+    let user = f.user("owner@example.com").await;
+    let inst = f.create(&user, "alpha").await;
+    let runner = f.runner("t");
+    f.drain(&runner).await;
+    agent.remove_vm(&inst.id);
+    let r = f.reconciler().reconcile_once().await.unwrap();
+    assert_eq!(r.vanished, 1, "{r:?}");
+    f.drain(&runner).await;
+    let vm = agent.vm(&inst.id).unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(vm.spec.private_ip, "10.91.4.2", "same allocation");
+    let events = f
+        .core
+        .audit()
+        .list_for_instance(&inst.id, 100, None)
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "instance_drift_detected" && e.detail.contains("vanished"))
+    );
+    assert_eq!(
+        f.core
+            .instances()
+            .get(&user.id, &inst.id)
+            .await
+            .unwrap()
+            .state,
+        InstanceState::Running
+    );
+}
+
+#[tokio::test]
+async fn unreachable_host_shows_unknown_and_recovers() {
+    let f = Fixture::new().await;
+    let agent = fake("DE-fra1", "10.91.5").await;
+    f.host("fra1", &agent, "DE").await;
+    let user = f.user("owner@example.com").await;
+    let inst = f.create(&user, "alpha").await;
+    f.drain(&f.runner("t")).await;
+    let rec = f.reconciler();
+    rec.reconcile_once().await.unwrap();
+    let before = f.core.instances().get(&user.id, &inst.id).await.unwrap();
+    assert_eq!(before.reported_state(), "running");
+    let contact = before.host_last_contact_at.unwrap();
+
+    agent.set_down(true);
+    f.clock.advance(std::time::Duration::from_secs(30));
+    let r = rec.reconcile_once().await.unwrap();
+    assert_eq!(r.hosts_unreachable, 1);
+    let during = f.core.instances().get(&user.id, &inst.id).await.unwrap();
+    assert_eq!(during.reported_state(), "unknown");
+    assert_eq!(
+        during.host_last_contact_at,
+        Some(contact),
+        "last contact kept"
+    );
+    assert_eq!(
+        during.state,
+        InstanceState::Running,
+        "stored state untouched"
+    );
+
+    agent.set_down(false);
+    rec.reconcile_once().await.unwrap();
+    let after = f.core.instances().get(&user.id, &inst.id).await.unwrap();
+    assert_eq!(after.reported_state(), "running");
+    assert!(after.host_last_contact_at.unwrap() > contact);
+}
