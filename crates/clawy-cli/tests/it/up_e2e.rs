@@ -121,8 +121,12 @@ fn create_when_host_ready(cli: &Cli, name: &str) -> serde_json::Value {
 // forwarder (a task on this runtime) carries their requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
-    let up = Up::start(UpOptions {
+    let opts = UpOptions {
         operator_password: Some("Ops-password-for-the-e2e-test-1".into()),
+        ..UpOptions::default()
+    };
+    let mut up = Up::start(UpOptions {
+        operator_password: opts.operator_password.clone(),
         ..UpOptions::default()
     })
     .await;
@@ -196,6 +200,22 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
         "--json",
     ]);
     assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(up.qemu_count(), 1);
+
+    // Ctrl-C leaves the VM running; the next `clawy up` re-adopts it (no second VM).
+    let status = up.stop().await;
+    assert!(status.success(), "{status}");
+    assert_eq!(up.qemu_count(), 1, "the VM outlives clawy up");
+    up.launch(&opts).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = cli.json(&["instances", "show", "web", "--json"]);
+        if v["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not running after restart: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert_eq!(up.qemu_count(), 1);
 
     // Exit codes scripts rely on.

@@ -12,20 +12,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cli_support::{CLAWY, Cli, admin, text};
 
+#[derive(Default)]
 pub struct UpOptions {
     /// `CLAWY_OPERATOR_PASSWORD`; `None` = let `clawy up` generate and print one.
     pub operator_password: Option<String>,
     /// Extra `KEY=value` environment for `clawy up`.
     pub env: Vec<(String, String)>,
-}
-
-impl Default for UpOptions {
-    fn default() -> Self {
-        UpOptions {
-            operator_password: None,
-            env: Vec::new(),
-        }
-    }
 }
 
 pub struct Up {
