@@ -83,7 +83,29 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ServerConfig> {
 pub fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let config = load_config(args.config.as_deref())?;
-    runtime()?.block_on(crate::app::serve(config))?;
+    runtime()?.block_on(async move {
+        // Issue 4: the orchestrator (job runner, reconciler, metrics poller) runs beside
+        // the HTTP server in this process, on its own connection pool. A job cut short
+        // by a stop or a crash is taken up again after its lease expires.
+        let core = std::sync::Arc::new(
+            Core::open(config.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+        let orchestrator = clawy_orchestrator::Orchestrator::start(
+            core.clone(),
+            clawy_orchestrator::OrchestratorConfig::from_core(&core),
+        );
+        let served = crate::app::serve(config).await;
+        if tokio::time::timeout(std::time::Duration::from_secs(30), orchestrator.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background jobs did not stop within 30 s; leaving them");
+        }
+        core.store().close().await;
+        served
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
