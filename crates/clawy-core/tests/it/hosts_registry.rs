@@ -1,0 +1,237 @@
+//! Hosts: registration, sealed agent tokens (DATA-3/DATA-4), HostInfo, reachability.
+
+use crate::common::*;
+use crate::instances_support::*;
+use clawy_core::hosts::{HostError, RegisterHost};
+use clawy_core::{DomainError, ExposeSecret, SecretString};
+use sqlx::Row;
+use std::time::Duration;
+
+fn reg(name: &str) -> RegisterHost {
+    RegisterHost {
+        name: name.into(),
+        url: "https://10.1.2.3:8443/".into(),
+        fingerprint: FP.to_lowercase(),
+        token: SecretString::from("tok-PLAINTEXT-agent-secret-4f9a1c".to_string()),
+        country: "de".into(),
+        site: "fra1".into(),
+        enabled: true,
+    }
+}
+
+#[tokio::test]
+async fn data3_host_token_is_sealed_and_never_read_back() {
+    let tc = TestCore::new().await;
+    let h = tc
+        .core
+        .hosts()
+        .register(&operator(), reg("fra1-a"))
+        .await
+        .unwrap();
+    assert_eq!(h.country, "DE");
+    assert_eq!(h.url, "https://10.1.2.3:8443");
+    assert_eq!(h.fingerprint, FP, "normalised to upper case");
+    assert_eq!(h.location_label(), "DE-fra1");
+    // Read models never carry it.
+    let json = serde_json::to_string(&tc.core.hosts().list_with_load().await.unwrap()).unwrap();
+    assert!(!json.contains("PLAINTEXT"), "{json}");
+    assert!(!format!("{h:?}").contains("PLAINTEXT"));
+    // DATA-4: nothing in the database holds the token in plain text.
+    let rows = sqlx::query("SELECT * FROM hosts")
+        .fetch_all(tc.core.store().pool())
+        .await
+        .unwrap();
+    let mut seen_sealed = false;
+    for r in &rows {
+        for i in 0..r.len() {
+            if let Ok(Some(s)) = r.try_get::<Option<String>, _>(i) {
+                assert!(
+                    !s.contains("PLAINTEXT"),
+                    "plaintext token in hosts column {i}"
+                );
+                seen_sealed |= s.len() > 40 && i > 3;
+            }
+        }
+    }
+    assert!(seen_sealed);
+    assert!(!tc.dump_text().await.contains("PLAINTEXT"));
+    // Only the orchestrator's target opens it; its Debug is redacted.
+    let t = tc.core.hosts().agent_target(&h.id).await.unwrap();
+    assert_eq!(t.token.expose_secret(), "tok-PLAINTEXT-agent-secret-4f9a1c");
+    assert!(!format!("{t:?}").contains("PLAINTEXT"));
+    assert_eq!(tc.core.hosts().agent_targets().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn host_registration_validates_each_field() {
+    let tc = TestCore::new().await;
+    let hosts = tc.core.hosts();
+    let cases: Vec<(RegisterHost, &str)> = vec![
+        (
+            RegisterHost {
+                url: "http://10.1.2.3:8443".into(),
+                ..reg("a")
+            },
+            "invalid_url",
+        ),
+        (
+            RegisterHost {
+                url: "https://u:p@10.1.2.3".into(),
+                ..reg("a")
+            },
+            "invalid_url",
+        ),
+        (
+            RegisterHost {
+                fingerprint: "AA:BB".into(),
+                ..reg("a")
+            },
+            "invalid_fingerprint",
+        ),
+        (
+            RegisterHost {
+                country: "DEU".into(),
+                ..reg("a")
+            },
+            "invalid_country",
+        ),
+        (
+            RegisterHost {
+                name: "Bad Name".into(),
+                ..reg("a")
+            },
+            "invalid_name",
+        ),
+        (
+            RegisterHost {
+                token: SecretString::from(" ".to_string()),
+                ..reg("a")
+            },
+            "invalid_token",
+        ),
+        (
+            RegisterHost {
+                site: "a/b".into(),
+                ..reg("a")
+            },
+            "invalid_site",
+        ),
+    ];
+    for (r, code) in cases {
+        let e = hosts.register(&operator(), r).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e}");
+    }
+    hosts.register(&operator(), reg("a")).await.unwrap();
+    assert!(matches!(
+        hosts.register(&operator(), reg("a")).await.unwrap_err(),
+        HostError::Duplicate
+    ));
+    assert!(matches!(
+        hosts.get("nope").await.unwrap_err(),
+        HostError::NotFound
+    ));
+}
+
+#[tokio::test]
+async fn host_info_sets_capacity_and_network_and_load_counts_instances() {
+    let tc = TestCore::new().await;
+    let h = tc
+        .core
+        .hosts()
+        .register(&operator(), reg("a"))
+        .await
+        .unwrap();
+    // Until the agent reported, the host has nothing to give.
+    assert_eq!(h.capacity.vcpus, 0);
+    assert!(h.network.is_none());
+    assert!(!h.reachable);
+    let h = tc
+        .core
+        .hosts()
+        .update_info(
+            &h.id,
+            &host_info((4, 4096, 40), "10.9.8.0/24", [23000, 23010]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h.capacity.memory_mib, 4096);
+    let net = h.network.clone().unwrap();
+    assert_eq!(
+        (
+            net.subnet.as_str(),
+            net.gateway.as_str(),
+            net.ssh_port_range
+        ),
+        ("10.9.8.0/24", "10.9.8.1", [23000, 23010])
+    );
+    assert!(h.reachable);
+    assert_eq!(h.accelerator.as_deref(), Some("tcg"));
+    let alice = tc.user("alice@example.com").await;
+    create(&tc, &alice, "one").await;
+    create(&tc, &alice, "two").await;
+    let load = tc.core.hosts().get_with_load(&h.id).await.unwrap();
+    assert_eq!(load.instance_count, 2);
+    assert_eq!(
+        (
+            load.allocated.vcpus,
+            load.allocated.memory_mib,
+            load.allocated.disk_gib
+        ),
+        (2, 1024, 4)
+    );
+    assert_eq!(load.free().memory_mib, 3072);
+}
+
+#[tokio::test]
+async fn unreachable_host_reports_its_instances_unknown_with_last_contact() {
+    let tc = TestCore::new().await;
+    let h = de_host(&tc, "a", 1).await;
+    let alice = tc.user("alice@example.com").await;
+    let i = create(&tc, &alice, "web").await;
+    drain_jobs(&tc).await;
+    let i = tc.core.instances().get(&alice.id, &i.id).await.unwrap();
+    assert_eq!(i.reported_state(), "running");
+    let contact = i.host_last_contact_at.unwrap();
+    tc.clock.advance(Duration::from_secs(90));
+    tc.core
+        .hosts()
+        .mark_contact(&h.id, Err("connection refused"))
+        .await
+        .unwrap();
+    let i = tc.core.instances().get(&alice.id, &i.id).await.unwrap();
+    assert_eq!(i.reported_state(), "unknown");
+    assert_eq!(i.state.as_str(), "running", "stored state untouched");
+    assert_eq!(i.host_last_contact_at, Some(contact));
+    let host = tc.core.hosts().get(&h.id).await.unwrap();
+    assert_eq!(host.last_error.as_deref(), Some("connection refused"));
+    tc.core.hosts().mark_contact(&h.id, Ok(())).await.unwrap();
+    let i = tc.core.instances().get(&alice.id, &i.id).await.unwrap();
+    assert_eq!(i.reported_state(), "running");
+    assert!(i.host_last_contact_at.unwrap() > contact);
+}
+
+#[tokio::test]
+async fn disabling_a_host_stops_placement_there() {
+    let tc = TestCore::new().await;
+    let h = de_host(&tc, "a", 1).await;
+    tc.core
+        .hosts()
+        .set_enabled(&operator(), &h.id, false)
+        .await
+        .unwrap();
+    let alice = tc.user("alice@example.com").await;
+    let e = tc
+        .core
+        .instances()
+        .create(&caller_for(&alice), &alice.id, req("web"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "no_capacity");
+    assert!(tc.core.plans().regions().await.unwrap().is_empty());
+    tc.core
+        .hosts()
+        .set_enabled(&operator(), &h.id, true)
+        .await
+        .unwrap();
+    create(&tc, &alice, "web").await;
+}

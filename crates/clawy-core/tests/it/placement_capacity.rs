@@ -1,0 +1,357 @@
+//! Placement against the database (ISO-2, DATA-2), plans and regions.
+
+use crate::common::*;
+use crate::instances_support::*;
+use clawy_core::instances::CreateInstance;
+use clawy_core::plans::{PlanError, PlanSpec};
+use clawy_core::{DomainError, ErrorKind};
+use std::collections::{HashMap, HashSet};
+
+async fn assert_no_overcommit(tc: &TestCore) {
+    for l in tc.core.hosts().list_with_load().await.unwrap() {
+        assert!(
+            l.allocated.vcpus <= l.host.capacity.vcpus,
+            "{}: vcpus {:?}",
+            l.host.name,
+            l.allocated
+        );
+        assert!(
+            l.allocated.memory_mib <= l.host.capacity.memory_mib,
+            "{}: memory",
+            l.host.name
+        );
+        assert!(
+            l.allocated.disk_gib <= l.host.capacity.disk_gib,
+            "{}: disk",
+            l.host.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn iso2_fill_until_full_never_overcommits_and_says_no_capacity() {
+    let tc = quota(1000).await;
+    add_host(&tc, "a", "DE", (6, 6000, 60), "10.1.1.0/24", [22000, 22999]).await;
+    add_host(&tc, "b", "DE", (3, 9000, 25), "10.1.2.0/24", [22000, 22999]).await;
+    let alice = tc.user("alice@example.com").await;
+    let plans = ["small", "medium", "large", "small", "medium"];
+    let mut created = 0;
+    let mut refusals = 0;
+    for n in 0..60 {
+        let plan = plans[n % plans.len()];
+        let r = tc
+            .core
+            .instances()
+            .create(
+                &caller_for(&alice),
+                &alice.id,
+                CreateInstance {
+                    plan: Some(plan.into()),
+                    ..req(&format!("i{n}"))
+                },
+            )
+            .await;
+        match r {
+            Ok(_) => created += 1,
+            Err(e) => {
+                assert_eq!(e.code(), "no_capacity");
+                assert_eq!(e.kind(), ErrorKind::Conflict);
+                assert_eq!(
+                    e.to_string(),
+                    format!("no capacity in region DE for plan {plan}")
+                );
+                refusals += 1;
+            }
+        }
+        assert_no_overcommit(&tc).await;
+    }
+    assert!(
+        created >= 5 && refusals > 0,
+        "created {created}, refused {refusals}"
+    );
+    // Full for small now: 9 vCPUs in total, each instance ≥ 1.
+    let e = tc
+        .core
+        .instances()
+        .create(&caller_for(&alice), &alice.id, req("last"))
+        .await;
+    if let Err(e) = e {
+        assert_eq!(e.to_string(), "no capacity in region DE for plan small");
+    }
+    assert_no_overcommit(&tc).await;
+}
+
+#[tokio::test]
+async fn iso2_concurrent_creates_never_overcommit_or_share_addresses() {
+    let tc = quota(1000).await;
+    // Room for exactly 5 small instances (5 vCPUs) on each of two hosts.
+    add_host(
+        &tc,
+        "a",
+        "DE",
+        (5, 100_000, 1000),
+        "10.2.1.0/24",
+        [22000, 22999],
+    )
+    .await;
+    add_host(
+        &tc,
+        "b",
+        "DE",
+        (5, 100_000, 1000),
+        "10.2.2.0/24",
+        [22000, 22999],
+    )
+    .await;
+    let mut users = Vec::new();
+    for n in 0..4 {
+        users.push(tc.user(&format!("u{n}@example.com")).await);
+    }
+    let mut tasks = Vec::new();
+    for n in 0..24 {
+        let core = tc.core.clone();
+        let u = users[n % users.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            core.instances()
+                .create(&caller_for(&u), &u.id, req(&format!("c{n}")))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => assert_eq!(e.code(), "no_capacity", "{e:?}"),
+        }
+    }
+    assert_eq!(ok, 10, "exactly the capacity was handed out");
+    assert_no_overcommit(&tc).await;
+    let all = tc
+        .core
+        .instances()
+        .list_all(&Default::default(), 500, None)
+        .await
+        .unwrap()
+        .items;
+    let mut per_host: HashMap<String, (HashSet<String>, HashSet<u16>)> = HashMap::new();
+    let mut macs = HashSet::new();
+    for i in &all {
+        let e = per_host.entry(i.host_id.clone()).or_default();
+        assert!(e.0.insert(i.private_ip.clone().unwrap()), "duplicate IP");
+        assert!(e.1.insert(i.ssh_port.unwrap()), "duplicate port");
+        assert!(macs.insert(i.mac.clone().unwrap()), "duplicate MAC");
+    }
+    assert_eq!(
+        tc.count("SELECT COUNT(*) FROM jobs WHERE kind = 'provision'")
+            .await,
+        10
+    );
+}
+
+#[tokio::test]
+async fn data2_only_allowed_countries_and_the_requested_region() {
+    let tc = TestCore::with(|c| c.allowed_countries = vec!["DE".into(), "FR".into()]).await;
+    add_host(
+        &tc,
+        "us",
+        "US",
+        (64, 65536, 1000),
+        "10.3.1.0/24",
+        [22000, 22999],
+    )
+    .await;
+    add_host(
+        &tc,
+        "fr",
+        "FR",
+        (4, 4096, 40),
+        "10.3.2.0/24",
+        [22000, 22999],
+    )
+    .await;
+    let alice = tc.user("alice@example.com").await;
+    let c = caller_for(&alice);
+    // Default region DE has no host: the big US host is never used.
+    let e = tc
+        .core
+        .instances()
+        .create(&c, &alice.id, req("a"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "no capacity in region DE for plan small");
+    let e = tc
+        .core
+        .instances()
+        .create(
+            &c,
+            &alice.id,
+            CreateInstance {
+                region: Some("US".into()),
+                ..req("a")
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "region_not_allowed");
+    let i = tc
+        .core
+        .instances()
+        .create(
+            &c,
+            &alice.id,
+            CreateInstance {
+                region: Some("FR".into()),
+                ..req("a")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(i.region, "FR");
+    assert_eq!(i.host_name, "fr");
+    // Regions: allowed countries with an enabled host only.
+    let regions = tc.core.plans().regions().await.unwrap();
+    assert_eq!(
+        regions.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(),
+        vec!["FR"]
+    );
+    assert!(regions[0].has_capacity);
+    assert!(!regions[0].is_default);
+}
+
+#[tokio::test]
+async fn regions_mark_default_and_capacity() {
+    let tc = TestCore::new().await;
+    add_host(
+        &tc,
+        "tiny",
+        "DE",
+        (1, 512, 2),
+        "10.4.1.0/24",
+        [22000, 22999],
+    )
+    .await;
+    let r = tc.core.plans().regions().await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert!(r[0].is_default && r[0].has_capacity);
+    let alice = tc.user("alice@example.com").await;
+    create(&tc, &alice, "only").await;
+    let r = tc.core.plans().regions().await.unwrap();
+    assert!(!r[0].has_capacity, "the one small slot is taken");
+}
+
+#[tokio::test]
+async fn plans_are_seeded_and_operators_edit_them_without_touching_instances() {
+    let tc = TestCore::new().await;
+    let plans = tc.core.plans();
+    let names: Vec<_> = plans
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.vcpus, p.memory_mib, p.disk_gib))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("small".into(), 1, 512, 2),
+            ("medium".into(), 2, 2048, 10),
+            ("large".into(), 4, 8192, 40)
+        ]
+    );
+    let op = operator();
+    let p = plans
+        .create(
+            &op,
+            PlanSpec {
+                name: "xl".into(),
+                vcpus: 8,
+                memory_mib: 16384,
+                disk_gib: 80,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(plans.get("xl").await.unwrap().id, p.id);
+    assert!(matches!(
+        plans
+            .create(
+                &op,
+                PlanSpec {
+                    name: "xl".into(),
+                    vcpus: 1,
+                    memory_mib: 512,
+                    disk_gib: 1
+                }
+            )
+            .await
+            .unwrap_err(),
+        PlanError::Duplicate
+    ));
+    for (spec, field) in [
+        (
+            PlanSpec {
+                name: "Bad".into(),
+                vcpus: 1,
+                memory_mib: 512,
+                disk_gib: 1,
+            },
+            "name",
+        ),
+        (
+            PlanSpec {
+                name: "z".into(),
+                vcpus: 0,
+                memory_mib: 512,
+                disk_gib: 1,
+            },
+            "vcpus",
+        ),
+        (
+            PlanSpec {
+                name: "z".into(),
+                vcpus: 1,
+                memory_mib: 64,
+                disk_gib: 1,
+            },
+            "memory_mib",
+        ),
+        (
+            PlanSpec {
+                name: "z".into(),
+                vcpus: 1,
+                memory_mib: 512,
+                disk_gib: 0,
+            },
+            "disk_gib",
+        ),
+    ] {
+        assert_eq!(
+            plans.create(&op, spec).await.unwrap_err().kind(),
+            ErrorKind::Invalid { field }
+        );
+    }
+    // An instance keeps the numbers it was created with.
+    de_host(&tc, "a", 1).await;
+    let alice = tc.user("alice@example.com").await;
+    let i = create(&tc, &alice, "web").await;
+    plans
+        .update(
+            &op,
+            "small",
+            PlanSpec {
+                name: "small".into(),
+                vcpus: 2,
+                memory_mib: 1024,
+                disk_gib: 4,
+            },
+        )
+        .await
+        .unwrap();
+    let i = tc.core.instances().get(&alice.id, &i.id).await.unwrap();
+    assert_eq!((i.vcpus, i.memory_mib, i.disk_gib), (1, 512, 2));
+    plans.delete(&op, "xl").await.unwrap();
+    assert!(matches!(
+        plans.get("xl").await.unwrap_err(),
+        PlanError::NotFound(_)
+    ));
+}
