@@ -375,6 +375,8 @@ async fn pages_carry_security_headers_and_no_inline_code() {
             "{path}: {csp}"
         );
         assert_eq!(resp.headers()[CACHE_CONTROL], "no-store", "{path}");
+        // Same-origin referrers keep the real `Origin` on our own form posts (AUTH-3).
+        assert_eq!(resp.headers()["referrer-policy"], "same-origin", "{path}");
         let html = resp.text().await.unwrap();
         assert!(
             !html.contains(" style=") && !html.contains("<style") && !html.contains(" onclick="),
