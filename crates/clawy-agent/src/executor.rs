@@ -135,13 +135,15 @@ impl Executor {
             vm_count: specs.len() as u64,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             // The control plane allocates IPs and SSH ports from this (issue 4 IPAM).
-            network: self.config.network.as_ref().map(|n| {
-                clawy_proto::agent::HostNetwork {
+            network: self
+                .config
+                .network
+                .as_ref()
+                .map(|n| clawy_proto::agent::HostNetwork {
                     subnet: n.subnet.to_string(),
                     gateway: n.subnet.gateway().to_string(),
                     ssh_port_range: [n.ssh_port_range.start, n.ssh_port_range.end],
-                }
-            }),
+                }),
         })
     }
 
@@ -316,4 +318,254 @@ fn check_addresses(specs: &[(String, VmSpec)], id: &str, spec: &VmSpec) -> Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::config::Env;
+    use crate::drivers::{Machine, TaskId};
+    use async_trait::async_trait;
+    use std::sync::Mutex as StdMutex;
+
+    struct NoEnv;
+    impl Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    /// A driver shaped like Proxmox VE: creating a VM is a clone task that must be
+    /// polled, after which `ensure_vm` is called again and finishes the job.
+    #[derive(Default)]
+    struct TaskDriver {
+        vms: StdMutex<HashMap<String, VmSpec>>,
+        cloning: StdMutex<Option<(String, VmSpec, u32)>>,
+        calls: StdMutex<Vec<String>>,
+        fail_task: bool,
+    }
+
+    fn status(id: &str, spec: &VmSpec) -> VmStatus {
+        VmStatus {
+            id: id.into(),
+            state: VmState::Defined,
+            spec: spec.clone(),
+            uptime_secs: None,
+            cpu_percent: None,
+            memory_used_bytes: None,
+            disk_allocated_bytes: spec.disk_gib << 30,
+            disk_used_bytes: None,
+            net_rx_bytes: None,
+            net_tx_bytes: None,
+            tap: None,
+            health: None,
+        }
+    }
+
+    #[async_trait]
+    impl Driver for TaskDriver {
+        fn name(&self) -> &'static str {
+            "proxmox"
+        }
+        fn accelerator(&self) -> &str {
+            "kvm"
+        }
+        async fn machine(&self) -> Result<Machine, AgentError> {
+            Ok(Machine {
+                cpu_cores: 8,
+                memory_mib: 16384,
+                disk_gib: 500,
+            })
+        }
+        async fn specs(&self) -> Result<Vec<(String, VmSpec)>, AgentError> {
+            Ok(self.vms.lock().unwrap().clone().into_iter().collect())
+        }
+        async fn ensure_vm(&self, id: &str, spec: &VmSpec) -> Result<Op, AgentError> {
+            self.calls.lock().unwrap().push(format!("ensure {id}"));
+            if self.vms.lock().unwrap().contains_key(id) {
+                return Ok(Op::Done);
+            }
+            let mut cloning = self.cloning.lock().unwrap();
+            match cloning.take() {
+                // The clone task finished: the VM exists now.
+                Some((cid, s, _)) if cid == id => {
+                    self.vms.lock().unwrap().insert(cid, s);
+                    Ok(Op::Done)
+                }
+                _ => {
+                    *cloning = Some((id.to_string(), spec.clone(), 0));
+                    Ok(Op::Task(TaskId(format!("UPID:node:clone:{id}"))))
+                }
+            }
+        }
+        async fn start_vm(&self, _: &str) -> Result<Op, AgentError> {
+            Ok(Op::Done)
+        }
+        async fn stop_vm(&self, _: &str) -> Result<Op, AgentError> {
+            Ok(Op::Done)
+        }
+        async fn reboot_vm(&self, _: &str) -> Result<Op, AgentError> {
+            Ok(Op::Done)
+        }
+        async fn delete_vm(&self, id: &str) -> Result<Op, AgentError> {
+            self.vms.lock().unwrap().remove(id);
+            Ok(Op::Done)
+        }
+        async fn vm_status(&self, id: &str) -> Result<VmStatus, AgentError> {
+            let vms = self.vms.lock().unwrap();
+            let spec = vms.get(id).ok_or_else(|| AgentError::NotFound(id.into()))?;
+            Ok(status(id, spec))
+        }
+        async fn list_vms(&self) -> Result<Vec<VmStatus>, AgentError> {
+            Ok(self
+                .vms
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(i, s)| status(i, s))
+                .collect())
+        }
+        async fn poll_task(&self, task: &TaskId) -> Result<TaskState, AgentError> {
+            self.calls.lock().unwrap().push(format!("poll {}", task.0));
+            if self.fail_task {
+                return Ok(TaskState::Failed("clone failed: storage full".into()));
+            }
+            let mut cloning = self.cloning.lock().unwrap();
+            let Some((_, _, polls)) = cloning.as_mut() else {
+                return Ok(TaskState::Succeeded);
+            };
+            *polls += 1;
+            Ok(if *polls < 2 {
+                TaskState::Running
+            } else {
+                TaskState::Succeeded
+            })
+        }
+    }
+
+    fn executor(driver: Arc<TaskDriver>, extra: &str) -> Executor {
+        let cfg = AgentConfig::from_toml(&format!("state_dir = \"/nonexistent\"\n{extra}"), &NoEnv)
+            .unwrap();
+        Executor::new(Arc::new(cfg), driver)
+    }
+
+    fn spec(ip: &str, vcpus: u32) -> VmSpec {
+        VmSpec {
+            vcpus,
+            memory_mib: 512,
+            disk_gib: 4,
+            base_image: "debian-12".into(),
+            mac: format!("52:54:00:00:00:{}", &ip[ip.len() - 2..]),
+            private_ip: ip.into(),
+            hostname: "h".into(),
+            ssh_authorized_keys: vec![],
+            user_data: None,
+            port_forwards: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn task_based_driver_is_polled_then_called_again() {
+        let driver = Arc::new(TaskDriver::default());
+        let ex = executor(
+            driver.clone(),
+            "max_vcpus = 8\nmax_memory_mib = 8192\nmax_disk_gib = 100\n",
+        );
+        let out = ex
+            .execute(VmAction::Ensure {
+                id: "vm-1".into(),
+                spec: Box::new(spec("10.1.1.10", 2)),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Created(_)));
+        let calls = driver.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [
+                "ensure vm-1",
+                "poll UPID:node:clone:vm-1",
+                "poll UPID:node:clone:vm-1",
+                "ensure vm-1"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_task_is_an_error_and_creates_nothing() {
+        let driver = Arc::new(TaskDriver {
+            fail_task: true,
+            ..TaskDriver::default()
+        });
+        let ex = executor(
+            driver.clone(),
+            "max_vcpus = 8\nmax_memory_mib = 8192\nmax_disk_gib = 100\n",
+        );
+        let err = ex
+            .execute(VmAction::Ensure {
+                id: "vm-1".into(),
+                spec: Box::new(spec("10.1.1.10", 2)),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AgentError::Internal(ref m) if m.contains("storage full")),
+            "{err}"
+        );
+        assert!(driver.vms.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn iso2_capacity_counts_every_defined_vm() {
+        let driver = Arc::new(TaskDriver::default());
+        let ex = executor(
+            driver.clone(),
+            "max_vcpus = 3\nmax_memory_mib = 8192\nmax_disk_gib = 100\n",
+        );
+        let ensure = |id: &str, s: VmSpec| VmAction::Ensure {
+            id: id.into(),
+            spec: Box::new(s),
+        };
+        ex.execute(ensure("vm-1", spec("10.1.1.10", 2)))
+            .await
+            .unwrap();
+        let err = ex
+            .execute(ensure("vm-2", spec("10.1.1.11", 2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AgentError::CapacityExceeded {
+                    resource: "vcpus",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        ex.execute(ensure("vm-2", spec("10.1.1.11", 1)))
+            .await
+            .unwrap();
+        match ex.execute(VmAction::HostInfo).await.unwrap() {
+            Outcome::Host(h) => {
+                assert_eq!(h.allocated.vcpus, 3);
+                assert_eq!(h.vm_count, 2);
+                assert_eq!(h.driver, "proxmox");
+            }
+            other => panic!("{other:?}"),
+        }
+        ex.execute(VmAction::Delete { id: "vm-1".into() })
+            .await
+            .unwrap();
+        // Same address as another VM: conflict.
+        let err = ex
+            .execute(ensure("vm-3", spec("10.1.1.11", 2)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AgentError::Conflict(_)), "{err}");
+        ex.execute(ensure("vm-3", spec("10.1.1.12", 2)))
+            .await
+            .unwrap();
+    }
 }
