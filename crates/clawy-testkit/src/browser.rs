@@ -16,6 +16,8 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// A running chromedriver + Chromium session.
 pub struct Browser {
     pub client: fantoccini::Client,
+    /// chromedriver's port on 127.0.0.1 (for Chrome DevTools commands).
+    port: u16,
     driver: Option<Child>,
     _profile: tempfile::TempDir,
 }
@@ -96,9 +98,49 @@ impl Browser {
         let driver = browser_guard.0.take().context("driver handle")?;
         Ok(Browser {
             client,
+            port,
             driver: Some(driver),
             _profile: profile,
         })
+    }
+
+    /// Runs a Chrome DevTools Protocol command through chromedriver.
+    pub async fn cdp(
+        &self,
+        cmd: &str,
+        params: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
+        let sid = self
+            .client
+            .session_id()
+            .await?
+            .context("no WebDriver session")?;
+        let url = format!(
+            "http://127.0.0.1:{}/session/{sid}/goog/cdp/execute",
+            self.port
+        );
+        let resp = reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({ "cmd": cmd, "params": params }))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("CDP {cmd} failed ({status}): {body}");
+        }
+        Ok(body)
+    }
+
+    /// Makes pages see `prefers-color-scheme: dark` (or light again).
+    pub async fn emulate_dark_mode(&self, dark: bool) -> anyhow::Result<()> {
+        let value = if dark { "dark" } else { "light" };
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            serde_json::json!({ "features": [{ "name": "prefers-color-scheme", "value": value }] }),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Saves a PNG of the current viewport as `artifacts/browser/<name>.png`.

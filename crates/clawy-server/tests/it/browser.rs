@@ -222,6 +222,26 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client) -> anyhow::Result<()
     c.goto(&app.url("/no-such-page")).await?;
     shot(browser, "13-not-found").await;
 
+    // Dark mode (prefers-color-scheme): the same pages must stay readable.
+    browser.emulate_dark_mode(true).await?;
+    let bg = c
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor",
+            vec![],
+        )
+        .await?;
+    assert_eq!(
+        bg.as_str(),
+        Some("rgb(14, 16, 24)"),
+        "dark theme not applied"
+    );
+    shot(browser, "14-not-found-dark").await;
+    c.goto(&app.url("/")).await?;
+    shot(browser, "15-landing-dark").await;
+    c.goto(&app.url("/login")).await?;
+    shot(browser, "16-login-dark").await;
+    browser.emulate_dark_mode(false).await?;
+
     // Response headers of a page, as the browser got them.
     let resp = app.client.get(app.url("/login")).send().await?;
     let h = resp.headers();
