@@ -243,6 +243,10 @@ async fn auth2_auth3_authorization_matrix() {
 
     // Every API route has a row (the matrix cannot silently fall behind the router).
     for (method, path) in clawy_server::api::ROUTES {
+        // Issue-4 routes have their own matrix (more kinds of caller, operators).
+        if crate::authz_instances::covers(method, path) {
+            continue;
+        }
         assert!(
             MATRIX
                 .iter()
