@@ -17,7 +17,7 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use clawy_core::User;
-use clawy_core::api_keys::{ApiKey, Tier};
+use clawy_core::api_keys::{ApiKey, ApiKeyError, Tier};
 use clawy_core::audit::{Caller as AuditCaller, ClientInfo};
 use clawy_core::sessions::{AuthenticatedSession, SESSION_COOKIE, SessionError};
 use std::marker::PhantomData;
@@ -98,8 +98,7 @@ impl Caller {
                 .ok_or_else(|| {
                     ApiError::unauthorized("Send the API key as `Authorization: Bearer clawy_…`.")
                 })?;
-            // AUTH-5: core counts the failure and throttles the address.
-            return match state.core.api_keys().authenticate(token, &client).await {
+            return match authenticate_key(state, token, &client).await {
                 Ok((user, key)) => Ok(Some(Caller {
                     user,
                     tier: key.tier,
@@ -156,6 +155,33 @@ impl Caller {
             client,
         }))
     }
+}
+
+/// AUTH-2 + AUTH-5: one hash and one indexed lookup for an address with no recent
+/// failure; otherwise (and on any failure) core's full path, which checks the
+/// per-address failure counter first, records the failure and answers 429 when over.
+async fn authenticate_key(
+    state: &AppState,
+    token: &str,
+    client: &ClientInfo,
+) -> Result<(User, ApiKey), ApiKeyError> {
+    let core = &state.core;
+    let now = core.now_ms();
+    let addr = client.addr;
+    let suspect = addr.is_none_or(|a| state.suspects.is_suspect(a, now));
+    if !suspect {
+        if let Some(found) = core.api_keys().verify(token).await? {
+            return Ok(found);
+        }
+    }
+    let result = core.api_keys().authenticate(token, client).await;
+    if result.is_err() {
+        if let Some(a) = addr {
+            let window_ms = (core.config().throttle.ip_window_seconds as i64).saturating_mul(1000);
+            state.suspects.mark(a, now, window_ms);
+        }
+    }
+    result
 }
 
 fn is_state_changing(method: &Method) -> bool {
