@@ -28,6 +28,9 @@ pub use poller::Poller;
 pub use reconciler::Reconciler;
 pub use runner::{JobRunner, RunnerConfig};
 
+/// Environment variable overriding the job lease in seconds.
+pub const LEASE_ENV: &str = "CLAWY_JOB_LEASE_SECS";
+
 /// Settings of the background tasks. [`OrchestratorConfig::from_core`] takes them
 /// from the server config (`job_workers`, `reconcile_interval_secs`,
 /// `metrics_interval_secs`).
@@ -45,11 +48,21 @@ pub struct OrchestratorConfig {
 }
 
 impl OrchestratorConfig {
+    /// `CLAWY_JOB_LEASE_SECS` (default 60) overrides the job lease: how long a job
+    /// of a crashed process waits before another worker takes it. The crash tests
+    /// shorten it; operators rarely need to.
     pub fn from_core(core: &Core) -> Self {
         let c = core.config();
+        let lease = std::env::var(LEASE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|s| *s >= 1)
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(60));
         OrchestratorConfig {
             runner: RunnerConfig {
                 workers: c.job_workers,
+                lease,
                 ..RunnerConfig::default()
             },
             reconcile_interval: Some(Duration::from_secs(c.reconcile_interval_secs.max(1))),

@@ -6,5 +6,7 @@ mod agent_api;
 mod agent_lifecycle;
 mod cli_keys;
 mod cli_support;
+mod orchestrator_real;
+mod orchestrator_support;
 mod up_e2e;
 mod up_support;
