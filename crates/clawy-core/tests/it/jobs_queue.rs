@@ -62,7 +62,7 @@ async fn jobs_of_one_instance_run_in_order_and_others_in_parallel() {
     assert_eq!(tc.core.jobs().pending_count().await.unwrap(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claimers_never_get_the_same_job() {
     let tc = quota(100).await;
     add_host(
@@ -375,4 +375,66 @@ async fn reconciler_enqueue_is_an_instance_event() {
     assert_eq!(ev[0].actor, "reconciler");
     let job = claim(&tc, "w").await;
     assert_eq!(job.created_by, "reconciler");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_server_processes_on_one_database_never_run_a_job_twice() {
+    // A second Core with its own connection pool on the same database is what a second
+    // server process is to the job table (on PostgreSQL: row locks + SKIP LOCKED).
+    let tc = quota(100).await;
+    add_host(
+        &tc,
+        "a",
+        "DE",
+        (64, 100_000, 1000),
+        "10.8.2.0/24",
+        [22000, 22999],
+    )
+    .await;
+    let other = std::sync::Arc::new(
+        clawy_core::Core::open_with_clock(
+            tc.core.config().clone(),
+            std::sync::Arc::new(tc.clock.clone()),
+        )
+        .await
+        .unwrap(),
+    );
+    let alice = tc.user("alice@example.com").await;
+    let n = 30;
+    for k in 0..n {
+        create(&tc, &alice, &format!("i{k}")).await;
+    }
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let core = if w % 2 == 0 {
+            tc.core.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("proc{}-w{w}", w % 2);
+            let mut got = Vec::new();
+            while let Some(job) = core.jobs().claim(&worker, LEASE).await.unwrap() {
+                got.push(job.id.clone());
+                core.jobs().complete(&job, &worker).await.unwrap();
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: HashSet<_> = all.iter().cloned().collect();
+    assert_eq!((all.len(), distinct.len()), (n, n));
+    assert_eq!(
+        tc.count("SELECT COUNT(*) FROM job_attempts").await,
+        n as i64
+    );
+    assert!(
+        tc.count("SELECT COUNT(*) FROM job_attempts WHERE worker LIKE 'proc1-%'")
+            .await
+            > 0,
+        "both processes worked"
+    );
 }

@@ -81,7 +81,7 @@ async fn iso2_fill_until_full_never_overcommits_and_says_no_capacity() {
     assert_no_overcommit(&tc).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn iso2_concurrent_creates_never_overcommit_or_share_addresses() {
     let tc = quota(1000).await;
     // Room for exactly 5 small instances (5 vCPUs) on each of two hosts.
@@ -354,4 +354,57 @@ async fn plans_are_seeded_and_operators_edit_them_without_touching_instances() {
         plans.get("xl").await.unwrap_err(),
         PlanError::NotFound(_)
     ));
+}
+
+#[test]
+fn issue4_config_keys_from_env_and_validation() {
+    use clawy_core::config::ServerConfig;
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = BTreeMap::new();
+    env.insert(
+        "CLAWY_DATA_DIR".to_string(),
+        dir.path().display().to_string(),
+    );
+    let c = ServerConfig::from_toml_and_env("", None, &env).unwrap();
+    assert_eq!(c.allowed_countries, vec!["DE"]);
+    assert_eq!(
+        (c.default_plan.as_str(), c.default_region.as_str()),
+        ("small", "DE")
+    );
+    assert_eq!(
+        (
+            c.instance_quota,
+            c.reconcile_interval_secs,
+            c.metrics_interval_secs
+        ),
+        (3, 30, 30)
+    );
+    assert_eq!(c.base_image, "clawy-test-guest.qcow2");
+    env.insert("CLAWY_ALLOWED_COUNTRIES".into(), "de, fr".into());
+    env.insert("CLAWY_DEFAULT_REGION".into(), "fr".into());
+    env.insert("CLAWY_INSTANCE_QUOTA".into(), "7".into());
+    env.insert("CLAWY_JOB_WORKERS".into(), "2".into());
+    let c = ServerConfig::from_toml_and_env("", None, &env).unwrap();
+    assert_eq!(c.allowed_countries, vec!["DE", "FR"]);
+    assert_eq!(
+        (c.default_region.as_str(), c.instance_quota, c.job_workers),
+        ("FR", 7, 2)
+    );
+    for (toml, key) in [
+        ("allowed_countries = []", "allowed_countries"),
+        ("allowed_countries = [\"Germany\"]", "allowed_countries"),
+        ("default_region = \"US\"", "default_region"),
+        ("job_workers = 0", "job_workers"),
+        ("base_image = \"../etc/passwd\"", "base_image"),
+        ("reconcile_interval_secs = 0", "reconcile_interval_secs"),
+    ] {
+        let mut env = BTreeMap::new();
+        env.insert(
+            "CLAWY_DATA_DIR".to_string(),
+            dir.path().display().to_string(),
+        );
+        let e = ServerConfig::from_toml_and_env(toml, None, &env).unwrap_err();
+        assert!(e.to_string().contains(&format!("`{key}`")), "{toml}: {e}");
+    }
 }
