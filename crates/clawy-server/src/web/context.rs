@@ -264,6 +264,7 @@ impl Web {
             }),
             csrf_token,
             flash: self.flash.take().map(Flash::view),
+            insecure_origin: !cookies_work_at(&self.state.core.config().base_url),
         }
     }
 
@@ -316,6 +317,20 @@ impl Web {
             );
         }
         resp
+    }
+}
+
+/// Whether browsers accept our `Secure` cookies at this address: https anywhere, plain
+/// http only on loopback (browsers treat localhost as a secure context).
+pub fn cookies_work_at(base_url: &url::Url) -> bool {
+    if base_url.scheme() == "https" {
+        return true;
+    }
+    match base_url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        None => false,
     }
 }
 
@@ -378,6 +393,17 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn secure_cookies_work_on_https_and_loopback_only() {
+        let ok = |u: &str| cookies_work_at(&url::Url::parse(u).unwrap());
+        assert!(ok("https://clawy.example"));
+        assert!(ok("http://127.0.0.1:8080"));
+        assert!(ok("http://localhost:8080"));
+        assert!(ok("http://[::1]:8080"));
+        assert!(!ok("http://clawy.example"));
+        assert!(!ok("http://192.168.1.5:8080"));
     }
 
     #[test]

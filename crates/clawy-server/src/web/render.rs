@@ -143,6 +143,9 @@ pub struct Layout {
     pub user: Option<UserView>,
     pub csrf_token: String,
     pub flash: Option<FlashView>,
+    /// `base_url` is plain http on a non-loopback host: browsers will refuse the
+    /// `Secure` session cookie, so say so instead of failing silently.
+    pub insecure_origin: bool,
 }
 
 impl Layout {

@@ -389,3 +389,20 @@ async fn pages_carry_security_headers_and_no_inline_code() {
         );
     }
 }
+
+#[tokio::test]
+async fn plain_http_base_url_warns_that_sign_in_cannot_work() {
+    // AUTH-3 keeps the cookie Secure; on plain http (not localhost) browsers drop it, so
+    // the pages say why sign-in fails instead of looping back to the login form.
+    let app = TestApp::builder()
+        .base_url("http://clawy.example")
+        .start()
+        .await;
+    let mut web = WebClient::new(&app);
+    let (_, html) = web.get_text("/login").await;
+    assert!(html.contains("Signing in cannot work at this address"));
+    let app = TestApp::start().await;
+    let mut web = WebClient::new(&app);
+    let (_, html) = web.get_text("/login").await;
+    assert!(!html.contains("Signing in cannot work at this address"));
+}
