@@ -4,6 +4,7 @@
 mod admin_cli;
 mod agent_api;
 mod agent_lifecycle;
+mod agent_network;
 mod cli_keys;
 mod cli_support;
 mod orchestrator_real;
