@@ -167,7 +167,8 @@ async fn iso2_create_places_on_a_host_and_returns_the_instance() {
     assert_eq!(inst["health"]["services"][0]["name"], "gateway");
     assert!(inst["created_at"].is_string());
 
-    // The next one gets the next address and port.
+    // The next one gets the next address and port (a clock step fixes the list order).
+    app.clock.advance(std::time::Duration::from_secs(1));
     let second = json(
         create(
             &app,
