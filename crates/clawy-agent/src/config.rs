@@ -59,6 +59,7 @@ struct FileConfig {
     accelerator: Option<AccelChoice>,
     stop_timeout_secs: Option<u64>,
     qemu_binary: Option<PathBuf>,
+    pin_cpus: Option<bool>,
     /// Host network (bridge, NAT, forwards); absent = VMs get no NIC and the agent
     /// touches no interface (used by API-only tests).
     network: Option<crate::network::NetworkConfig>,
@@ -79,6 +80,8 @@ pub struct AgentConfig {
     /// How long a graceful (ACPI) stop may take before QEMU is told to quit.
     pub stop_timeout_secs: u64,
     pub qemu_binary: PathBuf,
+    /// ISO-2 (optional): pin each VM's QEMU to host CPUs no other VM uses.
+    pub pin_cpus: bool,
     pub network: Option<crate::network::NetworkConfig>,
 }
 
@@ -208,6 +211,14 @@ impl AgentConfig {
             file.stop_timeout_secs,
         )?
         .unwrap_or(30);
+        let pin_cpus = match env.var("CLAWY_AGENT_PIN_CPUS") {
+            Some(v) => match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(invalid("pin_cpus", "must be true or false")),
+            },
+            None => file.pin_cpus.unwrap_or(false),
+        };
         let qemu_binary = file
             .qemu_binary
             .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"));
@@ -222,6 +233,7 @@ impl AgentConfig {
             accelerator,
             stop_timeout_secs,
             qemu_binary,
+            pin_cpus,
             network: file.network,
         })
     }

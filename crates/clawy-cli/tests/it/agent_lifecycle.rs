@@ -63,6 +63,7 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
                 .into(),
         ),
         stop_timeout_secs: 3,
+        extra_toml: "pin_cpus = true\n".into(),
         ..AgentOptions::default()
     };
     let mut agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
@@ -102,6 +103,16 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
     assert!(probe.tcp_ok);
     // Starting a running VM changes nothing.
     let pid = agent.qemu_pids()[0].1;
+    // ISO-2 pinning: QEMU runs only on the host CPUs the agent picked for it.
+    let pinned = std::fs::read_to_string(agent.state_dir().join("vms/life-a/cpus")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(allowed, pinned.trim());
     c.start_vm("life-a").await.unwrap();
     assert_eq!(agent.qemu_pids()[0].1, pid);
 

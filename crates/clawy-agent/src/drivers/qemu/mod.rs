@@ -106,6 +106,7 @@ struct VmPaths {
     seed_work: PathBuf,
     qmp: PathBuf,
     pid: PathBuf,
+    cpus: PathBuf,
 }
 
 pub struct QemuDriver {
@@ -163,6 +164,7 @@ impl QemuDriver {
             seed_work: dir.join("seed"),
             qmp: dir.join("qmp.sock"),
             pid: dir.join("qemu.pid"),
+            cpus: dir.join("cpus"),
             dir,
         }
     }
@@ -385,6 +387,39 @@ impl QemuDriver {
         }
     }
 
+    /// ISO-2 pinning: `vcpus` host CPUs that no other running VM is pinned to.
+    /// CPU 0 stays for the host when there is more than one.
+    fn choose_cpus(&self, id: &str, vcpus: usize, p: &VmPaths) -> Result<Vec<usize>, AgentError> {
+        let cores = HostResources::detect(&self.config.state_dir).cpu_cores as usize;
+        let pool: Vec<usize> = if cores > 1 {
+            (1..cores).collect()
+        } else {
+            vec![0]
+        };
+        let mut used = std::collections::BTreeSet::new();
+        for (other, _) in self.read_specs()? {
+            let op = self.paths(&other);
+            if other == id || self.live_pid(&op).is_none() {
+                continue;
+            }
+            used.extend(read_cpus(&op.cpus));
+        }
+        let chosen: Vec<usize> = pool
+            .into_iter()
+            .filter(|c| !used.contains(c))
+            .take(vcpus)
+            .collect();
+        if chosen.len() < vcpus {
+            return Err(AgentError::Conflict(format!(
+                "not enough free host CPUs to pin {vcpus} vCPUs"
+            )));
+        }
+        let text: Vec<String> = chosen.iter().map(usize::to_string).collect();
+        crate::tls::write_private_file(&p.cpus, text.join(",").as_bytes())
+            .map_err(AgentError::internal)?;
+        Ok(chosen)
+    }
+
     async fn qmp_state(&self, p: &VmPaths) -> Option<VmState> {
         self.live_pid(p)?;
         let mut q = Qmp::connect(&p.qmp, QMP_TIMEOUT).await.ok()?;
@@ -452,6 +487,11 @@ impl Driver for QemuDriver {
             qmp_socket: p.qmp.clone(),
             pidfile: p.pid.clone(),
             nic: tap.map(|t| (t, spec.mac.to_ascii_lowercase())),
+            cpus: if self.config.pin_cpus {
+                Some(self.choose_cpus(id, spec.vcpus as usize, &p)?)
+            } else {
+                None
+            },
         };
         let pid = process::spawn(&self.config.qemu_binary, &plan).await?;
         self.write_power(&p, Power::Running)?;
@@ -532,6 +572,12 @@ impl Driver for QemuDriver {
         // Every qemu operation completes before it returns; no task ids exist.
         Err(AgentError::NotFound(format!("task {}", task.0)))
     }
+}
+
+fn read_cpus(path: &Path) -> Vec<usize> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().split(',').filter_map(|c| c.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Pids of live QEMU processes of VMs in `state_dir` (for teardown checks).

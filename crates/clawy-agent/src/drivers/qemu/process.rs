@@ -34,6 +34,8 @@ pub struct LaunchPlan {
     pub pidfile: PathBuf,
     /// Tap interface and MAC; `None` = no NIC at all.
     pub nic: Option<(String, String)>,
+    /// Host CPUs to pin QEMU to (`taskset -c`), if pinning is on.
+    pub cpus: Option<Vec<usize>>,
 }
 
 fn drive(path: &Path, extra: &str) -> String {
@@ -112,7 +114,18 @@ pub fn build_argv(plan: &LaunchPlan) -> Vec<String> {
 pub async fn spawn(binary: &Path, plan: &LaunchPlan) -> Result<Pid, ProcessError> {
     let _ = std::fs::remove_file(&plan.pidfile);
     let _ = std::fs::remove_file(&plan.qmp_socket);
-    let out = tokio::process::Command::new(binary)
+    // Pinning: taskset sets the affinity and execs QEMU; the daemonized QEMU and
+    // all its threads inherit it.
+    let mut cmd = match &plan.cpus {
+        Some(cpus) => {
+            let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
+            let mut c = tokio::process::Command::new("taskset");
+            c.arg("-c").arg(list.join(",")).arg(binary);
+            c
+        }
+        None => tokio::process::Command::new(binary),
+    };
+    let out = cmd
         .args(build_argv(plan))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -184,6 +197,7 @@ mod tests {
             qmp_socket: "/s/vms/vm-1/qmp.sock".into(),
             pidfile: "/s/vms/vm-1/qemu.pid".into(),
             nic: Some(("clawyt0123456789".into(), "52:54:00:aa:bb:cc".into())),
+            cpus: None,
         }
     }
 
