@@ -71,6 +71,20 @@ pub enum InstancesCommand {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Re-queue the failed job of an instance in state `error`.
+    Retry {
+        instance: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// What happened to an instance, newest first: who did what, and the
+    /// platform's own actions (ACCESS-3).
+    Events {
+        instance: String,
+        /// How many events.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
     /// Delete an instance and its disk. Asks for the name unless --yes.
     Delete {
         instance: String,
@@ -189,6 +203,44 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
                 json,
             )
             .await?;
+        }
+        InstancesCommand::Retry { instance, wait } => {
+            // `running` or `stopped`, whichever the owner asked for last.
+            let inst = resolve(client, &instance).await?;
+            let target = if inst.get("desired_power").and_then(Value::as_str) == Some("stopped") {
+                Target::State("stopped")
+            } else {
+                Target::State("running")
+            };
+            action(client, &instance, "retry", target, &wait, json).await?;
+        }
+        InstancesCommand::Events { instance, limit } => {
+            let inst = resolve(client, &instance).await?;
+            let id = output::field(&inst, "id");
+            let v = client
+                .get::<Value>(&format!("instances/{}/events?limit={limit}", seg(&id)))
+                .await?;
+            if json {
+                output::json(&v);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = v
+                .get("events")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            vec![
+                                output::field(e, "at"),
+                                output::field(e, "kind"),
+                                output::field(e, "actor"),
+                                output::field(e, "detail"),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print!("{}", output::table(&["AT", "EVENT", "BY", "DETAIL"], &rows));
         }
         InstancesCommand::Delete {
             instance,
@@ -405,7 +457,7 @@ async fn wait_for(
             return Err(CmdError::new(
                 Exit::Failed,
                 format!(
-                    "instance {id} is in state error: {reason} (retry with `POST /api/v1/instances/{id}/retry`)"
+                    "instance {id} is in state error: {reason} (try again with `clawy instances retry {id}`)"
                 ),
             ));
         }

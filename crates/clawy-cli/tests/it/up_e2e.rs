@@ -229,6 +229,22 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
     let other = up.user_cli("other@example.test", "manage");
     other.fails_with(4, &["instances", "show", &id]);
     other.fails_with(4, &["instances", "delete", "web", "--yes"]);
+    // ACCESS-3: the owner reads what happened, including the platform's own steps.
+    let ev = cli.json(&["instances", "events", "web", "--json"]);
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"instance_created"), "{kinds:?}");
+    assert!(kinds.contains(&"instance_stop_requested"), "{kinds:?}");
+    let table = cli.ok(&["instances", "events", "web"]);
+    assert!(
+        table.starts_with("AT") && table.contains("instance_created"),
+        "{table}"
+    );
+
     // Deleting without --yes and without a terminal is refused (exit 2).
     cli.fails_with(2, &["instances", "delete", "web"]);
 
