@@ -7,6 +7,7 @@ mod agent_lifecycle;
 mod agent_network;
 mod cli_keys;
 mod cli_support;
+mod orchestrator_crash;
 mod orchestrator_real;
 mod orchestrator_support;
 mod up_e2e;
