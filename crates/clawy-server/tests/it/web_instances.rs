@@ -56,6 +56,8 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
     let (status, html) = web.get_text("/instances").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("No instances yet"));
+    let (_, html) = web.get_text("/").await;
+    assert!(html.contains("No instances yet") && html.contains("href=\"/instances/new\""));
     assert!(html.contains("href=\"/instances/new\""));
 
     let (status, html) = web.get_text("/instances/new").await;
@@ -114,6 +116,10 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
     // Listed, with a live badge; the same name again is refused on the form.
     let (_, html) = web.get_text("/instances").await;
     assert!(html.contains(&format!("href=\"/instances/{id}\"")));
+    // The overview shows it instead of the empty state.
+    let (_, html) = web.get_text("/").await;
+    assert!(html.contains(&format!("href=\"/instances/{id}\"")));
+    assert!(!html.contains("No instances yet"));
     let resp = web
         .submit(
             "/instances/new",
