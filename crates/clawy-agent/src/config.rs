@@ -60,6 +60,7 @@ struct FileConfig {
     stop_timeout_secs: Option<u64>,
     qemu_binary: Option<PathBuf>,
     pin_cpus: Option<bool>,
+    nameservers: Option<Vec<std::net::Ipv4Addr>>,
     /// Host network (bridge, NAT, forwards); absent = VMs get no NIC and the agent
     /// touches no interface (used by API-only tests).
     network: Option<crate::network::NetworkConfig>,
@@ -82,6 +83,8 @@ pub struct AgentConfig {
     pub qemu_binary: PathBuf,
     /// ISO-2 (optional): pin each VM's QEMU to host CPUs no other VM uses.
     pub pin_cpus: bool,
+    /// DNS servers written into every VM's network-config (none by default).
+    pub nameservers: Vec<std::net::Ipv4Addr>,
     pub network: Option<crate::network::NetworkConfig>,
 }
 
@@ -234,6 +237,7 @@ impl AgentConfig {
             stop_timeout_secs,
             qemu_binary,
             pin_cpus,
+            nameservers: file.nameservers.unwrap_or_default(),
             network: file.network,
         })
     }

@@ -272,7 +272,15 @@ impl QemuDriver {
         std::fs::set_permissions(&p.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_internal(&p.dir))?;
         disk::create_overlay(&base, &p.overlay, spec.disk_gib).await?;
-        seed::build_iso(id, spec, self.gateway(spec)?, &p.seed_work, &p.seed).await?;
+        seed::build_iso(
+            id,
+            spec,
+            self.gateway(spec)?,
+            &self.config.nameservers,
+            &p.seed_work,
+            &p.seed,
+        )
+        .await?;
         self.ensure_network(id, spec).await?;
         self.write_power(p, Power::Defined)?;
         self.write_spec(p, spec)
@@ -317,7 +325,15 @@ impl QemuDriver {
             ));
         }
         disk::grow(&p.overlay, spec.disk_gib).await?;
-        seed::build_iso(id, spec, self.gateway(spec)?, &p.seed_work, &p.seed).await?;
+        seed::build_iso(
+            id,
+            spec,
+            self.gateway(spec)?,
+            &self.config.nameservers,
+            &p.seed_work,
+            &p.seed,
+        )
+        .await?;
         self.ensure_network(id, spec).await?;
         self.write_spec(p, spec)
     }

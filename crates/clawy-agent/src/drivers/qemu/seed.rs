@@ -79,13 +79,26 @@ pub fn user_data(spec: &VmSpec) -> String {
     m
 }
 
-/// network-config v2 in exactly the shape the test guest parses.
-pub fn network_config(spec: &VmSpec, gateway: Ipv4Addr, prefix_len: u8) -> String {
-    format!(
+/// network-config v2 in exactly the shape the test guest parses (plus
+/// `nameservers:` when the agent is configured with DNS servers).
+pub fn network_config(
+    spec: &VmSpec,
+    gateway: Ipv4Addr,
+    prefix_len: u8,
+    nameservers: &[Ipv4Addr],
+) -> String {
+    let mut out = format!(
         "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"{mac}\"\n    set-name: eth0\n    addresses:\n      - {ip}/{prefix_len}\n    routes:\n      - to: 0.0.0.0/0\n        via: {gateway}\n",
         mac = spec.mac.to_ascii_lowercase(),
         ip = spec.private_ip,
-    )
+    );
+    if !nameservers.is_empty() {
+        out.push_str("    nameservers:\n      addresses:\n");
+        for ns in nameservers {
+            out.push_str(&format!("        - {ns}\n"));
+        }
+    }
+    out
 }
 
 /// Gateway for a VM: the configured subnet's `.1`, or the `.1` of the VM's /24.
@@ -100,6 +113,7 @@ pub async fn build_iso(
     vm_id: &str,
     spec: &VmSpec,
     gateway: Ipv4Addr,
+    nameservers: &[Ipv4Addr],
     work_dir: &Path,
     iso: &Path,
 ) -> Result<(), SeedError> {
@@ -111,7 +125,10 @@ pub async fn build_iso(
     let files = [
         ("meta-data", meta_data(vm_id, spec)),
         ("user-data", user_data(spec)),
-        ("network-config", network_config(spec, gateway, 24)),
+        (
+            "network-config",
+            network_config(spec, gateway, 24, nameservers),
+        ),
     ];
     for (name, content) in &files {
         let p = work_dir.join(name);
@@ -162,11 +179,21 @@ mod tests {
     #[test]
     fn network_config_has_the_agreed_shape() {
         let s = spec();
-        let nc = network_config(&s, default_gateway(&s).unwrap(), 24);
+        let nc = network_config(&s, default_gateway(&s).unwrap(), 24, &[]);
         assert_eq!(
             nc,
             "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"52:54:00:aa:bb:cc\"\n    set-name: eth0\n    addresses:\n      - 10.42.0.10/24\n    routes:\n      - to: 0.0.0.0/0\n        via: 10.42.0.1\n"
         );
+    }
+
+    #[test]
+    fn nameservers_are_appended_when_configured() {
+        let s = spec();
+        let dns = [Ipv4Addr::new(10, 42, 0, 1), Ipv4Addr::new(9, 9, 9, 9)];
+        let nc = network_config(&s, default_gateway(&s).unwrap(), 24, &dns);
+        assert!(nc.ends_with(
+            "        via: 10.42.0.1\n    nameservers:\n      addresses:\n        - 10.42.0.1\n        - 9.9.9.9\n"
+        ));
     }
 
     #[test]
@@ -202,6 +229,7 @@ mod tests {
             "vm-a",
             &s,
             default_gateway(&s).unwrap(),
+            &[],
             &dir.path().join("w"),
             &iso,
         )
