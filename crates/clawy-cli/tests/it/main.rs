@@ -9,6 +9,7 @@ mod cli_keys;
 mod cli_support;
 mod cli_wait;
 mod orchestrator_crash;
+mod orchestrator_placement;
 mod orchestrator_real;
 mod orchestrator_support;
 mod up_e2e;
