@@ -84,6 +84,16 @@ async fn up_boots_prints_url_operator_logs_in_and_restart_is_idempotent() {
     assert_eq!(status, 303);
     let hosts = operator_get(&up, "/admin/hosts").await;
     assert_eq!(hosts["hosts"].as_array().unwrap().len(), 1, "{hosts}");
+
+    // Killed hard, `clawy up` leaves its agent behind holding the port; the next
+    // start stops that agent first and comes up with exactly one.
+    assert_eq!(up.agent_count(), 1);
+    up.kill9().await;
+    assert_eq!(up.agent_count(), 1, "the orphaned agent is still there");
+    up.launch(&UpOptions::default()).await;
+    assert_eq!(up.agent_count(), 1);
+    let (status, _) = web_login(&up.base, OPERATOR, &password).await;
+    assert_eq!(status, 303);
 }
 
 /// `clawy instances create … --wait --healthy`, retried while the new host has not

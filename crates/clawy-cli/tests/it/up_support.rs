@@ -166,6 +166,32 @@ impl Up {
             .unwrap()
     }
 
+    /// kill -9: no shutdown at all (the agent child is left running).
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().unwrap();
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        let _ = child.wait().await;
+    }
+
+    /// `clawy agent … run` processes in the namespace.
+    pub fn agent_count(&self) -> usize {
+        self.ns
+            .pids()
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains("agent\0--config") && c.ends_with("run\0")
+                    })
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
     /// `clawy admin …` on `clawy up`'s data dir (the SQLite file is shared).
     pub fn admin(&self, args: &[&str], stdin: &str) -> std::process::Output {
         let cfg = self.data_dir.join("admin.toml");
