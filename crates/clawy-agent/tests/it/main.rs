@@ -1,0 +1,4 @@
+//! Integration tests of the agent library (one test binary for the crate).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod network_host;

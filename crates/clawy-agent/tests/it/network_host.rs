@@ -1,0 +1,219 @@
+//! The `network` module against real `ip`/`bridge`/`nft` inside throwaway network
+//! namespaces (no VMs here; the two-guest isolation tests are in clawy-cli's
+//! `agent_network`).
+
+use std::net::Ipv4Addr;
+
+use clawy_agent::network::{MacAddr, Network, NetworkConfig, NetworkError};
+use clawy_proto::agent::{PortForward, Protocol};
+use clawy_testkit::netns::Netns;
+
+fn cfg() -> NetworkConfig {
+    let mut c = NetworkConfig::new("10.88.4.0/24".parse().unwrap(), "up0");
+    c.ssh_port_range = "22000-22099".parse().unwrap();
+    c.host_ports_for_vms = vec![8443];
+    c
+}
+
+fn mac(last: u8) -> MacAddr {
+    MacAddr([0x52, 0x54, 0, 0x88, 4, last])
+}
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 88, 4, last)
+}
+
+fn tcp(host_port: u16, guest_port: u16) -> PortForward {
+    PortForward {
+        protocol: Protocol::Tcp,
+        host_port,
+        guest_port,
+    }
+}
+
+fn ruleset(ns: &Netns) -> String {
+    ns.exec(&["nft", "list", "ruleset"]).unwrap()
+}
+
+#[tokio::test]
+async fn iso3_ensure_host_creates_bridge_tables_and_forwarding_idempotently() {
+    let ns = Netns::new("nethost").unwrap();
+    let net = Network::in_netns(cfg(), ns.name()).unwrap();
+    net.ensure_host().await.unwrap();
+    let addr = ns
+        .exec(&["ip", "-o", "addr", "show", "dev", "clawybr0"])
+        .unwrap();
+    assert!(addr.contains("10.88.4.1/24"), "{addr}");
+    let fwd = ns.exec(&["sysctl", "-n", "net.ipv4.ip_forward"]).unwrap();
+    assert_eq!(fwd.trim(), "1");
+    let rules = net.rule_count().await.unwrap();
+    assert!(rules > 10, "{rules}");
+    let rs = ruleset(&ns);
+    assert!(rs.contains("table inet clawy") && rs.contains("table bridge clawy_l2"));
+    assert!(rs.contains("tcp dport 8443 accept"), "{rs}");
+    // Again: same rules, same single bridge address.
+    net.ensure_host().await.unwrap();
+    assert_eq!(net.rule_count().await.unwrap(), rules);
+    let addr = ns
+        .exec(&["ip", "-o", "-4", "addr", "show", "dev", "clawybr0"])
+        .unwrap();
+    assert_eq!(addr.lines().count(), 1, "{addr}");
+}
+
+#[tokio::test]
+async fn iso3_tap_is_an_isolated_port_with_one_registered_source() {
+    let ns = Netns::new("nettap").unwrap();
+    let net = Network::in_netns(cfg(), ns.name()).unwrap();
+    net.ensure_host().await.unwrap();
+    let tap = net.ensure_tap("vm-a", mac(10), ip(10)).await.unwrap();
+    assert_eq!(tap, Network::tap_name("vm-a"));
+    let link = ns
+        .exec(&["bridge", "-d", "link", "show", "dev", &tap])
+        .unwrap();
+    assert!(link.contains("master clawybr0"), "{link}");
+    assert!(link.contains("isolated on"), "{link}");
+    // Idempotent, and the registration is exactly one (tap, MAC, IP) element.
+    net.ensure_tap("vm-a", mac(10), ip(10)).await.unwrap();
+    let set = ns
+        .exec(&["nft", "list", "set", "bridge", "clawy_l2", "allowed"])
+        .unwrap();
+    assert_eq!(set.matches(&tap).count(), 1, "{set}");
+    assert!(set.contains("52:54:00:88:04:0a . 10.88.4.10"), "{set}");
+
+    // Another VM may not take that address or MAC.
+    let err = net.ensure_tap("vm-b", mac(11), ip(10)).await.unwrap_err();
+    assert!(matches!(err, NetworkError::AddressConflict { .. }), "{err}");
+    let err = net.ensure_tap("vm-b", mac(10), ip(11)).await.unwrap_err();
+    assert!(matches!(err, NetworkError::AddressConflict { .. }), "{err}");
+    // A new address for the same VM replaces its registration.
+    net.ensure_tap("vm-a", mac(12), ip(12)).await.unwrap();
+    let set = ns
+        .exec(&["nft", "list", "set", "bridge", "clawy_l2", "allowed"])
+        .unwrap();
+    assert!(
+        !set.contains("10.88.4.10") && set.contains("10.88.4.12"),
+        "{set}"
+    );
+
+    net.remove_tap("vm-a").await.unwrap();
+    assert!(
+        !ns.output(&["ip", "link", "show", &tap])
+            .unwrap()
+            .status
+            .success()
+    );
+    let set = ns
+        .exec(&["nft", "list", "set", "bridge", "clawy_l2", "allowed"])
+        .unwrap();
+    assert!(!set.contains(&tap), "{set}");
+    net.remove_tap("vm-a").await.unwrap();
+}
+
+#[tokio::test]
+async fn net5_forwards_replace_conflict_and_remove_without_new_rules() {
+    let ns = Netns::new("netfwd").unwrap();
+    let net = Network::in_netns(cfg(), ns.name()).unwrap();
+    net.ensure_host().await.unwrap();
+    let rules = net.rule_count().await.unwrap();
+    net.ensure_tap("vm-a", mac(10), ip(10)).await.unwrap();
+    net.ensure_tap("vm-b", mac(11), ip(11)).await.unwrap();
+    net.set_port_forwards("vm-a", ip(10), &[tcp(22010, 22), tcp(22011, 18789)])
+        .await
+        .unwrap();
+    net.set_port_forwards("vm-b", ip(11), &[tcp(22020, 22)])
+        .await
+        .unwrap();
+    assert_eq!(net.rule_count().await.unwrap(), rules);
+    assert_eq!(net.forwards().await.unwrap().len(), 3);
+
+    // Someone else's host port is a typed conflict, and changes nothing.
+    let err = net
+        .set_port_forwards("vm-b", ip(11), &[tcp(22010, 22)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NetworkError::PortConflict { host_port: 22010, owner, .. } if owner == ip(10)),
+        "{err}"
+    );
+    assert_eq!(net.forwards().await.unwrap().len(), 3);
+
+    // Replace: one kept, one changed guest port, one dropped; same for a repeat.
+    for _ in 0..2 {
+        net.set_port_forwards("vm-a", ip(10), &[tcp(22010, 2222)])
+            .await
+            .unwrap();
+        let map = ns
+            .exec(&["nft", "list", "map", "inet", "clawy", "fwd_tcp"])
+            .unwrap();
+        assert!(map.contains("22010 : 10.88.4.10 . 2222"), "{map}");
+        assert!(!map.contains("22011"), "{map}");
+        assert!(map.contains("22020 : 10.88.4.11 . 22"), "{map}");
+    }
+
+    net.remove_vm("vm-a").await.unwrap();
+    let rs = ruleset(&ns);
+    assert!(!rs.contains("10.88.4.10"), "{rs}");
+    assert!(rs.contains("10.88.4.11"), "{rs}");
+    assert!(
+        !ns.output(&["ip", "link", "show", &Network::tap_name("vm-a")])
+            .unwrap()
+            .status
+            .success()
+    );
+    assert_eq!(net.rule_count().await.unwrap(), rules);
+}
+
+#[tokio::test]
+async fn restarted_agent_keeps_elements_of_running_vms() {
+    let ns = Netns::new("netrestart").unwrap();
+    {
+        let net = Network::in_netns(cfg(), ns.name()).unwrap();
+        net.ensure_host().await.unwrap();
+        net.ensure_tap("vm-a", mac(10), ip(10)).await.unwrap();
+        net.set_port_forwards("vm-a", ip(10), &[tcp(22010, 22)])
+            .await
+            .unwrap();
+    }
+    // A new process: the atomic ruleset reload keeps what nftables held.
+    let net = Network::in_netns(cfg(), ns.name()).unwrap();
+    net.ensure_host().await.unwrap();
+    let fw = net.forwards().await.unwrap();
+    assert_eq!(fw.len(), 1);
+    assert_eq!(
+        (fw[0].host_port, fw[0].ip, fw[0].guest_port),
+        (22010, ip(10), 22)
+    );
+    let set = ns
+        .exec(&["nft", "list", "set", "bridge", "clawy_l2", "allowed"])
+        .unwrap();
+    assert!(set.contains("10.88.4.10"), "{set}");
+    // And it still knows the VM's forwards belong to it.
+    net.remove_vm("vm-a").await.unwrap();
+    assert!(net.forwards().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn teardown_removes_only_what_the_agent_owns() {
+    let ns = Netns::new("netdown").unwrap();
+    // The host's own things: an interface and a firewall table.
+    ns.exec(&[
+        "ip", "link", "add", "hostv0", "type", "veth", "peer", "name", "hostv1",
+    ])
+    .unwrap();
+    ns.exec(&["nft", "add", "table", "inet", "hostfw"]).unwrap();
+    let net = Network::in_netns(cfg(), ns.name()).unwrap();
+    net.ensure_host().await.unwrap();
+    net.ensure_tap("vm-a", mac(10), ip(10)).await.unwrap();
+    net.set_port_forwards("vm-a", ip(10), &[tcp(22010, 22)])
+        .await
+        .unwrap();
+    net.teardown().await.unwrap();
+    let tables = ns.exec(&["nft", "list", "tables"]).unwrap();
+    assert!(!tables.contains("clawy"), "{tables}");
+    assert!(tables.contains("hostfw"), "{tables}");
+    let links = ns.exec(&["ip", "-o", "link", "show"]).unwrap();
+    assert!(!links.contains(": clawy"), "{links}");
+    assert!(links.contains("hostv0"), "{links}");
+    // Teardown twice is fine.
+    net.teardown().await.unwrap();
+}
