@@ -113,6 +113,28 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
         .trim()
         .to_string();
     assert_eq!(allowed, pinned.trim());
+    // ACCESS-2 / ISO-2 on the real process: no guest-agent channel, no serial
+    // console, no extra monitor, no balloon.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    for banned in [
+        "-chardev",
+        "virtio-serial",
+        "virtserialport",
+        "qemu-ga",
+        "-serial",
+        "-monitor",
+        "-mon ",
+        "balloon",
+        "-vnc",
+        "-spice",
+    ] {
+        assert!(
+            !cmdline.contains(banned),
+            "QEMU runs with `{banned}`: {cmdline}"
+        );
+    }
+    assert!(cmdline.contains("-nodefaults"), "{cmdline}");
     c.start_vm("life-a").await.unwrap();
     assert_eq!(agent.qemu_pids()[0].1, pid);
 
