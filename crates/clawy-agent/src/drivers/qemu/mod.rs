@@ -115,6 +115,9 @@ pub struct QemuDriver {
     network: Option<Arc<Network>>,
     /// Previous CPU sample per VM for CPU % (instant, ticks).
     cpu_samples: std::sync::Mutex<HashMap<String, (Instant, u64)>>,
+    /// Held from choosing pinned CPUs until QEMU runs, so two VMs started at the
+    /// same time never pick the same CPUs.
+    start_lock: tokio::sync::Mutex<()>,
 }
 
 impl QemuDriver {
@@ -141,6 +144,7 @@ impl QemuDriver {
             accel,
             network,
             cpu_samples: std::sync::Mutex::new(HashMap::new()),
+            start_lock: tokio::sync::Mutex::new(()),
         };
         for (id, _) in driver.read_specs()? {
             let p = driver.paths(&id);
@@ -492,6 +496,7 @@ impl Driver for QemuDriver {
             self.write_power(&p, Power::Running)?;
             return Ok(Op::Done);
         }
+        let _starting = self.start_lock.lock().await;
         let tap = self.ensure_network(id, &spec).await?;
         let plan = LaunchPlan {
             vm_id: id.to_string(),
