@@ -9,10 +9,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 
 /// Drawing area of every chart, in SVG user units (scaled to the card's width by CSS).
-const W: f64 = 600.0;
-const H: f64 = 160.0;
+const W: f64 = 400.0;
+const H: f64 = 150.0;
 /// Room for the y-axis labels on the left and the time labels below.
-const LEFT: f64 = 56.0;
+const LEFT: f64 = 58.0;
 const BOTTOM: f64 = 22.0;
 const TOP: f64 = 8.0;
 const RIGHT: f64 = 8.0;
@@ -125,11 +125,16 @@ pub fn line_chart(
         LEFT + f * plot_w
     };
     let y_of = |v: f64| TOP + plot_h - (v.clamp(0.0, y_max) / y_max) * plot_h;
+    let has_data = series.iter().any(|s| {
+        s.points
+            .iter()
+            .any(|(t, v)| v.is_finite() && *t >= from && *t <= to)
+    });
 
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg class="chart" viewBox="0 0 {W} {H}" preserveAspectRatio="none" role="img" aria-label="{}">"#,
+        r#"<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{}">"#,
         esc(title)
     );
     // Grid: 0, ½ and full scale, with labels.
@@ -137,12 +142,19 @@ pub fn line_chart(
         let y = y_of(y_max * frac);
         let _ = write!(
             svg,
-            r#"<line class="chart-grid" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}"/><text class="chart-label" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            r#"<line class="chart-grid" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}"/>"#,
             W - RIGHT,
-            LEFT - 6.0,
-            y + 4.0,
-            esc(&format_value(y_max * frac, unit)),
         );
+        // Without data a scale would only show made-up numbers.
+        if has_data {
+            let _ = write!(
+                svg,
+                r#"<text class="chart-label" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                LEFT - 6.0,
+                y + 4.0,
+                esc(&format_value(y_max * frac, unit)),
+            );
+        }
     }
     // Time labels at both ends.
     let fmt_t = |t: DateTime<Utc>| {

@@ -18,6 +18,7 @@ mod authz_matrix;
 mod headers;
 mod secrets_in_logs;
 mod browser;
+mod browser_instances;
 mod web_auth;
 mod web_csrf;
 mod web_instances;
