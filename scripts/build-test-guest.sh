@@ -24,7 +24,13 @@ for c in apt-cache apt-get dpkg-deb cpio gzip mkfs.vfat mcopy syslinux qemu-img 
 
 candidate() { apt-cache policy "$1" | sed -n 's/^ *Candidate: //p'; }
 # linux-image-cloud-amd64 is a metapackage: resolve it to the versioned kernel.
-kpkg=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1)
+resolve_kernel() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1; }
+kpkg=$(resolve_kernel)
+if [ -z "$kpkg" ]; then
+  # A fresh machine may have no package lists yet.
+  apt-get update -qq >&2
+  kpkg=$(resolve_kernel)
+fi
 [ -n "$kpkg" ] || { echo "build-test-guest: cannot resolve linux-image-cloud-amd64 (apt-get update?)" >&2; exit 1; }
 pkgs=("$kpkg" dropbear-bin libtomcrypt1 libtommath1)
 inputs=$(

@@ -57,7 +57,7 @@ fn guests() -> [Guest; 2] {
 /// port 8082 answers whose turn it is), so the other guest is never mid-forgery
 /// while this one tests reaching it. Every attempt is bounded by `timeout`.
 fn probe_script(me: &Guest, other: &Guest) -> String {
-    let (id, ip, oip, omac) = (me.id, &me.ip, &other.ip, other.mac);
+    let (id, ip, oip, omac, oport) = (me.id, &me.ip, &other.ip, other.mac, other.ssh_port);
     format!(
         r#"#!/bin/sh
 # get HOST PORT PATH: the HTTP body, or "closed" (busybox nc).
@@ -85,6 +85,11 @@ ip route add {oip}/32 via {GW} dev eth0
 echo "tcp_other_via_gw=$(get {oip} 18789 /healthz)"
 echo "icmp_other_via_gw=$(ping_other)"
 ip route del {oip}/32
+# Hairpin: the other guest's SSH forward on the host's uplink address, from inside
+# (the same check against its own SSH server shows the check itself works).
+echo "own_ssh=$(r=$(sleep 2 | timeout 4 nc -w 3 127.0.0.1 22 2>/dev/null | head -c 7); echo "${{r:-closed}}")"
+echo "hairpin_other_ssh=$(r=$(sleep 2 | timeout 4 nc -w 3 {HOST_UPLINK} {oport} 2>/dev/null | head -c 7); echo "${{r:-closed}}")"
+echo "hairpin_other_ssh_direct=$(r=$(sleep 2 | timeout 4 nc -w 3 {oip} 22 2>/dev/null | head -c 7); echo "${{r:-closed}}")"
 }} > /tmp/phase1
 cat /tmp/phase1
 cp /tmp/phase1 /www/.phase1 && mv /www/.phase1 /www/phase1.txt
@@ -362,12 +367,15 @@ fn iso3_vm_to_vm_blocked(p: &BTreeMap<String, String>, show: &str) {
         "icmp_other_via_gw",
         "tcp_other_forged_mac",
         "tcp_other_restored",
+        "hairpin_other_ssh",
+        "hairpin_other_ssh_direct",
     ] {
         assert_eq!(p[k], "closed", "{k}: {show}");
     }
 }
 
 fn iso3_host_only_on_allowed_ports(p: &BTreeMap<String, String>, show: &str) {
+    assert_eq!(p["own_ssh"], "SSH-2.0", "{show}");
     assert_eq!(p["host_allowed"], "hostok", "{show}");
     assert_eq!(p["host_blocked"], "closed", "{show}");
 }
