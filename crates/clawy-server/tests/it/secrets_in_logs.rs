@@ -185,6 +185,47 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
         )
         .await
         .unwrap();
+    // Signup, login and the reset link through the real pages as well (form posts with
+    // the double-submit CSRF token a browser would carry).
+    let page_email = format!(
+        "page-{}@example.test",
+        crate::common::random_suffix(8).to_lowercase()
+    );
+    let page_password = strong_password();
+    secrets.passwords.push(page_password.clone());
+    let csrf = crate::common::random_suffix(40);
+    secrets.csrf_tokens.push(csrf.clone());
+    let form_post = |path: &'static str, form: Vec<(&'static str, String)>| {
+        app.request(Method::POST, path)
+            .header("cookie", format!("__Host-clawy_csrf={csrf}"))
+            .header("origin", app.origin())
+            .form(&form)
+            .send()
+    };
+    let creds = vec![
+        ("csrf_token", csrf.clone()),
+        ("email", page_email.clone()),
+        ("password", page_password.clone()),
+        ("password_confirm", page_password.clone()),
+    ];
+    let resp = form_post("/signup", creds.clone()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "signup page");
+    let resp = form_post("/login", creds).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "login page");
+    for cookie in resp.headers().get_all("set-cookie") {
+        let c = cookie.to_str().unwrap();
+        if let Some(v) = c.strip_prefix(&format!("{}=", clawy_core::sessions::SESSION_COOKIE)) {
+            secrets
+                .session_tokens
+                .push(v.split(';').next().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        secrets.session_tokens.len(),
+        2,
+        "the login page set a session cookie"
+    );
+
     // The old session is dead after the reset.
     let resp = app
         .request(Method::GET, "/api/v1/me")
