@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use clawy_core::Core;
 use clawy_core::audit::{AuditAction, Caller};
 use clawy_core::hosts::AgentTarget;
-use clawy_core::instances::{DesiredPower, Instance, InstanceState};
+use clawy_core::instances::{DesiredPower, Instance, InstanceState, ListFilter};
 use clawy_core::jobs::JobKind;
 use clawy_proto::agent::{ErrorCode, VmState, VmStatus};
 use futures::StreamExt;
@@ -127,16 +127,29 @@ impl Reconciler {
 
     /// One pass over every host.
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, OrchestratorError> {
+        let started = Instant::now();
         let targets = self.core.hosts().agent_targets().await?;
         // DB snapshot first (see the module docs): instances by host, busy instances.
         let busy = self.busy_instances().await?;
+        // All live instances in pages of 500 (a few queries for a whole fleet rather
+        // than one per host), grouped by host.
         let mut by_host: HashMap<String, Vec<Instance>> = HashMap::new();
-        for t in &targets {
-            by_host.insert(
-                t.host_id.clone(),
-                self.core.instances().list_by_host(&t.host_id).await?,
-            );
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .core
+                .instances()
+                .list_all(&ListFilter::default(), 500, after.as_deref())
+                .await?;
+            for inst in page.items {
+                by_host.entry(inst.host_id.clone()).or_default().push(inst);
+            }
+            match page.next_cursor {
+                Some(c) => after = Some(c),
+                None => break,
+            }
         }
+        let snapshot_ms = started.elapsed().as_millis() as u64;
         let busy = &busy;
         let mut report = ReconcileReport::default();
         let results: Vec<Result<ReconcileReport, OrchestratorError>> =
@@ -154,6 +167,11 @@ impl Reconciler {
                 Err(e) => tracing::warn!(error = %e, "reconciling a host failed"),
             }
         }
+        tracing::debug!(
+            snapshot_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "reconcile timing"
+        );
         Ok(report)
     }
 
