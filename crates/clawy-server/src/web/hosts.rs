@@ -202,6 +202,8 @@ async fn register(mut web: Web, body: Bytes) -> WebResult {
                 ErrorKind::Invalid { field: "token" } => "token",
                 ErrorKind::Invalid { field: "country" } => "location",
                 ErrorKind::Invalid { field: "site" } => "site",
+                ErrorKind::Invalid { field: "name" } => "name",
+                ErrorKind::Conflict => "name",
                 _ => "_form",
             };
             let mut errors = FieldErrors::new();
