@@ -64,7 +64,6 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
         ),
         stop_timeout_secs: 3,
         extra_toml: "pin_cpus = true\n".into(),
-        ..AgentOptions::default()
     };
     let mut agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
         .await
