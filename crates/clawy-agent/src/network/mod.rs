@@ -152,6 +152,10 @@ impl Network {
         self.run("ip", &["link", "set", "dev", br, "up"]).await?;
         self.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
             .await?;
+        if !self.link_exists(&self.cfg.uplink).await? {
+            // Rules match the uplink by name, so they start working when it appears.
+            tracing::warn!(uplink = %self.cfg.uplink, "uplink interface does not exist (yet)");
+        }
 
         let existing = self.read_elements().await?;
         if st.loaded {

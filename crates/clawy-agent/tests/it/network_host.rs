@@ -150,6 +150,21 @@ async fn net5_forwards_replace_conflict_and_remove_without_new_rules() {
         assert!(map.contains("22020 : 10.88.4.11 . 22"), "{map}");
     }
 
+    // UDP forwards live in their own map; the same host port number is free there.
+    let udp = PortForward {
+        protocol: Protocol::Udp,
+        host_port: 22020,
+        guest_port: 51820,
+    };
+    net.set_port_forwards("vm-a", ip(10), &[tcp(22010, 2222), udp])
+        .await
+        .unwrap();
+    let map = ns
+        .exec(&["nft", "list", "map", "inet", "clawy", "fwd_udp"])
+        .unwrap();
+    assert!(map.contains("22020 : 10.88.4.10 . 51820"), "{map}");
+    assert_eq!(net.rule_count().await.unwrap(), rules);
+
     net.remove_vm("vm-a").await.unwrap();
     let rs = ruleset(&ns);
     assert!(!rs.contains("10.88.4.10"), "{rs}");
