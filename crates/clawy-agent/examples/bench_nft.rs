@@ -55,7 +55,8 @@ async fn time_nth(net: &Network, nth: usize) -> anyhow::Result<Duration> {
         let start = Instant::now();
         net.set_port_forwards(&id, ip, &with).await?;
         samples.push(start.elapsed());
-        net.set_port_forwards(&id, ip, &forwards_of(vm_index, n)).await?;
+        net.set_port_forwards(&id, ip, &forwards_of(vm_index, n))
+            .await?;
     }
     net.set_port_forwards(&id, ip, &forwards_of(vm_index, n + 1))
         .await?;
