@@ -174,3 +174,42 @@ async fn unreachable_host_shows_unknown_and_recovers() {
     assert_eq!(after.reported_state(), "running");
     assert!(after.host_last_contact_at.unwrap() > contact);
 }
+
+#[tokio::test]
+async fn access1_poller_stores_samples_health_and_host_info() {
+    let f = Fixture::new().await;
+    let agent = fake("DE-fra1", "10.91.6").await;
+    let host_id = f.host("fra1", &agent, "DE").await;
+    let user = f.user("owner@example.com").await;
+    let inst = f.create(&user, "alpha").await;
+    f.drain(&f.runner("t")).await;
+    let poller = clawy_orchestrator::Poller::new(f.core.clone(), f.clients.clone(), 4);
+    let r = poller.poll_once().await.unwrap();
+    assert_eq!((r.hosts, r.samples), (1, 1), "{r:?}");
+    let h = f
+        .core
+        .metrics()
+        .latest_health(&inst.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((h.tcp_ok, h.http_status), (Some(true), Some(200)));
+    assert_eq!(h.vm_state.as_deref(), Some("running"));
+    // A second poll a minute later adds a sample and replaces the health row.
+    f.clock.advance(std::time::Duration::from_secs(60));
+    agent.set_vm_state(&inst.id, VmState::Stopped);
+    poller.poll_once().await.unwrap();
+    let h = f
+        .core
+        .metrics()
+        .latest_health(&inst.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((h.tcp_ok, h.vm_state.as_deref()), (None, Some("stopped")));
+    assert_eq!(f.core.metrics().row_counts(&inst.id).await.unwrap().0, 2);
+    // Host info refreshed (capacity from the agent).
+    let host = f.core.hosts().get(&host_id).await.unwrap();
+    assert_eq!(host.capacity.vcpus, 64);
+    assert!(host.reachable);
+}
