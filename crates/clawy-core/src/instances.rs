@@ -241,15 +241,12 @@ impl Instance {
             InstanceState::Deleted | InstanceState::Pending | InstanceState::Error => {
                 self.state.as_str()
             }
-            s if !self.host_reachable => {
-                let _ = s;
-                "unknown"
-            }
+            _ if !self.host_reachable => "unknown",
             s => s.as_str(),
         }
     }
 
-    /// `ssh -p <port> root@<host>` hint; the host part is the caller's to fill in.
+    /// The inbound forward `ssh_port` (host) → 22 (guest); `None` once released.
     pub fn ssh_port_forward(&self) -> Option<PortForward> {
         self.ssh_port.map(|p| PortForward {
             protocol: Protocol::Tcp,
@@ -951,9 +948,8 @@ impl Instances<'_> {
                 if state != InstanceState::Error {
                     return refuse("retry");
                 }
-                if let Some(k) = unfinished.first() {
+                if !unfinished.is_empty() {
                     // Already re-queued: idempotent.
-                    let _ = k;
                     (None, desired, AuditAction::InstanceRetryRequested)
                 } else {
                     (
