@@ -13,6 +13,8 @@ packages=(
   busybox-static cpio
   # test guest disk (scripts/build-test-guest.sh) and the netns port forwarder
   syslinux syslinux-common mtools dosfstools socat
+  # SSH client for the key-login test through a port forward
+  openssh-client
   # mail sink for password-reset and report notifications
   python3-aiosmtpd
   # edge and browser tests, load tool
