@@ -568,4 +568,28 @@ mod tests {
             .await
             .unwrap();
     }
+
+    #[tokio::test]
+    async fn host_info_reports_the_vm_network_for_control_plane_ipam() {
+        let driver = Arc::new(TaskDriver::default());
+        let ex = executor(
+            driver.clone(),
+            "[network]\nsubnet = \"10.77.3.0/24\"\nuplink = \"eth0\"\nssh_port_range = \"22100-22199\"\n",
+        );
+        match ex.execute(VmAction::HostInfo).await.unwrap() {
+            Outcome::Host(h) => {
+                let n = h.network.expect("network reported");
+                assert_eq!(n.subnet, "10.77.3.0/24");
+                assert_eq!(n.gateway, "10.77.3.1");
+                assert_eq!(n.ssh_port_range, [22100, 22199]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without a [network] section there is nothing to allocate from.
+        let ex = executor(driver, "");
+        match ex.execute(VmAction::HostInfo).await.unwrap() {
+            Outcome::Host(h) => assert!(h.network.is_none()),
+            other => panic!("{other:?}"),
+        }
+    }
 }
