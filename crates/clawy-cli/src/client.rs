@@ -19,6 +19,10 @@ use crate::exit::Exit;
 pub enum ClientError {
     #[error("the server URL `{0}` is not an http(s) URL")]
     BadUrl(String),
+    #[error(
+        "refusing to send the API key over plain HTTP to {0}: use https:// (plain http:// only to 127.0.0.1, ::1 or localhost)"
+    )]
+    InsecureUrl(String),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
     /// The server could not be reached (DNS, refused, TLS, timeout).
@@ -39,7 +43,7 @@ impl ClientError {
     /// The exit code scripts see (see `exit.rs` for the table).
     pub fn exit(&self) -> Exit {
         match self {
-            ClientError::BadUrl(_) => Exit::Usage,
+            ClientError::BadUrl(_) | ClientError::InsecureUrl(_) => Exit::Usage,
             ClientError::Tls(_) | ClientError::Unreachable { .. } => Exit::Unreachable,
             ClientError::Decode(_) => Exit::Failed,
             ClientError::Api { status, code, .. } => Exit::from_api(*status, code),
@@ -88,6 +92,11 @@ impl Client {
         let mut base = Url::parse(server.trim()).map_err(|_| ClientError::BadUrl(server.into()))?;
         if !matches!(base.scheme(), "http" | "https") || base.host().is_none() {
             return Err(ClientError::BadUrl(server.into()));
+        }
+        // DATA-1: the API key travels in every request, so plain HTTP only to this
+        // machine (`clawy up`, tests); anything else must be HTTPS.
+        if base.scheme() == "http" && !is_loopback(&base) {
+            return Err(ClientError::InsecureUrl(server.into()));
         }
         // Joining `api/v1/...` onto the base must keep a path prefix (reverse proxies).
         if !base.path().ends_with('/') {
@@ -181,6 +190,15 @@ impl Client {
     }
 }
 
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 pub fn decode<T: DeserializeOwned>(v: Value) -> Result<T, ClientError> {
     serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
 }
@@ -250,6 +268,21 @@ mod tests {
             Client::new("ftp://x", ApiKey::new("k")),
             Err(ClientError::BadUrl(_))
         ));
+    }
+
+    #[test]
+    fn data1_plain_http_only_to_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+            "https://clawy.example",
+        ] {
+            assert!(Client::new(ok, ApiKey::new("k")).is_ok(), "{ok}");
+        }
+        let e = Client::new("http://clawy.example", ApiKey::new("k")).unwrap_err();
+        assert!(matches!(e, ClientError::InsecureUrl(_)));
+        assert_eq!(e.exit(), Exit::Usage);
     }
 
     #[test]
