@@ -138,3 +138,72 @@ async fn auth5_failed_key_auth_is_throttled_per_address() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn auth5_x_forwarded_for_is_ignored_without_trusted_proxies() {
+    // A client cannot escape the per-address counter by inventing addresses.
+    let app = TestApp::builder()
+        .config(|c| c.throttle.api_key_ip_max_failures = 2)
+        .start()
+        .await;
+    let bogus = "clawy_r_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA000000";
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let resp = app
+            .request(Method::GET, "/api/v1/me")
+            .bearer_auth(bogus)
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+}
+
+#[tokio::test]
+async fn auth5_trusted_proxy_forwards_the_client_address() {
+    let app = TestApp::builder()
+        .config(|c| {
+            c.throttle.api_key_ip_max_failures = 2;
+            c.trusted_proxies = vec![clawy_core::config::IpNet::parse("127.0.0.0/8").unwrap()];
+        })
+        .start()
+        .await;
+    let bogus = "clawy_r_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA000000";
+    let attempt = |xff: &'static str| {
+        app.request(Method::GET, "/api/v1/me")
+            .bearer_auth(bogus)
+            .header("x-forwarded-for", xff)
+            .send()
+    };
+    // The attacker's address is the right-most untrusted entry; a forged left part
+    // does not change it.
+    assert_eq!(attempt("203.0.113.5").await.unwrap().status(), 401);
+    assert_eq!(
+        attempt("10.9.9.9, 203.0.113.5").await.unwrap().status(),
+        401
+    );
+    assert_eq!(attempt("203.0.113.5").await.unwrap().status(), 429);
+    // Another client behind the same proxy is not affected.
+    assert_eq!(attempt("203.0.113.6").await.unwrap().status(), 401);
+    // The audit log records the forwarded address.
+    let user = app.with_user().await;
+    let (_, key) = app.with_api_key(&user, Tier::Admin).await;
+    let resp = app
+        .request(Method::POST, "/api/v1/ssh-keys")
+        .bearer_auth(&key)
+        .header("x-forwarded-for", "192.0.2.77")
+        .json(&serde_json::json!({"name": "k", "public_key": crate::common::ED25519_PUB}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let events = app
+        .core
+        .audit()
+        .list_for_user(user.id(), 1, None)
+        .await
+        .unwrap();
+    assert_eq!(events[0].client_addr.as_deref(), Some("192.0.2.77"));
+}
