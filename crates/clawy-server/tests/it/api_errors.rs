@@ -185,3 +185,26 @@ async fn bad_query_string_is_json_400() {
     let body = json(resp).await;
     assert_eq!(body["error"]["field"], "limit");
 }
+
+#[tokio::test]
+async fn internal_error_is_generic_500_with_detail_only_in_logs() {
+    let app = TestApp::start().await;
+    let user = app.with_user().await;
+    let (_, key) = app.with_api_key(&user, Tier::Read).await;
+    // Break the database under the running server.
+    app.core.store().close().await;
+    let resp = app.get_with_key("/api/v1/me", &key).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json(resp).await;
+    assert_eq!(body["error"]["code"], "internal");
+    let msg = body["error"]["message"].as_str().unwrap().to_lowercase();
+    assert!(
+        !msg.contains("pool") && !msg.contains("sqlx") && !msg.contains("database"),
+        "{msg}"
+    );
+    insta::assert_json_snapshot!("internal_500", body);
+    // The detail went to the log (and the key did not).
+    let logs = crate::common::captured_logs();
+    assert!(logs.contains("request failed"), "500 detail logged");
+    assert!(!logs.contains(&key));
+}
