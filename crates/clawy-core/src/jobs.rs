@@ -632,6 +632,22 @@ impl Jobs<'_> {
         Ok(n.max(0) as u64)
     }
 
+    /// Ids of instances that have a queued or running job (the reconciler leaves
+    /// those to the job runner). One query.
+    pub async fn instances_with_unfinished_jobs(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, JobError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT instance_id FROM jobs WHERE state IN ('queued', 'running')",
+        )
+        .fetch_all(self.core.store().pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("instance_id"))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Unfinished jobs of one instance, in order.
     pub async fn unfinished_for_instance(&self, instance_id: &str) -> Result<Vec<Job>, JobError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -33,6 +33,13 @@ async fn jobs_of_one_instance_run_in_order_and_others_in_parallel() {
     // a's stop waits for a's provision.
     assert!(tc.core.jobs().claim("w3", LEASE).await.unwrap().is_none());
     assert_eq!(tc.core.jobs().pending_count().await.unwrap(), 3);
+    let busy = tc
+        .core
+        .jobs()
+        .instances_with_unfinished_jobs()
+        .await
+        .unwrap();
+    assert_eq!(busy, [a.id.clone(), b.id.clone()].into_iter().collect());
     tc.core
         .jobs()
         .progress(&j1, "w1", InstanceState::Provisioning)

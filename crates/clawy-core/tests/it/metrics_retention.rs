@@ -121,4 +121,23 @@ async fn latest_health_is_kept_per_instance_and_shown_on_it() {
     let inst = tc.core.instances().get(&alice.id, &i.id).await.unwrap();
     assert_eq!(inst.health, Some(got));
     assert_eq!(tc.count("SELECT COUNT(*) FROM instance_health").await, 1);
+    // Batched: one row per instance, latest wins.
+    let j = create(&tc, &alice, "db").await;
+    tc.clock.advance(Duration::from_secs(30));
+    let batch = vec![
+        HealthUpdate {
+            checked_at: tc.clock.now(),
+            tcp_ok: Some(false),
+            ..h.clone()
+        },
+        HealthUpdate {
+            instance_id: j.id.clone(),
+            checked_at: tc.clock.now(),
+            ..h.clone()
+        },
+    ];
+    m.record_health_many(&batch).await.unwrap();
+    assert_eq!(tc.count("SELECT COUNT(*) FROM instance_health").await, 2);
+    assert!(!m.latest_health(&i.id).await.unwrap().unwrap().gateway_ok());
+    assert!(m.latest_health(&j.id).await.unwrap().unwrap().gateway_ok());
 }
