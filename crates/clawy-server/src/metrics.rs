@@ -151,13 +151,18 @@ pub async fn metrics(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     caller: MaybeCaller,
 ) -> Result<Response, ApiError> {
     let operator = caller
         .0
         .as_ref()
         .is_some_and(|c| c.user.is_operator && c.tier.allows(Tier::Admin));
-    if !(operator || addr.is_loopback()) {
+    // A request forwarded by a reverse proxy on this host (Caddy) also comes from
+    // loopback; it is local only if nothing says it was forwarded.
+    let forwarded = headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded");
+    let local = addr.is_loopback() && !forwarded;
+    if !(operator || local) {
         // Exactly the answer for a path that does not exist.
         return Ok(crate::app::not_found_for(&uri));
     }

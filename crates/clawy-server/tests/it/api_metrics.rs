@@ -64,6 +64,25 @@ async fn metrics_for_loopback_counts_requests() {
 }
 
 #[tokio::test]
+async fn metrics_not_local_when_forwarded_by_a_local_proxy() {
+    // Caddy on the same host without `trusted_proxies`: the peer is loopback, but the
+    // request came from outside.
+    let app = TestApp::start().await;
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=203.0.113.9"),
+    ] {
+        let resp = app
+            .request(Method::GET, "/metrics")
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn metrics_hidden_from_remote_non_operators() {
     // Behind a trusted proxy, the client is the X-Forwarded-For address (not loopback).
     let app = TestApp::builder()
