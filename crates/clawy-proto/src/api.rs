@@ -229,7 +229,8 @@ pub struct CreatePlan {
     pub disk_gib: u64,
 }
 
-/// `PATCH /api/v1/admin/plans/{name}` (operators): only the fields given change.
+/// `PATCH /api/v1/admin/plans/{id}` (operators; `id` may be the plan name): only the
+/// fields given change.
 /// Existing instances keep the size they were created with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -569,7 +569,8 @@ pub async fn render_detail(
     let charts = charts_for(&web.state, inst, range).await?;
     let events = events_for(&web.state, &inst.id).await?;
     let refresh = i.needs_refresh().then_some(REFRESH_SECS);
-    let can_act = can_act && i.state != "deleted";
+    // Nothing more to do on an instance that is going away.
+    let can_act = can_act && !matches!(i.state, "deleted" | "deleting");
     let layout = web.layout(&i.name, if can_act { "instances" } else { "operator" });
     let resp = page(
         StatusCode::OK,
