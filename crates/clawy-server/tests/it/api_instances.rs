@@ -885,6 +885,10 @@ async fn data3_registers_a_real_agent_over_the_pinned_connection() {
     assert!(!raw.contains(&agent.token));
     let hosts = json(app.get_with_key("/api/v1/admin/hosts", &op_key).await).await;
     assert_eq!(hosts["hosts"].as_array().unwrap().len(), 1);
+    // DATA-3: neither the refused nor the accepted token reached the logs.
+    let logs = crate::common::captured_logs();
+    assert!(!logs.contains(&agent.token));
+    assert!(!logs.contains("clawy-agent-wrong"));
 }
 
 /// The `clawy` binary (built by `cargo test --workspace` / `scripts/test-all` before
