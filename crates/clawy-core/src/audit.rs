@@ -54,6 +54,7 @@ pub enum AuditAction {
     PlanCreated,
     PlanUpdated,
     PlanDeleted,
+    InstanceViewedByOperator,
 }
 
 impl AuditAction {
@@ -94,6 +95,7 @@ impl AuditAction {
         AuditAction::PlanCreated,
         AuditAction::PlanUpdated,
         AuditAction::PlanDeleted,
+        AuditAction::InstanceViewedByOperator,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +136,7 @@ impl AuditAction {
             AuditAction::PlanCreated => "plan_created",
             AuditAction::PlanUpdated => "plan_updated",
             AuditAction::PlanDeleted => "plan_deleted",
+            AuditAction::InstanceViewedByOperator => "instance_viewed_by_operator",
         }
     }
 
@@ -180,6 +183,8 @@ impl AuditAction {
             AuditAction::PlanCreated => "Plan created",
             AuditAction::PlanUpdated => "Plan changed",
             AuditAction::PlanDeleted => "Plan deleted",
+            // ACCESS-3: operator views of an instance are events its owner reads.
+            AuditAction::InstanceViewedByOperator => "Viewed by an operator",
         }
     }
 }

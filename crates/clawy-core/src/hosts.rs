@@ -462,6 +462,63 @@ impl Hosts<'_> {
         Ok(host)
     }
 
+    /// DATA-3: rotates the credentials the control plane uses for an agent — a new
+    /// bearer token (sealed again with the operator key) and/or a new certificate
+    /// fingerprint after the agent's certificate was replaced. Audited; the token
+    /// never appears in the event.
+    pub async fn rotate_credentials(
+        &self,
+        caller: &Caller,
+        id: &str,
+        fingerprint: Option<&str>,
+        token: Option<&SecretString>,
+    ) -> Result<Host, HostError> {
+        let current = self.get(id).await?;
+        let fingerprint = match fingerprint {
+            Some(f) => normalize_fingerprint(f)?,
+            None => current.fingerprint.clone(),
+        };
+        let sealed = match token {
+            Some(t) if t.expose_secret().trim().is_empty() => return Err(HostError::InvalidToken),
+            Some(t) => Some(self.core.secret_key().seal_str(t.expose_secret())),
+            None => None,
+        };
+        sqlx::query(
+            "UPDATE hosts SET fingerprint = $1, token_sealed = COALESCE($2, token_sealed), updated_at = $3 WHERE id = $4",
+        )
+        .bind(&fingerprint)
+        .bind(sealed)
+        .bind(self.core.now_ms())
+        .bind(id)
+        .execute(self.core.store().pool())
+        .await?;
+        let mut what = Vec::new();
+        if token.is_some() {
+            what.push("token rotated".to_string());
+        }
+        if fingerprint != current.fingerprint {
+            what.push(format!("fingerprint now {fingerprint}"));
+        }
+        self.core
+            .audit()
+            .record(
+                None,
+                caller,
+                AuditAction::HostUpdated,
+                &format!(
+                    "host {}: {}",
+                    current.name,
+                    if what.is_empty() {
+                        "unchanged".to_string()
+                    } else {
+                        what.join(", ")
+                    }
+                ),
+            )
+            .await?;
+        self.get(id).await
+    }
+
     /// Stores what the agent reported about itself (capacity, network, accelerator)
     /// and marks the host reachable.
     pub async fn update_info(&self, id: &str, info: &HostInfo) -> Result<Host, HostError> {

@@ -235,3 +235,72 @@ async fn disabling_a_host_stops_placement_there() {
         .unwrap();
     create(&tc, &alice, "web").await;
 }
+
+#[tokio::test]
+async fn data3_agent_credentials_rotate_and_stay_sealed() {
+    let tc = TestCore::new().await;
+    let h = tc
+        .core
+        .hosts()
+        .register(&operator(), reg("a"))
+        .await
+        .unwrap();
+    let new_fp = FP.replace("AA:BB", "11:22");
+    let new_tok = SecretString::from("tok-ROTATED-agent-secret-77aa".to_string());
+    let h2 = tc
+        .core
+        .hosts()
+        .rotate_credentials(&operator(), &h.id, Some(&new_fp), Some(&new_tok))
+        .await
+        .unwrap();
+    assert_eq!(h2.fingerprint, new_fp);
+    let t = tc.core.hosts().agent_target(&h.id).await.unwrap();
+    assert_eq!(t.token.expose_secret(), "tok-ROTATED-agent-secret-77aa");
+    assert_eq!(t.fingerprint, new_fp);
+    let sealed: String = sqlx::query("SELECT token_sealed FROM hosts")
+        .fetch_one(tc.core.store().pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert!(!sealed.contains("ROTATED"));
+    assert!(
+        !tc.dump_text().await.contains("ROTATED"),
+        "not in the audit log either"
+    );
+    // Fingerprint only: the token stays.
+    tc.core
+        .hosts()
+        .rotate_credentials(&operator(), &h.id, Some(FP), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        tc.core
+            .hosts()
+            .agent_target(&h.id)
+            .await
+            .unwrap()
+            .token
+            .expose_secret(),
+        "tok-ROTATED-agent-secret-77aa"
+    );
+    let blank = SecretString::from(String::new());
+    assert_eq!(
+        tc.core
+            .hosts()
+            .rotate_credentials(&operator(), &h.id, None, Some(&blank))
+            .await
+            .unwrap_err()
+            .code(),
+        "invalid_token"
+    );
+    assert_eq!(
+        tc.core
+            .hosts()
+            .rotate_credentials(&operator(), &h.id, Some("zz"), None)
+            .await
+            .unwrap_err()
+            .code(),
+        "invalid_fingerprint"
+    );
+}
