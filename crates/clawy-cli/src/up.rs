@@ -57,7 +57,7 @@ pub struct UpArgs {
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    clawy_server::cli::init_logging();
+    init_logging();
     let config = ServerConfig::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !matches!(args.accelerator.as_str(), "auto" | "kvm" | "tcg") {
         bail!("--accelerator: use auto, kvm or tcg");
@@ -280,6 +280,19 @@ async fn register_local_host(
         .map_err(|e| anyhow::anyhow!("cannot register the local host: {e}"))?;
     tracing::info!(host_id = %host.id, "registered the local agent as host `local` (DE-local)");
     Ok(())
+}
+
+/// Logs to stderr (`RUST_LOG`, default `info`), coloured only on a terminal so a
+/// redirected log stays plain text.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn shutdown_signal() {

@@ -56,7 +56,8 @@ impl Up {
 
     /// Starts (or restarts) `clawy up` on the same namespace and data dir.
     pub async fn launch(&mut self, opts: &UpOptions) {
-        let image = clawy_testkit::guest::test_guest_image().unwrap();
+        let image = clawy_testkit::guest::test_guest_image()
+            .unwrap_or_else(|e| panic!("the test guest image: {e:#}"));
         self.stdout.lock().unwrap().clear();
         let log = std::fs::OpenOptions::new()
             .create(true)
