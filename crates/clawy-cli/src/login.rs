@@ -190,9 +190,10 @@ fn read_key() -> Result<ApiKey, CmdError> {
     let tty = stdin.is_terminal();
     let mut line = Zeroizing::new(String::new());
     if tty {
+        // Echo off before the prompt: whatever is typed after seeing it stays hidden.
+        let _echo = EchoOff::new(&stdin);
         eprint!("API key (create one in the dashboard under API keys): ");
         let _ = std::io::stderr().flush();
-        let _echo = EchoOff::new(&stdin);
         stdin.lock().read_line(&mut line)?;
         eprintln!();
     } else {

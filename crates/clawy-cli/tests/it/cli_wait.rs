@@ -75,7 +75,7 @@ async fn show(State(stub): State<Arc<Stub>>, Path(id): Path<String>) -> Json<Val
     Json(instance(&id, state))
 }
 
-async fn start_stub() -> (String, tokio::task::JoinHandle<()>) {
+pub(crate) async fn start_stub() -> (String, tokio::task::JoinHandle<()>) {
     let app = Router::new()
         .route("/api/v1/instances", post(create))
         .route("/api/v1/instances/{id}", get(show))

@@ -7,6 +7,7 @@ mod agent_lifecycle;
 mod agent_network;
 mod cli_keys;
 mod cli_support;
+mod cli_tty;
 mod cli_wait;
 mod orchestrator_crash;
 mod orchestrator_placement;
