@@ -118,6 +118,9 @@ mod tests {
         assert_eq!(Exit::from_api(403, "insufficient_tier"), Exit::Auth);
         assert_eq!(Exit::from_api(404, "not_found"), Exit::NotFound);
         assert_eq!(Exit::from_api(422, "no_capacity"), Exit::Conflict);
+        // The server sends 403 for a full quota; scripts see "conflict", not "auth".
+        assert_eq!(Exit::from_api(403, "quota_exceeded"), Exit::Conflict);
+        assert_eq!(Exit::from_api(409, "invalid_state"), Exit::Conflict);
         assert_eq!(Exit::from_api(422, "invalid_name"), Exit::Usage);
         assert_eq!(Exit::from_api(500, "internal"), Exit::Failed);
     }
