@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use clawy_core::SecretString;
 use clawy_core::accounts::User;
-use clawy_core::audit::{Actor, Caller as AuditCaller};
+use clawy_core::audit::{Actor, AuditAction, Caller as AuditCaller};
 use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::instances::ListFilter;
 use minijinja::context;
@@ -287,8 +287,22 @@ async fn instance_page(
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> WebResult {
-    require_operator(&web)?;
+    let operator = require_operator(&web)?;
     let inst = web.state.core.instances().get_any(&id).await?;
+    // ACCESS-3: an operator looking at someone's instance is an event its owner reads.
+    if inst.owner_id != operator.id {
+        web.state
+            .core
+            .audit()
+            .record_instance(
+                &inst.owner_id,
+                &inst.id,
+                &operator_caller(&web, &operator),
+                AuditAction::InstanceViewedByOperator,
+                "",
+            )
+            .await?;
+    }
     render_detail(
         &mut web,
         &inst,

@@ -313,7 +313,7 @@ async fn access1_charts_draw_the_stored_samples() {
 }
 
 #[tokio::test]
-async fn operator_pages_are_404_for_others_and_list_hosts_and_instances() {
+async fn access3_operator_pages_404_for_others_list_hosts_and_record_views() {
     let app = TestApp::start().await;
     let host_id = fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
     let user = app.with_user().await;
@@ -387,4 +387,12 @@ async fn operator_pages_are_404_for_others_and_list_hosts_and_instances() {
     assert!(html.contains("<h1>gw</h1>"));
     // Read-only for operators: no lifecycle forms on someone else's instance.
     assert!(!html.contains(&format!("action=\"/instances/{id}/stop\"")));
+    // ACCESS-3: the operator's view is an event the owner can read.
+    let events = app.core.audit().list_for_instance(&id, 50, None).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "instance_viewed_by_operator" && e.actor.starts_with("operator:")),
+        "operator view not in the owner's events: {events:?}"
+    );
 }
