@@ -179,9 +179,7 @@ async fn ensure_operator(core: &Core) -> anyhow::Result<Operator> {
     let email = std::env::var("CLAWY_OPERATOR_EMAIL")
         .ok()
         .filter(|s| !s.trim().is_empty())
-        // `operator@localhost` is not accepted by the account rules (a domain needs
-        // a dot), so the default uses the reserved `.localhost` name.
-        .unwrap_or_else(|| "operator@clawy.localhost".to_string());
+        .unwrap_or_else(|| "operator@localhost".to_string());
     if let Some(user) = core
         .accounts()
         .find_by_email(&email)

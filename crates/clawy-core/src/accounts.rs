@@ -149,7 +149,9 @@ pub fn normalize_email(email: &str) -> Result<String, AccountError> {
         return bad("An email address cannot contain spaces or any of < > ( ) , ; : \\ \" [ ].");
     }
     let labels: Vec<&str> = domain.split('.').collect();
-    if labels.len() < 2
+    // `localhost` is the one single-label domain accepted: `clawy up` creates
+    // `operator@localhost` on a machine that has no mail domain.
+    if (labels.len() < 2 && domain != "localhost")
         || labels.iter().any(|l| {
             l.is_empty()
                 || l.len() > 63

@@ -8,7 +8,7 @@ use crate::cli_support::{Cli, text};
 use crate::up_support::{Up, UpOptions, web_login};
 use std::time::{Duration, Instant};
 
-const OPERATOR: &str = "operator@clawy.localhost";
+const OPERATOR: &str = "operator@localhost";
 
 async fn operator_get(up: &Up, path: &str) -> serde_json::Value {
     let out = up.admin(&["create-api-key", OPERATOR, "--tier", "admin"], "");

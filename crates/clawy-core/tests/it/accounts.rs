@@ -51,6 +51,9 @@ fn emails_are_normalised_and_checked() {
         assert!(normalize_email(bad).is_err(), "{bad:?} should be invalid");
     }
     assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    // `clawy up`'s default operator; other single-label domains stay invalid.
+    assert_eq!(normalize_email("operator@localhost").unwrap(), "operator@localhost");
+    assert!(normalize_email("operator@intranet").is_err());
 }
 
 #[tokio::test]
