@@ -11,6 +11,7 @@ mod cli_tty;
 mod cli_wait;
 mod orchestrator_crash;
 mod orchestrator_placement;
+mod orchestrator_postgres;
 mod orchestrator_real;
 mod orchestrator_support;
 mod up_e2e;
