@@ -69,7 +69,11 @@ impl Server {
                 self.child = None;
                 return;
             }
-            assert!(Instant::now() < deadline, "{point} never fired; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{point} never fired; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -125,7 +129,13 @@ impl Rig {
         // The test's own view of the same database and operator key.
         let core = Arc::new(Core::open(control_config(&db)).await.unwrap());
         tiny_plan(&core).await;
-        let host = AgentHost::start(prefix, subnet3, "22200-22299", "max_vcpus = 2\nmax_memory_mib = 1024\n").await;
+        let host = AgentHost::start(
+            prefix,
+            subnet3,
+            "22200-22299",
+            "max_vcpus = 2\nmax_memory_mib = 1024\n",
+        )
+        .await;
         host.register(&core, "fra1", "DE", "fra1").await;
         let owner = user(&core, "owner@example.test").await;
         let key = manage_key(&core, &owner).await;
@@ -151,7 +161,11 @@ impl Rig {
                     return s;
                 }
             }
-            assert!(Instant::now() < deadline, "server did not come up:\n{}", s.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not come up:\n{}",
+                s.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -185,7 +199,15 @@ impl Rig {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let inst = self.core.instances().get(&self.owner_id, id).await.unwrap();
-            if inst.state == want && self.core.jobs().unfinished_for_instance(id).await.unwrap().is_empty() {
+            if inst.state == want
+                && self
+                    .core
+                    .jobs()
+                    .unfinished_for_instance(id)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            {
                 return;
             }
             assert!(
@@ -205,7 +227,12 @@ impl Rig {
         let vms = self.host.client().list_vms().await.unwrap().vms;
         let on_agent: BTreeSet<String> = vms.iter().map(|v| v.id.clone()).collect();
         assert_eq!(on_agent.len(), vms.len(), "{ctx}: duplicate VM ids");
-        let page = self.core.instances().list_for_owner(&self.owner_id, 500, None).await.unwrap();
+        let page = self
+            .core
+            .instances()
+            .list_for_owner(&self.owner_id, 500, None)
+            .await
+            .unwrap();
         let live: BTreeSet<String> = page.items.iter().map(|i| i.id.clone()).collect();
         assert_eq!(on_agent, live, "{ctx}: VMs on the agent vs live instances");
         let mut ips = BTreeSet::new();
@@ -215,13 +242,30 @@ impl Rig {
             assert_eq!(Some(&vm.spec.private_ip), inst.private_ip.as_ref(), "{ctx}");
             assert_eq!(Some(&vm.spec.mac), inst.mac.as_ref(), "{ctx}");
             assert_eq!(vm.spec.port_forwards.len(), 1, "{ctx}");
-            assert_eq!(Some(vm.spec.port_forwards[0].host_port), inst.ssh_port, "{ctx}");
-            assert!(ips.insert(vm.spec.private_ip.clone()), "{ctx}: IP used twice");
-            assert!(ports.insert(vm.spec.port_forwards[0].host_port), "{ctx}: port used twice");
+            assert_eq!(
+                Some(vm.spec.port_forwards[0].host_port),
+                inst.ssh_port,
+                "{ctx}"
+            );
+            assert!(
+                ips.insert(vm.spec.private_ip.clone()),
+                "{ctx}: IP used twice"
+            );
+            assert!(
+                ports.insert(vm.spec.port_forwards[0].host_port),
+                "{ctx}: port used twice"
+            );
         }
         // QEMU processes: one per running VM, no orphan.
-        let running = vms.iter().filter(|v| v.state == clawy_proto::agent::VmState::Running).count();
-        assert_eq!(self.host.agent.qemu_pids().len(), running, "{ctx}: QEMU processes");
+        let running = vms
+            .iter()
+            .filter(|v| v.state == clawy_proto::agent::VmState::Running)
+            .count();
+        assert_eq!(
+            self.host.agent.qemu_pids().len(),
+            running,
+            "{ctx}: QEMU processes"
+        );
     }
 
     /// The job of `kind` for `id`: (attempts, outcomes of its attempts).
@@ -231,7 +275,10 @@ impl Rig {
         assert_eq!(h.job.state, JobState::Succeeded, "{:?}", h.job);
         (
             h.job.attempts,
-            h.attempt_log.iter().map(|a| a.outcome.clone().unwrap_or_default()).collect(),
+            h.attempt_log
+                .iter()
+                .map(|a| a.outcome.clone().unwrap_or_default())
+                .collect(),
         )
     }
 }
@@ -274,7 +321,10 @@ async fn crash_at_every_point_of_create_and_delete_leaves_one_vm_per_instance() 
         rig.wait_state(&id, InstanceState::Deleted, &server).await;
         rig.check_invariants(dpoint).await;
         let gone = rig.core.instances().get(&rig.owner_id, &id).await.unwrap();
-        assert!(gone.private_ip.is_none() && gone.ssh_port.is_none() && gone.mac.is_none(), "{dpoint}");
+        assert!(
+            gone.private_ip.is_none() && gone.ssh_port.is_none() && gone.mac.is_none(),
+            "{dpoint}"
+        );
         let (attempts, outcomes) = rig.job_attempts(&id, JobKind::Delete).await;
         if *dpoint == "delete:after_complete" {
             assert_eq!(attempts, 1, "{dpoint}: {outcomes:?}");
@@ -305,14 +355,22 @@ async fn agent_killed_during_create_then_back_gives_one_vm() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let h = rig.core.jobs().history(&id).await.unwrap();
-        if h[0].attempt_log.iter().any(|a| a.outcome.as_deref() == Some("failed")) {
+        if h[0]
+            .attempt_log
+            .iter()
+            .any(|a| a.outcome.as_deref() == Some("failed"))
+        {
             break;
         }
         if h[0].job.state == JobState::Succeeded {
             // The job won the race against the kill; the VM survives the agent.
             break;
         }
-        assert!(Instant::now() < deadline, "no failed attempt while the agent is down:\n{}", server.log());
+        assert!(
+            Instant::now() < deadline,
+            "no failed attempt while the agent is down:\n{}",
+            server.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     rig.host.restart().await;
@@ -320,8 +378,17 @@ async fn agent_killed_during_create_then_back_gives_one_vm() {
     rig.check_invariants("agent restarted").await;
     let h = rig.core.jobs().history(&id).await.unwrap();
     if h[0].job.attempts > 1 {
-        assert!(h[0].attempt_log.iter().any(|a| a.outcome.as_deref() == Some("failed")));
-        let events = rig.core.audit().list_for_instance(&id, 100, None).await.unwrap();
+        assert!(
+            h[0].attempt_log
+                .iter()
+                .any(|a| a.outcome.as_deref() == Some("failed"))
+        );
+        let events = rig
+            .core
+            .audit()
+            .list_for_instance(&id, 100, None)
+            .await
+            .unwrap();
         assert!(events.iter().any(|e| e.action == "job_retry"), "{events:?}");
     }
     rig.delete(&id).await;

@@ -40,27 +40,66 @@ async fn data2_iso2_two_agents_placement_exhaustion_and_unknown_host() {
     let caller = Caller::system();
 
     // DE fills up to its 2 vCPUs; the free French host is never used (DATA-2).
-    let a = core.instances().create(&caller, &owner.id, req("a", None)).await.unwrap();
-    let b = core.instances().create(&caller, &owner.id, req("b", Some("DE"))).await.unwrap();
-    assert_eq!((a.host_id.as_str(), b.host_id.as_str()), (de_id.as_str(), de_id.as_str()));
+    let a = core
+        .instances()
+        .create(&caller, &owner.id, req("a", None))
+        .await
+        .unwrap();
+    let b = core
+        .instances()
+        .create(&caller, &owner.id, req("b", Some("DE")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.host_id.as_str(), b.host_id.as_str()),
+        (de_id.as_str(), de_id.as_str())
+    );
     assert_ne!(a.private_ip, b.private_ip);
     assert_ne!(a.ssh_port, b.ssh_port);
-    let full = core.instances().create(&caller, &owner.id, req("c", None)).await.unwrap_err();
+    let full = core
+        .instances()
+        .create(&caller, &owner.id, req("c", None))
+        .await
+        .unwrap_err();
     assert_eq!(full.code(), "no_capacity");
-    assert!(full.to_string().contains("no capacity in region DE for plan tiny"), "{full}");
-    let refused = core.instances().create(&caller, &owner.id, req("c", Some("FR"))).await.unwrap_err();
+    assert!(
+        full.to_string()
+            .contains("no capacity in region DE for plan tiny"),
+        "{full}"
+    );
+    let refused = core
+        .instances()
+        .create(&caller, &owner.id, req("c", Some("FR")))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), "region_not_allowed");
 
     // The operator allows France: the same request lands on the French host.
     let mut cfg = control_config(&db);
     cfg.allowed_countries = vec!["DE".into(), "FR".into()];
     let core2 = Arc::new(Core::open(cfg).await.unwrap());
-    let c = core2.instances().create(&caller, &owner.id, req("c", Some("FR"))).await.unwrap();
+    let c = core2
+        .instances()
+        .create(&caller, &owner.id, req("c", Some("FR")))
+        .await
+        .unwrap();
     assert_eq!(c.host_id, fr_id);
     assert_eq!(c.private_ip.as_deref(), Some("10.83.2.2"));
-    core2.instances().create(&caller, &owner.id, req("d", Some("FR"))).await.unwrap();
-    let err = core2.instances().create(&caller, &owner.id, req("e", Some("FR"))).await.unwrap_err();
-    assert!(err.to_string().contains("no capacity in region FR for plan tiny"), "{err}");
+    core2
+        .instances()
+        .create(&caller, &owner.id, req("d", Some("FR")))
+        .await
+        .unwrap();
+    let err = core2
+        .instances()
+        .create(&caller, &owner.id, req("e", Some("FR")))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no capacity in region FR for plan tiny"),
+        "{err}"
+    );
 
     // Bring them all up, then take the French host down.
     let orch = Orchestrator::start(
@@ -78,11 +117,18 @@ async fn data2_iso2_two_agents_placement_exhaustion_and_unknown_host() {
         },
     );
     wait_for("all four running", Duration::from_secs(240), || async {
-        let page = core2.instances().list_for_owner(&owner.id, 10, None).await.unwrap();
+        let page = core2
+            .instances()
+            .list_for_owner(&owner.id, 10, None)
+            .await
+            .unwrap();
         for i in &page.items {
             assert_ne!(i.state, InstanceState::Error, "{:?}", i.error_reason);
         }
-        page.items.iter().all(|i| i.state == InstanceState::Running).then_some(())
+        page.items
+            .iter()
+            .all(|i| i.state == InstanceState::Running)
+            .then_some(())
     })
     .await;
     assert_eq!(de.client().list_vms().await.unwrap().vms.len(), 2);
@@ -91,9 +137,17 @@ async fn data2_iso2_two_agents_placement_exhaustion_and_unknown_host() {
     fr.kill();
     let r = orch.reconciler.reconcile_once().await.unwrap();
     assert_eq!((r.hosts, r.hosts_unreachable), (2, 1), "{r:?}");
-    let page = core2.instances().list_for_owner(&owner.id, 10, None).await.unwrap();
+    let page = core2
+        .instances()
+        .list_for_owner(&owner.id, 10, None)
+        .await
+        .unwrap();
     for i in &page.items {
-        let want = if i.host_id == fr_id { "unknown" } else { "running" };
+        let want = if i.host_id == fr_id {
+            "unknown"
+        } else {
+            "running"
+        };
         assert_eq!(i.reported_state(), want, "{}", i.name);
         if i.host_id == fr_id {
             assert!(i.host_last_contact_at.is_some());
@@ -105,7 +159,11 @@ async fn data2_iso2_two_agents_placement_exhaustion_and_unknown_host() {
     fr.restart().await;
     let r = orch.reconciler.reconcile_once().await.unwrap();
     assert_eq!(r.hosts_unreachable, 0, "{r:?}");
-    let page = core2.instances().list_for_owner(&owner.id, 10, None).await.unwrap();
+    let page = core2
+        .instances()
+        .list_for_owner(&owner.id, 10, None)
+        .await
+        .unwrap();
     assert!(page.items.iter().all(|i| i.reported_state() == "running"));
     orch.shutdown().await;
 }

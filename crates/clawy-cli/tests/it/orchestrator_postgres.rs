@@ -60,7 +60,9 @@ async fn postgres_two_server_processes_never_run_a_job_twice() {
         memory_mib: 1 << 20,
         disk_gib: 1 << 16,
     };
-    let agent = FakeAgent::start("DE-fra1", caps, "10.84.1", [22000, 22999]).await.unwrap();
+    let agent = FakeAgent::start("DE-fra1", caps, "10.84.1", [22000, 22999])
+        .await
+        .unwrap();
     let host = core
         .hosts()
         .register(
@@ -108,7 +110,10 @@ async fn postgres_two_server_processes_never_run_a_job_twice() {
             ),
         )
         .unwrap();
-        procs.push(start_server(&cfg, &db.temp_dir().join(format!("server-{n}.log"))));
+        procs.push(start_server(
+            &cfg,
+            &db.temp_dir().join(format!("server-{n}.log")),
+        ));
         bases.push(format!("http://127.0.0.1:{port}"));
     }
     let http = reqwest::Client::new();
@@ -134,8 +139,18 @@ async fn postgres_two_server_processes_never_run_a_job_twice() {
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let page = core.instances().list_for_owner(&owner.id, 100, None).await.unwrap();
-        if page.items.iter().filter(|i| i.state == InstanceState::Running).count() == 50 {
+        let page = core
+            .instances()
+            .list_for_owner(&owner.id, 100, None)
+            .await
+            .unwrap();
+        if page
+            .items
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count()
+            == 50
+        {
             break;
         }
         assert!(Instant::now() < deadline, "not all 50 running");
@@ -154,7 +169,11 @@ async fn postgres_two_server_processes_never_run_a_job_twice() {
         assert_eq!(counters.ensure_calls.get(id), Some(&1), "{id}");
         assert_eq!(counters.creates.get(id), Some(&1), "{id}");
     }
-    assert_eq!(workers.len(), 2, "both server processes ran jobs: {workers:?}");
+    assert_eq!(
+        workers.len(),
+        2,
+        "both server processes ran jobs: {workers:?}"
+    );
     assert_eq!(agent.vm_ids().len(), 50);
     drop(procs);
 }

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use clawy_core::Core;
 use clawy_core::audit::Caller;
 use clawy_core::instances::{CreateInstance, InstanceState};
-use clawy_core::Core;
 use clawy_orchestrator::{Orchestrator, OrchestratorConfig, RunnerConfig};
 use clawy_proto::agent::VmState;
 use clawy_testkit::db::TestDatabase;
@@ -21,11 +21,20 @@ async fn state_of(core: &Core, owner: &str, id: &str) -> InstanceState {
 }
 
 async fn wait_state(core: &Core, owner: &str, id: &str, want: InstanceState) {
-    wait_for(&format!("instance {want}"), Duration::from_secs(120), || async {
-        let s = state_of(core, owner, id).await;
-        assert_ne!(s, InstanceState::Error, "instance went to error: {:?}", core.instances().get(owner, id).await.unwrap().error_reason);
-        (s == want).then_some(())
-    })
+    wait_for(
+        &format!("instance {want}"),
+        Duration::from_secs(120),
+        || async {
+            let s = state_of(core, owner, id).await;
+            assert_ne!(
+                s,
+                InstanceState::Error,
+                "instance went to error: {:?}",
+                core.instances().get(owner, id).await.unwrap().error_reason
+            );
+            (s == want).then_some(())
+        },
+    )
     .await
 }
 
@@ -36,7 +45,13 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
     let core = Arc::new(Core::open(control_config(&db)).await.unwrap());
     tiny_plan(&core).await;
     // Room for the instance and one stray VM (the agent refuses more: ISO-2).
-    let mut host = AgentHost::start("orch", "10.81.1", "22100-22199", "max_vcpus = 2\nmax_memory_mib = 1024\n").await;
+    let mut host = AgentHost::start(
+        "orch",
+        "10.81.1",
+        "22100-22199",
+        "max_vcpus = 2\nmax_memory_mib = 1024\n",
+    )
+    .await;
     let host_id = host.register(&core, "fra1", "DE", "fra1").await;
     let owner = user(&core, "owner@example.test").await;
 
@@ -87,25 +102,53 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
     assert!(raw >= 1, "the poller stored samples");
 
     // Stop, start, reboot through jobs.
-    core.instances().request_stop(&caller, &owner.id, &inst.id).await.unwrap();
+    core.instances()
+        .request_stop(&caller, &owner.id, &inst.id)
+        .await
+        .unwrap();
     wait_state(&core, &owner.id, &inst.id, InstanceState::Stopped).await;
     assert!(host.agent.qemu_pids().is_empty());
-    core.instances().request_start(&caller, &owner.id, &inst.id).await.unwrap();
+    core.instances()
+        .request_start(&caller, &owner.id, &inst.id)
+        .await
+        .unwrap();
     wait_state(&core, &owner.id, &inst.id, InstanceState::Running).await;
-    core.instances().request_reboot(&caller, &owner.id, &inst.id).await.unwrap();
-    wait_for("the reboot job to finish", Duration::from_secs(120), || async {
-        core.jobs().unfinished_for_instance(&inst.id).await.unwrap().is_empty().then_some(())
-    })
+    core.instances()
+        .request_reboot(&caller, &owner.id, &inst.id)
+        .await
+        .unwrap();
+    wait_for(
+        "the reboot job to finish",
+        Duration::from_secs(120),
+        || async {
+            core.jobs()
+                .unfinished_for_instance(&inst.id)
+                .await
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        },
+    )
     .await;
-    assert_eq!(state_of(&core, &owner.id, &inst.id).await, InstanceState::Running);
+    assert_eq!(
+        state_of(&core, &owner.id, &inst.id).await,
+        InstanceState::Running
+    );
 
     // kill -9 QEMU behind the control plane's back: the reconciler restarts it.
     let (_, pid) = host.agent.qemu_pids()[0].clone();
-    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
-    let report = wait_for("the reconciler to see the crash", Duration::from_secs(30), || async {
-        let r = orch.reconciler.reconcile_once().await.unwrap();
-        (r.starts_enqueued == 1).then_some(r)
-    })
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let report = wait_for(
+        "the reconciler to see the crash",
+        Duration::from_secs(30),
+        || async {
+            let r = orch.reconciler.reconcile_once().await.unwrap();
+            (r.starts_enqueued == 1).then_some(r)
+        },
+    )
     .await;
     assert_eq!(report.hosts_unreachable, 0);
     wait_for("a new QEMU", Duration::from_secs(120), || async {
@@ -113,14 +156,32 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
         (pids.len() == 1 && pids[0].1 != pid).then_some(())
     })
     .await;
-    wait_for("the start job to finish", Duration::from_secs(120), || async {
-        core.jobs().unfinished_for_instance(&inst.id).await.unwrap().is_empty().then_some(())
-    })
+    wait_for(
+        "the start job to finish",
+        Duration::from_secs(120),
+        || async {
+            core.jobs()
+                .unfinished_for_instance(&inst.id)
+                .await
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        },
+    )
     .await;
-    assert_eq!(client.get_vm(&inst.id).await.unwrap().state, VmState::Running);
-    let events = core.audit().list_for_instance(&inst.id, 100, None).await.unwrap();
+    assert_eq!(
+        client.get_vm(&inst.id).await.unwrap().state,
+        VmState::Running
+    );
+    let events = core
+        .audit()
+        .list_for_instance(&inst.id, 100, None)
+        .await
+        .unwrap();
     assert!(
-        events.iter().any(|e| e.action == "instance_repaired" && e.actor == "reconciler"),
+        events
+            .iter()
+            .any(|e| e.action == "instance_repaired" && e.actor == "reconciler"),
         "{events:?}"
     );
 
@@ -133,7 +194,10 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
     client.ensure_vm("stray-vm", &stray).await.unwrap();
     let r = orch.reconciler.reconcile_once().await.unwrap();
     assert_eq!(r.unknown_vms.len(), 1, "{r:?}");
-    assert!(client.get_vm("stray-vm").await.is_ok(), "the unknown VM is left alone");
+    assert!(
+        client.get_vm("stray-vm").await.is_ok(),
+        "the unknown VM is left alone"
+    );
     client.delete_vm("stray-vm").await.unwrap();
 
     // The agent dies: the instance is reported `unknown` with the last contact time.
@@ -147,10 +211,17 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
     let r = orch.reconciler.reconcile_once().await.unwrap();
     assert_eq!(r.hosts_unreachable, 0);
     let after = core.instances().get(&owner.id, &inst.id).await.unwrap();
-    assert_eq!(after.reported_state(), "running", "the re-adopted VM kept running");
+    assert_eq!(
+        after.reported_state(),
+        "running",
+        "the re-adopted VM kept running"
+    );
 
     // Delete: the VM, its disk and its allocations are gone (ISO-4).
-    core.instances().request_delete(&caller, &owner.id, &inst.id).await.unwrap();
+    core.instances()
+        .request_delete(&caller, &owner.id, &inst.id)
+        .await
+        .unwrap();
     wait_state(&core, &owner.id, &inst.id, InstanceState::Deleted).await;
     let gone = core.instances().get(&owner.id, &inst.id).await.unwrap();
     assert!(gone.private_ip.is_none() && gone.ssh_port.is_none());

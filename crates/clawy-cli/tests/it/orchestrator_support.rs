@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use clawy_agent_client::AgentClient;
 use clawy_core::api_keys::Tier;
 use clawy_core::audit::Caller;
 use clawy_core::config::ServerConfig;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::plans::PlanSpec;
 use clawy_core::{Core, SecretString, User};
-use clawy_agent_client::AgentClient;
 use clawy_testkit::agent::{AgentOptions, TestAgent};
 use clawy_testkit::db::TestDatabase;
 use clawy_testkit::netns::Netns;
@@ -81,7 +81,15 @@ impl AgentHost {
         let image = clawy_testkit::guest::test_guest_image().unwrap();
         let ns = Netns::new(prefix).unwrap();
         let inet = Netns::new(&format!("{prefix}n")).unwrap();
-        Netns::veth_pair(&ns, "up0", "203.0.113.1/24", &inet, "peer0", "203.0.113.2/24").unwrap();
+        Netns::veth_pair(
+            &ns,
+            "up0",
+            "203.0.113.1/24",
+            &inet,
+            "peer0",
+            "203.0.113.2/24",
+        )
+        .unwrap();
         let opts = AgentOptions {
             images_dir: Some(image.parent().unwrap().to_path_buf()),
             extra_toml: extra_toml.to_string(),
@@ -90,7 +98,9 @@ impl AgentHost {
             )),
             stop_timeout_secs: 3,
         };
-        let agent = TestAgent::start(Path::new(BIN), opts, Some(&ns)).await.unwrap();
+        let agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
+            .await
+            .unwrap();
         let proxy = StableProxy::start(port_of(&agent.base_url)).await;
         AgentHost {
             agent,
@@ -181,7 +191,12 @@ pub async fn tiny_plan(core: &Core) {
 
 pub async fn user(core: &Core, email: &str) -> User {
     core.accounts()
-        .create_user(email, &SecretString::from(PASSWORD.to_string()), false, &Caller::system())
+        .create_user(
+            email,
+            &SecretString::from(PASSWORD.to_string()),
+            false,
+            &Caller::system(),
+        )
         .await
         .unwrap()
 }
@@ -189,7 +204,14 @@ pub async fn user(core: &Core, email: &str) -> User {
 /// A manage-tier API key of `user`.
 pub async fn manage_key(core: &Core, user: &User) -> String {
     core.api_keys()
-        .create(&user.id, "orchestrator-test", Tier::Manage, None, None, &Caller::system())
+        .create(
+            &user.id,
+            "orchestrator-test",
+            Tier::Manage,
+            None,
+            None,
+            &Caller::system(),
+        )
         .await
         .unwrap()
         .key
