@@ -28,6 +28,24 @@ pub use poller::Poller;
 pub use reconciler::Reconciler;
 pub use runner::{JobRunner, RunnerConfig};
 
+/// Bound of one reconciler/poller call to an agent: a host that accepts connections
+/// but does not answer must not hold up a pass for the client's full timeout.
+pub const HOST_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs an agent call under [`HOST_CALL_TIMEOUT`]; a timeout is an error like any
+/// other failed call (the host is then marked unreachable).
+pub(crate) async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, clawy_agent_client::ClientError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(HOST_CALL_TIMEOUT, call).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the agent did not answer within {} s",
+            HOST_CALL_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 /// Environment variable overriding the job lease in seconds.
 pub const LEASE_ENV: &str = "CLAWY_JOB_LEASE_SECS";
 

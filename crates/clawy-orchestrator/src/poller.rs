@@ -143,7 +143,7 @@ impl Poller {
             ..Default::default()
         };
         let client = self.clients.for_target(&target)?;
-        let info = match client.host().await {
+        let info = match crate::bounded(client.host()).await {
             Ok(i) => i,
             Err(e) => {
                 report.hosts_unreachable = 1;
@@ -159,7 +159,7 @@ impl Poller {
             .hosts()
             .update_info(&target.host_id, &info)
             .await?;
-        let vms = match client.list_vms().await {
+        let vms = match crate::bounded(client.list_vms()).await {
             Ok(l) => l.vms,
             Err(e) => {
                 report.hosts_unreachable = 1;

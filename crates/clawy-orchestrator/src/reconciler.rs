@@ -198,7 +198,7 @@ impl Reconciler {
             ..Default::default()
         };
         let client = self.clients.for_target(&target)?;
-        let vms = match client.list_vms().await {
+        let vms = match crate::bounded(client.list_vms()).await {
             Ok(l) => l.vms,
             Err(e) => {
                 // Its instances show `unknown` with the last contact; nothing else
