@@ -96,6 +96,14 @@ fn subnet_of(i: usize) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    // `RUST_LOG=clawy_orchestrator=debug` shows each pass's timing breakdown.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let tmp = tempfile::Builder::new()
         .prefix("clawy-bench-fleet-")
         .tempdir()?;
