@@ -133,7 +133,7 @@ impl Rig {
             prefix,
             subnet3,
             "22200-22299",
-            "max_vcpus = 2\nmax_memory_mib = 1024\n",
+            "max_vcpus = 6\nmax_memory_mib = 2048\n",
         )
         .await;
         host.register(&core, "fra1", "DE", "fra1").await;
@@ -394,4 +394,61 @@ async fn agent_killed_during_create_then_back_gives_one_vm() {
     rig.delete(&id).await;
     rig.wait_state(&id, InstanceState::Deleted, &server).await;
     rig.check_invariants("deleted").await;
+}
+
+#[tokio::test]
+async fn server_kill_9_at_arbitrary_moments_loses_nothing() {
+    let _heavy = HEAVY.lock().await;
+    let rig = Rig::new("kill9", "10.82.3").await;
+    // Requests land, then the server is killed (-9) after a varying delay, so the
+    // kills fall at different steps of the jobs; each restart picks up the rest.
+    let mut ids = Vec::new();
+    for (round, delay_ms) in [150u64, 400, 900, 1600, 2500].into_iter().enumerate() {
+        let mut server = rig.server(None).await;
+        ids.push(rig.create(&format!("k{round}")).await);
+        if round >= 2 {
+            // Delete an older one while it may still be provisioning.
+            rig.delete(&ids[round - 2]).await;
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        server.kill();
+    }
+    let server = rig.server(None).await;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        if rig.core.jobs().pending_count().await.unwrap() == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs never finished:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let inst = rig.core.instances().get(&rig.owner_id, id).await.unwrap();
+        let want = if i + 2 < ids.len() {
+            InstanceState::Deleted
+        } else {
+            InstanceState::Running
+        };
+        assert_eq!(inst.state, want, "{} ({:?})", inst.name, inst.error_reason);
+    }
+    rig.check_invariants("after kill -9 rounds").await;
+    let mut cut = 0;
+    for id in &ids {
+        for h in rig.core.jobs().history(id).await.unwrap() {
+            cut += h
+                .attempt_log
+                .iter()
+                .filter(|a| a.outcome.as_deref() == Some("lease_expired"))
+                .count();
+        }
+    }
+    eprintln!("attempts cut short by kill -9 and resumed: {cut}");
+    assert!(
+        cut >= 1,
+        "no kill landed inside a job: the test proved nothing"
+    );
 }
