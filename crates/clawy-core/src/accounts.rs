@@ -145,7 +145,9 @@ pub fn normalize_email(email: &str) -> Result<String, AccountError> {
     if local.is_empty() || local.len() > 64 || domain.contains('@') {
         return bad("This is not a valid email address.");
     }
-    if e.chars().any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\\\"[]".contains(c)) {
+    if e.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\\\"[]".contains(c))
+    {
         return bad("An email address cannot contain spaces or any of < > ( ) , ; : \\ \" [ ].");
     }
     let labels: Vec<&str> = domain.split('.').collect();
@@ -264,7 +266,8 @@ impl Accounts<'_> {
             .core
             .dummy_hash
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || bcrypt::hash(random_token(), cost)).await?
+                tokio::task::spawn_blocking(move || bcrypt::hash(random_token(), cost))
+                    .await?
                     .map_err(AccountError::from)
             })
             .await?;
@@ -357,7 +360,12 @@ impl Accounts<'_> {
         let found = self.find_with_hash(&email_key).await?;
         let user_id = found.as_ref().map(|(u, _)| u.id.clone());
 
-        if let Err(e) = self.core.throttle().check_login(&caller.client, &email_key).await {
+        if let Err(e) = self
+            .core
+            .throttle()
+            .check_login(&caller.client, &email_key)
+            .await
+        {
             if let ThrottleError::Throttled { retry_after } = &e {
                 self.core
                     .audit()
@@ -449,7 +457,11 @@ impl Accounts<'_> {
         Ok(())
     }
 
-    async fn set_password_hash(&self, user_id: &str, new: &SecretString) -> Result<(), AccountError> {
+    async fn set_password_hash(
+        &self,
+        user_id: &str,
+        new: &SecretString,
+    ) -> Result<(), AccountError> {
         let hash = self.hash_password(new.expose_secret()).await?;
         sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
             .bind(hash)
@@ -488,7 +500,11 @@ impl Accounts<'_> {
     /// Emails a reset link if the address has an account. Answers the same whether or
     /// not it does (no account enumeration); the mail is sent in the background.
     /// Rate-limited per client address.
-    pub async fn request_password_reset(&self, email: &str, caller: &Caller) -> Result<(), AccountError> {
+    pub async fn request_password_reset(
+        &self,
+        email: &str,
+        caller: &Caller,
+    ) -> Result<(), AccountError> {
         let email = normalize_email(email)?;
         let subject = caller
             .client
@@ -497,7 +513,12 @@ impl Accounts<'_> {
         let per_hour = self.core.config().throttle.password_resets_per_hour;
         self.core
             .throttle()
-            .hit("password_reset", &subject, per_hour, Duration::from_secs(3600))
+            .hit(
+                "password_reset",
+                &subject,
+                per_hour,
+                Duration::from_secs(3600),
+            )
             .await?;
         let Some(user) = self.find_by_email(&email).await? else {
             return Ok(());
@@ -507,7 +528,12 @@ impl Accounts<'_> {
         drop(token);
         self.core
             .audit()
-            .record(Some(&user.id), caller, AuditAction::PasswordResetRequested, "")
+            .record(
+                Some(&user.id),
+                caller,
+                AuditAction::PasswordResetRequested,
+                "",
+            )
             .await?;
         let mail = Mail {
             to: user.email.clone(),
@@ -550,19 +576,23 @@ impl Accounts<'_> {
         // Check the policy before using the token up, so a refused password does not
         // burn the link.
         check_password_policy(new_password.expose_secret(), &user.email)?;
-        let used = sqlx::query("UPDATE password_resets SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(&reset_id)
-            .execute(self.core.store().pool())
-            .await?;
+        let used = sqlx::query(
+            "UPDATE password_resets SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(&reset_id)
+        .execute(self.core.store().pool())
+        .await?;
         if used.rows_affected() != 1 {
             return Err(AccountError::ResetTokenInvalid);
         }
-        sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(&user.id)
-            .execute(self.core.store().pool())
-            .await?;
+        sqlx::query(
+            "UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(&user.id)
+        .execute(self.core.store().pool())
+        .await?;
         self.set_password_hash(&user.id, new_password).await?;
         self.core.sessions().revoke_all(&user.id).await?;
         self.core.throttle().login_succeeded(&user.email).await?;
@@ -574,21 +604,25 @@ impl Accounts<'_> {
     }
 
     pub async fn get_user(&self, user_id: &str) -> Result<User, AccountError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE id = $1")))
-            .bind(user_id)
-            .fetch_optional(self.core.store().pool())
-            .await?
-            .ok_or(AccountError::NotFound)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLS} FROM users WHERE id = $1"
+        )))
+        .bind(user_id)
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(AccountError::NotFound)?;
         Ok(user_from_row(&row)?)
     }
 
     /// Looks a user up by (normalised) email.
     pub async fn find_by_email(&self, email: &str) -> Result<Option<User>, AccountError> {
         let email = email.trim().to_lowercase();
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users WHERE email = $1")))
-            .bind(&email)
-            .fetch_optional(self.core.store().pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLS} FROM users WHERE email = $1"
+        )))
+        .bind(&email)
+        .fetch_optional(self.core.store().pool())
+        .await?;
         Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
@@ -620,9 +654,11 @@ impl Accounts<'_> {
 
     /// All users, oldest first (operators' users page).
     pub async fn list_users(&self) -> Result<Vec<User>, AccountError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {USER_COLS} FROM users ORDER BY created_at, email")))
-            .fetch_all(self.core.store().pool())
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLS} FROM users ORDER BY created_at, email"
+        )))
+        .fetch_all(self.core.store().pool())
+        .await?;
         Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
     }
 
@@ -634,7 +670,12 @@ impl Accounts<'_> {
     }
 
     /// Grants or removes the operator flag.
-    pub async fn set_operator(&self, user_id: &str, is_operator: bool, caller: &Caller) -> Result<User, AccountError> {
+    pub async fn set_operator(
+        &self,
+        user_id: &str,
+        is_operator: bool,
+        caller: &Caller,
+    ) -> Result<User, AccountError> {
         let res = sqlx::query("UPDATE users SET is_operator = $1 WHERE id = $2")
             .bind(b2i(is_operator))
             .bind(user_id)

@@ -99,7 +99,9 @@ pub enum ApiKeyError {
     InvalidName,
     #[error("`{0}` is not a tier: use read, manage or admin.")]
     InvalidTier(String),
-    #[error("A {creator} key cannot create or regenerate a {requested} key. Use a key (or a browser session) with at least the {requested} tier.")]
+    #[error(
+        "A {creator} key cannot create or regenerate a {requested} key. Use a key (or a browser session) with at least the {requested} tier."
+    )]
     TierTooHigh { creator: Tier, requested: Tier },
     #[error("The expiry date must be in the future.")]
     ExpiryInPast,
@@ -147,7 +149,9 @@ impl DomainError for ApiKeyError {
             ApiKeyError::InvalidName => ErrorKind::Invalid { field: "name" },
             ApiKeyError::InvalidTier(_) => ErrorKind::Invalid { field: "tier" },
             ApiKeyError::TierTooHigh { .. } => ErrorKind::Forbidden,
-            ApiKeyError::ExpiryInPast => ErrorKind::Invalid { field: "expires_at" },
+            ApiKeyError::ExpiryInPast => ErrorKind::Invalid {
+                field: "expires_at",
+            },
             ApiKeyError::NotFound => ErrorKind::NotFound,
             ApiKeyError::InvalidKey => ErrorKind::Unauthorized,
             ApiKeyError::Throttled { retry_after } => ErrorKind::Throttled {
@@ -194,7 +198,11 @@ fn checksum(body: &str) -> String {
 
 /// Makes a new random key of the tier.
 pub fn generate_key(tier: Tier) -> Token {
-    let body = format!("{KEY_PREFIX}{}_{}", tier.letter(), random_base62(RANDOM_LEN));
+    let body = format!(
+        "{KEY_PREFIX}{}_{}",
+        tier.letter(),
+        random_base62(RANDOM_LEN)
+    );
     let sum = checksum(&body);
     Token::new(format!("{body}{sum}"))
 }
@@ -226,7 +234,10 @@ pub fn tier_of_key(s: &str) -> Option<Tier> {
     if !looks_like_key(s) {
         return None;
     }
-    s[KEY_PREFIX.len()..].chars().next().and_then(Tier::from_letter)
+    s[KEY_PREFIX.len()..]
+        .chars()
+        .next()
+        .and_then(Tier::from_letter)
 }
 
 fn display_prefix(key: &str) -> String {
@@ -244,7 +255,9 @@ fn validate_name(name: &str) -> Result<String, ApiKeyError> {
 
 fn check_tier(creator_tier: Option<Tier>, requested: Tier) -> Result<(), ApiKeyError> {
     match creator_tier {
-        Some(creator) if creator < requested => Err(ApiKeyError::TierTooHigh { creator, requested }),
+        Some(creator) if creator < requested => {
+            Err(ApiKeyError::TierTooHigh { creator, requested })
+        }
         _ => Ok(()),
     }
 }
@@ -410,7 +423,12 @@ impl ApiKeys<'_> {
     }
 
     /// Revokes a key (it stops working at once and disappears from the list).
-    pub async fn revoke(&self, user_id: &str, key_id: &str, caller: &Caller) -> Result<(), ApiKeyError> {
+    pub async fn revoke(
+        &self,
+        user_id: &str,
+        key_id: &str,
+        caller: &Caller,
+    ) -> Result<(), ApiKeyError> {
         let existing = self.get(user_id, key_id).await?;
         let res = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
@@ -454,7 +472,8 @@ impl ApiKeys<'_> {
         let mut key = key_from_row(&row)?;
         let user = user_from_row(&row)?;
         let now = self.core.now();
-        if key.revoked_at.is_some() || key.is_expired_at(now) || tier_of_key(raw) != Some(key.tier) {
+        if key.revoked_at.is_some() || key.is_expired_at(now) || tier_of_key(raw) != Some(key.tier)
+        {
             return Ok(None);
         }
         let now_ms = now.timestamp_millis();
@@ -478,7 +497,11 @@ impl ApiKeys<'_> {
 
     /// [`ApiKeys::verify`] with per-address throttling of failures (AUTH-5): what the
     /// REST API calls for `Authorization: Bearer …`.
-    pub async fn authenticate(&self, raw: &str, client: &ClientInfo) -> Result<(User, ApiKey), ApiKeyError> {
+    pub async fn authenticate(
+        &self,
+        raw: &str,
+        client: &ClientInfo,
+    ) -> Result<(User, ApiKey), ApiKeyError> {
         self.core.throttle().check_api_key(client).await?;
         match self.verify(raw).await? {
             Some(found) => Ok(found),

@@ -338,7 +338,9 @@ impl AuditEvent {
         AuditAction::parse(&self.action)
     }
     pub fn label(&self) -> &str {
-        self.action_kind().map(AuditAction::label).unwrap_or(&self.action)
+        self.action_kind()
+            .map(AuditAction::label)
+            .unwrap_or(&self.action)
     }
 }
 
@@ -436,7 +438,16 @@ impl Audit<'_> {
         detail: &str,
     ) -> Result<(), InternalError> {
         let mut conn = self.core.store().pool().acquire().await?;
-        record_instance_event(&mut conn, self.core.now_ms(), owner_id, instance_id, caller, action, detail).await
+        record_instance_event(
+            &mut conn,
+            self.core.now_ms(),
+            owner_id,
+            instance_id,
+            caller,
+            action,
+            detail,
+        )
+        .await
     }
 
     /// All events, newest first (operators).

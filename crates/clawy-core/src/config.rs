@@ -186,11 +186,19 @@ impl IpNet {
         let ip = canonical_ip(ip);
         match (canonical_ip(self.addr), ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix.min(32)) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix.min(32))
+                };
                 (u32::from(net) & mask) == (u32::from(ip) & mask)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix.min(128)) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix.min(128))
+                };
                 (u128::from(net) & mask) == (u128::from(ip) & mask)
             }
             _ => false,
@@ -276,9 +284,11 @@ impl ServerConfig {
         path: Option<&Path>,
         env: &BTreeMap<String, String>,
     ) -> Result<ServerConfig, ConfigError> {
-        let explicit = path
-            .map(Path::to_path_buf)
-            .or_else(|| env.get("CLAWY_CONFIG").filter(|s| !s.is_empty()).map(PathBuf::from));
+        let explicit = path.map(Path::to_path_buf).or_else(|| {
+            env.get("CLAWY_CONFIG")
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+        });
         let (file_path, text) = match explicit {
             Some(p) => {
                 let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
@@ -311,7 +321,9 @@ impl ServerConfig {
         file_path: Option<PathBuf>,
         env: &BTreeMap<String, String>,
     ) -> Result<ServerConfig, ConfigError> {
-        let shown = file_path.clone().unwrap_or_else(|| PathBuf::from("<config>"));
+        let shown = file_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<config>"));
         let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: shown.clone(),
             message: e.message().to_string(),
@@ -379,9 +391,9 @@ impl ServerConfig {
             message: format!("`{listen_s}` is not an address:port such as 127.0.0.1:8080"),
         })?;
         let data_dir = f.data_dir.unwrap_or_else(|| default_data_dir(env));
-        let database_url = f.database_url.unwrap_or_else(|| {
-            format!("sqlite://{}", data_dir.join("clawy.db").display())
-        });
+        let database_url = f
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("clawy.db").display()));
         let base_s = f.base_url.unwrap_or_else(|| format!("http://{listen}"));
         let base_url = Url::parse(&base_s).map_err(|e| ConfigError::Invalid {
             key: "base_url",
@@ -415,7 +427,9 @@ impl ServerConfig {
                 .security_contact
                 .unwrap_or_else(|| format!("security@{host}")),
             smtp_url: f.smtp_url.filter(|s| !s.trim().is_empty()),
-            mail_from: f.mail_from.unwrap_or_else(|| format!("Clawy <noreply@{host}>")),
+            mail_from: f
+                .mail_from
+                .unwrap_or_else(|| format!("Clawy <noreply@{host}>")),
             throttle: ThrottleConfig {
                 ip_max_failures: f.login_ip_max_failures.unwrap_or(20),
                 ip_window_seconds: f.login_ip_window_seconds.unwrap_or(15 * 60),
@@ -465,7 +479,10 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
         if self.bcrypt_cost > 31 {
-            return bad("bcrypt_cost", format!("{} is above bcrypt's maximum of 31", self.bcrypt_cost));
+            return bad(
+                "bcrypt_cost",
+                format!("{} is above bcrypt's maximum of 31", self.bcrypt_cost),
+            );
         }
         if self.bcrypt_cost < MIN_BCRYPT_COST {
             if !self.insecure_test_mode {
@@ -478,7 +495,10 @@ impl ServerConfig {
                 );
             }
             if self.bcrypt_cost < MIN_TEST_BCRYPT_COST {
-                return bad("bcrypt_cost", format!("{} is below bcrypt's minimum of 4", self.bcrypt_cost));
+                return bad(
+                    "bcrypt_cost",
+                    format!("{} is below bcrypt's minimum of 4", self.bcrypt_cost),
+                );
             }
         }
         match self.base_url.scheme() {
@@ -506,13 +526,21 @@ impl ServerConfig {
         if !self.security_contact.contains('@') && !self.security_contact.starts_with("https://") {
             return bad(
                 "security_contact",
-                format!("`{}` is neither an email address nor an https:// URL", self.security_contact),
+                format!(
+                    "`{}` is neither an email address nor an https:// URL",
+                    self.security_contact
+                ),
             );
         }
         if let Some(u) = &self.smtp_url {
             match Url::parse(u) {
                 Ok(p) if matches!(p.scheme(), "smtp" | "smtps") => {}
-                _ => return bad("smtp_url", format!("`{u}` is not an smtp:// or smtps:// URL")),
+                _ => {
+                    return bad(
+                        "smtp_url",
+                        format!("`{u}` is not an smtp:// or smtps:// URL"),
+                    );
+                }
             }
         }
         let t = &self.throttle;
@@ -523,12 +551,18 @@ impl ServerConfig {
             return bad("login_ip_window_seconds", "must be at least 1".to_string());
         }
         if t.account_lock_threshold == 0 {
-            return bad("login_account_lock_threshold", "must be at least 1".to_string());
+            return bad(
+                "login_account_lock_threshold",
+                "must be at least 1".to_string(),
+            );
         }
-        if t.account_lock_base_seconds == 0 || t.account_lock_max_seconds < t.account_lock_base_seconds {
+        if t.account_lock_base_seconds == 0
+            || t.account_lock_max_seconds < t.account_lock_base_seconds
+        {
             return bad(
                 "login_account_lock_max_seconds",
-                "must be at least login_account_lock_base_seconds, which must be at least 1".to_string(),
+                "must be at least login_account_lock_base_seconds, which must be at least 1"
+                    .to_string(),
             );
         }
         if t.api_key_ip_max_failures == 0 {
@@ -613,7 +647,9 @@ impl ServerConfig {
         if !self.is_trusted_proxy(peer) {
             return peer;
         }
-        let Some(xff) = x_forwarded_for else { return peer };
+        let Some(xff) = x_forwarded_for else {
+            return peer;
+        };
         let mut client = peer;
         for part in xff.rsplit(',') {
             match part.trim().parse::<IpAddr>() {

@@ -71,11 +71,15 @@ impl Core {
     }
 
     /// Like [`Core::open`] with an injected clock (tests use [`ManualClock`]).
-    pub async fn open_with_clock(config: ServerConfig, clock: Arc<dyn Clock>) -> Result<Core, CoreError> {
+    pub async fn open_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Core, CoreError> {
         config.validate().map_err(CoreError::new)?;
         crypto::create_private_dir(&config.data_dir)
             .map_err(|e| CoreError::new(InternalError::Io(e)))?;
-        let secret_key = SecretKey::load_or_create(&config.secret_key_file).map_err(CoreError::new)?;
+        let secret_key =
+            SecretKey::load_or_create(&config.secret_key_file).map_err(CoreError::new)?;
         let store = Store::connect(&config).await.map_err(CoreError::new)?;
         let mailer = Mailer::from_config(&config).map_err(CoreError::new)?;
         Ok(Core {
@@ -152,8 +156,14 @@ impl Core {
 
     /// Periodic housekeeping: expired sessions and stale throttle counters.
     pub async fn housekeeping(&self) -> Result<(), CoreError> {
-        self.sessions().purge_expired().await.map_err(CoreError::new)?;
-        self.throttle().purge_expired().await.map_err(CoreError::new)?;
+        self.sessions()
+            .purge_expired()
+            .await
+            .map_err(CoreError::new)?;
+        self.throttle()
+            .purge_expired()
+            .await
+            .map_err(CoreError::new)?;
         Ok(())
     }
 }

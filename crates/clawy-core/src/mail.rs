@@ -135,7 +135,9 @@ impl Mailer {
         tokio::spawn(async move {
             match me.send(&mail).await {
                 Ok(()) | Err(MailError::NotConfigured) => {}
-                Err(e) => tracing::error!(kind = mail.kind, to = %mail.to, error = %e, "mail could not be sent"),
+                Err(e) => {
+                    tracing::error!(kind = mail.kind, to = %mail.to, error = %e, "mail could not be sent")
+                }
             }
         });
     }

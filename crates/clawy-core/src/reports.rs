@@ -134,17 +134,25 @@ impl Reports<'_> {
     ) -> Result<Report, ReportError> {
         let title = title.trim();
         let body = body.trim();
-        if title.is_empty() || title.chars().count() > TITLE_MAX_CHARS || title.chars().any(char::is_control) {
+        if title.is_empty()
+            || title.chars().count() > TITLE_MAX_CHARS
+            || title.chars().any(char::is_control)
+        {
             return Err(ReportError::InvalidTitle);
         }
         if body.is_empty() || body.chars().count() > BODY_MAX_CHARS {
             return Err(ReportError::InvalidBody);
         }
         let reporter_email = match reporter_email.map(str::trim).filter(|s| !s.is_empty()) {
-            Some(e) => Some(normalize_email(e).map_err(|e| ReportError::InvalidEmail(e.to_string()))?),
+            Some(e) => {
+                Some(normalize_email(e).map_err(|e| ReportError::InvalidEmail(e.to_string()))?)
+            }
             None => None,
         };
-        let subject = caller.client.addr_string().unwrap_or_else(|| "unknown".to_string());
+        let subject = caller
+            .client
+            .addr_string()
+            .unwrap_or_else(|| "unknown".to_string());
         let per_hour = self.core.config().throttle.reports_per_hour;
         self.core
             .throttle()
@@ -155,16 +163,18 @@ impl Reports<'_> {
         let id = uuid::Uuid::new_v4().to_string();
         let mut tracking = tracking_id(now.year());
         for attempt in 0..5 {
-            let res = sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO security_reports ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)")))
-                .bind(&id)
-                .bind(&tracking)
-                .bind(reporter_email.clone())
-                .bind(title)
-                .bind(body)
-                .bind(caller.client.addr_string())
-                .bind(now.timestamp_millis())
-                .execute(self.core.store().pool())
-                .await;
+            let res = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO security_reports ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            )))
+            .bind(&id)
+            .bind(&tracking)
+            .bind(reporter_email.clone())
+            .bind(title)
+            .bind(body)
+            .bind(caller.client.addr_string())
+            .bind(now.timestamp_millis())
+            .execute(self.core.store().pool())
+            .await;
             match res {
                 Ok(_) => break,
                 Err(sqlx::Error::Database(d)) if d.is_unique_violation() && attempt < 4 => {
@@ -211,9 +221,11 @@ impl Reports<'_> {
         if !viewer.is_operator {
             return Err(ReportError::Forbidden);
         }
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM security_reports ORDER BY created_at DESC, id")))
-            .fetch_all(self.core.store().pool())
-            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM security_reports ORDER BY created_at DESC, id"
+        )))
+        .fetch_all(self.core.store().pool())
+        .await?;
         Ok(rows.iter().map(report_from_row).collect::<Result<_, _>>()?)
     }
 
@@ -222,11 +234,13 @@ impl Reports<'_> {
         if !viewer.is_operator {
             return Err(ReportError::Forbidden);
         }
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM security_reports WHERE tracking_id = $1")))
-            .bind(tracking_id.trim().to_ascii_uppercase())
-            .fetch_optional(self.core.store().pool())
-            .await?
-            .ok_or(ReportError::NotFound)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM security_reports WHERE tracking_id = $1"
+        )))
+        .bind(tracking_id.trim().to_ascii_uppercase())
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(ReportError::NotFound)?;
         Ok(report_from_row(&row)?)
     }
 }

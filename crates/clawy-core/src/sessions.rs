@@ -145,7 +145,11 @@ impl Sessions<'_> {
 
     /// Starts a new session for a user who just proved who they are. Always a fresh id
     /// (no fixation: the web layer discards any cookie it had before).
-    pub async fn create(&self, user: &User, client: &ClientInfo) -> Result<NewSession, SessionError> {
+    pub async fn create(
+        &self,
+        user: &User,
+        client: &ClientInfo,
+    ) -> Result<NewSession, SessionError> {
         let token = Token::new(random_token());
         let now = self.core.now_ms();
         let id = uuid::Uuid::new_v4().to_string();
@@ -282,7 +286,12 @@ impl Sessions<'_> {
 
     /// Revokes one of the user's sessions by public id. Another user's session is
     /// [`SessionError::NotFound`].
-    pub async fn revoke(&self, user_id: &str, session_id: &str, caller: &Caller) -> Result<(), SessionError> {
+    pub async fn revoke(
+        &self,
+        user_id: &str,
+        session_id: &str,
+        caller: &Caller,
+    ) -> Result<(), SessionError> {
         let res = sqlx::query("DELETE FROM sessions WHERE id = $1 AND user_id = $2")
             .bind(session_id)
             .bind(user_id)
@@ -293,7 +302,12 @@ impl Sessions<'_> {
         }
         self.core
             .audit()
-            .record(Some(user_id), caller, AuditAction::SessionRevoked, &format!("session {session_id}"))
+            .record(
+                Some(user_id),
+                caller,
+                AuditAction::SessionRevoked,
+                &format!("session {session_id}"),
+            )
             .await?;
         Ok(())
     }
@@ -318,11 +332,21 @@ impl Sessions<'_> {
     }
 
     /// "Sign out everywhere else" from the account page, audited.
-    pub async fn revoke_others(&self, user_id: &str, keep: &str, caller: &Caller) -> Result<u64, SessionError> {
+    pub async fn revoke_others(
+        &self,
+        user_id: &str,
+        keep: &str,
+        caller: &Caller,
+    ) -> Result<u64, SessionError> {
         let n = self.revoke_all_except(user_id, keep).await?;
         self.core
             .audit()
-            .record(Some(user_id), caller, AuditAction::SessionsRevoked, &format!("{n} other sessions"))
+            .record(
+                Some(user_id),
+                caller,
+                AuditAction::SessionsRevoked,
+                &format!("{n} other sessions"),
+            )
             .await?;
         Ok(n)
     }

@@ -32,13 +32,19 @@ pub enum SshKeyError {
         "This is a PRIVATE key. Never paste a private key anywhere: treat it as exposed now. Create a new key pair (ssh-keygen -t ed25519), remove the old public key from every server that trusts it, and paste the new .pub file here (it starts with ssh-ed25519)."
     )]
     PrivateKey,
-    #[error("This is not an OpenSSH public key. Paste one line from your .pub file, like `ssh-ed25519 AAAA… you@laptop`.")]
+    #[error(
+        "This is not an OpenSSH public key. Paste one line from your .pub file, like `ssh-ed25519 AAAA… you@laptop`."
+    )]
     Unparseable,
     #[error("Paste exactly one public key.")]
     MultipleKeys,
-    #[error("DSA keys are refused: they are limited to 1024 bits and deprecated by OpenSSH. Use ssh-keygen -t ed25519.")]
+    #[error(
+        "DSA keys are refused: they are limited to 1024 bits and deprecated by OpenSSH. Use ssh-keygen -t ed25519."
+    )]
     Dsa,
-    #[error("This RSA key has {bits} bits; at least {MIN_RSA_BITS} are required. Use ssh-keygen -t ed25519 (or -t rsa -b 4096).")]
+    #[error(
+        "This RSA key has {bits} bits; at least {MIN_RSA_BITS} are required. Use ssh-keygen -t ed25519 (or -t rsa -b 4096)."
+    )]
     RsaTooShort { bits: usize },
     #[error("Key type `{0}` is not supported. Use ed25519, ecdsa or rsa (≥ 3072 bits).")]
     UnsupportedType(String),
@@ -80,7 +86,9 @@ impl DomainError for SshKeyError {
             | SshKeyError::MultipleKeys
             | SshKeyError::Dsa
             | SshKeyError::RsaTooShort { .. }
-            | SshKeyError::UnsupportedType(_) => ErrorKind::Invalid { field: "public_key" },
+            | SshKeyError::UnsupportedType(_) => ErrorKind::Invalid {
+                field: "public_key",
+            },
             SshKeyError::Duplicate => ErrorKind::Conflict,
             SshKeyError::NotFound => ErrorKind::NotFound,
             SshKeyError::Internal(_) => ErrorKind::Internal,
@@ -146,7 +154,11 @@ pub fn parse_public_key(text: &str) -> Result<ParsedKey, SshKeyError> {
             bits = Some(b);
         }
         KeyData::Dsa(_) => return Err(SshKeyError::Dsa),
-        other => return Err(SshKeyError::UnsupportedType(other.algorithm().as_str().to_string())),
+        other => {
+            return Err(SshKeyError::UnsupportedType(
+                other.algorithm().as_str().to_string(),
+            ));
+        }
     }
     let openssh = key.to_openssh().map_err(|_| SshKeyError::Unparseable)?;
     Ok(ParsedKey {
@@ -200,10 +212,20 @@ pub struct SshKeys<'a> {
 impl SshKeys<'_> {
     /// Validates and stores a public key for the user. An empty `name` takes the key's
     /// comment (or its type).
-    pub async fn add(&self, user_id: &str, name: &str, public_key: &str, caller: &Caller) -> Result<SshKey, SshKeyError> {
+    pub async fn add(
+        &self,
+        user_id: &str,
+        name: &str,
+        public_key: &str,
+        caller: &Caller,
+    ) -> Result<SshKey, SshKeyError> {
         let parsed = parse_public_key(public_key)?;
         let name = if name.trim().is_empty() {
-            if parsed.comment.trim().is_empty() { parsed.algorithm.clone() } else { parsed.comment.clone() }
+            if parsed.comment.trim().is_empty() {
+                parsed.algorithm.clone()
+            } else {
+                parsed.comment.clone()
+            }
         } else {
             name.to_string()
         };
@@ -232,7 +254,9 @@ impl SshKeys<'_> {
         .await;
         match res {
             Ok(_) => {}
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => return Err(SshKeyError::Duplicate),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                return Err(SshKeyError::Duplicate);
+            }
             Err(e) => return Err(e.into()),
         }
         self.core
@@ -268,17 +292,24 @@ impl SshKeys<'_> {
 
     /// One of the user's keys; another user's key is [`SshKeyError::NotFound`].
     pub async fn get(&self, user_id: &str, key_id: &str) -> Result<SshKey, SshKeyError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLS} FROM ssh_keys WHERE id = $1 AND user_id = $2")))
-            .bind(key_id)
-            .bind(user_id)
-            .fetch_optional(self.core.store().pool())
-            .await?
-            .ok_or(SshKeyError::NotFound)?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM ssh_keys WHERE id = $1 AND user_id = $2"
+        )))
+        .bind(key_id)
+        .bind(user_id)
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(SshKeyError::NotFound)?;
         Ok(key_from_row(&row)?)
     }
 
     /// Deletes one of the user's keys.
-    pub async fn delete(&self, user_id: &str, key_id: &str, caller: &Caller) -> Result<(), SshKeyError> {
+    pub async fn delete(
+        &self,
+        user_id: &str,
+        key_id: &str,
+        caller: &Caller,
+    ) -> Result<(), SshKeyError> {
         let key = self.get(user_id, key_id).await?;
         let res = sqlx::query("DELETE FROM ssh_keys WHERE id = $1 AND user_id = $2")
             .bind(key_id)

@@ -61,7 +61,9 @@ pub const SCOPE_LOGIN_IP: &str = "login_ip";
 pub const SCOPE_API_KEY_IP: &str = "api_key_ip";
 
 fn addr_subject(client: &ClientInfo) -> String {
-    client.addr_string().unwrap_or_else(|| "unknown".to_string())
+    client
+        .addr_string()
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 pub struct Throttle<'a> {
@@ -74,7 +76,13 @@ impl Throttle<'_> {
     }
 
     /// Refuses when `subject` has `max` or more events in `scope` within `window`.
-    pub async fn check(&self, scope: &str, subject: &str, max: u32, window: Duration) -> Result<(), ThrottleError> {
+    pub async fn check(
+        &self,
+        scope: &str,
+        subject: &str,
+        max: u32,
+        window: Duration,
+    ) -> Result<(), ThrottleError> {
         let now = self.core.now_ms();
         let window_ms = window.as_millis() as i64;
         let row = sqlx::query(
@@ -114,7 +122,12 @@ impl Throttle<'_> {
 
     /// Records one event for `subject` in `scope` and forgets events older than `window`.
     /// Returns the number of events now in the window.
-    pub async fn record(&self, scope: &str, subject: &str, window: Duration) -> Result<i64, ThrottleError> {
+    pub async fn record(
+        &self,
+        scope: &str,
+        subject: &str,
+        window: Duration,
+    ) -> Result<i64, ThrottleError> {
         let now = self.core.now_ms();
         let window_ms = window.as_millis() as i64;
         let pool = self.core.store().pool();
@@ -131,17 +144,25 @@ impl Throttle<'_> {
             .bind(now)
             .execute(pool)
             .await?;
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM rate_events WHERE scope = $1 AND subject = $2 AND at > $3")
-            .bind(scope)
-            .bind(subject)
-            .bind(now - window_ms)
-            .fetch_one(pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM rate_events WHERE scope = $1 AND subject = $2 AND at > $3",
+        )
+        .bind(scope)
+        .bind(subject)
+        .bind(now - window_ms)
+        .fetch_one(pool)
+        .await?;
         Ok(row.try_get("n")?)
     }
 
     /// Check and record in one call: allows at most `max` events per `window`.
-    pub async fn hit(&self, scope: &str, subject: &str, max: u32, window: Duration) -> Result<(), ThrottleError> {
+    pub async fn hit(
+        &self,
+        scope: &str,
+        subject: &str,
+        max: u32,
+        window: Duration,
+    ) -> Result<(), ThrottleError> {
         self.check(scope, subject, max, window).await?;
         self.record(scope, subject, window).await?;
         Ok(())
@@ -184,10 +205,19 @@ impl Throttle<'_> {
     /// After a failed password check: counts the failure for the address and the
     /// account, and locks the account when the threshold is reached. Writes an audit
     /// event when a limit starts to apply.
-    pub async fn login_failed(&self, client: &ClientInfo, email: &str, user_id: Option<&str>) -> Result<(), ThrottleError> {
+    pub async fn login_failed(
+        &self,
+        client: &ClientInfo,
+        email: &str,
+        user_id: Option<&str>,
+    ) -> Result<(), ThrottleError> {
         let cfg = self.cfg().clone();
         let n = self
-            .record(SCOPE_LOGIN_IP, &addr_subject(client), Duration::from_secs(cfg.ip_window_seconds))
+            .record(
+                SCOPE_LOGIN_IP,
+                &addr_subject(client),
+                Duration::from_secs(cfg.ip_window_seconds),
+            )
             .await?;
         let caller = Caller::anonymous(client.clone());
         if n == i64::from(cfg.ip_max_failures) {
@@ -204,14 +234,19 @@ impl Throttle<'_> {
 
         let now = self.core.now_ms();
         let pool = self.core.store().pool();
-        let row = sqlx::query("SELECT failures, last_failure_at FROM account_locks WHERE email = $1")
-            .bind(email)
-            .fetch_optional(pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT failures, last_failure_at FROM account_locks WHERE email = $1")
+                .bind(email)
+                .fetch_optional(pool)
+                .await?;
         let previous: i64 = match &row {
             Some(r) => {
                 let last: i64 = r.try_get("last_failure_at")?;
-                if now - last > ACCOUNT_FAILURE_MEMORY_MS { 0 } else { r.try_get("failures")? }
+                if now - last > ACCOUNT_FAILURE_MEMORY_MS {
+                    0
+                } else {
+                    r.try_get("failures")?
+                }
             }
             None => 0,
         };
@@ -305,7 +340,11 @@ impl Throttle<'_> {
     pub async fn api_key_failed(&self, client: &ClientInfo) -> Result<(), ThrottleError> {
         let cfg = self.cfg().clone();
         let n = self
-            .record(SCOPE_API_KEY_IP, &addr_subject(client), Duration::from_secs(cfg.ip_window_seconds))
+            .record(
+                SCOPE_API_KEY_IP,
+                &addr_subject(client),
+                Duration::from_secs(cfg.ip_window_seconds),
+            )
             .await?;
         if n == i64::from(cfg.api_key_ip_max_failures) {
             self.core

@@ -49,7 +49,9 @@ pub async fn drop_database(admin: &str, name: &str) -> anyhow::Result<()> {
 /// the caller may be inside a tokio runtime.
 pub fn drop_database_blocking(admin: String, name: String) {
     let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
         if let Ok(rt) = rt {
             if let Err(e) = rt.block_on(drop_database(&admin, &name)) {
                 eprintln!("testkit: could not drop test database {name}: {e:#}");

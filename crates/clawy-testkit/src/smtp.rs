@@ -38,7 +38,11 @@ impl ReceivedMail {
 
 fn python() -> &'static str {
     // Debian's interpreter has the python3-aiosmtpd package; a pyenv shim on PATH may not.
-    if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" }
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -69,13 +73,18 @@ impl SmtpSink {
                     last_err = Some(anyhow::anyhow!("aiosmtpd exited with {status}"));
                     break;
                 }
-                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
                     return Ok(SmtpSink { child, port, dir });
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    last_err = Some(anyhow::anyhow!("aiosmtpd did not listen on port {port} within 15 s"));
+                    last_err = Some(anyhow::anyhow!(
+                        "aiosmtpd did not listen on port {port} within 15 s"
+                    ));
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -130,7 +139,10 @@ impl SmtpSink {
             if Instant::now() > deadline {
                 bail!(
                     "no matching mail within {timeout:?}; received: {:?}",
-                    self.messages().iter().map(|m| &m.subject).collect::<Vec<_>>()
+                    self.messages()
+                        .iter()
+                        .map(|m| &m.subject)
+                        .collect::<Vec<_>>()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -139,7 +151,8 @@ impl SmtpSink {
 
     /// Waits (at most 10 s) for a message whose subject or body contains `needle`.
     pub async fn wait_for_containing(&self, needle: &str) -> anyhow::Result<ReceivedMail> {
-        self.wait_for(Duration::from_secs(10), |m| m.contains(needle)).await
+        self.wait_for(Duration::from_secs(10), |m| m.contains(needle))
+            .await
     }
 }
 

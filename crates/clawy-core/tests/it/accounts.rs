@@ -1,7 +1,9 @@
 //! AUTH-1: accounts, password policy, bcrypt, same answer for unknown email, reset.
 
 use crate::common::*;
-use clawy_core::accounts::{AccountError, check_password_policy, is_common_password, normalize_email};
+use clawy_core::accounts::{
+    AccountError, check_password_policy, is_common_password, normalize_email,
+};
 use clawy_core::{Caller, DomainError, ErrorKind, ExposeSecret, SecretString};
 use sqlx::Row;
 use std::time::{Duration, Instant};
@@ -9,7 +11,10 @@ use std::time::{Duration, Instant};
 #[test]
 fn auth_1_password_policy() {
     let e = "alice@example.com";
-    assert!(matches!(check_password_policy("Short-1!", e), Err(AccountError::PasswordTooShort)));
+    assert!(matches!(
+        check_password_policy("Short-1!", e),
+        Err(AccountError::PasswordTooShort)
+    ));
     // 73 bytes: refused, never truncated.
     let long = "Zq8!".repeat(18) + "x";
     assert_eq!(long.len(), 73);
@@ -23,20 +28,40 @@ fn auth_1_password_policy() {
     check_password_policy(&max, e).unwrap();
     // 72 bytes measured in bytes, not chars: multi-byte characters count as bytes.
     let multibyte = "ü".repeat(37); // 74 bytes, 37 chars
-    assert!(matches!(check_password_policy(&multibyte, e), Err(AccountError::PasswordTooLong)));
+    assert!(matches!(
+        check_password_policy(&multibyte, e),
+        Err(AccountError::PasswordTooLong)
+    ));
     // Common passwords, also with a trailing number or symbol and in other case.
-    for common in ["password1234", "PasswordPassword", "qwertyuiop123", "iloveyou2024!!", "Correcthorsebatterystaple"] {
+    for common in [
+        "password1234",
+        "PasswordPassword",
+        "qwertyuiop123",
+        "iloveyou2024!!",
+        "Correcthorsebatterystaple",
+    ] {
         assert!(
-            matches!(check_password_policy(common, e), Err(AccountError::PasswordCommon)),
+            matches!(
+                check_password_policy(common, e),
+                Err(AccountError::PasswordCommon)
+            ),
             "{common} should be refused as common"
         );
     }
     assert!(is_common_password("LETMEIN123456"));
     // Weak by zxcvbn (not on the list but guessable), including the email itself.
-    for weak in ["aaaaaaaaaaaaaaaa", "abcdefghijklmnopq", "alice@example.com", "alicealicealice"] {
+    for weak in [
+        "aaaaaaaaaaaaaaaa",
+        "abcdefghijklmnopq",
+        "alice@example.com",
+        "alicealicealice",
+    ] {
         let r = check_password_policy(weak, e);
         assert!(
-            matches!(r, Err(AccountError::PasswordWeak(_)) | Err(AccountError::PasswordCommon)),
+            matches!(
+                r,
+                Err(AccountError::PasswordWeak(_)) | Err(AccountError::PasswordCommon)
+            ),
             "{weak} should be refused: {r:?}"
         );
     }
@@ -46,13 +71,28 @@ fn auth_1_password_policy() {
 
 #[test]
 fn emails_are_normalised_and_checked() {
-    assert_eq!(normalize_email("  Alice@Example.COM ").unwrap(), "alice@example.com");
-    for bad in ["", "alice", "@example.com", "alice@", "alice@example", "a b@example.com", "alice@@example.com", "alice@-x.com"] {
+    assert_eq!(
+        normalize_email("  Alice@Example.COM ").unwrap(),
+        "alice@example.com"
+    );
+    for bad in [
+        "",
+        "alice",
+        "@example.com",
+        "alice@",
+        "alice@example",
+        "a b@example.com",
+        "alice@@example.com",
+        "alice@-x.com",
+    ] {
         assert!(normalize_email(bad).is_err(), "{bad:?} should be invalid");
     }
     assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
     // `clawy up`'s default operator; other single-label domains stay invalid.
-    assert_eq!(normalize_email("operator@localhost").unwrap(), "operator@localhost");
+    assert_eq!(
+        normalize_email("operator@localhost").unwrap(),
+        "operator@localhost"
+    );
     assert!(normalize_email("operator@intranet").is_err());
 }
 
@@ -62,21 +102,37 @@ async fn auth_1_signup_stores_bcrypt_hash_not_plaintext() {
     let u = t.user("  Alice@Example.com").await;
     assert_eq!(u.email, "alice@example.com");
     assert!(!u.is_operator);
-    let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1").bind(&u.id).fetch_one(t.core.store().pool()).await.unwrap();
+    let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+        .bind(&u.id)
+        .fetch_one(t.core.store().pool())
+        .await
+        .unwrap();
     let hash: String = row.try_get(0).unwrap();
-    assert!(hash.starts_with("$2b$04$"), "test config uses cost 4: {hash}");
+    assert!(
+        hash.starts_with("$2b$04$"),
+        "test config uses cost 4: {hash}"
+    );
     assert!(!t.dump_text().await.contains(GOOD_PW));
     // Duplicate (in any case) is refused.
     let err = t
         .core
         .accounts()
-        .signup("ALICE@example.com", &pw(OTHER_GOOD_PW), &Caller::anonymous(client("192.0.2.1")))
+        .signup(
+            "ALICE@example.com",
+            &pw(OTHER_GOOD_PW),
+            &Caller::anonymous(client("192.0.2.1")),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, AccountError::EmailTaken));
     assert_eq!(err.kind(), ErrorKind::Conflict);
     // Policy applies at signup.
-    let err = t.core.accounts().signup("bob@example.com", &pw("password1234"), &Caller::system()).await.unwrap_err();
+    let err = t
+        .core
+        .accounts()
+        .signup("bob@example.com", &pw("password1234"), &Caller::system())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "password_common");
 }
 
@@ -88,10 +144,23 @@ async fn auth_1_production_bcrypt_cost_is_12() {
     })
     .await;
     let u = t.user("cost@example.com").await;
-    let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1").bind(&u.id).fetch_one(t.core.store().pool()).await.unwrap();
+    let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+        .bind(&u.id)
+        .fetch_one(t.core.store().pool())
+        .await
+        .unwrap();
     let hash: String = row.try_get(0).unwrap();
     assert!(hash.starts_with("$2b$12$"), "{hash}");
-    let ok = t.core.accounts().authenticate("cost@example.com", &pw(GOOD_PW), &Caller::anonymous(client("192.0.2.9"))).await.unwrap();
+    let ok = t
+        .core
+        .accounts()
+        .authenticate(
+            "cost@example.com",
+            &pw(GOOD_PW),
+            &Caller::anonymous(client("192.0.2.9")),
+        )
+        .await
+        .unwrap();
     assert_eq!(ok.id, u.id);
 }
 
@@ -106,10 +175,20 @@ async fn auth_1_unknown_email_and_wrong_password_same_error_and_time() {
         // Fresh addresses so throttling never interferes.
         let c = Caller::anonymous(client(&format!("198.51.100.{}", 10 + i)));
         let s = Instant::now();
-        let e1 = acc.authenticate("real@example.com", &pw("Wrong-Password-1234"), &c).await.unwrap_err();
+        let e1 = acc
+            .authenticate("real@example.com", &pw("Wrong-Password-1234"), &c)
+            .await
+            .unwrap_err();
         wrong.push(s.elapsed());
         let s = Instant::now();
-        let e2 = acc.authenticate(&format!("nobody{i}@example.com"), &pw("Wrong-Password-1234"), &c).await.unwrap_err();
+        let e2 = acc
+            .authenticate(
+                &format!("nobody{i}@example.com"),
+                &pw("Wrong-Password-1234"),
+                &c,
+            )
+            .await
+            .unwrap_err();
         unknown.push(s.elapsed());
         assert!(matches!(e1, AccountError::InvalidCredentials));
         assert!(matches!(e2, AccountError::InvalidCredentials));
@@ -120,53 +199,148 @@ async fn auth_1_unknown_email_and_wrong_password_same_error_and_time() {
     wrong.sort();
     unknown.sort();
     let (w, u) = (wrong[2].as_secs_f64(), unknown[2].as_secs_f64());
-    assert!(u > w * 0.5 && u < w * 2.0, "median wrong-password {w:.4}s vs unknown-email {u:.4}s");
+    assert!(
+        u > w * 0.5 && u < w * 2.0,
+        "median wrong-password {w:.4}s vs unknown-email {u:.4}s"
+    );
     // And the right password works.
-    acc.authenticate("REAL@example.com ", &pw(GOOD_PW), &Caller::anonymous(client("198.51.100.99"))).await.unwrap();
+    acc.authenticate(
+        "REAL@example.com ",
+        &pw(GOOD_PW),
+        &Caller::anonymous(client("198.51.100.99")),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn auth_1_over_long_password_at_login_is_refused_not_truncated() {
     let t = TestCore::new().await;
     let strong72 = "Zq8!Lm3#Tw9@Xv2$".repeat(4) + "Pk7%Hy4^";
-    t.core.accounts().signup("long@example.com", &pw(&strong72), &Caller::system()).await.unwrap();
+    t.core
+        .accounts()
+        .signup("long@example.com", &pw(&strong72), &Caller::system())
+        .await
+        .unwrap();
     // bcrypt would ignore byte 73+; we do not: the same 72 bytes plus more is wrong.
     let err = t
         .core
         .accounts()
-        .authenticate("long@example.com", &pw(&(strong72.clone() + "extra")), &Caller::anonymous(client("192.0.2.50")))
+        .authenticate(
+            "long@example.com",
+            &pw(&(strong72.clone() + "extra")),
+            &Caller::anonymous(client("192.0.2.50")),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, AccountError::InvalidCredentials));
-    t.core.accounts().authenticate("long@example.com", &pw(&strong72), &Caller::anonymous(client("192.0.2.50"))).await.unwrap();
+    t.core
+        .accounts()
+        .authenticate(
+            "long@example.com",
+            &pw(&strong72),
+            &Caller::anonymous(client("192.0.2.50")),
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn auth_1_auth_3_change_password_kills_other_sessions() {
     let t = TestCore::new().await;
     let u = t.user("carol@example.com").await;
-    let s1 = t.core.sessions().create(&u, &client("192.0.2.1")).await.unwrap();
-    let s2 = t.core.sessions().create(&u, &client("192.0.2.2")).await.unwrap();
+    let s1 = t
+        .core
+        .sessions()
+        .create(&u, &client("192.0.2.1"))
+        .await
+        .unwrap();
+    let s2 = t
+        .core
+        .sessions()
+        .create(&u, &client("192.0.2.2"))
+        .await
+        .unwrap();
     let acc = t.core.accounts();
     let c = caller_for(&u);
-    let err = acc.change_password(&u.id, &pw("not-the-password"), &pw(OTHER_GOOD_PW), Some(&s1.session.id), &c).await.unwrap_err();
+    let err = acc
+        .change_password(
+            &u.id,
+            &pw("not-the-password"),
+            &pw(OTHER_GOOD_PW),
+            Some(&s1.session.id),
+            &c,
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, AccountError::WrongCurrentPassword));
-    let err = acc.change_password(&u.id, &pw(GOOD_PW), &pw("qwertyuiop123"), Some(&s1.session.id), &c).await.unwrap_err();
+    let err = acc
+        .change_password(
+            &u.id,
+            &pw(GOOD_PW),
+            &pw("qwertyuiop123"),
+            Some(&s1.session.id),
+            &c,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "password_common");
-    acc.change_password(&u.id, &pw(GOOD_PW), &pw(OTHER_GOOD_PW), Some(&s1.session.id), &c).await.unwrap();
-    assert!(t.core.sessions().authenticate(s1.token.expose()).await.is_ok(), "the session that changed it stays");
-    assert!(t.core.sessions().authenticate(s2.token.expose()).await.is_err(), "every other session ends");
+    acc.change_password(
+        &u.id,
+        &pw(GOOD_PW),
+        &pw(OTHER_GOOD_PW),
+        Some(&s1.session.id),
+        &c,
+    )
+    .await
+    .unwrap();
+    assert!(
+        t.core
+            .sessions()
+            .authenticate(s1.token.expose())
+            .await
+            .is_ok(),
+        "the session that changed it stays"
+    );
+    assert!(
+        t.core
+            .sessions()
+            .authenticate(s2.token.expose())
+            .await
+            .is_err(),
+        "every other session ends"
+    );
     let anon = Caller::anonymous(client("192.0.2.3"));
-    assert!(acc.authenticate("carol@example.com", &pw(GOOD_PW), &anon).await.is_err());
-    acc.authenticate("carol@example.com", &pw(OTHER_GOOD_PW), &anon).await.unwrap();
+    assert!(
+        acc.authenticate("carol@example.com", &pw(GOOD_PW), &anon)
+            .await
+            .is_err()
+    );
+    acc.authenticate("carol@example.com", &pw(OTHER_GOOD_PW), &anon)
+        .await
+        .unwrap();
     // Without a session to keep (API), all sessions end.
-    acc.change_password(&u.id, &pw(OTHER_GOOD_PW), &pw(GOOD_PW), None, &c).await.unwrap();
-    assert!(t.core.sessions().authenticate(s1.token.expose()).await.is_err());
+    acc.change_password(&u.id, &pw(OTHER_GOOD_PW), &pw(GOOD_PW), None, &c)
+        .await
+        .unwrap();
+    assert!(
+        t.core
+            .sessions()
+            .authenticate(s1.token.expose())
+            .await
+            .is_err()
+    );
 }
 
 fn token_from_link(body: &str) -> String {
-    let start = body.find("/reset-password?token=").expect("reset link in mail") + "/reset-password?token=".len();
-    body[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+    let start = body
+        .find("/reset-password?token=")
+        .expect("reset link in mail")
+        + "/reset-password?token=".len();
+    body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 #[tokio::test]
@@ -174,14 +348,26 @@ async fn auth_1_password_reset_by_mail_single_use_and_expiring() {
     let t = TestCore::with_smtp(|_| {}).await;
     let smtp = t.smtp.as_ref().unwrap();
     let u = t.user("dave@example.com").await;
-    let old_session = t.core.sessions().create(&u, &client("192.0.2.1")).await.unwrap();
+    let old_session = t
+        .core
+        .sessions()
+        .create(&u, &client("192.0.2.1"))
+        .await
+        .unwrap();
     let acc = t.core.accounts();
     let anon = Caller::anonymous(client("203.0.113.1"));
 
     // Unknown address: same answer, no mail.
-    acc.request_password_reset("ghost@example.com", &anon).await.unwrap();
-    acc.request_password_reset("Dave@Example.com", &anon).await.unwrap();
-    let mail = smtp.wait_for_containing("https://clawy.test/reset-password?token=").await.unwrap();
+    acc.request_password_reset("ghost@example.com", &anon)
+        .await
+        .unwrap();
+    acc.request_password_reset("Dave@Example.com", &anon)
+        .await
+        .unwrap();
+    let mail = smtp
+        .wait_for_containing("https://clawy.test/reset-password?token=")
+        .await
+        .unwrap();
     assert!(mail.to.contains("dave@example.com"), "{}", mail.to);
     let token = token_from_link(&mail.body);
     assert_eq!(token.len(), 43);
@@ -190,26 +376,61 @@ async fn auth_1_password_reset_by_mail_single_use_and_expiring() {
     assert!(!t.dump_text().await.contains(&token));
 
     // A refused new password does not use the token up.
-    let err = acc.complete_password_reset(&pw(&token), &pw("password12345"), &anon).await.unwrap_err();
+    let err = acc
+        .complete_password_reset(&pw(&token), &pw("password12345"), &anon)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "password_common");
-    let user = acc.complete_password_reset(&pw(&token), &pw(OTHER_GOOD_PW), &anon).await.unwrap();
+    let user = acc
+        .complete_password_reset(&pw(&token), &pw(OTHER_GOOD_PW), &anon)
+        .await
+        .unwrap();
     assert_eq!(user.id, u.id);
-    assert!(t.core.sessions().authenticate(old_session.token.expose()).await.is_err(), "reset ends all sessions");
-    acc.authenticate("dave@example.com", &pw(OTHER_GOOD_PW), &anon).await.unwrap();
+    assert!(
+        t.core
+            .sessions()
+            .authenticate(old_session.token.expose())
+            .await
+            .is_err(),
+        "reset ends all sessions"
+    );
+    acc.authenticate("dave@example.com", &pw(OTHER_GOOD_PW), &anon)
+        .await
+        .unwrap();
     // Single use.
-    let err = acc.complete_password_reset(&pw(&token), &pw(GOOD_PW), &anon).await.unwrap_err();
+    let err = acc
+        .complete_password_reset(&pw(&token), &pw(GOOD_PW), &anon)
+        .await
+        .unwrap_err();
     assert!(matches!(err, AccountError::ResetTokenInvalid));
     assert_eq!(err.kind(), ErrorKind::Invalid { field: "token" });
 
     // Expiry: one hour.
     let t2 = acc.create_password_reset_token(&u.id).await.unwrap();
     t.clock.advance(Duration::from_secs(3601));
-    let err = acc.complete_password_reset(&SecretString::from(t2.expose().to_string()), &pw(GOOD_PW), &anon).await.unwrap_err();
+    let err = acc
+        .complete_password_reset(
+            &SecretString::from(t2.expose().to_string()),
+            &pw(GOOD_PW),
+            &anon,
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, AccountError::ResetTokenInvalid));
     let t3 = acc.create_password_reset_token(&u.id).await.unwrap();
     t.clock.advance(Duration::from_secs(3599));
-    acc.complete_password_reset(&SecretString::from(t3.expose().to_string()), &pw(GOOD_PW), &anon).await.unwrap();
-    assert!(acc.complete_password_reset(&pw("garbage"), &pw(GOOD_PW), &anon).await.is_err());
+    acc.complete_password_reset(
+        &SecretString::from(t3.expose().to_string()),
+        &pw(GOOD_PW),
+        &anon,
+    )
+    .await
+    .unwrap();
+    assert!(
+        acc.complete_password_reset(&pw("garbage"), &pw(GOOD_PW), &anon)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -218,27 +439,64 @@ async fn auth_1_password_reset_requests_are_rate_limited() {
     t.user("erin@example.com").await;
     let anon = Caller::anonymous(client("203.0.113.2"));
     for _ in 0..5 {
-        t.core.accounts().request_password_reset("erin@example.com", &anon).await.unwrap();
+        t.core
+            .accounts()
+            .request_password_reset("erin@example.com", &anon)
+            .await
+            .unwrap();
     }
-    let err = t.core.accounts().request_password_reset("erin@example.com", &anon).await.unwrap_err();
+    let err = t
+        .core
+        .accounts()
+        .request_password_reset("erin@example.com", &anon)
+        .await
+        .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Throttled { .. }), "{err:?}");
 }
 
 #[tokio::test]
 async fn operators_users_list_and_flag() {
     let t = TestCore::new().await;
-    let op = t.core.accounts().create_user("op@example.com", &pw(GOOD_PW), true, &Caller::system()).await.unwrap();
+    let op = t
+        .core
+        .accounts()
+        .create_user("op@example.com", &pw(GOOD_PW), true, &Caller::system())
+        .await
+        .unwrap();
     assert!(op.is_operator);
     let u = t.user("user@example.com").await;
     let users = t.core.accounts().list_users().await.unwrap();
-    assert_eq!(users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(), ["op@example.com", "user@example.com"]);
+    assert_eq!(
+        users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
+        ["op@example.com", "user@example.com"]
+    );
     assert_eq!(t.core.accounts().count_users().await.unwrap(), 2);
-    let u2 = t.core.accounts().set_operator(&u.id, true, &caller_for(&op)).await.unwrap();
+    let u2 = t
+        .core
+        .accounts()
+        .set_operator(&u.id, true, &caller_for(&op))
+        .await
+        .unwrap();
     assert!(u2.is_operator);
     assert_eq!(t.core.accounts().get_user(&u.id).await.unwrap(), u2);
-    assert!(matches!(t.core.accounts().get_user("nope").await, Err(AccountError::NotFound)));
-    assert!(t.core.accounts().find_by_email("USER@example.com").await.unwrap().is_some());
-    let err = t.core.accounts().create_user("weak@example.com", &pw("short"), false, &Caller::system()).await.unwrap_err();
+    assert!(matches!(
+        t.core.accounts().get_user("nope").await,
+        Err(AccountError::NotFound)
+    ));
+    assert!(
+        t.core
+            .accounts()
+            .find_by_email("USER@example.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let err = t
+        .core
+        .accounts()
+        .create_user("weak@example.com", &pw("short"), false, &Caller::system())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), "password_too_short");
     let _ = ExposeSecret::expose_secret(&pw("x"));
 }

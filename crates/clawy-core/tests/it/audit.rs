@@ -10,8 +10,20 @@ async fn access_3_audit_log_is_append_only() {
     let u = t.user("audit@example.com").await;
     assert!(t.count("SELECT COUNT(*) FROM audit_events").await >= 1);
     let pool = t.core.store().pool();
-    assert!(sqlx::query("UPDATE audit_events SET detail = 'x'").execute(pool).await.is_err(), "UPDATE refused");
-    assert!(sqlx::query("DELETE FROM audit_events").execute(pool).await.is_err(), "DELETE refused");
+    assert!(
+        sqlx::query("UPDATE audit_events SET detail = 'x'")
+            .execute(pool)
+            .await
+            .is_err(),
+        "UPDATE refused"
+    );
+    assert!(
+        sqlx::query("DELETE FROM audit_events")
+            .execute(pool)
+            .await
+            .is_err(),
+        "DELETE refused"
+    );
     let events = t.core.audit().list_for_user(&u.id, 10, None).await.unwrap();
     assert_eq!(events[0].action, "signup");
 }
@@ -24,19 +36,62 @@ async fn access_3_events_scoped_newest_first_paged_and_described() {
     let key = t
         .core
         .api_keys()
-        .create(&alice.id, "ci", clawy_core::api_keys::Tier::Admin, None, None, &caller_for(&alice))
+        .create(
+            &alice.id,
+            "ci",
+            clawy_core::api_keys::Tier::Admin,
+            None,
+            None,
+            &caller_for(&alice),
+        )
         .await
         .unwrap();
-    let by_key = Caller::api_key(&key.api_key, ClientInfo::new("2001:db8::5".parse().unwrap(), None));
-    t.core.api_keys().regenerate(&alice.id, &key.api_key.id, Some(clawy_core::api_keys::Tier::Admin), &by_key).await.unwrap();
+    let by_key = Caller::api_key(
+        &key.api_key,
+        ClientInfo::new("2001:db8::5".parse().unwrap(), None),
+    );
+    t.core
+        .api_keys()
+        .regenerate(
+            &alice.id,
+            &key.api_key.id,
+            Some(clawy_core::api_keys::Tier::Admin),
+            &by_key,
+        )
+        .await
+        .unwrap();
     t.core
         .audit()
-        .record(Some(&alice.id), &Caller::new(Actor::Operator { user_id: bob.id.clone(), email: bob.email.clone() }, ClientInfo::none()), AuditAction::OperatorChanged, "viewed")
+        .record(
+            Some(&alice.id),
+            &Caller::new(
+                Actor::Operator {
+                    user_id: bob.id.clone(),
+                    email: bob.email.clone(),
+                },
+                ClientInfo::none(),
+            ),
+            AuditAction::OperatorChanged,
+            "viewed",
+        )
         .await
         .unwrap();
-    let all = t.core.audit().list_for_user(&alice.id, 100, None).await.unwrap();
+    let all = t
+        .core
+        .audit()
+        .list_for_user(&alice.id, 100, None)
+        .await
+        .unwrap();
     let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["operator_changed", "api_key_regenerated", "api_key_created", "signup"]);
+    assert_eq!(
+        actions,
+        [
+            "operator_changed",
+            "api_key_regenerated",
+            "api_key_created",
+            "signup"
+        ]
+    );
     assert_eq!(all[0].actor, format!("operator:{}", bob.email));
     assert_eq!(all[1].actor, format!("api_key:{}", key.api_key.prefix));
     assert_eq!(all[1].client_addr.as_deref(), Some("2001:db8::5"));
@@ -44,12 +99,30 @@ async fn access_3_events_scoped_newest_first_paged_and_described() {
     assert_eq!(all[3].actor, "anonymous");
     assert_eq!(all[2].label(), "API key created");
     // Paging by id.
-    let page1 = t.core.audit().list_for_user(&alice.id, 2, None).await.unwrap();
-    let page2 = t.core.audit().list_for_user(&alice.id, 2, Some(page1[1].id)).await.unwrap();
+    let page1 = t
+        .core
+        .audit()
+        .list_for_user(&alice.id, 2, None)
+        .await
+        .unwrap();
+    let page2 = t
+        .core
+        .audit()
+        .list_for_user(&alice.id, 2, Some(page1[1].id))
+        .await
+        .unwrap();
     assert_eq!(page1.len(), 2);
-    assert_eq!(page2.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["api_key_created", "signup"]);
+    assert_eq!(
+        page2.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["api_key_created", "signup"]
+    );
     // Bob sees only his own.
-    let bobs = t.core.audit().list_for_user(&bob.id, 100, None).await.unwrap();
+    let bobs = t
+        .core
+        .audit()
+        .list_for_user(&bob.id, 100, None)
+        .await
+        .unwrap();
     assert_eq!(bobs.len(), 1);
     // Never a secret in the log.
     let dump = t.dump_text().await;

@@ -5,19 +5,30 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut m: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    m.entry("HOME".into()).or_insert_with(|| "/home/tester".into());
+    let mut m: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    m.entry("HOME".into())
+        .or_insert_with(|| "/home/tester".into());
     m
 }
 
 #[test]
 fn config_unknown_key_is_refused_naming_the_key() {
-    let err = ServerConfig::from_toml_and_env("lisen = \"0.0.0.0:80\"\n", Some(PathBuf::from("/etc/clawy.toml")), &env(&[]))
-        .unwrap_err();
+    let err = ServerConfig::from_toml_and_env(
+        "lisen = \"0.0.0.0:80\"\n",
+        Some(PathBuf::from("/etc/clawy.toml")),
+        &env(&[]),
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
     assert!(msg.contains("`lisen`"), "message names the key: {msg}");
-    assert!(msg.contains("/etc/clawy.toml"), "message names the file: {msg}");
+    assert!(
+        msg.contains("/etc/clawy.toml"),
+        "message names the file: {msg}"
+    );
     assert_eq!(err.code(), "config_parse");
 }
 
@@ -61,18 +72,25 @@ trusted_proxies = ["10.0.0.1"]
     assert_eq!(c.listen.to_string(), "0.0.0.0:8443");
     assert_eq!(c.base_url.as_str(), "https://clawy.example.com/");
     assert!(c.is_tls());
-    assert_eq!(c.session_idle_minutes, 10, "file value kept where env is silent");
+    assert_eq!(
+        c.session_idle_minutes, 10,
+        "file value kept where env is silent"
+    );
     assert_eq!(c.data_dir, PathBuf::from("/srv/clawy"));
     assert_eq!(c.database_url, "sqlite:///srv/clawy/clawy.db");
     assert_eq!(c.security_contact, "security@clawy.example.com");
     assert_eq!(c.trusted_proxies.len(), 2);
     assert!(c.is_trusted_proxy("192.0.2.77".parse().unwrap()));
-    assert!(!c.is_trusted_proxy("10.0.0.1".parse().unwrap()), "env replaced the file's list");
+    assert!(
+        !c.is_trusted_proxy("10.0.0.1".parse().unwrap()),
+        "env replaced the file's list"
+    );
 }
 
 #[test]
 fn config_bad_env_value_names_the_variable() {
-    let err = ServerConfig::from_toml_and_env("", None, &env(&[("CLAWY_BCRYPT_COST", "lots")])).unwrap_err();
+    let err = ServerConfig::from_toml_and_env("", None, &env(&[("CLAWY_BCRYPT_COST", "lots")]))
+        .unwrap_err();
     assert!(err.to_string().contains("CLAWY_BCRYPT_COST"), "{err}");
 }
 
@@ -81,9 +99,21 @@ fn config_auth_1_bcrypt_cost_below_12_refused_outside_test_mode() {
     let err = ServerConfig::from_toml_and_env("bcrypt_cost = 10\n", None, &env(&[])).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("bcrypt_cost") && msg.contains("12"), "{msg}");
-    let c = ServerConfig::from_toml_and_env("bcrypt_cost = 4\ninsecure_test_mode = true\n", None, &env(&[])).unwrap();
+    let c = ServerConfig::from_toml_and_env(
+        "bcrypt_cost = 4\ninsecure_test_mode = true\n",
+        None,
+        &env(&[]),
+    )
+    .unwrap();
     assert_eq!(c.bcrypt_cost, 4);
-    assert!(ServerConfig::from_toml_and_env("bcrypt_cost = 3\ninsecure_test_mode = true\n", None, &env(&[])).is_err());
+    assert!(
+        ServerConfig::from_toml_and_env(
+            "bcrypt_cost = 3\ninsecure_test_mode = true\n",
+            None,
+            &env(&[])
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -108,10 +138,17 @@ fn config_default_file_in_data_dir_is_read_and_missing_means_defaults() {
     let e = env(&[("CLAWY_DATA_DIR", dir.path().to_str().unwrap())]);
     let c = ServerConfig::load_with_env(None, &e).unwrap();
     assert!(c.config_path.is_none());
-    std::fs::write(dir.path().join("clawy.toml"), "listen = \"127.0.0.1:7000\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("clawy.toml"),
+        "listen = \"127.0.0.1:7000\"\n",
+    )
+    .unwrap();
     let c = ServerConfig::load_with_env(None, &e).unwrap();
     assert_eq!(c.listen.port(), 7000);
-    assert_eq!(c.config_path.as_deref(), Some(dir.path().join("clawy.toml").as_path()));
+    assert_eq!(
+        c.config_path.as_deref(),
+        Some(dir.path().join("clawy.toml").as_path())
+    );
     // An explicit path that does not exist is an error.
     assert!(ServerConfig::load_with_env(Some(&dir.path().join("nope.toml")), &e).is_err());
 }
@@ -121,18 +158,38 @@ fn config_auth_5_client_address_from_trusted_proxies_only() {
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let mut c = ServerConfig::from_toml_and_env("", None, &env(&[])).unwrap();
     // No trusted proxies: X-Forwarded-For is ignored.
-    assert_eq!(c.resolve_client_addr(ip("203.0.113.5"), Some("198.51.100.7")), ip("203.0.113.5"));
-    c = ServerConfig::from_toml_and_env("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]", None, &env(&[])).unwrap();
-    assert_eq!(c.resolve_client_addr(ip("127.0.0.1"), Some("198.51.100.7")), ip("198.51.100.7"));
+    assert_eq!(
+        c.resolve_client_addr(ip("203.0.113.5"), Some("198.51.100.7")),
+        ip("203.0.113.5")
+    );
+    c = ServerConfig::from_toml_and_env(
+        "trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]",
+        None,
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.resolve_client_addr(ip("127.0.0.1"), Some("198.51.100.7")),
+        ip("198.51.100.7")
+    );
     // Spoofed left-most entries are skipped: the right-most untrusted hop counts.
     assert_eq!(
         c.resolve_client_addr(ip("127.0.0.1"), Some("1.1.1.1, 198.51.100.7, 10.1.2.3")),
         ip("198.51.100.7")
     );
     // An untrusted peer cannot set the address.
-    assert_eq!(c.resolve_client_addr(ip("203.0.113.5"), Some("1.1.1.1")), ip("203.0.113.5"));
+    assert_eq!(
+        c.resolve_client_addr(ip("203.0.113.5"), Some("1.1.1.1")),
+        ip("203.0.113.5")
+    );
     // IPv4-mapped IPv6 peers count as IPv4.
-    assert_eq!(c.resolve_client_addr(ip("::ffff:127.0.0.1"), Some("198.51.100.9")), ip("198.51.100.9"));
+    assert_eq!(
+        c.resolve_client_addr(ip("::ffff:127.0.0.1"), Some("198.51.100.9")),
+        ip("198.51.100.9")
+    );
     // Garbage stops at the last trustworthy hop.
-    assert_eq!(c.resolve_client_addr(ip("127.0.0.1"), Some("junk")), ip("127.0.0.1"));
+    assert_eq!(
+        c.resolve_client_addr(ip("127.0.0.1"), Some("junk")),
+        ip("127.0.0.1")
+    );
 }

@@ -44,7 +44,10 @@ async fn auth_1_mail_without_smtp_is_logged_as_not_sent_without_its_body() {
         kind: "password_reset",
     };
     assert!(!format!("{mail:?}").contains("SECRET-TOKEN-123"));
-    assert!(matches!(mailer.send(&mail).await, Err(MailError::NotConfigured)));
+    assert!(matches!(
+        mailer.send(&mail).await,
+        Err(MailError::NotConfigured)
+    ));
     let logged = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert!(logged.contains("not sent"), "{logged}");
     assert!(!logged.contains("SECRET-TOKEN-123"), "{logged}");
@@ -60,7 +63,13 @@ async fn auth_1_reset_flow_logs_no_token() {
         .request_password_reset("logs@example.com", &Caller::anonymous(client("192.0.2.1")))
         .await
         .unwrap();
-    let mail = t.smtp.as_ref().unwrap().wait_for_containing("reset-password?token=").await.unwrap();
+    let mail = t
+        .smtp
+        .as_ref()
+        .unwrap()
+        .wait_for_containing("reset-password?token=")
+        .await
+        .unwrap();
     let start = mail.body.find("token=").unwrap() + 6;
     let token: String = mail.body[start..].chars().take(43).collect();
     // Give the background sender a moment to log its outcome.

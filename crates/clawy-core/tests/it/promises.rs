@@ -4,18 +4,22 @@ use clawy_core::promises;
 use std::path::{Path, PathBuf};
 
 const ALL_IDS: &[&str] = &[
-    "ISO-1", "ISO-2", "ISO-3", "ISO-4", "DATA-1", "DATA-2", "DATA-3", "DATA-4", "ACCESS-1", "ACCESS-2", "ACCESS-3",
-    "AUTH-1", "AUTH-2", "AUTH-3", "AUTH-4", "AUTH-5", "NET-1", "NET-2", "NET-3", "NET-4", "NET-5", "REPORT-1",
+    "ISO-1", "ISO-2", "ISO-3", "ISO-4", "DATA-1", "DATA-2", "DATA-3", "DATA-4", "ACCESS-1",
+    "ACCESS-2", "ACCESS-3", "AUTH-1", "AUTH-2", "AUTH-3", "AUTH-4", "AUTH-5", "NET-1", "NET-2",
+    "NET-3", "NET-4", "NET-5", "REPORT-1",
 ];
 
 /// Promises whose tests must exist by now (issues 2 and 3). Grows as work lands.
 const REQUIRED_NOW: &[&str] = &[
-    "AUTH-1", "AUTH-2", "AUTH-3", "AUTH-5", "DATA-3", "DATA-4", "ACCESS-2", "ACCESS-3", "REPORT-1", "ISO-1", "ISO-2",
-    "ISO-3", "ISO-4", "NET-3", "NET-5",
+    "AUTH-1", "AUTH-2", "AUTH-3", "AUTH-5", "DATA-3", "DATA-4", "ACCESS-2", "ACCESS-3", "REPORT-1",
+    "ISO-1", "ISO-2", "ISO-3", "ISO-4", "NET-3", "NET-5",
 ];
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 #[test]
@@ -53,7 +57,9 @@ fn promise_list_matches_security_promises_md() {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -71,7 +77,10 @@ fn mentions(text: &str, id: &str) -> bool {
     let snake = id.to_lowercase().replace('-', "_");
     [id.to_string(), snake].iter().any(|needle| {
         text.match_indices(needle.as_str()).any(|(i, _)| {
-            !text[i + needle.len()..].chars().next().is_some_and(|c| c.is_ascii_digit())
+            !text[i + needle.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
         })
     })
 }
@@ -82,7 +91,9 @@ fn test_code() -> Vec<(PathBuf, String)> {
     let root = workspace_root().join("crates");
     let me = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/promises.rs");
     let mut out = Vec::new();
-    let Ok(crates) = std::fs::read_dir(&root) else { return out };
+    let Ok(crates) = std::fs::read_dir(&root) else {
+        return out;
+    };
     for c in crates.flatten() {
         let mut files = Vec::new();
         rust_files(&c.path().join("tests"), &mut files);
@@ -115,9 +126,16 @@ fn promise_ids_are_proven_by_named_tests() {
         .filter(|id| !code.iter().any(|(_, t)| mentions(t, id)))
         .collect();
     if !missing.is_empty() {
-        eprintln!("promises without a test that names them yet: {}", missing.join(", "));
+        eprintln!(
+            "promises without a test that names them yet: {}",
+            missing.join(", ")
+        );
     }
-    let required_missing: Vec<&str> = missing.iter().copied().filter(|id| REQUIRED_NOW.contains(id)).collect();
+    let required_missing: Vec<&str> = missing
+        .iter()
+        .copied()
+        .filter(|id| REQUIRED_NOW.contains(id))
+        .collect();
     assert!(
         required_missing.is_empty(),
         "these promises must be proven by a test that names them (e.g. `fn auth_2_…` or a `// AUTH-2` comment in a test): {}",

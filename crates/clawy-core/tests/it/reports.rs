@@ -13,23 +13,47 @@ async fn report_1_stored_tracked_and_mailed_to_the_security_contact() {
     let r = t
         .core
         .reports()
-        .create(Some(" Finder@Example.org "), "XSS in /login", "Steps: …", &Caller::anonymous(client("198.51.100.20")))
+        .create(
+            Some(" Finder@Example.org "),
+            "XSS in /login",
+            "Steps: …",
+            &Caller::anonymous(client("198.51.100.20")),
+        )
         .await
         .unwrap();
-    assert!(r.tracking_id.starts_with("CLAWY-2026-") && r.tracking_id.len() == "CLAWY-2026-".len() + 6, "{}", r.tracking_id);
+    assert!(
+        r.tracking_id.starts_with("CLAWY-2026-") && r.tracking_id.len() == "CLAWY-2026-".len() + 6,
+        "{}",
+        r.tracking_id
+    );
     assert_eq!(r.reporter_email.as_deref(), Some("finder@example.org"));
     let mail = smtp.wait_for_containing(&r.tracking_id).await.unwrap();
     assert!(mail.to.contains("security@clawy.test"), "{}", mail.to);
     assert!(mail.body.contains("XSS in /login"));
 
-    let op = t.core.accounts().create_user("op@example.com", &pw(GOOD_PW), true, &Caller::system()).await.unwrap();
+    let op = t
+        .core
+        .accounts()
+        .create_user("op@example.com", &pw(GOOD_PW), true, &Caller::system())
+        .await
+        .unwrap();
     let user = t.user("user@example.com").await;
     let list = t.core.reports().list(&op).await.unwrap();
     assert_eq!(list.len(), 1);
-    assert_eq!(t.core.reports().get(&op, &r.tracking_id.to_lowercase()).await.unwrap(), r);
+    assert_eq!(
+        t.core
+            .reports()
+            .get(&op, &r.tracking_id.to_lowercase())
+            .await
+            .unwrap(),
+        r
+    );
     let e = t.core.reports().list(&user).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Forbidden);
-    assert!(matches!(t.core.reports().get(&op, "CLAWY-2026-NOPE00").await, Err(ReportError::NotFound)));
+    assert!(matches!(
+        t.core.reports().get(&op, "CLAWY-2026-NOPE00").await,
+        Err(ReportError::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -38,19 +62,51 @@ async fn report_1_rate_limited_per_client_address() {
     let reports = t.core.reports();
     let c = Caller::anonymous(client("203.0.113.30"));
     for i in 0..5 {
-        reports.create(None, &format!("report {i}"), "details", &c).await.unwrap();
+        reports
+            .create(None, &format!("report {i}"), "details", &c)
+            .await
+            .unwrap();
     }
-    let e = reports.create(None, "six", "details", &c).await.unwrap_err();
-    let ReportError::RateLimited { retry_after } = e else { panic!("{e:?}") };
+    let e = reports
+        .create(None, "six", "details", &c)
+        .await
+        .unwrap_err();
+    let ReportError::RateLimited { retry_after } = e else {
+        panic!("{e:?}")
+    };
     assert!(retry_after <= Duration::from_secs(3600) && retry_after > Duration::from_secs(3500));
     assert_eq!(e_code(retry_after), "rate_limited");
-    reports.create(None, "other address", "details", &Caller::anonymous(client("203.0.113.31"))).await.unwrap();
+    reports
+        .create(
+            None,
+            "other address",
+            "details",
+            &Caller::anonymous(client("203.0.113.31")),
+        )
+        .await
+        .unwrap();
     t.clock.advance(Duration::from_secs(3601));
-    reports.create(None, "an hour later", "details", &c).await.unwrap();
+    reports
+        .create(None, "an hour later", "details", &c)
+        .await
+        .unwrap();
     // Validation.
-    assert_eq!(reports.create(None, "", "x", &c).await.unwrap_err().code(), "invalid_title");
-    assert_eq!(reports.create(None, "t", " ", &c).await.unwrap_err().code(), "invalid_body");
-    assert_eq!(reports.create(Some("not-an-email"), "t", "b", &c).await.unwrap_err().code(), "invalid_email");
+    assert_eq!(
+        reports.create(None, "", "x", &c).await.unwrap_err().code(),
+        "invalid_title"
+    );
+    assert_eq!(
+        reports.create(None, "t", " ", &c).await.unwrap_err().code(),
+        "invalid_body"
+    );
+    assert_eq!(
+        reports
+            .create(Some("not-an-email"), "t", "b", &c)
+            .await
+            .unwrap_err()
+            .code(),
+        "invalid_email"
+    );
 }
 
 fn e_code(retry_after: Duration) -> &'static str {

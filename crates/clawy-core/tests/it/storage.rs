@@ -26,9 +26,15 @@ async fn data_4_sqlite_file_0600_in_dir_0700_with_wal() {
     if wal.exists() {
         assert_eq!(mode(&wal) & 0o077, 0, "WAL file not readable by others");
     }
-    let row = sqlx::query("PRAGMA journal_mode").fetch_one(t.core.store().pool()).await.unwrap();
+    let row = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(t.core.store().pool())
+        .await
+        .unwrap();
     assert_eq!(row.try_get::<String, _>(0).unwrap().to_lowercase(), "wal");
-    let row = sqlx::query("PRAGMA foreign_keys").fetch_one(t.core.store().pool()).await.unwrap();
+    let row = sqlx::query("PRAGMA foreign_keys")
+        .fetch_one(t.core.store().pool())
+        .await
+        .unwrap();
     assert_eq!(row.try_get::<i64, _>(0).unwrap(), 1);
 }
 
@@ -42,7 +48,9 @@ async fn data_4_existing_sqlite_file_with_wide_permissions_is_tightened() {
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     std::fs::write(&db, b"").unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let store = clawy_core::Store::connect_url(&format!("sqlite://{}", db.display())).await.unwrap();
+    let store = clawy_core::Store::connect_url(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
     assert_eq!(mode(&db), 0o600);
     store.close().await;
 }
@@ -54,15 +62,26 @@ async fn data_4_postgres_connection_is_tls_verified() {
         return;
     }
     assert_eq!(t.core.store().backend(), Backend::Postgres);
-    assert!(t.db.url().contains("sslmode=verify-full"), "the suite connects with verify-full");
+    assert!(
+        t.db.url().contains("sslmode=verify-full"),
+        "the suite connects with verify-full"
+    );
     let row = sqlx::query("SELECT CASE WHEN ssl THEN 1 ELSE 0 END AS on_tls FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
         .fetch_one(t.core.store().pool())
         .await
         .unwrap();
-    assert_eq!(row.try_get::<i32, _>(0).unwrap(), 1, "connection is encrypted");
+    assert_eq!(
+        row.try_get::<i32, _>(0).unwrap(),
+        1,
+        "connection is encrypted"
+    );
     // Without the CA, verify-full must refuse the server's certificate.
     let no_ca = t.db.url().replace("sslrootcert=", "sslrootcert_unused=");
-    let no_ca = no_ca.split("&sslrootcert_unused").next().unwrap().to_string();
+    let no_ca = no_ca
+        .split("&sslrootcert_unused")
+        .next()
+        .unwrap()
+        .to_string();
     assert!(
         clawy_core::Store::connect_url(&no_ca).await.is_err(),
         "verify-full without the test CA must fail"
@@ -81,14 +100,25 @@ async fn data_4_secret_key_file_0600_created_once_and_seals() {
     assert!(!sealed.contains("agent-token-123"));
     let again = SecretKey::load_or_create(path).unwrap();
     use clawy_core::ExposeSecret;
-    assert_eq!(again.open_str(&sealed).unwrap().expose_secret(), "agent-token-123");
-    assert_eq!(std::fs::read_to_string(path).unwrap(), text, "not rewritten");
+    assert_eq!(
+        again.open_str(&sealed).unwrap().expose_secret(),
+        "agent-token-123"
+    );
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap(),
+        text,
+        "not rewritten"
+    );
     // Another key cannot open it, and tampering is detected.
     assert!(SecretKey::generate().open_str(&sealed).is_err());
     let mut tampered = sealed.clone().into_bytes();
     let last = tampered.len() - 2;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
-    assert!(again.open_str(std::str::from_utf8(&tampered).unwrap()).is_err());
+    assert!(
+        again
+            .open_str(std::str::from_utf8(&tampered).unwrap())
+            .is_err()
+    );
     // Two seals of the same text differ (random nonce).
     assert_ne!(again.seal_str("x"), again.seal_str("x"));
     assert_eq!(format!("{again:?}"), "SecretKey([redacted])");
@@ -105,6 +135,13 @@ fn tokens_are_random_and_redacted() {
     assert!(b.bytes().all(|c| c.is_ascii_alphanumeric()));
     let t = clawy_core::Token::new("s3cret".into());
     assert_eq!(format!("{t:?} {t}"), "[redacted] [redacted]");
-    assert_eq!(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd") && !constant_time_eq(b"a", b"ab"));
+    assert_eq!(
+        sha256_hex("abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert!(
+        constant_time_eq(b"abc", b"abc")
+            && !constant_time_eq(b"abc", b"abd")
+            && !constant_time_eq(b"a", b"ab")
+    );
 }

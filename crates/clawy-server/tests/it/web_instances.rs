@@ -388,7 +388,12 @@ async fn access3_operator_pages_404_for_others_list_hosts_and_record_views() {
     // Read-only for operators: no lifecycle forms on someone else's instance.
     assert!(!html.contains(&format!("action=\"/instances/{id}/stop\"")));
     // ACCESS-3: the operator's view is an event the owner can read.
-    let events = app.core.audit().list_for_instance(&id, 50, None).await.unwrap();
+    let events = app
+        .core
+        .audit()
+        .list_for_instance(&id, 50, None)
+        .await
+        .unwrap();
     assert!(
         events
             .iter()
