@@ -196,12 +196,14 @@ async fn auth_1_unknown_email_and_wrong_password_same_error_and_time() {
         assert_eq!(e1.code(), e2.code());
         assert_eq!(e1.kind(), ErrorKind::Unauthorized);
     }
-    wrong.sort();
-    unknown.sort();
-    let (w, u) = (wrong[2].as_secs_f64(), unknown[2].as_secs_f64());
+    // The fastest of several tries is the cost of the work itself: other tests on the
+    // same cores only ever add time. Without the dummy bcrypt for unknown emails the
+    // ratio is below 0.01, so the band still catches the timing leak.
+    let w = wrong.iter().min().unwrap().as_secs_f64();
+    let u = unknown.iter().min().unwrap().as_secs_f64();
     assert!(
-        u > w * 0.5 && u < w * 2.0,
-        "median wrong-password {w:.4}s vs unknown-email {u:.4}s"
+        u > w * 0.33 && u < w * 3.0,
+        "fastest wrong-password {w:.4}s vs unknown-email {u:.4}s"
     );
     // And the right password works.
     acc.authenticate(
