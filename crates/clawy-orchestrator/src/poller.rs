@@ -190,38 +190,8 @@ impl Poller {
             .filter(|v| known.contains(&v.id))
             .map(|v| health_of(v, now))
             .collect();
-        record_health_batch(&self.core, &health).await?;
+        self.core.metrics().record_health_many(&health).await?;
         report.samples = samples.len();
         Ok(report)
     }
-}
-
-/// Writes the latest health of a host's VMs in ONE transaction. The same upsert as
-/// `metrics().record_health`, batched: one commit per host instead of one per VM keeps
-/// a 10,000-VM poll from turning into 10,000 SQLite commits (see docs/BENCHMARKS.md).
-/// TODO(core): move into `clawy_core::metrics` as `record_health_many`.
-async fn record_health_batch(core: &Core, rows: &[HealthUpdate]) -> Result<(), OrchestratorError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut tx = core.store().pool().begin().await?;
-    for h in rows {
-        sqlx::query(
-            "INSERT INTO instance_health (instance_id, checked_at, vm_state, tcp_ok, http_status, latency_ms, uptime_secs) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (instance_id) DO UPDATE SET \
-             checked_at = excluded.checked_at, vm_state = excluded.vm_state, tcp_ok = excluded.tcp_ok, \
-             http_status = excluded.http_status, latency_ms = excluded.latency_ms, uptime_secs = excluded.uptime_secs",
-        )
-        .bind(&h.instance_id)
-        .bind(h.checked_at.timestamp_millis())
-        .bind(h.vm_state.clone())
-        .bind(h.tcp_ok.map(i64::from))
-        .bind(h.http_status.map(i64::from))
-        .bind(h.latency_ms.map(|v| v.min(i64::MAX as u64) as i64))
-        .bind(h.uptime_secs.map(|v| v.min(i64::MAX as u64) as i64))
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }

@@ -36,7 +36,6 @@ use clawy_core::instances::{DesiredPower, Instance, InstanceState, ListFilter};
 use clawy_core::jobs::JobKind;
 use clawy_proto::agent::{ErrorCode, VmState, VmStatus};
 use futures::StreamExt;
-use sqlx::Row;
 use tokio::sync::watch;
 
 use crate::clients::AgentClients;
@@ -177,14 +176,7 @@ impl Reconciler {
 
     /// Instance ids with a queued or running job (one query for all hosts).
     async fn busy_instances(&self) -> Result<HashSet<String>, OrchestratorError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT instance_id FROM jobs WHERE state IN ('queued', 'running')",
-        )
-        .fetch_all(self.core.store().pool())
-        .await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>("instance_id").map_err(Into::into))
-            .collect()
+        Ok(self.core.jobs().instances_with_unfinished_jobs().await?)
     }
 
     async fn reconcile_host(

@@ -17,6 +17,7 @@ use clawy_agent_client::{AgentClient, ClientError};
 use clawy_core::Core;
 use clawy_core::instances::InstanceState;
 use clawy_core::jobs::{FailOutcome, Job, JobError, JobKind};
+use clawy_core::metrics::HealthUpdate;
 use clawy_proto::agent::{ErrorCode, VmState};
 use tokio::sync::watch;
 
@@ -37,6 +38,9 @@ pub struct RunnerConfig {
     pub wait_running: Duration,
     /// Interval of the `get_vm` poll while waiting.
     pub state_poll: Duration,
+    /// How long after a (re)start the runner keeps probing the gateway so health
+    /// shows as soon as the guest answers, not at the next metrics poll.
+    pub watch_health: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -48,6 +52,7 @@ impl Default for RunnerConfig {
             idle_poll: Duration::from_millis(500),
             wait_running: Duration::from_secs(120),
             state_poll: Duration::from_millis(250),
+            watch_health: Duration::from_secs(180),
         }
     }
 }
@@ -230,6 +235,7 @@ impl JobRunner {
         crash_point("provision:before_complete");
         self.core.jobs().complete(job, worker).await?;
         crash_point("provision:after_complete");
+        self.watch_health(client, id);
         Ok(())
     }
 
@@ -263,6 +269,7 @@ impl JobRunner {
         }
         self.wait_running(client, id).await?;
         self.core.jobs().complete(job, worker).await?;
+        self.watch_health(client, id);
         Ok(())
     }
 
@@ -315,6 +322,45 @@ impl JobRunner {
         self.core.jobs().complete(job, worker).await?;
         crash_point("delete:after_complete");
         Ok(())
+    }
+
+    /// After a (re)start, probes the guest's gateway port through the agent until it
+    /// answers (bounded), and records that health at once (ACCESS-1: a port probe
+    /// from the host, nothing from inside the guest). The metrics poller keeps it
+    /// current afterwards; this only removes the wait for its next cycle.
+    fn watch_health(&self, client: &AgentClient, id: &str) {
+        let (core, client, id) = (self.core.clone(), client.clone(), id.to_string());
+        let until = Instant::now() + self.config.watch_health;
+        let every = self.config.state_poll.max(Duration::from_millis(250));
+        tokio::spawn(async move {
+            while Instant::now() < until {
+                match client.probe_vm(&id).await {
+                    Ok(probe) if probe.tcp_ok => {
+                        let checked_at = chrono::DateTime::parse_from_rfc3339(&probe.checked_at)
+                            .map(|t| t.with_timezone(&chrono::Utc))
+                            .unwrap_or_else(|_| core.now());
+                        let health = HealthUpdate {
+                            instance_id: id.clone(),
+                            checked_at,
+                            vm_state: Some("running".to_string()),
+                            tcp_ok: Some(true),
+                            http_status: probe.http_status,
+                            latency_ms: Some(probe.latency_ms),
+                            uptime_secs: None,
+                        };
+                        if let Err(e) = core.metrics().record_health(&health).await {
+                            tracing::warn!(instance = %id, error = %e, "recording health failed");
+                        }
+                        return;
+                    }
+                    // Not answering yet, or the VM was stopped meanwhile.
+                    Ok(_) => {}
+                    Err(e) if e.code() == Some(ErrorCode::NotFound) => return,
+                    Err(_) => {}
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
     }
 
     /// Polls the VM until the agent reports `running` (bounded).

@@ -29,6 +29,7 @@ pub fn runner_config(prefix: &str) -> RunnerConfig {
         idle_poll: Duration::from_millis(20),
         wait_running: Duration::from_secs(5),
         state_poll: Duration::from_millis(20),
+        watch_health: Duration::from_secs(5),
     }
 }
 
