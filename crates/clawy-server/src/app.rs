@@ -9,7 +9,6 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clawy_core::Core;
-use clawy_core::config::ServerConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -63,20 +62,14 @@ pub fn not_found_for(uri: &Uri) -> Response {
 }
 
 /// Runs the control plane until SIGINT/SIGTERM.
-pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    let listen = config.listen;
-    let core = Arc::new(
-        Core::open(config)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+pub async fn serve(core: Arc<Core>) -> anyhow::Result<()> {
+    let listen = core.config().listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, base_url = %core.config().base_url, "clawy server listening");
     let app = build_app(core.clone()).await;
     serve_with(listener, app, shutdown_signal()).await?;
-    core.store().close().await;
     Ok(())
 }
 

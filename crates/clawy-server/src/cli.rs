@@ -85,10 +85,10 @@ pub fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     let config = load_config(args.config.as_deref())?;
     runtime()?.block_on(async move {
         // Issue 4: the orchestrator (job runner, reconciler, metrics poller) runs beside
-        // the HTTP server in this process, on its own connection pool. A job cut short
-        // by a stop or a crash is taken up again after its lease expires.
+        // the HTTP server in this process, sharing its `Core`. A job cut short by a stop
+        // or a crash is taken up again after its lease expires.
         let core = std::sync::Arc::new(
-            Core::open(config.clone())
+            Core::open(config)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
@@ -96,7 +96,7 @@ pub fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
             core.clone(),
             clawy_orchestrator::OrchestratorConfig::from_core(&core),
         );
-        let served = crate::app::serve(config).await;
+        let served = crate::app::serve(core.clone()).await;
         if tokio::time::timeout(std::time::Duration::from_secs(30), orchestrator.shutdown())
             .await
             .is_err()
