@@ -36,7 +36,7 @@ pkgs=("$kpkg" dropbear-bin libtomcrypt1 libtommath1)
 inputs=$(
   for p in "${pkgs[@]}"; do echo "$p=$(candidate "$p")"; done
   echo "busybox=$(dpkg-query -W -f='${Version}' busybox-static)"
-  sha256sum "$0" "$repo/guest/test-image/init"
+  sha256sum "$0" "$repo/guest/test-image/init" "$repo/guest/test-image/acpi-power-button"
 )
 key=$(printf '%s\n' "$inputs" | sha256sum | cut -d' ' -f1)
 if [ -f "$image" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
@@ -65,6 +65,10 @@ mkdir -p "$root"/{bin,sbin,etc,lib/modules,lib64,usr/bin,usr/sbin,root,proc,sys,
 cp "$(command -v busybox)" "$root/bin/busybox"
 cp "$repo/guest/test-image/init" "$root/init"
 chmod 755 "$root/init"
+# The ACPI power-button handler busybox acpid runs (its default action for PWRF).
+mkdir -p "$root/etc/acpi/PWRF" "$root/var/log"
+cp "$repo/guest/test-image/acpi-power-button" "$root/etc/acpi/PWRF/00000080"
+chmod 755 "$root/etc/acpi/PWRF/00000080"
 
 # Kernel modules the guest needs, with their dependencies first (order file read by
 # /init; no depmod/modprobe needed in the guest).
@@ -81,7 +85,8 @@ add_mod() {
   cp "$f" "$root/lib/modules/"
   order+=("$(basename "$f")")
 }
-for m in virtio virtio_ring virtio_pci virtio_blk virtio_net isofs vfat nls_cp437 nls_ascii; do add_mod "$m"; done
+# button + evdev: the ACPI power button as an input event for acpid (graceful stop).
+for m in virtio virtio_ring virtio_pci virtio_blk virtio_net isofs vfat nls_cp437 nls_ascii button evdev; do add_mod "$m"; done
 printf '%s\n' "${order[@]}" > "$root/etc/modules.order"
 
 # dropbear and the shared libraries it links (from the unpacked packages or the
