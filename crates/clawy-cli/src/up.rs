@@ -58,7 +58,8 @@ pub struct UpArgs {
 
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    let config = ServerConfig::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = ServerConfig::load(args.config.as_deref())
+        .map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))?;
     if !matches!(args.accelerator.as_str(), "auto" | "kvm" | "tcg") {
         bail!("--accelerator: use auto, kvm or tcg");
     }
@@ -81,6 +82,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: UpArgs, config: ServerConfig, layout: AgentLayout) -> anyhow::Result<()> {
+    ensure_loopback_up()?;
     // 2. The local agent, as a child process.
     let uplink = match &args.uplink {
         Some(u) => u.clone(),
@@ -115,7 +117,7 @@ async fn serve_platform(
     let core = Arc::new(
         Core::open(config.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))?,
     );
     // 5. The operator account.
     let operator = ensure_operator(&core).await?;
@@ -184,7 +186,7 @@ async fn ensure_operator(core: &Core) -> anyhow::Result<Operator> {
         .accounts()
         .find_by_email(&email)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))?
     {
         if !user.is_operator {
             tracing::warn!(%email, "the account exists but is not an operator");
@@ -335,7 +337,7 @@ impl AgentLayout {
             std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
         }
         clawy_agent::tls::ensure_private_dir(&self.state_dir)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))?;
         Ok(())
     }
 
@@ -631,4 +633,25 @@ mod tests {
     fn guest_script_is_found_from_the_source_tree() {
         assert!(find_guest_script().is_some());
     }
+}
+
+/// A namespace made with `ip netns add` starts with its loopback DOWN, and everything
+/// `clawy up` runs listens on 127.0.0.1. Bring it up only when it is down — on a
+/// normal machine loopback is up and nothing is touched.
+fn ensure_loopback_up() -> anyhow::Result<()> {
+    const IFF_UP: u32 = 0x1;
+    let flags = std::fs::read_to_string("/sys/class/net/lo/flags").unwrap_or_default();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(IFF_UP);
+    if flags & IFF_UP != 0 {
+        return Ok(());
+    }
+    println!("note: loopback is down here (a new network namespace?); bringing it up");
+    let status = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .context("cannot run `ip link set lo up`")?;
+    if !status.success() {
+        bail!("`ip link set lo up` failed ({status}); bring loopback up and try again");
+    }
+    Ok(())
 }

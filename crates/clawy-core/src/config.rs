@@ -478,6 +478,12 @@ impl ServerConfig {
     /// Checks values; errors name the key and say why.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &'static str, message: String| Err(ConfigError::Invalid { key, message });
+        if self.data_dir.as_os_str().is_empty() {
+            return bad(
+                "data_dir",
+                "is empty; give a directory path, or unset CLAWY_DATA_DIR for the default".into(),
+            );
+        }
         if self.bcrypt_cost > 31 {
             return bad(
                 "bcrypt_cost",

@@ -134,3 +134,20 @@ pub fn retry_after_from_ms(ms: i64) -> Duration {
     let secs = (ms.max(1) + 999) / 1000;
     Duration::from_secs(secs.max(1) as u64)
 }
+
+/// The error and its causes on one line, each cause once (`a: b: c`). For local
+/// command-line output only (`clawy admin`, `clawy up`): HTTP answers never carry
+/// causes.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}

@@ -77,7 +77,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ServerConfig> {
     // The error names the key and the reason; print it as is.
-    ServerConfig::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+    ServerConfig::load(path).map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))
 }
 
 pub fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
@@ -90,7 +90,7 @@ pub fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         let core = std::sync::Arc::new(
             Core::open(config)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+                .map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))?,
         );
         let orchestrator = clawy_orchestrator::Orchestrator::start(
             core.clone(),
@@ -115,7 +115,7 @@ pub fn run_admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let core = Core::open(config)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))?;
         let result = run_admin_command(&core, args.command).await;
         core.store().close().await;
         result
@@ -150,7 +150,7 @@ async fn run_admin_command(core: &Core, command: AdminCommand) -> anyhow::Result
                 .accounts()
                 .find_by_email(&email)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))?
                 .ok_or_else(|| anyhow::anyhow!("no account with the email address {email}"))?;
             let created = core
                 .api_keys()

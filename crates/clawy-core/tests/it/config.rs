@@ -126,6 +126,7 @@ fn config_validate_names_key_and_reason() {
         ("trusted_proxies = [\"10.0.0.0/99\"]", "trusted_proxies"),
         ("session_idle_minutes = 0", "session_idle_minutes"),
         ("security_contact = \"nobody\"", "security_contact"),
+        ("data_dir = \"\"", "data_dir"),
     ] {
         let err = ServerConfig::from_toml_and_env(toml, None, &env(&[])).unwrap_err();
         assert!(err.to_string().contains(key), "{toml}: {err}");
