@@ -592,6 +592,27 @@ fn find_guest_script() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// A namespace made with `ip netns add` starts with its loopback DOWN, and everything
+/// `clawy up` runs listens on 127.0.0.1. Bring it up only when it is down — on a
+/// normal machine loopback is up and nothing is touched.
+fn ensure_loopback_up() -> anyhow::Result<()> {
+    const IFF_UP: u32 = 0x1;
+    let flags = std::fs::read_to_string("/sys/class/net/lo/flags").unwrap_or_default();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(IFF_UP);
+    if flags & IFF_UP != 0 {
+        return Ok(());
+    }
+    println!("note: loopback is down here (a new network namespace?); bringing it up");
+    let status = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .context("cannot run `ip link set lo up`")?;
+    if !status.success() {
+        bail!("`ip link set lo up` failed ({status}); bring loopback up and try again");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -633,25 +654,4 @@ mod tests {
     fn guest_script_is_found_from_the_source_tree() {
         assert!(find_guest_script().is_some());
     }
-}
-
-/// A namespace made with `ip netns add` starts with its loopback DOWN, and everything
-/// `clawy up` runs listens on 127.0.0.1. Bring it up only when it is down — on a
-/// normal machine loopback is up and nothing is touched.
-fn ensure_loopback_up() -> anyhow::Result<()> {
-    const IFF_UP: u32 = 0x1;
-    let flags = std::fs::read_to_string("/sys/class/net/lo/flags").unwrap_or_default();
-    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(IFF_UP);
-    if flags & IFF_UP != 0 {
-        return Ok(());
-    }
-    println!("note: loopback is down here (a new network namespace?); bringing it up");
-    let status = std::process::Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .context("cannot run `ip link set lo up`")?;
-    if !status.success() {
-        bail!("`ip link set lo up` failed ({status}); bring loopback up and try again");
-    }
-    Ok(())
 }
