@@ -40,6 +40,9 @@ impl Up {
             .tempdir()
             .unwrap();
         let ns = Netns::new("up").unwrap();
+        // As `ip netns add` leaves it: loopback down. `clawy up` must cope (the README
+        // tells people to run it in a fresh namespace).
+        ns.exec(&["ip", "link", "set", "lo", "down"]).unwrap();
         let mut up = Up {
             child: None,
             stdout: Arc::new(Mutex::new(Vec::new())),
