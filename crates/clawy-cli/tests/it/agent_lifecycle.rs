@@ -1,7 +1,8 @@
 //! A real TCG guest through the real agent, inside a throwaway network namespace:
-//! create/start → running with a healthy gateway port, graceful stop, start,
+//! create/start → running with a healthy gateway port, graceful (ACPI) stop, start,
 //! reboot, agent restart re-adopts the VM, a killed QEMU shows as crashed, and
-//! delete leaves nothing behind (ISO-1, ISO-4).
+//! delete leaves nothing behind (ISO-1, ISO-4). A guest that powers itself off
+//! shows as stopped, not crashed.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use clawy_testkit::agent::{AgentOptions, TestAgent};
 use clawy_testkit::netns::Netns;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clawy");
+const GRACEFUL_STOP_TIMEOUT_SECS: u64 = 60;
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 test@clawy";
 
@@ -62,7 +64,9 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
             "subnet = \"10.77.1.0/24\"\nuplink = \"up0\"\nssh_port_range = \"22000-22099\"\n"
                 .into(),
         ),
-        stop_timeout_secs: 3,
+        // Long on purpose: the stop below must finish by the guest powering off on
+        // the ACPI request, far sooner than this.
+        stop_timeout_secs: GRACEFUL_STOP_TIMEOUT_SECS,
         extra_toml: "pin_cpus = true\n".into(),
     };
     let mut agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
@@ -166,11 +170,27 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("life-a"));
     assert!(pid_alive(pid));
 
-    // Stop (ACPI, then forced after the short test timeout) → stopped, no process.
+    // ISO-1 graceful stop: the ACPI power button powers the booted guest off (its
+    // acpid runs `poweroff`), well within the stop timeout and without forcing.
+    let asked = Instant::now();
     let vm = c.stop_vm("life-a").await.unwrap();
+    let took = asked.elapsed();
     assert_eq!(vm.state, VmState::Stopped);
     assert!(!pid_alive(pid));
     assert!(agent.qemu_pids().is_empty());
+    assert!(
+        took < Duration::from_secs(GRACEFUL_STOP_TIMEOUT_SECS / 3),
+        "graceful stop took {took:?}"
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("VM stopped gracefully"),
+        "no graceful stop in the agent log:\n{log}"
+    );
+    assert!(
+        !log.contains("forcing it off"),
+        "the agent forced the stop:\n{log}"
+    );
     c.stop_vm("life-a").await.unwrap();
 
     // Start again, then reboot: same process, guest comes back.
@@ -259,4 +279,56 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
     let links = ns.exec(&["ip", "-o", "link", "show"]).unwrap();
     // Interface names only (the veth's peer namespace is called clawy-t-…).
     assert!(!links.contains(": clawy"), "{links}");
+}
+
+/// ISO-1: a guest that powers itself off (no stop request) ends as `stopped`, not
+/// `crashed`: QEMU runs with `-no-shutdown`, so the agent sees the guest's
+/// power-off, records it and ends QEMU. No network needed: the guest's user-data
+/// script powers it off right after boot.
+#[tokio::test]
+async fn iso1_guest_powering_itself_off_shows_stopped_not_crashed() {
+    let image = clawy_testkit::guest::test_guest_image().unwrap();
+    let opts = AgentOptions {
+        images_dir: Some(image.parent().unwrap().to_path_buf()),
+        ..AgentOptions::default()
+    };
+    let agent = TestAgent::start(Path::new(BIN), opts, None).await.unwrap();
+    let c = AgentClient::new(&agent.base_url, &agent.fingerprint, &agent.token).unwrap();
+    let spec = VmSpec {
+        vcpus: 1,
+        memory_mib: 256,
+        disk_gib: 1,
+        base_image: image.file_name().unwrap().to_str().unwrap().to_string(),
+        mac: "52:54:00:77:02:0a".into(),
+        private_ip: "10.77.2.10".into(),
+        hostname: "off-a".into(),
+        ssh_authorized_keys: vec![KEY.into()],
+        user_data: Some(clawy_testkit::guest::probe_user_data("sync; poweroff -f")),
+        port_forwards: vec![],
+    };
+    c.ensure_vm("off-a", &spec).await.unwrap();
+    let vm = c.start_vm("off-a").await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let vm = c.get_vm("off-a").await.unwrap();
+        assert_ne!(vm.state, VmState::Crashed, "{vm:?}");
+        if vm.state == VmState::Stopped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "guest never powered off: {vm:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(agent.qemu_pids().is_empty(), "QEMU left running");
+    assert!(
+        agent.log().contains("guest powered itself off"),
+        "{}",
+        agent.log()
+    );
+    // Stays stopped (not re-read as a crash) and starts again.
+    assert_eq!(c.get_vm("off-a").await.unwrap().state, VmState::Stopped);
+    let vm = c.start_vm("off-a").await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    c.delete_vm("off-a").await.unwrap();
+    assert!(agent.qemu_pids().is_empty());
 }

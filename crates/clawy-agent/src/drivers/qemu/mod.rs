@@ -4,9 +4,12 @@
 //! State dir layout, the only state the driver keeps:
 //! `<state>/vms/<id>/{spec.json, power, overlay.qcow2, seed.iso, qmp.sock, qemu.pid}`.
 //! `power` is the last power state *requested* (`defined`, `running`, `stopped`);
-//! a dead QEMU while `power` says `running` is a crash. `spec.json` is written last
-//! when a VM is created, so a directory without it is an unfinished creation that
-//! the next ensure starts over.
+//! a dead QEMU while `power` says `running` is a crash. A guest that powers itself
+//! off is not: QEMU runs with `-no-shutdown`, so it stays alive in status
+//! `shutdown`; the driver records `stopped` and ends it when it sees that (at the
+//! next status, start, stop or reboot). `spec.json` is written last when a VM is
+//! created, so a directory without it is an unfinished creation that the next
+//! ensure starts over.
 
 pub mod accel;
 pub mod disk;
@@ -355,6 +358,47 @@ impl QemuDriver {
         }
     }
 
+    /// QEMU's run status (`running`, `paused`, `shutdown`, …), if it answers QMP.
+    /// The connection is closed on return (QMP serves one client at a time).
+    async fn qmp_status(&self, p: &VmPaths) -> Option<qmp::StatusInfo> {
+        let mut q = Qmp::connect(&p.qmp, QMP_TIMEOUT).await.ok()?;
+        q.query_status().await.ok()
+    }
+
+    /// After `system_powerdown`: true once the guest powered off (QEMU then sits in
+    /// status `shutdown` because of `-no-shutdown`, and is ended here) or QEMU is
+    /// gone; false when `within` passes first.
+    async fn wait_powered_off(&self, pid: Pid, p: &VmPaths, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if !process::is_our_qemu(pid, &p.qmp) {
+                return true;
+            }
+            if self
+                .qmp_status(p)
+                .await
+                .is_some_and(|st| st.status == "shutdown")
+            {
+                self.force_stop(pid, p).await;
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The guest powered itself off without a stop request: that is a stop, not a
+    /// crash. Record it and end the idle QEMU.
+    async fn settle_powered_off(&self, id: &str, pid: Pid, p: &VmPaths) {
+        if let Err(e) = self.write_power(p, Power::Stopped) {
+            tracing::warn!(vm = %id, error = %e, "recording the guest's power-off failed");
+        }
+        self.force_stop(pid, p).await;
+        tracing::info!(vm = %id, "guest powered itself off; VM stopped");
+    }
+
     /// Ask QEMU to quit, then kill it if it does not.
     async fn force_stop(&self, pid: Pid, p: &VmPaths) {
         if let Ok(mut q) = Qmp::connect(&p.qmp, QMP_TIMEOUT).await {
@@ -440,10 +484,15 @@ impl QemuDriver {
         Ok(chosen)
     }
 
-    async fn qmp_state(&self, p: &VmPaths) -> Option<VmState> {
-        self.live_pid(p)?;
-        let mut q = Qmp::connect(&p.qmp, QMP_TIMEOUT).await.ok()?;
-        let st = q.query_status().await.ok()?;
+    /// Running or paused for a live QEMU that answers QMP. A guest found powered
+    /// off is settled as stopped (QEMU ended) and gives `None`.
+    async fn qmp_state(&self, id: &str, p: &VmPaths) -> Option<VmState> {
+        let pid = self.live_pid(p)?;
+        let st = self.qmp_status(p).await?;
+        if st.status == "shutdown" {
+            self.settle_powered_off(id, pid, p).await;
+            return None;
+        }
         Some(if st.running {
             VmState::Running
         } else {
@@ -489,12 +538,16 @@ impl Driver for QemuDriver {
         let (p, spec) = self.load_spec(id)?;
         if self.live_pid(&p).is_some() {
             // Already running; a paused VM is resumed.
-            if self.qmp_state(&p).await == Some(VmState::Paused) {
+            if self.qmp_state(id, &p).await == Some(VmState::Paused) {
                 let mut q = Qmp::connect(&p.qmp, QMP_TIMEOUT).await?;
                 q.cont().await?;
             }
-            self.write_power(&p, Power::Running)?;
-            return Ok(Op::Done);
+            // Still alive unless the guest had powered itself off (then QEMU was
+            // just ended and a fresh one starts below).
+            if self.live_pid(&p).is_some() {
+                self.write_power(&p, Power::Running)?;
+                return Ok(Op::Done);
+            }
         }
         let _starting = self.start_lock.lock().await;
         let tap = self.ensure_network(id, &spec).await?;
@@ -532,8 +585,8 @@ impl Driver for QemuDriver {
             Ok(mut q) => q.system_powerdown().await.is_ok(),
             Err(_) => false,
         };
-        if asked && self.wait_exit(pid, &p, timeout).await {
-            tracing::info!(vm = %id, "VM stopped gracefully");
+        if asked && self.wait_powered_off(pid, &p, timeout).await {
+            tracing::info!(vm = %id, "VM stopped gracefully: the guest powered off after the ACPI request");
         } else {
             tracing::info!(vm = %id, "VM ignored the ACPI request; forcing it off");
             self.force_stop(pid, &p).await;
@@ -543,6 +596,8 @@ impl Driver for QemuDriver {
 
     async fn reboot_vm(&self, id: &str) -> Result<Op, AgentError> {
         let (p, _) = self.load_spec(id)?;
+        // A guest that powered itself off is settled as stopped first.
+        self.qmp_state(id, &p).await;
         if self.live_pid(&p).is_none() {
             return Err(AgentError::Conflict(format!("VM `{id}` is not running")));
         }
@@ -575,7 +630,7 @@ impl Driver for QemuDriver {
 
     async fn vm_status(&self, id: &str) -> Result<VmStatus, AgentError> {
         let (p, spec) = self.load_spec(id)?;
-        let qmp_state = self.qmp_state(&p).await;
+        let qmp_state = self.qmp_state(id, &p).await;
         Ok(self.status_of(id, spec, &p, qmp_state))
     }
 
@@ -583,7 +638,7 @@ impl Driver for QemuDriver {
         let mut out = Vec::new();
         for (id, spec) in self.read_specs()? {
             let p = self.paths(&id);
-            let qmp_state = self.qmp_state(&p).await;
+            let qmp_state = self.qmp_state(&id, &p).await;
             out.push(self.status_of(&id, spec, &p, qmp_state));
         }
         Ok(out)

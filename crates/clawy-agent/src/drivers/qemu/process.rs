@@ -72,6 +72,10 @@ pub fn build_argv(plan: &LaunchPlan) -> Vec<String> {
         "none".into(),
         "-vga".into(),
         "none".into(),
+        // A guest that powers itself off leaves QEMU running in status `shutdown`
+        // instead of exiting, so the driver can tell that from a crash (a dead QEMU)
+        // and report the VM as stopped; the driver then ends QEMU.
+        "-no-shutdown".into(),
         // Defence in depth against a compromised QEMU; spawn stays allowed because
         // -daemonize forks after the filter is installed.
         "-sandbox".into(),
@@ -232,6 +236,7 @@ mod tests {
         assert_eq!(argv[m + 1], "512");
         assert!(joined.contains("readonly=on"));
         assert!(joined.contains("accel=tcg"));
+        assert!(argv.contains(&"-no-shutdown".to_string()));
     }
 
     #[test]
