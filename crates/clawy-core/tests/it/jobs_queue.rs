@@ -423,6 +423,9 @@ async fn two_server_processes_on_one_database_never_run_a_job_twice() {
             let mut got = Vec::new();
             while let Some(job) = core.jobs().claim(&worker, LEASE).await.unwrap() {
                 got.push(job.id.clone());
+                // Hold the job as a real step would, so claims overlap between the
+                // two processes instead of one draining the queue alone.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 core.jobs().complete(&job, &worker).await.unwrap();
             }
             got
