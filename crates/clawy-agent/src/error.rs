@@ -95,6 +95,15 @@ impl AgentError {
 impl IntoResponse for AgentError {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), Json(self.body())).into_response();
+        if matches!(self, AgentError::PayloadTooLarge) {
+            // The rest of the refused body is still on the wire: the connection cannot
+            // carry another request, so tell the client not to reuse it (otherwise its
+            // next request races the close and fails with a transport error).
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         if matches!(self, AgentError::Unauthorized) {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -125,5 +134,15 @@ mod tests {
         });
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.body().error.field.as_deref(), Some("vcpus"));
+    }
+
+    #[test]
+    fn payload_too_large_closes_the_connection() {
+        let resp = AgentError::PayloadTooLarge.into_response();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            resp.headers().get(axum::http::header::CONNECTION).unwrap(),
+            "close"
+        );
     }
 }

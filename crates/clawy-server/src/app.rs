@@ -36,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     let app = timeout::apply(app, state.http.request_timeout);
     // Outside the limit and timeout layers, so their bare 413/503 become JSON too.
     let app = app.layer(axum::middleware::from_fn(json_errors::json_errors_for_api));
+    let app = body_limit::close_connection_after_413(app);
     // Outermost: every response, including timeouts and rejections, carries the headers.
     let app = security_headers::apply(app);
     let app = hsts::apply(app, state.http.https);

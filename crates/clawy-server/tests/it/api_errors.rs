@@ -143,6 +143,11 @@ async fn body_over_64k_is_json_413() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The unread rest of the body makes the connection unusable: clients are told.
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     insta::assert_json_snapshot!("body_too_large_413", json(resp).await);
 }
 
