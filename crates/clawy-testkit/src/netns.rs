@@ -239,6 +239,11 @@ mod tests {
             assert_eq!(link_names(None), root_before);
             // A process left running is killed on drop.
             sleeper = a.command("sleep").arg("600").spawn().unwrap();
+            // `ip netns exec` enters the namespace a moment after the spawn returns.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while a.pids().is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
             assert!(!a.pids().is_empty());
         }
         // Killed by the drop: wait returns promptly.
