@@ -171,8 +171,8 @@ both paths, plan \`small\` (1 vCPU, 512 MiB, 2 GiB), guest: the test image. Bina
 \`$(basename "$bin")\` ($(case "$bin" in *release*) echo release;; *) echo debug build;; esac)).
 Platform path: from the start of \`clawy instances create --wait\` (REST create,
 placement + job in one transaction, job runner, agent ensure + start, CLI polling every
-50 ms) until the API reports the gateway healthy (the poller asks the agent every 1 s,
-\`CLAWY_METRICS_INTERVAL_SECS=1\`; the agent probes port 18789 with a 2 s timeout).
+50 ms) until the API reports the gateway healthy (after the start the job runner asks
+the agent to probe port 18789 every 250 ms until it answers, and records the health).
 Agent path: the same agent's HTTPS API called with curl, until the guest's port 18789
 answers (polled every 50 ms). Both include creating the overlay, seed ISO and tap.
 
