@@ -10,9 +10,9 @@ use reqwest::StatusCode;
 
 use crate::common::{ED25519_PUB, TestApp, random_suffix, strong_password};
 
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 
-async fn fill(c: &Client, css: &str, text: &str) {
+pub(crate) async fn fill(c: &Client, css: &str, text: &str) {
     let el = c
         .find(Locator::Css(css))
         .await
@@ -21,7 +21,7 @@ async fn fill(c: &Client, css: &str, text: &str) {
     el.send_keys(text).await.unwrap();
 }
 
-async fn click(c: &Client, css: &str) {
+pub(crate) async fn click(c: &Client, css: &str) {
     c.find(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
@@ -31,7 +31,7 @@ async fn click(c: &Client, css: &str) {
 }
 
 /// Waits for a heading with exactly this text (the page after a navigation).
-async fn wait_h1(c: &Client, text: &str) {
+pub(crate) async fn wait_h1(c: &Client, text: &str) {
     let xpath = format!("//h1[normalize-space()='{text}']");
     if let Err(e) = c
         .wait()
@@ -44,7 +44,9 @@ async fn wait_h1(c: &Client, text: &str) {
     }
 }
 
-async fn shot(b: &Browser, name: &str) {
+/// Full-page screenshots at desktop and phone widths, as `<name>-desktop.png` and
+/// `<name>-mobile.png` under `artifacts/browser/`.
+pub(crate) async fn shot(b: &Browser, name: &str) {
     b.screenshot_full(&format!("{name}-desktop"), 1440)
         .await
         .unwrap();

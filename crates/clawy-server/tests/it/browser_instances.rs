@@ -20,50 +20,8 @@ use clawy_testkit::netns::Netns;
 use fantoccini::{Client, Locator};
 
 use crate::api_instances::{ROOMY, clawy_bin, fake_host, ssh_key};
+use crate::browser::{WAIT, click, fill, shot, wait_h1};
 use crate::common::{ED25519_PUB, TestApp, TestUser};
-
-const WAIT: Duration = Duration::from_secs(15);
-
-async fn fill(c: &Client, css: &str, text: &str) {
-    let el = c
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"));
-    el.clear().await.unwrap();
-    el.send_keys(text).await.unwrap();
-}
-
-async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
-async fn wait_h1(c: &Client, text: &str) {
-    let xpath = format!("//h1[normalize-space()='{text}']");
-    if let Err(e) = c
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(&xpath))
-        .await
-    {
-        let src = c.source().await.unwrap_or_default();
-        panic!("no <h1>{text}</h1> ({e}); page is:\n{src}");
-    }
-}
-
-async fn shot(b: &Browser, name: &str) {
-    b.screenshot_full(&format!("instances-{name}-desktop"), 1440)
-        .await
-        .unwrap();
-    b.screenshot_full(&format!("instances-{name}-mobile"), 375)
-        .await
-        .unwrap();
-    b.client.set_window_size(1440, 900).await.unwrap();
-}
 
 async fn login(app: &TestApp, c: &Client, user: &TestUser) {
     c.goto(&app.url("/login")).await.unwrap();
@@ -128,11 +86,11 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
     c.goto(&app.url("/instances")).await?;
     wait_h1(c, "Instances").await;
     assert!(c.source().await?.contains("No instances yet"));
-    shot(browser, "01-empty").await;
+    shot(browser, "instances-01-empty").await;
 
     click(c, "main a.btn-primary[href='/instances/new']").await;
     wait_h1(c, "Create instance").await;
-    shot(browser, "02-new").await;
+    shot(browser, "instances-02-new").await;
     // A name that is not a DNS label: the form comes back with the reason, input kept.
     fill(c, "#f-name", "My Gateway").await;
     click(c, "main form[action='/instances'] button[type=submit]").await;
@@ -142,7 +100,7 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
         .await?;
     let src = c.source().await?;
     assert!(src.contains("An instance name is 1 to 63 lower-case letters"));
-    shot(browser, "03-new-error").await;
+    shot(browser, "instances-03-new-error").await;
 
     fill(c, "#f-name", "my-gateway").await;
     c.find(Locator::Css("#f-plan"))
@@ -155,7 +113,7 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
     let src = c.source().await?;
     assert!(src.contains("ssh -p 22000 root@127.0.0.1"));
     assert_eq!(src.matches("<svg class=\"chart\"").count(), 4);
-    shot(browser, "04-detail-pending").await;
+    shot(browser, "instances-04-detail-pending").await;
 
     // A second one, then the list with both.
     c.goto(&app.url("/instances/new")).await?;
@@ -166,11 +124,11 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
     wait_h1(c, "Instances").await;
     let src = c.source().await?;
     assert!(src.contains("my-gateway") && src.contains("lab"));
-    shot(browser, "05-list").await;
+    shot(browser, "instances-05-list").await;
     c.goto(&app.url("/")).await?;
     wait_h1(c, "Overview").await;
     assert!(c.source().await?.contains("my-gateway"));
-    shot(browser, "06-overview").await;
+    shot(browser, "instances-06-overview").await;
 
     // Delete needs the typed name.
     c.goto(&app.url("/instances")).await?;
@@ -178,7 +136,7 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
     wait_h1(c, "lab").await;
     click(c, "main a[href$='/delete']").await;
     wait_h1(c, "Delete lab?").await;
-    shot(browser, "07-delete-confirm").await;
+    shot(browser, "instances-07-delete-confirm").await;
     fill(c, "#f-confirm_name", "lab").await;
     click(c, "main form button[type=submit]").await;
     wait_h1(c, "Instances").await;
@@ -191,11 +149,11 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
     c.goto(&app.url("/operator/hosts")).await?;
     wait_h1(c, "Operator").await;
     assert!(c.source().await?.contains("fra1-b"));
-    shot(browser, "08-operator-hosts").await;
+    shot(browser, "instances-08-operator-hosts").await;
     c.goto(&app.url("/operator/instances")).await?;
     wait_h1(c, "Operator").await;
     assert!(c.source().await?.contains(&user.email));
-    shot(browser, "09-operator-instances").await;
+    shot(browser, "instances-09-operator-instances").await;
     Ok(())
 }
 
@@ -361,11 +319,11 @@ async fn watch_real(
         "no chart line:\n{src}"
     );
     assert!(src.contains("Instance created"));
-    shot(browser, "10-real-running").await;
+    shot(browser, "instances-10-real-running").await;
 
     click(c, &format!("form[action='/instances/{id}/stop'] button")).await;
     wait_state(c, "stopped", Duration::from_secs(120)).await;
-    shot(browser, "11-real-stopped").await;
+    shot(browser, "instances-11-real-stopped").await;
 
     c.goto(&app.url(&format!("/instances/{id}/delete"))).await?;
     wait_h1(c, "Delete real-gw?").await;
@@ -384,6 +342,6 @@ async fn watch_real(
     }
     c.refresh().await?;
     assert!(!c.source().await?.contains("real-gw"));
-    shot(browser, "12-real-deleted").await;
+    shot(browser, "instances-12-real-deleted").await;
     Ok(())
 }
