@@ -614,6 +614,37 @@ impl Accounts<'_> {
         Ok(user_from_row(&row)?)
     }
 
+    /// Emails of many users in one query (operator lists: one lookup per page, not
+    /// one per row). Unknown ids are simply absent from the map.
+    pub async fn emails_by_ids(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, String>, AccountError> {
+        let ids: Vec<&str> = ids
+            .iter()
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT id, email FROM users WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &ids {
+            q = q.bind(*id);
+        }
+        let rows = q.fetch_all(self.core.store().pool()).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("email")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
     /// Looks a user up by (normalised) email.
     pub async fn find_by_email(&self, email: &str) -> Result<Option<User>, AccountError> {
         let email = email.trim().to_lowercase();

@@ -502,3 +502,27 @@ async fn operators_users_list_and_flag() {
     assert_eq!(err.code(), "password_too_short");
     let _ = ExposeSecret::expose_secret(&pw("x"));
 }
+
+#[tokio::test]
+async fn emails_by_ids_answers_a_page_in_one_lookup() {
+    let t = TestCore::new().await;
+    let a = t.user("a@example.com").await;
+    let b = t.user("b@example.com").await;
+    let m = t
+        .core
+        .accounts()
+        .emails_by_ids(&[&a.id, &b.id, &a.id, "no-such-user"])
+        .await
+        .unwrap();
+    assert_eq!(m.len(), 2);
+    assert_eq!(m[&a.id], "a@example.com");
+    assert_eq!(m[&b.id], "b@example.com");
+    assert!(
+        t.core
+            .accounts()
+            .emails_by_ids(&[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

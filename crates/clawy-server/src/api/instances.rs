@@ -481,19 +481,10 @@ pub async fn admin_list(
         .await?;
     let locations = host_locations(&state).await?;
     let host = public_host(&state);
-    let mut emails: HashMap<String, String> = HashMap::new();
+    let owners: Vec<&str> = page.items.iter().map(|i| i.owner_id.as_str()).collect();
+    let emails = state.core.accounts().emails_by_ids(&owners).await?;
     let mut out = Vec::with_capacity(page.items.len());
     for i in &page.items {
-        if !emails.contains_key(&i.owner_id) {
-            let email = state
-                .core
-                .accounts()
-                .get_user(&i.owner_id)
-                .await
-                .map(|u| u.email)
-                .unwrap_or_default();
-            emails.insert(i.owner_id.clone(), email);
-        }
         out.push(AdminInstance {
             instance: to_wire(i, &host, locations.get(&i.host_id).cloned()),
             owner_id: i.owner_id.clone(),

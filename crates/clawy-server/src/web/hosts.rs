@@ -254,19 +254,10 @@ async fn instances_page(mut web: Web, Query(q): Query<PageQuery>) -> WebResult {
         .await
         .map_err(|e| WebError::Internal(e.message().to_string()))?;
     let host = public_host(&state);
-    let mut emails: HashMap<String, String> = HashMap::new();
+    let owners: Vec<&str> = page_.items.iter().map(|i| i.owner_id.as_str()).collect();
+    let emails = state.core.accounts().emails_by_ids(&owners).await?;
     let mut instances = Vec::with_capacity(page_.items.len());
     for i in &page_.items {
-        if !emails.contains_key(&i.owner_id) {
-            let email = state
-                .core
-                .accounts()
-                .get_user(&i.owner_id)
-                .await
-                .map(|u| u.email)
-                .unwrap_or_default();
-            emails.insert(i.owner_id.clone(), email);
-        }
         let mut v = InstanceView::from_wire(to_wire(i, &host, locations.get(&i.host_id).cloned()));
         v.owner_email = emails.get(&i.owner_id).cloned();
         instances.push(v);
