@@ -177,13 +177,6 @@ pub fn page(status: StatusCode, name: &str, layout: &Layout, page: Value) -> Res
             let h = resp.headers_mut();
             // Pages carry per-person data and CSRF tokens: never cache them.
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            // AUTH-3: under `no-referrer` browsers send `Origin: null` with same-origin
-            // form posts, which the origin check must refuse. `same-origin` keeps the
-            // real Origin for our own forms and still sends nothing to other sites.
-            h.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("same-origin"),
-            );
             resp
         }
         Err(err) => {
