@@ -117,7 +117,10 @@ async fn data3_tokens_missing_wrong_revoked_are_401() {
         401,
         ErrorCode::Unauthorized,
     );
-    let almost = format!("{}0", &agent.token[..agent.token.len() - 1]);
+    // The real token with its last character changed (to something it is not).
+    let (head, last) = agent.token.split_at(agent.token.len() - 1);
+    let almost = format!("{head}{}", if last == "0" { "1" } else { "0" });
+    assert_ne!(almost, agent.token);
     assert_api_err(
         client(&agent, &almost).host().await,
         401,
