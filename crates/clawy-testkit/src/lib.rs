@@ -1,8 +1,10 @@
 //! clawy-testkit
 pub mod agent;
 pub mod browser;
+pub mod caddy;
 pub mod db;
 pub mod guest;
+pub mod knot;
 pub mod netns;
 pub mod postgres;
 pub mod smtp;
