@@ -19,6 +19,8 @@ packages=(
   python3-aiosmtpd
   # edge and browser tests, load tool
   caddy chromium chromium-driver wrk
+  # authoritative DNS server for the RFC 2136 + TSIG tests (knotd, kdig)
+  knot knot-dnsutils
   curl ca-certificates openssl
 )
 
@@ -33,3 +35,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian starts services it installs; the tests start their own instances.
 systemctl disable --now caddy >/dev/null 2>&1 || true
+systemctl disable --now knot >/dev/null 2>&1 || true

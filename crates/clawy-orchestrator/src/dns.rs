@@ -223,15 +223,25 @@ impl DnsPublisher {
 
     async fn send_update(&self, message: Message, what: String) -> Result<(), DnsError> {
         self.bounded(async {
+            let started = std::time::Instant::now();
             let client = self.client(true).await?;
             let mut responses = client.send(message);
             let resp = match responses.next().await {
                 Some(Ok(r)) => r,
                 Some(Err(e)) => return Err(self.map_proto(e.to_string())),
-                None => {
-                    return Err(DnsError::Protocol {
+                // The exchange ended without an answer: hickory ends the stream
+                // both when its timeout fires and when the port is refused
+                // (ICMP unreachable); the elapsed time tells them apart.
+                None if started.elapsed() >= self.server.timeout => {
+                    return Err(DnsError::Timeout {
                         server: self.server.addr,
-                        detail: "no response".into(),
+                        secs: self.server.timeout.as_secs().max(1),
+                    });
+                }
+                None => {
+                    return Err(DnsError::Unreachable {
+                        server: self.server.addr,
+                        detail: "no response (nothing listening?)".into(),
                     });
                 }
             };
@@ -368,6 +378,7 @@ pub fn records_for(addrs: &[IpAddr]) -> NameRecords {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn server() -> DnsServer {
@@ -383,7 +394,7 @@ mod tests {
 
     #[test]
     fn secret_is_redacted() {
-        assert_eq!(format!("{:?}", server()).contains("[redacted]"), true);
+        assert!(format!("{:?}", server()).contains("[redacted]"));
         assert!(!format!("{:?}", server()).contains("[1, 1"));
     }
 

@@ -378,22 +378,34 @@ pub fn build(settings: &EdgeSettings) -> Value {
                 protocols: vec!["h1"],
                 // Caddy answers ACME HTTP-01 challenges on this server before the
                 // routes; everything else is redirected.
-                routes: vec![Route {
-                    matchers: vec![Matcher {
-                        host: vec![format!("*.{apex}")],
-                    }],
-                    handle: vec![Handler::StaticResponse {
-                        status_code: 308,
-                        headers,
-                    }],
-                    terminal: true,
-                }],
+                routes: vec![
+                    Route {
+                        matchers: vec![Matcher {
+                            host: vec![format!("*.{apex}")],
+                        }],
+                        handle: vec![Handler::StaticResponse {
+                            status_code: 308,
+                            headers,
+                        }],
+                        terminal: true,
+                    },
+                    // Any other host: the 404 page, not Caddy's empty 200.
+                    Route {
+                        matchers: vec![],
+                        handle: to_error_page(settings, "no-route"),
+                        terminal: true,
+                    },
+                ],
                 errors: None,
                 tls_connection_policies: None,
+                // Plain HTTP, whatever its port: automatic HTTPS would turn TLS on
+                // for a host-matched server not on Caddy's `http_port`. ACME
+                // HTTP-01 challenges are answered before the routes either way
+                // (caddyhttp/server.go, `HandleHTTPChallenge`).
                 automatic_https: AutoHttps {
-                    disable: false,
-                    disable_redirects: true,
-                    skip_certificates: vec![format!("*.{apex}")],
+                    disable: true,
+                    disable_redirects: false,
+                    skip_certificates: vec![],
                 },
                 strict_sni_host: false,
             },
@@ -484,6 +496,7 @@ pub fn build(settings: &EdgeSettings) -> Value {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::edge::settings::EdgeSettingsRaw;
     use crate::edge::settings::tests::raw;
@@ -537,7 +550,12 @@ mod tests {
             c["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"],
             false
         );
-        assert!(c["apps"]["http"]["servers"][HTTP_SERVER].is_object());
+        let http = &c["apps"]["http"]["servers"][HTTP_SERVER];
+        assert_eq!(http["routes"][0]["handle"][0]["status_code"], 308);
+        assert!(
+            http["routes"][1].get("match").is_none(),
+            "port 80 has a fallback too"
+        );
     }
 
     #[test]

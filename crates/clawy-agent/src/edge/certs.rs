@@ -283,6 +283,7 @@ pub async fn evict_from_cache(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

@@ -131,6 +131,7 @@ pub fn answer(packet: &[u8], zone: &DnsName, index: &EdgeIndex) -> Option<Vec<u8
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::edge::index::EdgeState;
     use hickory_proto::op::Query;

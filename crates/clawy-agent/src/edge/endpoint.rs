@@ -180,6 +180,7 @@ h1{{margin-top:0;font-size:1.4rem}}.brand{{color:#f97316;font-weight:700;letter-
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::edge::index::EdgeState;
     use crate::edge::names::DnsName;

@@ -179,6 +179,7 @@ impl EdgeIndex {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn n(s: &str) -> DnsName {

@@ -169,6 +169,7 @@ impl From<AcmeEmail> for String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

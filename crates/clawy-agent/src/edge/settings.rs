@@ -288,6 +288,7 @@ impl EdgeSettings {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     pub(crate) fn raw() -> EdgeSettingsRaw {
@@ -318,7 +319,8 @@ pub(crate) mod tests {
 
     #[test]
     fn each_bad_key_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut EdgeSettingsRaw)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut EdgeSettingsRaw)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             (
                 "instances_apex",
                 Box::new(|r| r.instances_apex = "x\".com".into()),
