@@ -262,6 +262,15 @@ pub async fn evict_from_cache(
     if storage.issuer_dirs()?.is_empty() {
         return Ok(());
     }
+    // Caddy not running (stopped, restarting): its memory is empty, and when it
+    // starts it can only load what storage still holds, which no longer has
+    // `host`. A delete must not wait for the edge to come back.
+    if let Err(e) = TcpStream::connect(edge).await {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            tracing::warn!(%edge, %host, "edge: Caddy is not listening; nothing cached to flush");
+            return Ok(());
+        }
+    }
     storage.ensure_sentinel()?;
     for _ in 0..ATTEMPTS {
         tls_handshake(edge, FLUSH_SENTINEL, timeout)

@@ -534,6 +534,22 @@ async fn caddy_restart_gets_the_config_back() {
     tx.send(true).unwrap();
     task.await.unwrap();
     let _ = IpAddr::V4(ip);
+
+    // A delete while Caddy is down still removes the certificate and does not
+    // wait for the edge; after its start the name gets no certificate.
+    h.caddy.stop();
+    let cert_dir = h.caddy.storage().join("certificates/local/r-1.claws.test");
+    assert!(cert_dir.exists());
+    let done = h.edge.forget_instance(&host("r-1")).await.unwrap();
+    assert!(done.was_known && done.files_removed >= 1);
+    assert!(!cert_dir.exists());
+    h.caddy.restart().await.unwrap();
+    h.edge.ensure_caddy().await.unwrap();
+    assert!(
+        tls_handshake(h.https, "r-1.claws.test", Duration::from_secs(10))
+            .await
+            .is_err()
+    );
 }
 
 async fn ask_server(
