@@ -582,8 +582,7 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 }
 
 /// DATA-1 at scale: `ask` answers as fast with 10,000 instances as with 10
-/// (rounds interleaved so machine noise hits both alike; the benchmark target is
-/// a p99 ratio <= 1.5, asserted here with headroom for a loaded CI machine).
+/// (rounds interleaved so machine noise hits both alike; target: p99 ratio <= 1.5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data1_ask_latency_does_not_grow_with_instances() {
     let (small, _i1, _t1) = ask_server(10).await;
@@ -592,25 +591,34 @@ async fn data1_ask_latency_does_not_grow_with_instances() {
         .pool_max_idle_per_host(1)
         .build()
         .unwrap();
-    let (mut ts, mut tl) = (vec![], vec![]);
-    for round in 0..2000usize {
-        for (addr, n, out) in [(small, 10, &mut ts), (large, 10_000, &mut tl)] {
-            let name = format!("i-{}.claws.test", (round * 7919) % n);
-            let t = Instant::now();
-            let s = client
-                .get(format!("http://{addr}/ask?domain={name}"))
-                .send()
-                .await
-                .unwrap()
-                .status();
-            out.push(t.elapsed());
-            assert_eq!(s, 200);
+    // Up to 3 runs: a noisy machine can spoil one run's p99; a lookup that grew
+    // with the number of instances would fail all three.
+    let mut ratios = vec![];
+    for _ in 0..3 {
+        let (mut ts, mut tl) = (vec![], vec![]);
+        for round in 0..2000usize {
+            for (addr, n, out) in [(small, 10, &mut ts), (large, 10_000, &mut tl)] {
+                let name = format!("i-{}.claws.test", (round * 7919) % n);
+                let t = Instant::now();
+                let s = client
+                    .get(format!("http://{addr}/ask?domain={name}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                out.push(t.elapsed());
+                assert_eq!(s, 200);
+            }
+        }
+        let (ps, pl) = (p99(ts), p99(tl));
+        let ratio = pl.as_secs_f64() / ps.as_secs_f64();
+        eprintln!("ask p99: 10 instances {ps:?}, 10,000 instances {pl:?}, ratio {ratio:.2}");
+        ratios.push(ratio);
+        if ratio <= 1.5 {
+            return;
         }
     }
-    let (ps, pl) = (p99(ts), p99(tl));
-    let ratio = pl.as_secs_f64() / ps.as_secs_f64();
-    eprintln!("ask p99: 10 instances {ps:?}, 10,000 instances {pl:?}, ratio {ratio:.2}");
-    assert!(ratio <= 2.0, "p99 ratio {ratio:.2}");
+    panic!("ask p99 ratio 10,000 vs 10 instances above 1.5 in 3 runs: {ratios:?}");
 }
 
 /// DATA-1: a flood of random names never gets an approval, and live names
