@@ -320,6 +320,32 @@ mod tests {
         assert!(s.remove_hostname(&a).unwrap().is_empty(), "idempotent");
     }
 
+    /// Caddy runs as `caddy` and the agent as root: the sentinel must be
+    /// readable by Caddy, i.e. owned like the issuer directory.
+    #[test]
+    fn sentinel_is_owned_like_the_issuer_directory() {
+        use std::os::unix::fs::MetadataExt;
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root to chown");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = dir.path().join("certificates/local");
+        std::fs::create_dir_all(&issuer).unwrap();
+        std::os::unix::fs::chown(&issuer, Some(65534), Some(65534)).unwrap();
+        CertStorage::new(dir.path()).ensure_sentinel().unwrap();
+        let sdir = issuer.join(FLUSH_SENTINEL);
+        for f in ["", ".crt", ".key", ".json"] {
+            let p = if f.is_empty() {
+                sdir.clone()
+            } else {
+                sdir.join(format!("{FLUSH_SENTINEL}{f}"))
+            };
+            let m = std::fs::metadata(&p).unwrap();
+            assert_eq!((m.uid(), m.gid()), (65534, 65534), "{}", p.display());
+        }
+    }
+
     #[test]
     fn sentinel_goes_into_each_issuer_once() {
         let dir = tempfile::tempdir().unwrap();
