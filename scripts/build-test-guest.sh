@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds Clawy's small test guest (issue 3, item 6) from Debian packages only:
 # the real cloud kernel (unpacked with dpkg-deb, never installed on this host),
-# busybox-static, and dropbear (a real SSH server, key-only) with its shared libs.
+# busybox-static, and dropbear (a real SSH server, key-only) with its shared libs,
+# plus icmpcraft (guest/test-image/icmpcraft.c, built here with gcc -static), the
+# packet tool the ISO-3 rule-order test needs.
 # Output: a qcow2 disk that boots under SeaBIOS (MBR + FAT16 partition + syslinux)
 # into an initramfs whose /init is guest/test-image/init.
 #
@@ -20,7 +22,7 @@ exec 9>"$out/.lock"
 flock 9
 
 need() { command -v "$1" >/dev/null || { echo "build-test-guest: missing $1 (run scripts/install-deps.sh)" >&2; exit 1; }; }
-for c in apt-cache apt-get dpkg-deb cpio gzip mkfs.vfat mcopy syslinux qemu-img busybox; do need "$c"; done
+for c in apt-cache apt-get dpkg-deb cpio gzip mkfs.vfat mcopy syslinux qemu-img busybox gcc; do need "$c"; done
 
 candidate() { apt-cache policy "$1" | sed -n 's/^ *Candidate: //p'; }
 # linux-image-cloud-amd64 is a metapackage: resolve it to the versioned kernel.
@@ -36,7 +38,8 @@ pkgs=("$kpkg" dropbear-bin libtomcrypt1 libtommath1)
 inputs=$(
   for p in "${pkgs[@]}"; do echo "$p=$(candidate "$p")"; done
   echo "busybox=$(dpkg-query -W -f='${Version}' busybox-static)"
-  sha256sum "$0" "$repo/guest/test-image/init" "$repo/guest/test-image/acpi-power-button"
+  sha256sum "$0" "$repo/guest/test-image/init" "$repo/guest/test-image/acpi-power-button" "$repo/guest/test-image/icmpcraft.c"
+  gcc --version | head -n1
 )
 key=$(printf '%s\n' "$inputs" | sha256sum | cut -d' ' -f1)
 if [ -f "$image" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
@@ -64,6 +67,8 @@ mkdir -p "$root"/{bin,sbin,etc,lib/modules,lib64,usr/bin,usr/sbin,root,proc,sys,
 # busybox: the host's busybox-static package (static, so nothing else to copy).
 cp "$(command -v busybox)" "$root/bin/busybox"
 cp "$repo/guest/test-image/init" "$root/init"
+gcc -static -O2 -Wall -Wextra -Werror -o "$root/bin/icmpcraft" "$repo/guest/test-image/icmpcraft.c"
+strip "$root/bin/icmpcraft"
 chmod 755 "$root/init"
 # The ACPI power-button handler busybox acpid runs (its default action for PWRF).
 mkdir -p "$root/etc/acpi/PWRF" "$root/var/log"

@@ -13,6 +13,9 @@ packages=(
   busybox-static cpio
   # test guest disk (scripts/build-test-guest.sh) and the netns port forwarder
   syslinux syslinux-common mtools dosfstools socat
+  # the test guest's static packet tool (guest/test-image/icmpcraft.c); util-linux
+  # brings setpriv, which the ISO-4 test uses to act as a VM's QEMU user
+  gcc libc6-dev util-linux
   # SSH client for the key-login test through a port forward
   openssh-client
   # mail sink for password-reset and report notifications

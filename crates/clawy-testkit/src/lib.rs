@@ -6,5 +6,6 @@ pub mod db;
 pub mod guest;
 pub mod knot;
 pub mod netns;
+pub mod nft;
 pub mod postgres;
 pub mod smtp;

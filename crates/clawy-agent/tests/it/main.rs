@@ -3,3 +3,4 @@
 
 mod edge;
 mod network_host;
+mod network_rules;
