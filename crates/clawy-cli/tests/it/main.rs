@@ -6,6 +6,7 @@ mod agent_api;
 mod agent_egress;
 mod agent_lifecycle;
 mod agent_network;
+mod agent_unprivileged;
 mod cli_keys;
 mod cli_support;
 mod cli_tty;
