@@ -3,6 +3,7 @@
 
 mod admin_cli;
 mod agent_api;
+mod agent_dos;
 mod agent_egress;
 mod agent_lifecycle;
 mod agent_network;
