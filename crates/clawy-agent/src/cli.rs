@@ -140,8 +140,7 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
             tokens: Arc::new(TokenVerifier::new(&config.state_dir)),
         };
         let app = router(state, Duration::from_secs(config.stop_timeout_secs + 60));
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = crate::server::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         println!("listening on https://{addr}");

@@ -29,6 +29,24 @@ use crate::config::{DEFAULT_HTTP_LIMITS, HttpLimits};
 /// take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// Connections the kernel queues for us before we accept them. A short queue
+/// (the usual 128) overflows under a burst of connects and each dropped SYN
+/// costs its client a one-second retransmit; the kernel caps it at somaxconn.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The agent's listening socket, with a backlog deep enough for bursts and for
+/// clients waiting while `max_connections` are served.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accept connections forever with the default limits.
 pub async fn serve_tls(
     listener: TcpListener,
