@@ -114,6 +114,13 @@ async fn iso5_iso3_egress_internet_only_icmp_order_and_unregistered_ports() {
     let tmp = tempfile::tempdir().unwrap();
 
     let host = Netns::new("egrhost").unwrap();
+    // The routed (L3) path, as on a host without br_netfilter (Debian's default):
+    // there the forward chain's order alone decides whether a forged RELATED
+    // packet reaches the other VM. With br_netfilter on (this kernel's default;
+    // Proxmox VE's firewall turns it on too) the de-NATed packet is bridged from
+    // port to port instead, and the L2 rules and port isolation stop it.
+    host.exec(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"])
+        .unwrap();
     let internet = Netns::new("egrinet").unwrap();
     Netns::veth_pair(
         &host,
