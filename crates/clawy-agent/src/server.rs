@@ -286,18 +286,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn idle_waits_for_quiet_and_no_request_in_flight() {
         let a = Arc::new(Activity::new());
-        let limit = Duration::from_secs(10);
+        let limit = Duration::from_millis(200);
         // Busy with a request: not idle even long after the last byte.
         let guard = InFlight::new(a.clone());
-        let idle = tokio::time::timeout(Duration::from_secs(30), a.idle_for(limit)).await;
+        let idle = tokio::time::timeout(Duration::from_millis(800), a.idle_for(limit)).await;
         assert!(idle.is_err());
         drop(guard);
-        // Quiet: idle once the limit passes after the last activity.
+        // Quiet: idle once the limit passes after the last activity, not before.
         let t0 = Instant::now();
         a.idle_for(limit).await;
-        assert!(t0.elapsed() <= limit + Duration::from_secs(1));
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert!(waited <= Duration::from_secs(2), "{waited:?}");
     }
 }
