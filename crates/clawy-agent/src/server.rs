@@ -273,7 +273,7 @@ pub fn raise_nofile_limit() -> Option<u64> {
     if let Some(hard) = lim.maximum {
         if lim.current.is_none_or(|cur| cur < hard) {
             lim.current = Some(hard);
-            if let Err(e) = setrlimit(Resource::Nofile, lim.clone()) {
+            if let Err(e) = setrlimit(Resource::Nofile, lim) {
                 tracing::warn!(error = %e, "cannot raise the open-files limit");
             }
         }

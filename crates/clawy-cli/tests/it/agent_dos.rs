@@ -70,7 +70,11 @@ async fn dos_idle_connections_neither_starve_clients_nor_stay_open() {
         tcp_idle.push(TcpStream::connect(&addr).await.unwrap());
     }
     let opened = Instant::now();
-    eprintln!("opened {IDLE_TCP} in {:?}; agent fds {}", t0.elapsed(), fd_count(pid));
+    eprintln!(
+        "opened {IDLE_TCP} in {:?}; agent fds {}",
+        t0.elapsed(),
+        fd_count(pid)
+    );
     // The agent really holds them (not just the kernel's backlog).
     let deadline = Instant::now() + Duration::from_secs(2);
     while fd_count(pid) < IDLE_TCP && Instant::now() < deadline {
