@@ -225,6 +225,7 @@ mkdir -p "$root/boot/extlinux"
 # /vmlinuz and /initrd.img are the symlinks Debian's kernel packages keep current,
 # so a kernel upgrade inside the VM needs no bootloader update.
 cat >"$root/boot/extlinux/extlinux.conf" <<EOF
+SERIAL 0 115200
 DEFAULT debian
 PROMPT 0
 TIMEOUT 0

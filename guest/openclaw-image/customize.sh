@@ -86,6 +86,22 @@ printf '%s\n' "$name" >"$root/etc/clawy/image"
 done
 bash "$src/configure-ufw.sh" "$root"
 in_root systemctl enable systemd-networkd.service openclaw-gateway.service clawy-heartbeat.service >&2
+# Units a VM without LVM, FUSE, loop devices, GPUs or EFI pstore never needs, which
+# each cost seconds of first boot under TCG.
+in_root systemctl mask e2scrub_reap.service e2scrub_all.timer systemd-pstore.service \
+  modprobe@dm_mod.service modprobe@fuse.service modprobe@loop.service modprobe@drm.service \
+  modprobe@efi_pstore.service modprobe@configfs.service >&2
+# Generators for what a cloud VM has not (GPT auto-mounts, encrypted or verity
+# volumes, hibernation, boot counting, offline updates): each is a process at
+# every boot, before any unit starts.
+mkdir -p "$root/etc/systemd/system-generators"
+for g in systemd-gpt-auto-generator systemd-cryptsetup-generator systemd-veritysetup-generator \
+  systemd-integritysetup-generator systemd-hibernate-resume-generator systemd-bless-boot-generator \
+  systemd-system-update-generator; do
+  ln -sfn /dev/null "$root/etc/systemd/system-generators/$g"
+done
+# The initrd with only the VM disk drivers (rootfs/etc/initramfs-tools).
+in_root update-initramfs -u -k all >&2
 
 # --- nothing one VM may share with another, nothing of the build host --------------
 rm -f "$root"/etc/ssh/ssh_host_*
