@@ -7,5 +7,6 @@ pub mod guest;
 pub mod knot;
 pub mod netns;
 pub mod nft;
+pub mod openclaw_image;
 pub mod postgres;
 pub mod smtp;
