@@ -8,7 +8,9 @@
 # QEMU runs like the agent runs it (q35, -cpu max, virtio disk overlay + raw seed
 # drive, no display), plus a serial log for this report, with user-mode networking
 # restricted to a loopback port forward, inside a network namespace this script
-# creates and removes: no packet leaves it. Needs root.
+# creates and removes: no packet leaves it. The guest's heartbeat reporter reaches a
+# small receiver in that namespace through QEMU's guestfwd (10.0.2.100:9180), which
+# records what it got; the last heartbeat is printed. Needs root.
 #   IMAGE=…      qcow2 to boot (default: scripts/build-guest-image.sh's output)
 #   MEM=2048     guest RAM (MiB)   SMP=2  vCPUs   ACCEL=tcg
 #   RUNS=1       boots (each on a fresh overlay: every boot is a first boot)
@@ -25,7 +27,7 @@ RUNS=${RUNS:-1}
 TIMEOUT=${TIMEOUT:-600}
 image=${IMAGE:-$(bash "$repo/scripts/build-guest-image.sh" | tail -n1)}
 [ -f "$image" ] || { echo "bench-guest-boot: no image $image" >&2; exit 1; }
-for c in qemu-system-x86_64 qemu-img genisoimage ssh ssh-keygen ip; do
+for c in qemu-system-x86_64 qemu-img genisoimage ssh ssh-keygen ip socat python3; do
   command -v "$c" >/dev/null || { echo "bench-guest-boot: missing $c (scripts/install-deps.sh)" >&2; exit 1; }
 done
 
@@ -94,7 +96,7 @@ write_files:
   - path: /etc/clawy/heartbeat.json
     permissions: "0600"
     content: |
-      {"agent_address": "10.0.2.2", "agent_port": 9180, "token": "$hb_token"}
+      {"agent_address": "10.0.2.100", "agent_port": 9180, "token": "$hb_token"}
   - path: /var/lib/clawy/config-applied
     permissions: "0644"
     content: ""
@@ -105,8 +107,28 @@ genisoimage -quiet -output "$work/seed.iso" -volid cidata -joliet -rock \
   "$work/seed/user-data" "$work/seed/meta-data" "$work/seed/network-config"
 
 port=$((22000 + $$ % 1000))
+hbport=$((23000 + $$ % 1000))
+# The heartbeat receiver: checks the bearer token, records each body (one per line).
+cat >"$work/receiver.py" <<'PY'
+import http.server, sys
+token, out = sys.argv[2], sys.argv[3]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        ok = self.path == "/v1/heartbeat" and self.headers.get("Authorization") == f"Bearer {token}"
+        with open(out, "ab") as f:
+            f.write((b"" if ok else b"REFUSED ") + body + b"\n")
+        self.send_response(204 if ok else 401)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+ip netns exec "$ns" python3 "$work/receiver.py" "$hbport" "$hb_token" "$work/heartbeats.jsonl" &
+disown
+for _ in $(seq 1 50); do ip netns exec "$ns" bash -c "echo >/dev/tcp/127.0.0.1/$hbport" 2>/dev/null && break; sleep 0.1; done
 sshopts=(-i "$work/id" -p "$port" -o BatchMode=yes -o StrictHostKeyChecking=no
-  -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 -o LogLevel=ERROR)
+  -o UserKnownHostsFile=/dev/null -o ConnectTimeout=30 -o LogLevel=ERROR)
 in_ns() { ip netns exec "$ns" "$@"; }
 
 echo "bench-guest-boot: image $(basename "$image") ($(du -h "$image" | cut -f1)), ${MEM} MiB, ${SMP} vCPU, accel $ACCEL"
@@ -117,7 +139,7 @@ for run in $(seq 1 "$RUNS"); do
     -nodefaults -no-user-config -display none -vga none \
     -drive "file=$work/disk-$run.qcow2,if=virtio,format=qcow2,cache=none,discard=unmap" \
     -drive "file=$work/seed.iso,if=virtio,format=raw,readonly=on" \
-    -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22" \
+    -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:22,guestfwd=tcp:10.0.2.100:9180-cmd:socat - TCP:127.0.0.1:$hbport" \
     -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56 \
     -serial "file:$work/serial-$run.log" &
   qpid=$!
@@ -136,13 +158,21 @@ for run in $(seq 1 "$RUNS"); do
     exit 1
   fi
   echo "run $run: SSH key login as claw after ${t_ssh} s"
+  # When sshd started and when it accepted the first key, by the guest's clock.
+  in_ns ssh "${sshopts[@]}" claw@127.0.0.1 'sudo journalctl -b -o short-monotonic --no-pager -u ssh.service |
+    grep -m1 -E "Started ssh.service|Server listening"; sudo journalctl -b -o short-monotonic --no-pager -u ssh.service |
+    grep -m1 "Accepted publickey"' | sed 's/^/  /' 
   # Boot finished (or degraded), then systemd's own numbers.
   in_ns ssh "${sshopts[@]}" claw@127.0.0.1 'timeout 600 systemctl is-system-running --wait >/dev/null; systemctl is-system-running' |
     sed 's/^/  system state: /'
   in_ns ssh "${sshopts[@]}" claw@127.0.0.1 'systemd-analyze; echo "  slowest units:"; systemd-analyze blame --no-pager | head -n 15;
     echo "  critical chain of ssh.service:"; systemd-analyze critical-chain --no-pager ssh.service | tail -n +3;
-    echo "  cloud-init:"; cloud-init analyze show 2>/dev/null | grep -E "^Finished stage|Total Time" | head; 
+    echo "  cloud-init:"; cloud-init analyze show 2>/dev/null | grep -E "^Finished stage|Total Time" | head;
     echo "  failed units:"; systemctl --failed --no-legend --no-pager' | sed 's/^/  /'
+  # Give the reporter a moment after boot to send its "done" beat.
+  sleep 10
+  echo "  heartbeats received: $(grep -vc '^REFUSED' "$work/heartbeats.jsonl" 2>/dev/null || true), refused: $(grep -c '^REFUSED' "$work/heartbeats.jsonl" 2>/dev/null || true); last:"
+  tail -n 1 "$work/heartbeats.jsonl" 2>/dev/null | sed 's/^/    /'
   if [ "${HOLD:-}" = 1 ] && [ "$run" = "$RUNS" ]; then
     echo "bench-guest-boot: holding; ssh: ip netns exec $ns ssh ${sshopts[*]} claw@127.0.0.1"
     wait "$qpid" || true

@@ -15,7 +15,8 @@
 #
 # Cached: the inputs key hashes this script, the pins, the lockfile, the package list
 # with the candidate version of every package it can pull in, and every file under
-# guest/openclaw-image. A run with the same inputs is a no-op that prints the path.
+# guest/openclaw-image that goes into the image (not *.md, not tests/). A run with the
+# same inputs is a no-op that prints the path.
 #
 #   CLAWY_GUEST_IMAGE_CACHE  cache directory (default /var/cache/clawy/guest as root,
 #                            else ${XDG_CACHE_HOME:-~/.cache}/clawy/guest): outside the
@@ -95,8 +96,11 @@ inputs=$(
   echo "mirror=$mirror security=$security_mirror"
   echo "$candidates"
   sha256sum "$self"
-  (cd "$repo" && find guest/openclaw-image -type f -print0 | sort -z | xargs -0 sha256sum)
-  (cd "$repo" && find guest/openclaw-image -print0 | sort -z | xargs -0 stat -c '%n %a')
+  # Every file that goes into the image (not the docs or the reporter's unit tests).
+  # Contents only: customize.sh sets every mode in the image itself, so a checkout's
+  # umask does not change the key.
+  (cd "$repo" && find guest/openclaw-image -path guest/openclaw-image/tests -prune -o -type f ! -name '*.md' -print0 |
+    sort -z | xargs -0 sha256sum)
 )
 key=$(printf '%s\n' "$inputs" | sha256sum | cut -d' ' -f1)
 
@@ -172,7 +176,7 @@ mmdebstrap --variant=minbase --mode=root --format=directory \
   --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/lintian/*' \
   --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d"' \
-  --customize-hook="$src/customize.sh \"\$1\" \"$src\" \"$node_tgz\" \"$npm_tgz\" \"$npm_cache\" \"$name\"" \
+  --customize-hook="bash \"$src/customize.sh\" \"\$1\" \"$src\" \"$node_tgz\" \"$npm_tgz\" \"$npm_cache\" \"$name\"" \
   bookworm "$root" \
   "deb $mirror bookworm main" \
   "deb $mirror bookworm-updates main" \
