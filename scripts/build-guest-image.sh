@@ -132,15 +132,26 @@ cleanup() {
   [ -n "$loopdev" ] && losetup -d "$loopdev" 2>/dev/null
   # Never rm -rf through a mount left behind by an interrupted chroot step.
   awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
+  # The work dir is this run's own: other builds need not wait for its removal.
+  exec 9>&-
   if awk -v w="$work/" 'index($2, w) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
     log "mounts remain under $work: left in place"
   else
+    local t0=$SECONDS
     rm -rf "$work"
+    [ $((SECONDS - t0)) -lt 10 ] || log "removing the build dir took $((SECONDS - t0))s"
   fi
 }
 trap cleanup EXIT
 
 # --- npm inputs, each checked against its pin ---------------------------------
+# The registry may sit behind a TLS proxy whose CA only the build host's bundle
+# trusts: npm (here and in the chroot) gets that bundle for transport only. What
+# is installed is still decided by the sha512 pins and the lockfile, and the bundle
+# is not left in the image.
+ca_bundle=${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}
+[ -f "$ca_bundle" ] || ca_bundle=
+[ -n "$ca_bundle" ] && export NODE_EXTRA_CA_CERTS=$ca_bundle
 dl=$cache/downloads
 mkdir -p "$dl"
 integrity_of() { printf 'sha512-%s' "$(openssl dgst -sha512 -binary "$1" | base64 -w0)"; }
@@ -176,7 +187,7 @@ mmdebstrap --variant=minbase --mode=root --format=directory \
   --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/lintian/*' \
   --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d"' \
-  --customize-hook="bash \"$src/customize.sh\" \"\$1\" \"$src\" \"$node_tgz\" \"$npm_tgz\" \"$npm_cache\" \"$name\"" \
+  --customize-hook="bash \"$src/customize.sh\" \"\$1\" \"$src\" \"$node_tgz\" \"$npm_tgz\" \"$npm_cache\" \"$name\" \"$ca_bundle\"" \
   bookworm "$root" \
   "deb $mirror bookworm main" \
   "deb $mirror bookworm-updates main" \

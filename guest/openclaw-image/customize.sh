@@ -8,7 +8,7 @@
 # Never touches the build host's network state: ufw's rules are written as files,
 # never loaded (no `ufw enable` in a chroot, which would program the host's kernel).
 set -euo pipefail
-root=$1 src=$2 node_tgz=$3 npm_tgz=$4 npm_cache=$5 name=$6
+root=$1 src=$2 node_tgz=$3 npm_tgz=$4 npm_cache=$5 name=$6 ca_bundle=${7:-}
 . "$src/pins"
 log() { printf 'customize: %s\n' "$*" >&2; }
 in_root() { chroot "$root" /usr/bin/env -i PATH=/opt/clawy/node/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 HOME=/root "$@"; }
@@ -31,16 +31,23 @@ rm -f "$root/etc/resolv.conf"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 mkdir -p "$root/var/cache/clawy-npm"
 mount --bind "$npm_cache" "$root/var/cache/clawy-npm"
+# The build host's CA bundle, for npm's downloads only (see build-guest-image.sh).
+ca_env=
+if [ -n "$ca_bundle" ]; then
+  cp "$ca_bundle" "$root/tmp/clawy-build-ca.pem"
+  ca_env=NODE_EXTRA_CA_CERTS=/tmp/clawy-build-ca.pem
+fi
 set +e
 # Install scripts: only those package.json's allowScripts names (pinned versions);
 # --strict-allow-scripts fails the build on any other. The user config is empty:
 # nothing of the build host's npm setup leaks into the install.
-in_root sh -c "cd /opt/clawy/openclaw && npm ci --omit=dev --no-audit --no-fund --no-update-notifier \
+in_root $ca_env sh -c "cd /opt/clawy/openclaw && npm ci --omit=dev --no-audit --no-fund --no-update-notifier \
   --userconfig=/dev/null --cache=/var/cache/clawy-npm --strict-allow-scripts" >&2
 rc=$?
 set -e
 umount "$root/var/cache/clawy-npm"
 rmdir "$root/var/cache/clawy-npm"
+rm -f "$root/tmp/clawy-build-ca.pem"
 [ "$rc" = 0 ] || { log "npm ci failed ($rc)"; exit 1; }
 # Guard against the empty placeholder that an older node resolves openclaw to.
 got=$(in_root /opt/clawy/node/bin/node -p 'require("/opt/clawy/openclaw/node_modules/openclaw/package.json").version')
