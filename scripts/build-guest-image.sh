@@ -76,20 +76,31 @@ while read -r line; do
 done <"$src/packages"
 
 # Every package the list can pull in (Depends/Pre-Depends, recursively) with its
-# candidate version: a security update of any of them changes the key.
+# candidate version: a security update of any of them changes the key. Resolved
+# with apt lists of our own, of exactly the image's sources, with an empty dpkg
+# status: not the build host's lists (which may be stale, missing, or hold other
+# repositories) nor its installed versions.
+aptdir=$cache/apt
+mkdir -p "$aptdir/lists/partial" "$aptdir/cache/archives/partial" "$aptdir/empty"
+[ -f "$aptdir/status" ] || : >"$aptdir/status"
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+[ -f "$keyring" ] || die "missing $keyring (debian-archive-keyring)"
+printf 'deb [signed-by=%s] %s %s main\n' "$keyring" "$mirror" bookworm "$keyring" "$mirror" bookworm-updates \
+  "$keyring" "$security_mirror" bookworm-security >"$aptdir/sources.list"
+aptopts=(-o "Dir::Etc::SourceList=$aptdir/sources.list" -o "Dir::Etc::SourceParts=$aptdir/empty"
+  -o "Dir::Etc::Preferences=$aptdir/empty/none" -o "Dir::Etc::PreferencesParts=$aptdir/empty"
+  -o "Dir::State::Lists=$aptdir/lists" -o "Dir::State::status=$aptdir/status"
+  -o "Dir::Cache=$aptdir/cache" -o APT::Architecture=amd64 -o APT::Architectures::=amd64
+  -o APT::Sandbox::User=root)
+apt-get "${aptopts[@]}" -qq update >&2 || die "apt-get update of the image's sources failed"
 closure() {
-  apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+  apt-cache "${aptopts[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
     --no-replaces --no-enhances "${packages[@]}" 2>/dev/null |
     sed -n 's/^\([a-z0-9][a-z0-9.+-]*\)$/\1/p' | sort -u
 }
 deps=$(closure)
-if [ -z "$deps" ]; then
-  # A fresh machine may have no package lists yet.
-  apt-get update -qq >&2
-  deps=$(closure)
-fi
-[ -n "$deps" ] || die "cannot resolve the package list (apt-get update?)"
-candidates=$(echo "$deps" | xargs apt-cache policy 2>/dev/null | awk '
+[ -n "$deps" ] || die "cannot resolve the package list against $mirror"
+candidates=$(echo "$deps" | xargs apt-cache "${aptopts[@]}" policy 2>/dev/null | awk '
   /^[a-z0-9][^ ]*:$/ { pkg = substr($1, 1, length($1) - 1) }
   /^  Candidate:/ { print pkg "=" $2 }')
 inputs=$(
@@ -137,10 +148,16 @@ cleanup() {
   if awk -v w="$work/" 'index($2, w) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
     log "mounts remain under $work: left in place"
   else
-    local t0=$SECONDS
-    rm -rf "$work"
-    [ $((SECONDS - t0)) -lt 10 ] || log "removing the build dir took $((SECONDS - t0))s"
+    discard "$work"
   fi
+}
+# Removing a rootfs (~45,000 files) takes minutes on a slow disk: move it aside at
+# once and delete it in the background, so the build (and CI) need not wait.
+discard() {
+  mkdir -p "$cache/trash"
+  mv "$1" "$cache/trash/" 2>/dev/null || { rm -rf "$1"; return; }
+  # Not holding the build lock (fd 9) while it runs.
+  (setsid rm -rf "$cache/trash/${1##*/}" </dev/null >/dev/null 2>&1 9>&- &)
 }
 trap cleanup EXIT
 
@@ -353,12 +370,15 @@ PY
 for suffix in vmlinuz initrd.img manifest.json qcow2; do
   mv -f "$work/$name.$suffix" "$cache/$name.$suffix"
 done
-rm -rf "$host_dir.new" "$host_dir.old"
+[ -d "$host_dir.new" ] && discard "$host_dir.new"
 mv "$work/host" "$host_dir.new"
-[ -d "$host_dir" ] && mv "$host_dir" "$host_dir.old"
+printf '%s\n' "$key" >"$host_dir.new/.key"
+if [ -d "$host_dir" ]; then
+  old_host=$cache/openclaw-host.old.$$
+  mv "$host_dir" "$old_host"
+fi
 mv "$host_dir.new" "$host_dir"
-printf '%s\n' "$key" >"$host_dir/.key"
-rm -rf "$host_dir.old"
+[ -n "${old_host:-}" ] && discard "$old_host"
 awk -v k="$key" '$1 != k' "$index" >"$index.new"
 printf '%s %s\n' "$key" "$n" >>"$index.new"
 mv "$index.new" "$index"
