@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use clawy_core::audit::Caller;
+use clawy_core::Actor;
 use clawy_core::{Core, SecretString, ServerConfig};
 use rand::Rng;
 
@@ -209,7 +209,7 @@ async fn ensure_operator(core: &Core) -> anyhow::Result<Operator> {
             &email,
             &SecretString::from(password.clone()),
             true,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the operator account {email}: {e}"))?;
@@ -265,7 +265,7 @@ async fn register_local_host(
     let host = core
         .hosts()
         .register(
-            &Caller::system(),
+            &Actor::system(),
             clawy_core::hosts::RegisterHost {
                 name: LOCAL_HOST_NAME.to_string(),
                 url: agent_url.to_string(),

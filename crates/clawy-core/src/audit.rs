@@ -7,12 +7,12 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
-use std::net::IpAddr;
 
 use crate::Core;
-use crate::api_keys::Tier;
+use crate::actor::Actor;
 use crate::clock::ms_to_datetime;
 use crate::error::InternalError;
+use crate::names::truncate_chars;
 
 /// What happened. Stored as its snake_case text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -195,128 +195,6 @@ impl std::fmt::Display for AuditAction {
     }
 }
 
-/// Who did something.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    /// Not signed in (signup, login attempts, report form).
-    Anonymous,
-    /// The platform itself (admin CLI, background jobs).
-    System,
-    /// A person signed in with a web session.
-    User { user_id: String, email: String },
-    /// A request authenticated with an API key.
-    ApiKey {
-        user_id: String,
-        key_id: String,
-        prefix: String,
-        tier: Tier,
-    },
-    /// An operator acting on someone else's account or instance.
-    Operator { user_id: String, email: String },
-    /// The control plane's reconciler (ACCESS-3: its repairs are instance events).
-    Reconciler,
-}
-
-impl Actor {
-    /// The stored actor text: `user:<email>`, `api_key:<prefix>`, `operator:<email>`,
-    /// `system`, `anonymous`.
-    pub fn describe(&self) -> String {
-        match self {
-            Actor::Anonymous => "anonymous".to_string(),
-            Actor::System => "system".to_string(),
-            Actor::Reconciler => "reconciler".to_string(),
-            Actor::User { email, .. } => format!("user:{email}"),
-            Actor::ApiKey { prefix, .. } => format!("api_key:{prefix}"),
-            Actor::Operator { email, .. } => format!("operator:{email}"),
-        }
-    }
-
-    /// The user the actor acts as, if any.
-    pub fn user_id(&self) -> Option<&str> {
-        match self {
-            Actor::User { user_id, .. }
-            | Actor::ApiKey { user_id, .. }
-            | Actor::Operator { user_id, .. } => Some(user_id),
-            Actor::Anonymous | Actor::System | Actor::Reconciler => None,
-        }
-    }
-
-    /// The API-key tier of the actor; `None` for web sessions and the system, which
-    /// have the full rights of their account.
-    pub fn api_key_tier(&self) -> Option<Tier> {
-        match self {
-            Actor::ApiKey { tier, .. } => Some(*tier),
-            _ => None,
-        }
-    }
-}
-
-/// Where a request came from (the client address as resolved by
-/// [`crate::config::ServerConfig::resolve_client_addr`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientInfo {
-    pub addr: Option<IpAddr>,
-    pub user_agent: Option<String>,
-}
-
-impl ClientInfo {
-    pub fn new(addr: IpAddr, user_agent: Option<&str>) -> Self {
-        ClientInfo {
-            addr: Some(addr),
-            user_agent: user_agent.map(|s| truncate_chars(s, 256)),
-        }
-    }
-    pub fn none() -> Self {
-        ClientInfo::default()
-    }
-    pub fn addr_string(&self) -> Option<String> {
-        self.addr.map(|a| a.to_string())
-    }
-}
-
-/// Who is calling, from where: passed to every state-changing domain call so it can
-/// write the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub actor: Actor,
-    pub client: ClientInfo,
-}
-
-impl Caller {
-    pub fn new(actor: Actor, client: ClientInfo) -> Self {
-        Caller { actor, client }
-    }
-    pub fn system() -> Self {
-        Caller::new(Actor::System, ClientInfo::none())
-    }
-    pub fn reconciler() -> Self {
-        Caller::new(Actor::Reconciler, ClientInfo::none())
-    }
-    pub fn anonymous(client: ClientInfo) -> Self {
-        Caller::new(Actor::Anonymous, client)
-    }
-    pub fn user(user: &crate::accounts::User, client: ClientInfo) -> Self {
-        Caller::new(
-            Actor::User {
-                user_id: user.id.clone(),
-                email: user.email.clone(),
-            },
-            client,
-        )
-    }
-    pub fn api_key(key: &crate::api_keys::ApiKey, client: ClientInfo) -> Self {
-        Caller::new(
-            Actor::ApiKey {
-                user_id: key.user_id.clone(),
-                key_id: key.id.clone(),
-                prefix: key.prefix.clone(),
-                tier: key.tier,
-            },
-            client,
-        )
-    }
-}
-
 /// One stored event.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEvent {
@@ -353,7 +231,7 @@ impl Audit<'_> {
     pub async fn record(
         &self,
         user_id: Option<&str>,
-        caller: &Caller,
+        actor: &Actor,
         action: AuditAction,
         detail: &str,
     ) -> Result<(), InternalError> {
@@ -363,9 +241,9 @@ impl Audit<'_> {
         )
         .bind(self.core.now_ms())
         .bind(user_id.map(str::to_string))
-        .bind(caller.actor.describe())
+        .bind(actor.describe())
         .bind(action.as_str())
-        .bind(caller.client.addr_string())
+        .bind(actor.client.addr_string())
         .bind(truncate_chars(detail, 500))
         .execute(self.core.store().pool())
         .await?;
@@ -377,11 +255,11 @@ impl Audit<'_> {
     pub async fn record_best_effort(
         &self,
         user_id: Option<&str>,
-        caller: &Caller,
+        actor: &Actor,
         action: AuditAction,
         detail: &str,
     ) {
-        if let Err(e) = self.record(user_id, caller, action, detail).await {
+        if let Err(e) = self.record(user_id, actor, action, detail).await {
             tracing::error!(error = ?e, action = action.as_str(), "could not write audit event");
         }
     }
@@ -433,7 +311,7 @@ impl Audit<'_> {
         &self,
         owner_id: &str,
         instance_id: &str,
-        caller: &Caller,
+        actor: &Actor,
         action: AuditAction,
         detail: &str,
     ) -> Result<(), InternalError> {
@@ -443,7 +321,7 @@ impl Audit<'_> {
             self.core.now_ms(),
             owner_id,
             instance_id,
-            caller,
+            actor,
             action,
             detail,
         )
@@ -482,10 +360,6 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<AuditEvent, InternalError> {
     })
 }
 
-pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
-}
-
 /// Appends an instance event on a given connection, so it commits (or not) with the
 /// change it describes.
 pub(crate) async fn record_instance_event(
@@ -493,7 +367,7 @@ pub(crate) async fn record_instance_event(
     now_ms: i64,
     owner_id: &str,
     instance_id: &str,
-    caller: &Caller,
+    actor: &Actor,
     action: AuditAction,
     detail: &str,
 ) -> Result<(), InternalError> {
@@ -504,9 +378,9 @@ pub(crate) async fn record_instance_event(
     .bind(now_ms)
     .bind(owner_id)
     .bind(instance_id)
-    .bind(caller.actor.describe())
+    .bind(actor.describe())
     .bind(action.as_str())
-    .bind(caller.client.addr_string())
+    .bind(actor.client.addr_string())
     .bind(truncate_chars(detail, 500))
     .execute(&mut *conn)
     .await?;

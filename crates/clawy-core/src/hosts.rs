@@ -15,7 +15,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::Core;
-use crate::audit::{AuditAction, Caller};
+use crate::actor::Actor;
+use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::config::is_country_code;
 use crate::db::b2i;
@@ -274,7 +275,7 @@ pub(crate) fn load_from_row(r: &sqlx::any::AnyRow) -> Result<HostLoad, sqlx::Err
 
 /// Host names follow DNS-label rules (they appear in logs and URLs).
 pub fn validate_host_name(name: &str) -> Result<(), HostError> {
-    if crate::instances::is_dns_label(name) && name.len() <= NAME_MAX_CHARS {
+    if crate::names::is_dns_label(name) && name.len() <= NAME_MAX_CHARS {
         Ok(())
     } else {
         Err(HostError::InvalidName)
@@ -325,7 +326,7 @@ impl Hosts<'_> {
     /// Registers an agent. The token is sealed with the operator key (DATA-3/DATA-4).
     /// Capacity and network stay empty until [`Hosts::update_info`] ran, so a new host
     /// takes no instances before the control plane has talked to it.
-    pub async fn register(&self, caller: &Caller, req: RegisterHost) -> Result<Host, HostError> {
+    pub async fn register(&self, actor: &Actor, req: RegisterHost) -> Result<Host, HostError> {
         let name = req.name.trim().to_string();
         validate_host_name(&name)?;
         let url = validate_url(&req.url)?;
@@ -368,7 +369,7 @@ impl Hosts<'_> {
             .audit()
             .record(
                 None,
-                caller,
+                actor,
                 AuditAction::HostRegistered,
                 &format!("host {name} {url} {country}-{site}"),
             )
@@ -432,7 +433,7 @@ impl Hosts<'_> {
     /// Enables or disables placement on a host (existing instances keep running).
     pub async fn set_enabled(
         &self,
-        caller: &Caller,
+        actor: &Actor,
         id: &str,
         enabled: bool,
     ) -> Result<Host, HostError> {
@@ -450,7 +451,7 @@ impl Hosts<'_> {
             .audit()
             .record(
                 None,
-                caller,
+                actor,
                 AuditAction::HostUpdated,
                 &format!(
                     "host {} {}",
@@ -468,7 +469,7 @@ impl Hosts<'_> {
     /// never appears in the event.
     pub async fn rotate_credentials(
         &self,
-        caller: &Caller,
+        actor: &Actor,
         id: &str,
         fingerprint: Option<&str>,
         token: Option<&SecretString>,
@@ -503,7 +504,7 @@ impl Hosts<'_> {
             .audit()
             .record(
                 None,
-                caller,
+                actor,
                 AuditAction::HostUpdated,
                 &format!(
                     "host {}: {}",
@@ -573,7 +574,7 @@ impl Hosts<'_> {
             .execute(self.core.store().pool())
             .await?,
             Err(msg) => sqlx::query("UPDATE hosts SET reachable = 0, last_error = $1 WHERE id = $2")
-                .bind(crate::audit::truncate_chars(msg, 500))
+                .bind(crate::names::truncate_chars(msg, 500))
                 .bind(id)
                 .execute(self.core.store().pool())
                 .await?,

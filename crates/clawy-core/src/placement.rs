@@ -14,6 +14,7 @@
 //! one transaction (on PostgreSQL with the region's host rows locked).
 
 use clawy_proto::agent::Resources;
+use serde::Serialize;
 
 use crate::error::{DomainError, ErrorKind};
 use crate::hosts::HostLoad;
@@ -85,7 +86,7 @@ pub fn eligible(load: &HostLoad, region: &str, allowed: &[String]) -> bool {
         && allowed.iter().any(|c| c == &h.country)
 }
 
-/// Chooses a host for `need` in `region`. Pure: the caller supplies the hosts with
+/// Chooses a host for `need` in `region`. Pure: the actor supplies the hosts with
 /// their current allocation.
 pub fn choose_host<'a>(
     hosts: &'a [HostLoad],
@@ -121,6 +122,54 @@ pub fn choose_host<'a>(
             region: region.to_string(),
             plan: plan_name.to_string(),
         })
+}
+
+/// A region people can pick: an allowed country with at least one enabled host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Region {
+    /// Country code, e.g. `DE`.
+    pub code: String,
+    /// Enabled hosts in the region.
+    pub hosts: u64,
+    /// Some enabled host has room for the default plan right now.
+    pub has_capacity: bool,
+    /// The operator's `default_region`.
+    pub is_default: bool,
+}
+
+/// DATA-2: the allowed countries that have at least one enabled host, the default
+/// first, each with a free-capacity flag for `default_plan` (none: no flag set).
+/// Pure: the caller reads the hosts with their load and the plan.
+pub fn regions(
+    allowed: &[String],
+    default_region: &str,
+    hosts: &[HostLoad],
+    default_plan: Option<&Plan>,
+) -> Vec<Region> {
+    let need = default_plan.map(Need::from);
+    let mut out = Vec::new();
+    for code in allowed {
+        let in_region: Vec<&HostLoad> = hosts
+            .iter()
+            .filter(|l| l.host.enabled && &l.host.country == code)
+            .collect();
+        if in_region.is_empty() {
+            continue;
+        }
+        let has_capacity = need.is_some_and(|need| {
+            in_region
+                .iter()
+                .any(|l| l.host.network.is_some() && fits(&l.free(), &need))
+        });
+        out.push(Region {
+            code: code.clone(),
+            hosts: in_region.len() as u64,
+            has_capacity,
+            is_default: code == default_region,
+        });
+    }
+    out.sort_by_key(|r| (!r.is_default, r.code.clone()));
+    out
 }
 
 #[cfg(test)]

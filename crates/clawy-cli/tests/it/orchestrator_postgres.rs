@@ -66,7 +66,7 @@ async fn postgres_two_server_processes_never_run_a_job_twice() {
     let host = core
         .hosts()
         .register(
-            &clawy_core::audit::Caller::system(),
+            &clawy_core::Actor::system(),
             clawy_core::hosts::RegisterHost {
                 name: "fra1".into(),
                 url: agent.base_url.clone(),

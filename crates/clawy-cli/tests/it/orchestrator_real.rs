@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use clawy_core::Actor;
 use clawy_core::Core;
-use clawy_core::audit::Caller;
 use clawy_core::instances::{CreateInstance, InstanceState};
 use clawy_orchestrator::{Orchestrator, OrchestratorConfig, RunnerConfig};
 use clawy_proto::agent::VmState;
@@ -68,7 +68,7 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
         agent_timeout: Duration::from_secs(60),
     };
     let orch = Orchestrator::start(core.clone(), config);
-    let caller = Caller::system();
+    let caller = Actor::system();
 
     // Provision → running; the guest answers on its gateway port (health via poller).
     let inst = core

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use clawy_agent_client::AgentClient;
-use clawy_core::api_keys::Tier;
-use clawy_core::audit::Caller;
+use clawy_core::Actor;
+use clawy_core::actor::Tier;
 use clawy_core::config::ServerConfig;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::plans::PlanSpec;
@@ -135,7 +135,7 @@ impl AgentHost {
         let host = core
             .hosts()
             .register(
-                &Caller::system(),
+                &Actor::system(),
                 RegisterHost {
                     name: name.into(),
                     url: self.url(),
@@ -177,7 +177,7 @@ pub fn control_config(db: &TestDatabase) -> ServerConfig {
 pub async fn tiny_plan(core: &Core) {
     core.plans()
         .create(
-            &Caller::system(),
+            &Actor::system(),
             PlanSpec {
                 name: "tiny".into(),
                 vcpus: 1,
@@ -195,7 +195,7 @@ pub async fn user(core: &Core, email: &str) -> User {
             email,
             &SecretString::from(PASSWORD.to_string()),
             false,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .unwrap()
@@ -210,7 +210,7 @@ pub async fn manage_key(core: &Core, user: &User) -> String {
             Tier::Manage,
             None,
             None,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .unwrap()

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use clawy_core::audit::AuditAction;
-use clawy_core::{Actor, Caller, ClientInfo};
+use clawy_core::{Actor, ActorKind, ClientInfo};
 
 #[tokio::test]
 async fn access_3_audit_log_is_append_only() {
@@ -39,23 +39,22 @@ async fn access_3_events_scoped_newest_first_paged_and_described() {
         .create(
             &alice.id,
             "ci",
-            clawy_core::api_keys::Tier::Admin,
+            clawy_core::actor::Tier::Admin,
             None,
             None,
             &caller_for(&alice),
         )
         .await
         .unwrap();
-    let by_key = Caller::api_key(
-        &key.api_key,
-        ClientInfo::new("2001:db8::5".parse().unwrap(), None),
-    );
+    let by_key = key
+        .api_key
+        .actor(ClientInfo::new("2001:db8::5".parse().unwrap(), None));
     t.core
         .api_keys()
         .regenerate(
             &alice.id,
             &key.api_key.id,
-            Some(clawy_core::api_keys::Tier::Admin),
+            Some(clawy_core::actor::Tier::Admin),
             &by_key,
         )
         .await
@@ -64,8 +63,8 @@ async fn access_3_events_scoped_newest_first_paged_and_described() {
         .audit()
         .record(
             Some(&alice.id),
-            &Caller::new(
-                Actor::Operator {
+            &Actor::new(
+                ActorKind::Operator {
                     user_id: bob.id.clone(),
                     email: bob.email.clone(),
                 },

@@ -227,7 +227,7 @@ async fn disabling_a_host_stops_placement_there() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), "no_capacity");
-    assert!(tc.core.plans().regions().await.unwrap().is_empty());
+    assert!(tc.core.regions().list().await.unwrap().is_empty());
     tc.core
         .hosts()
         .set_enabled(&operator(), &h.id, true)

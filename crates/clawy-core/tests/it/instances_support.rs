@@ -5,15 +5,15 @@ use crate::common::*;
 use clawy_core::hosts::{Host, RegisterHost};
 use clawy_core::instances::{CreateInstance, Instance};
 use clawy_core::jobs::Job;
-use clawy_core::{Caller, SecretString, User};
+use clawy_core::{Actor, SecretString, User};
 use clawy_proto::agent::{HostInfo, HostNetwork, Resources};
 use std::time::Duration;
 
 pub const FP: &str = "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99";
 pub const LEASE: Duration = Duration::from_secs(60);
 
-pub fn operator() -> Caller {
-    Caller::system()
+pub fn operator() -> Actor {
+    Actor::system()
 }
 
 /// What an agent with this capacity and network would report.

@@ -365,7 +365,7 @@ async fn access3_reconciler_repair_is_an_instance_event() {
     tc.core
         .jobs()
         .enqueue(
-            &clawy_core::Caller::reconciler(),
+            &clawy_core::Actor::reconciler(),
             &i.id,
             JobKind::Start,
             "VM was stopped but should run: restarting",

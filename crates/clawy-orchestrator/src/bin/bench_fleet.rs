@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clawy_core::api_keys::Tier;
-use clawy_core::audit::Caller;
+use clawy_core::Actor;
+use clawy_core::actor::Tier;
 use clawy_core::config::ServerConfig;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::{Core, SecretString};
@@ -137,7 +137,7 @@ async fn main() -> anyhow::Result<()> {
         let host = core
             .hosts()
             .register(
-                &Caller::system(),
+                &Actor::system(),
                 RegisterHost {
                     name: format!("fake-{i}"),
                     url: agent.base_url.clone(),
@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 &format!("u{u}@bench.test"),
                 &SecretString::from(PASSWORD.to_string()),
                 false,
-                &Caller::system(),
+                &Actor::system(),
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -188,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
             "ops@bench.test",
             &SecretString::from(PASSWORD.to_string()),
             true,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -328,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
             Tier::Read,
             None,
             None,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -343,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
             Tier::Admin,
             None,
             None,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?

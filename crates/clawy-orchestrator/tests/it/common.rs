@@ -4,7 +4,7 @@ use std::time::Duration;
 use clawy_core::config::ServerConfig;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::instances::{CreateInstance, Instance};
-use clawy_core::{Caller, ClientInfo, Core, ManualClock, SecretString, User};
+use clawy_core::{Actor, ClientInfo, Core, ManualClock, SecretString, User};
 use clawy_orchestrator::clients::AgentClients;
 use clawy_orchestrator::fake_agent::FakeAgent;
 use clawy_orchestrator::{JobRunner, Reconciler, RunnerConfig};
@@ -74,7 +74,7 @@ impl Fixture {
             .signup(
                 email,
                 &SecretString::from(GOOD_PW.to_string()),
-                &Caller::anonymous(ClientInfo::new("192.0.2.1".parse().unwrap(), None)),
+                &Actor::anonymous(ClientInfo::new("192.0.2.1".parse().unwrap(), None)),
             )
             .await
             .unwrap()
@@ -86,7 +86,7 @@ impl Fixture {
             .core
             .hosts()
             .register(
-                &Caller::system(),
+                &Actor::system(),
                 RegisterHost {
                     name: name.into(),
                     url: agent.base_url.clone(),
@@ -113,7 +113,7 @@ impl Fixture {
         self.core
             .instances()
             .create(
-                &Caller::system(),
+                &Actor::system(),
                 &user.id,
                 CreateInstance {
                     name: name.into(),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use clawy_core::Caller;
+use clawy_core::Actor;
 use clawy_core::instances::InstanceState;
 use clawy_core::jobs::{JobKind, JobState};
 use clawy_orchestrator::runner::JobOutcome;
@@ -35,7 +35,7 @@ async fn iso4_provision_stop_start_reboot_delete_frees_allocations() {
     assert_eq!(vm.spec.port_forwards[0].guest_port, 22);
     assert_eq!(agent.counters().creates[&inst.id], 1);
 
-    let caller = Caller::system();
+    let caller = Actor::system();
     f.core
         .instances()
         .request_stop(&caller, &user.id, &inst.id)
@@ -236,7 +236,7 @@ async fn gives_up_into_error_and_retry_requeues() {
     let accepted = f
         .core
         .instances()
-        .request_retry(&Caller::system(), &user.id, &inst.id)
+        .request_retry(&Actor::system(), &user.id, &inst.id)
         .await
         .unwrap();
     assert!(accepted.job_id.is_some());

@@ -81,7 +81,7 @@ pub async fn create(
             tier_from_wire(req.tier),
             req.expires_at,
             caller.key_tier(),
-            &caller.audit(),
+            &caller.actor(),
         )
         .await?;
     Ok((StatusCode::CREATED, ApiJson(created_to_wire(created))))
@@ -106,7 +106,7 @@ pub async fn revoke(
     state
         .core
         .api_keys()
-        .revoke(&caller.user.id, &id, &caller.audit())
+        .revoke(&caller.user.id, &id, &caller.actor())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -130,7 +130,7 @@ pub async fn regenerate(
     let regenerated = state
         .core
         .api_keys()
-        .regenerate(&caller.user.id, &id, caller.key_tier(), &caller.audit())
+        .regenerate(&caller.user.id, &id, caller.key_tier(), &caller.actor())
         .await?;
     Ok(ApiJson(created_to_wire(regenerated)))
 }

@@ -14,7 +14,7 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use clawy_agent_client::{AgentClient, ClientError};
-use clawy_core::audit::Caller as AuditCaller;
+use clawy_core::Actor;
 use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::hosts::{HostError, HostLoad, RegisterHost};
 use clawy_core::{ExposeSecret, SecretString};
@@ -114,7 +114,7 @@ fn name_from_hostname(hostname: &str) -> String {
 /// the host (token sealed by core) with the capacity and network the agent reported.
 pub async fn register_host(
     state: &AppState,
-    caller: &AuditCaller,
+    caller: &Actor,
     req: HostRegistration,
 ) -> Result<HostLoad, RegisterHostError> {
     let url = req.url.trim().to_string();

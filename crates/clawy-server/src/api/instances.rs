@@ -210,7 +210,7 @@ pub async fn create(
         .core
         .instances()
         .create(
-            &caller.audit(),
+            &caller.actor(),
             &caller.user.id,
             core_instances::CreateInstance {
                 name: req.name,
@@ -255,7 +255,7 @@ pub enum Lifecycle {
 /// Runs a lifecycle request for the owner; `caller` is who the event names.
 pub async fn request_lifecycle(
     state: &AppState,
-    caller: &clawy_core::audit::Caller,
+    caller: &clawy_core::Actor,
     owner_id: &str,
     id: &str,
     action: Lifecycle,
@@ -277,7 +277,7 @@ async fn lifecycle(
     id: String,
     action: Lifecycle,
 ) -> Result<(StatusCode, ApiJson<wire::Instance>), ApiError> {
-    let inst = request_lifecycle(&state, &caller.audit(), &caller.user.id, &id, action).await?;
+    let inst = request_lifecycle(&state, &caller.actor(), &caller.user.id, &id, action).await?;
     Ok((
         StatusCode::ACCEPTED,
         ApiJson(one_to_wire(&state, &inst).await?),

@@ -15,7 +15,7 @@ pub mod ssh_keys;
 use crate::state::AppState;
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use clawy_proto::api as wire;
 
 /// Every API route: (method, path under `/api/v1`). The OpenAPI test and the
@@ -84,14 +84,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// An operator acting through the API, as audit events name them (ACCESS-3).
-pub(crate) fn operator_audit(op: &crate::auth::Operator) -> clawy_core::audit::Caller {
-    clawy_core::audit::Caller::new(
-        clawy_core::audit::Actor::Operator {
-            user_id: op.user.id.clone(),
-            email: op.user.email.clone(),
-        },
-        op.client.clone(),
-    )
+pub(crate) fn operator_audit(op: &crate::auth::Operator) -> clawy_core::Actor {
+    clawy_core::Actor::operator(&op.user.id, &op.user.email, op.client.clone())
 }
 
 pub(crate) fn tier_to_wire(t: Tier) -> wire::Tier {

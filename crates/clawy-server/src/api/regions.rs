@@ -7,7 +7,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use clawy_proto::api::{self as wire, ErrorBody, RegionList};
 
-pub(crate) fn to_wire(r: clawy_core::plans::Region) -> wire::Region {
+pub(crate) fn to_wire(r: clawy_core::placement::Region) -> wire::Region {
     wire::Region {
         code: r.code,
         hosts: r.hosts,
@@ -26,7 +26,7 @@ pub async fn list(
     State(state): State<AppState>,
     _caller: Authed<Read>,
 ) -> Result<ApiJson<RegionList>, ApiError> {
-    let regions = state.core.plans().regions().await?;
+    let regions = state.core.regions().list().await?;
     Ok(ApiJson(RegionList {
         regions: regions.into_iter().map(to_wire).collect(),
     }))

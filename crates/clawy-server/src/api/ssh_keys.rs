@@ -54,7 +54,7 @@ pub async fn add(
     let key = state
         .core
         .ssh_keys()
-        .add(&caller.user.id, &req.name, &req.public_key, &caller.audit())
+        .add(&caller.user.id, &req.name, &req.public_key, &caller.actor())
         .await?;
     Ok((StatusCode::CREATED, ApiJson(to_wire(key))))
 }
@@ -78,7 +78,7 @@ pub async fn delete(
     state
         .core
         .ssh_keys()
-        .delete(&caller.user.id, &id, &caller.audit())
+        .delete(&caller.user.id, &id, &caller.actor())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -147,7 +147,7 @@ async fn change_password(mut web: Web, Form(f): Form<PasswordForm>) -> WebResult
                 &current,
                 &new,
                 Some(&session.session.id),
-                &web.caller(),
+                &web.actor(),
             )
             .await;
         match result {
@@ -182,7 +182,7 @@ async fn revoke_session(web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly
     web.state
         .core
         .sessions()
-        .revoke(&session.user.id, &id, &web.caller())
+        .revoke(&session.user.id, &id, &web.actor())
         .await?;
     Ok(web.finish(redirect_with_flash("/account", Flash::SessionRevoked)))
 }

@@ -6,7 +6,8 @@ use axum::extract::{Form, Path};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use chrono::NaiveDate;
-use clawy_core::api_keys::{NewApiKey, Tier};
+use clawy_core::actor::Tier;
+use clawy_core::api_keys::NewApiKey;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
@@ -184,7 +185,7 @@ async fn create(mut web: Web, Form(f): Form<CreateForm>) -> WebResult {
             .state
             .core
             .api_keys()
-            .create(&user_id, &f.name, tier, expires_at, None, &web.caller())
+            .create(&user_id, &f.name, tier, expires_at, None, &web.actor())
             .await;
         match result {
             Ok(new) => return render_secret(&mut web, &new, false),
@@ -215,7 +216,7 @@ async fn regenerate(mut web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly
         .state
         .core
         .api_keys()
-        .regenerate(&user_id, &id, None, &web.caller())
+        .regenerate(&user_id, &id, None, &web.actor())
         .await?;
     render_secret(&mut web, &new, true)
 }
@@ -226,7 +227,7 @@ async fn revoke(web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> We
     web.state
         .core
         .api_keys()
-        .revoke(&user_id, &id, &web.caller())
+        .revoke(&user_id, &id, &web.actor())
         .await?;
     Ok(web.finish(redirect_with_flash("/api-keys", Flash::ApiKeyRevoked)))
 }

@@ -5,9 +5,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use axum::{Router, routing::post};
+use clawy_core::Actor;
 use clawy_core::SecretString;
 use clawy_core::accounts::AccountError;
-use clawy_core::audit::Caller;
 use clawy_core::error::{DomainError, ErrorKind};
 use minijinja::context;
 use serde::Deserialize;
@@ -97,7 +97,7 @@ async fn signup(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
     let password = SecretString::from(f.password);
     if errors.is_empty() {
         let core = &web.state.core;
-        let caller = Caller::anonymous(web.client.clone());
+        let caller = Actor::anonymous(web.client.clone());
         match core.accounts().signup(&f.email, &password, &caller).await {
             Ok(user) => {
                 // AUTH-3: a brand-new session; whatever this browser carried before is ended.
@@ -146,7 +146,7 @@ async fn login_page(mut web: Web, Query(q): Query<NextQuery>) -> WebResult {
 async fn login(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
     web.check_form(&f.csrf_token)?;
     let core = &web.state.core;
-    let caller = Caller::anonymous(web.client.clone());
+    let caller = Actor::anonymous(web.client.clone());
     let password = SecretString::from(f.password);
     let next = safe_next(f.next.as_deref()).to_owned();
     match core
@@ -202,7 +202,7 @@ async fn logout(web: Web, Form(f): Form<CsrfOnly>) -> WebResult {
     }
     // AUTH-3: the server-side session is deleted, not just the cookie.
     if let Some(raw) = web.raw_session() {
-        web.state.core.sessions().logout(raw, &web.caller()).await?;
+        web.state.core.sessions().logout(raw, &web.actor()).await?;
     }
     let mut resp = redirect_with_flash("/login", Flash::SignedOut);
     resp.headers_mut()
@@ -230,7 +230,7 @@ async fn forgot_page(mut web: Web) -> WebResult {
 
 async fn forgot(mut web: Web, Form(f): Form<ForgotForm>) -> WebResult {
     web.check_form(&f.csrf_token)?;
-    let caller = Caller::anonymous(web.client.clone());
+    let caller = Actor::anonymous(web.client.clone());
     let mut errors = FieldErrors::new();
     let sent = match web
         .state
@@ -313,7 +313,7 @@ async fn reset(mut web: Web, Form(f): Form<ResetForm>) -> WebResult {
             "The two passwords do not match.".to_owned(),
         );
     } else if let Some(token) = token {
-        let caller = Caller::anonymous(web.client.clone());
+        let caller = Actor::anonymous(web.client.clone());
         let token = SecretString::from(token);
         let password = SecretString::from(f.password);
         match web

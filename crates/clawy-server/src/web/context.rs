@@ -12,9 +12,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use clawy_core::audit::{Caller, ClientInfo};
 use clawy_core::crypto::{constant_time_eq, random_token};
 use clawy_core::sessions::{AuthenticatedSession, SESSION_COOKIE};
+use clawy_core::{Actor, ClientInfo};
 
 use super::WebError;
 use super::render::{FlashView, Layout, UserView};
@@ -217,10 +217,10 @@ impl Web {
     }
 
     /// The caller for audit records: the signed-in person, or anonymous.
-    pub fn caller(&self) -> Caller {
+    pub fn actor(&self) -> Actor {
         match &self.session {
-            Some(s) => Caller::user(&s.user, self.client.clone()),
-            None => Caller::anonymous(self.client.clone()),
+            Some(s) => s.user.actor(self.client.clone()),
+            None => Actor::anonymous(self.client.clone()),
         }
     }
 

@@ -8,9 +8,10 @@ use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
+use clawy_core::Actor;
 use clawy_core::SecretString;
 use clawy_core::accounts::User;
-use clawy_core::audit::{Actor, AuditAction, Caller as AuditCaller};
+use clawy_core::audit::AuditAction;
 use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::instances::ListFilter;
 use minijinja::context;
@@ -47,14 +48,8 @@ fn require_operator(web: &Web) -> Result<User, WebError> {
 }
 
 /// ACCESS-3: operator actions are recorded as `operator:<email>`.
-fn operator_caller(web: &Web, user: &User) -> AuditCaller {
-    AuditCaller::new(
-        Actor::Operator {
-            user_id: user.id.clone(),
-            email: user.email.clone(),
-        },
-        web.client.clone(),
-    )
+fn operator_caller(web: &Web, user: &User) -> Actor {
+    Actor::operator(&user.id, &user.email, web.client.clone())
 }
 
 #[derive(Serialize)]

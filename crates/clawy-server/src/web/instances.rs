@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use clawy_core::audit::Caller as AuditCaller;
+use clawy_core::Actor;
 use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::instances::{Instance, InstanceError};
 use clawy_core::placement::PlacementError;
@@ -290,8 +290,8 @@ async fn render_new(
         })
         .collect();
     let mut regions: Vec<RegionOption> = core
-        .plans()
         .regions()
+        .list()
         .await?
         .into_iter()
         .map(|r| RegionOption {
@@ -371,7 +371,7 @@ async fn create(mut web: Web, body: Bytes) -> WebResult {
     let session_user = web.require_user()?.user.clone();
     let form = CreateForm::parse(&body);
     web.check_form(&form.csrf_token)?;
-    let caller = web.caller();
+    let caller = web.actor();
     let result = web
         .state
         .core
@@ -610,7 +610,7 @@ async fn act(web: Web, id: String, body: &[u8], action: Lifecycle) -> WebResult 
     let user_id = web.require_user()?.user.id.clone();
     let f: CsrfOnly = serde_urlencoded_form(body);
     web.check_form(&f.csrf_token)?;
-    let caller: AuditCaller = web.caller();
+    let caller: Actor = web.actor();
     request_lifecycle(&web.state, &caller, &user_id, &id, action)
         .await
         .map_err(api_to_web)?;

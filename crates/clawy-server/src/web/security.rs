@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use chrono::{DateTime, Duration, Utc};
-use clawy_core::audit::Caller;
+use clawy_core::Actor;
 use clawy_core::promises::{CATEGORIES, PROMISES};
 use clawy_core::reports::ReportError;
 use minijinja::context;
@@ -152,8 +152,8 @@ async fn report_page(mut web: Web) -> WebResult {
 async fn submit_report(mut web: Web, Form(f): Form<ReportForm>) -> WebResult {
     web.check_form(&f.csrf_token)?;
     let caller = match &web.session {
-        Some(s) => Caller::user(&s.user, web.client.clone()),
-        None => Caller::anonymous(web.client.clone()),
+        Some(s) => s.user.actor(web.client.clone()),
+        None => Actor::anonymous(web.client.clone()),
     };
     let email = Some(f.email.as_str()).filter(|e| !e.trim().is_empty());
     let result = web

@@ -92,7 +92,7 @@ async fn add(mut web: Web, Form(f): Form<AddForm>) -> WebResult {
         .state
         .core
         .ssh_keys()
-        .add(&user_id, &f.name, &f.public_key, &web.caller())
+        .add(&user_id, &f.name, &f.public_key, &web.actor())
         .await;
     let mut errors = FieldErrors::new();
     let private_key_pasted = match result {
@@ -131,7 +131,7 @@ async fn delete(web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> We
     web.state
         .core
         .ssh_keys()
-        .delete(&user_id, &id, &web.caller())
+        .delete(&user_id, &id, &web.actor())
         .await?;
     Ok(web.finish(redirect_with_flash("/ssh-keys", Flash::SshKeyDeleted)))
 }

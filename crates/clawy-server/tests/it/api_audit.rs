@@ -1,7 +1,7 @@
 //! `GET /api/v1/audit` (ACCESS-3 groundwork): own events only, newest first, paged.
 
 use crate::common::{ED25519_PUB, TestApp, json};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]

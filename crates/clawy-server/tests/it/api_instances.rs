@@ -7,9 +7,9 @@
 //! runner's part with a direct state update (marked where it does).
 
 use crate::common::{TestApp, TestUser, json, random_ed25519_pub};
-use clawy_core::Caller as AuditCaller;
+use clawy_core::Actor;
 use clawy_core::SecretString;
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::metrics::MetricSample;
 use clawy_proto::agent::{HostInfo, HostNetwork, Resources};
@@ -28,7 +28,7 @@ pub async fn fake_host(
         .core
         .hosts()
         .register(
-            &AuditCaller::system(),
+            &Actor::system(),
             RegisterHost {
                 name: name.to_string(),
                 url: format!("https://127.0.0.1:{}", 9000 + u16::from(third_octet)),
@@ -84,12 +84,7 @@ pub const ROOMY: Resources = Resources {
 pub async fn ssh_key(app: &TestApp, user: &TestUser) -> String {
     app.core
         .ssh_keys()
-        .add(
-            user.id(),
-            "laptop",
-            &random_ed25519_pub(),
-            &AuditCaller::system(),
-        )
+        .add(user.id(), "laptop", &random_ed25519_pub(), &Actor::system())
         .await
         .unwrap()
         .id
@@ -109,7 +104,7 @@ pub async fn instance_of(app: &TestApp, user: &TestUser, name: &str) -> String {
     app.core
         .instances()
         .create(
-            &AuditCaller::system(),
+            &Actor::system(),
             user.id(),
             clawy_core::instances::CreateInstance {
                 name: name.to_string(),

@@ -7,8 +7,8 @@
 
 use crate::api_instances::fake_host;
 use crate::common::{TestApp, TestSession, TestUser, random_suffix};
-use clawy_core::Caller as AuditCaller;
-use clawy_core::api_keys::Tier;
+use clawy_core::Actor;
+use clawy_core::actor::Tier;
 use clawy_proto::agent::Resources;
 use reqwest::Method;
 use std::time::Duration;
@@ -242,7 +242,7 @@ async fn callers(app: &TestApp) -> Callers {
     let (revoked_id, revoked) = app.with_api_key(&first, Tier::Admin).await;
     app.core
         .api_keys()
-        .revoke(first.id(), &revoked_id, &AuditCaller::system())
+        .revoke(first.id(), &revoked_id, &Actor::system())
         .await
         .unwrap();
     // Room for every instance the cells create (three hosts: ports and addresses too).

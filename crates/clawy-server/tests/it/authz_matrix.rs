@@ -4,8 +4,8 @@
 //! weakening any authorization check changes at least one cell and fails this test.
 
 use crate::common::{TestApp, TestSession, TestUser, json, random_ed25519_pub};
-use clawy_core::Caller as AuditCaller;
-use clawy_core::api_keys::Tier;
+use clawy_core::Actor;
+use clawy_core::actor::Tier;
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 
@@ -167,7 +167,7 @@ async fn callers(app: &TestApp) -> Callers {
     let (revoked_id, revoked) = app.with_api_key(&first, Tier::Admin).await;
     app.core
         .api_keys()
-        .revoke(first.id(), &revoked_id, &AuditCaller::system())
+        .revoke(first.id(), &revoked_id, &Actor::system())
         .await
         .unwrap();
     Callers {
@@ -193,7 +193,7 @@ async fn run_cell(app: &TestApp, c: &Callers, row: &Row, who: Who) -> u16 {
                     c.first.id(),
                     "victim",
                     &random_ed25519_pub(),
-                    &AuditCaller::system(),
+                    &Actor::system(),
                 )
                 .await
                 .unwrap()
