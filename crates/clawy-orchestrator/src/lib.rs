@@ -3,6 +3,7 @@
 //! - [`runner`]: the durable job runner (N workers, leases, idempotent steps);
 //! - [`reconciler`]: desired vs. actual state on every host, repairs and flags;
 //! - [`poller`]: metrics samples, gateway health, host capacity/reachability;
+//! - [`registration`]: registering a host agent over the pinned connection;
 //! - [`crash`]: crash-injection points for the crash tests;
 //! - [`fake_agent`]: an in-process fake agent for the fleet benchmark only.
 //!
@@ -16,6 +17,7 @@ pub mod error;
 pub mod fake_agent;
 pub mod poller;
 pub mod reconciler;
+pub mod registration;
 pub mod runner;
 
 use std::sync::Arc;

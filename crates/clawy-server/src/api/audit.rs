@@ -4,7 +4,7 @@ use crate::auth::{Authed, Read};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::state::AppState;
 use axum::extract::State;
-use clawy_proto::api::{AuditEvent, AuditPage, ErrorBody};
+use clawy_proto::api::{AuditPage, ErrorBody};
 use serde::Deserialize;
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -57,14 +57,7 @@ pub async fn list(
     Ok(ApiJson(AuditPage {
         events: events
             .into_iter()
-            .map(|e| AuditEvent {
-                id: e.id,
-                at: e.at,
-                kind: e.action,
-                actor: e.actor,
-                client_addr: e.client_addr,
-                detail: Some(e.detail).filter(|d| !d.is_empty()),
-            })
+            .map(crate::ops::instances::event_to_wire)
             .collect(),
         next_before,
     }))

@@ -6,7 +6,7 @@ use axum::routing::get;
 use minijinja::context;
 use serde::Serialize;
 
-use super::context::Web;
+use super::context::SignedIn;
 use super::render::page;
 use super::{WebResult, show_time};
 use crate::state::AppState;
@@ -42,8 +42,7 @@ fn describe_actor(actor: &str, own_email: &str) -> String {
     }
 }
 
-async fn activity_page(mut web: Web) -> WebResult {
-    let session = web.require_user()?;
+async fn activity_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
     let (user_id, email) = (session.user.id.clone(), session.user.email.clone());
     let events: Vec<EventRow> = web
         .state

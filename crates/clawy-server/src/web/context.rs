@@ -14,9 +14,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use clawy_core::crypto::{constant_time_eq, random_token};
 use clawy_core::sessions::{AuthenticatedSession, SESSION_COOKIE};
-use clawy_core::{Actor, ClientInfo};
+use clawy_core::{Actor, ClientInfo, User};
 
-use super::WebError;
+use super::error::WebError;
 use super::render::{FlashView, Layout, UserView};
 use crate::auth::client_addr::ClientAddr;
 use crate::auth::origin::check_same_origin;
@@ -206,16 +206,74 @@ impl FromRequestParts<AppState> for Web {
     }
 }
 
-impl Web {
-    /// The signed-in session, or a redirect to the login page (and back afterwards).
-    pub fn require_user(&self) -> Result<&AuthenticatedSession, WebError> {
-        self.session
-            .as_ref()
-            .ok_or_else(|| WebError::SignInRequired {
-                next: self.path_and_query.clone(),
-            })
-    }
+/// A page for a signed-in person: the request's context and their session. Anyone
+/// signed out is sent to the login page, and back here afterwards.
+pub struct SignedIn {
+    pub web: Web,
+    pub session: AuthenticatedSession,
+}
 
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = WebError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let web = Web::from_request_parts(parts, state).await?;
+        match web.session.clone() {
+            Some(session) => Ok(SignedIn { web, session }),
+            None => Err(WebError::SignInRequired {
+                next: web.path_and_query.clone(),
+            }),
+        }
+    }
+}
+
+impl SignedIn {
+    /// The signed-in person.
+    pub fn user(&self) -> &User {
+        &self.session.user
+    }
+}
+
+/// A page for an operator. Anyone else, signed out included, sees the ordinary "not
+/// found", so operator pages do not reveal they exist.
+pub struct OperatorPage {
+    pub web: Web,
+    pub operator: User,
+}
+
+impl FromRequestParts<AppState> for OperatorPage {
+    type Rejection = WebError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let web = Web::from_request_parts(parts, state).await?;
+        match web.session.as_ref().map(|s| s.user.clone()) {
+            Some(user) if user.is_operator => Ok(OperatorPage {
+                web,
+                operator: user,
+            }),
+            _ => Err(WebError::NotFound),
+        }
+    }
+}
+
+impl OperatorPage {
+    /// ACCESS-3: operator actions are recorded as `operator:<email>`.
+    pub fn actor(&self) -> Actor {
+        Actor::operator(
+            &self.operator.id,
+            &self.operator.email,
+            self.web.client.clone(),
+        )
+    }
+}
+
+impl Web {
     /// The caller for audit records: the signed-in person, or anonymous.
     pub fn actor(&self) -> Actor {
         match &self.session {

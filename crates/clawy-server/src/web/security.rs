@@ -13,10 +13,10 @@ use clawy_core::reports::ReportError;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::auth_pages::field_error;
 use super::context::Web;
+use super::error::field_error;
 use super::render::page;
-use super::{FieldErrors, INVALID_FORM, WebError, WebResult};
+use super::{FieldErrors, WebError, WebResult};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -163,7 +163,7 @@ async fn submit_report(mut web: Web, Form(f): Form<ReportForm>) -> WebResult {
         .create(email, &f.title, &f.details, &caller)
         .await;
     let mut errors = FieldErrors::new();
-    match result {
+    let status = match result {
         Ok(report) => {
             let to = format!("/security/report/thanks?id={}", report.tracking_id);
             return Ok(web.finish(Redirect::to(&to).into_response()));
@@ -177,10 +177,10 @@ async fn submit_report(mut web: Web, Form(f): Form<ReportForm>) -> WebResult {
             &[("title", "title"), ("body", "details"), ("email", "email")],
             &mut errors,
         )?,
-    }
+    };
     let layout = web.layout("Report a vulnerability", "security");
     let resp = page(
-        INVALID_FORM,
+        status,
         "security_report.html",
         &layout,
         context! { form => f, errors },
