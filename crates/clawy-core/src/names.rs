@@ -1,18 +1,12 @@
 //! Names and short texts taken from people: the one rule for DNS-label names
 //! (instances, hosts) and the sanitising of free text before it is stored.
-//! A leaf module: it imports nothing from the crate.
+//! A leaf module: it imports nothing from the crate (the label rule itself is
+//! `clawy_proto::names`, shared with the agent).
 
 /// DNS label: `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`. Instance names become guest
-/// hostnames, host names appear in URLs and logs: both follow this rule.
-pub fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
+/// hostnames, host names appear in URLs and logs: both follow this rule, the same one
+/// the agent's edge and the DNS publisher apply (`clawy_proto::names`).
+pub use clawy_proto::names::is_dns_label;
 
 /// At most `max` characters of `s`, control characters removed: what goes into the
 /// audit log, error columns and user-agent fields (no line breaks or escapes a reader

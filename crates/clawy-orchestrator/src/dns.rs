@@ -26,7 +26,7 @@ use hickory_proto::runtime::TokioRuntimeProvider;
 use hickory_proto::udp::UdpClientStream;
 use hickory_proto::xfer::DnsHandle;
 
-pub use clawy_agent::edge::names::DnsName;
+pub use clawy_proto::names::DnsName;
 
 /// A TSIG secret: never printed, wiped from memory when dropped.
 #[derive(Clone)]

@@ -20,7 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use super::index::EdgeIndex;
-use super::names::DnsName;
+use clawy_proto::names::DnsName;
 
 /// Answers' TTL: 0, nobody may cache a VM's address.
 const TTL: u32 = 0;

@@ -2,7 +2,7 @@
 //! one database take 50 creates through the API (alternating between them) and no
 //! job runs twice: each job has exactly one attempt and the agent saw exactly one
 //! `ensure` per VM. The agent here is the in-process FAKE
-//! (`clawy_orchestrator::fake_agent`): 50 real TCG guests would need ~13 GB of RAM
+//! (`clawy_testkit::fake_agent`): 50 real TCG guests would need ~13 GB of RAM
 //! and minutes of boot on these machines, and this test is about job claiming.
 
 use std::collections::HashSet;
@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use clawy_core::Core;
 use clawy_core::instances::InstanceState;
-use clawy_orchestrator::fake_agent::FakeAgent;
 use clawy_proto::agent::Resources;
 use clawy_testkit::db::{TestBackend, TestDatabase};
+use clawy_testkit::fake_agent::FakeAgent;
 
 use crate::orchestrator_support::*;
 

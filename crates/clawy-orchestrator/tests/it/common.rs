@@ -6,10 +6,10 @@ use clawy_core::hosts::RegisterHost;
 use clawy_core::instances::{CreateInstance, Instance};
 use clawy_core::{Actor, ClientInfo, Core, ManualClock, SecretString, User};
 use clawy_orchestrator::clients::AgentClients;
-use clawy_orchestrator::fake_agent::FakeAgent;
 use clawy_orchestrator::{JobRunner, Reconciler, RunnerConfig};
 use clawy_proto::agent::Resources;
 use clawy_testkit::db::TestDatabase;
+use clawy_testkit::fake_agent::FakeAgent;
 
 pub const GOOD_PW: &str = "Tundra-Velvet-Quasar-4812";
 

@@ -1,6 +1,6 @@
-//! Fleet-scale benchmark (issue 4): 10,000 instances on 200 hosts, with FAKE agents.
+//! Fleet-scale benchmark: 10,000 instances on 200 hosts, with FAKE agents.
 //!
-//! The agents are the in-process fake (`clawy_orchestrator::fake_agent`), which
+//! The agents are the in-process fake (`clawy_testkit::fake_agent`), which
 //! answers the agent API over HTTPS instantly; it exists for this benchmark only and
 //! says nothing about real VM start times (see `scripts/bench-agent.sh` for those).
 //! Hosts are registered through the real hosts API; instances are inserted directly
@@ -27,9 +27,9 @@ use clawy_core::config::ServerConfig;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::{Core, SecretString};
 use clawy_orchestrator::clients::AgentClients;
-use clawy_orchestrator::fake_agent::FakeAgent;
 use clawy_orchestrator::{Poller, Reconciler};
 use clawy_proto::agent::{PortForward, Protocol, Resources, VmSpec, VmState};
+use clawy_testkit::fake_agent::FakeAgent;
 
 const PASSWORD: &str = "Quartz-lantern-47-orbit!";
 

@@ -15,7 +15,7 @@ use clawy_testkit::agent::{AgentOptions, TestAgent};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawy");
+const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
 const IDLE_TCP: usize = 2000;
 const IDLE_TLS: usize = 20;
 /// Seconds, as configured below, for the handshake and for idle sessions.
