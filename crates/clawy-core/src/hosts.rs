@@ -1,4 +1,4 @@
-//! Hosts: the agents the control plane drives (issue 4).
+//! Hosts: the agents the control plane drives.
 //!
 //! An operator registers an agent by URL, pinned certificate fingerprint and bearer
 //! token. DATA-3/DATA-4: the token is sealed with the operator key before it is

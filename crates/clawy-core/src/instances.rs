@@ -1,4 +1,4 @@
-//! Instances: one dedicated VM per instance (issue 4).
+//! Instances: one dedicated VM per instance.
 //!
 //! Invariants:
 //! - The agent's VM id IS the instance id, so a retried ensure never makes a second VM.

@@ -1,4 +1,4 @@
-//! IPAM: private IPs, MACs and SSH forward ports per instance (issue 4).
+//! IPAM: private IPs, MACs and SSH forward ports per instance.
 //!
 //! Each host has a /24 (from its agent's `[network]`): `.1` is the gateway, VMs get
 //! `.2`–`.254`, lowest free first. SSH forwards take the lowest free port of the

@@ -1,4 +1,4 @@
-//! Durable lifecycle jobs (issue 4). The ONLY place that changes an instance's
+//! Durable lifecycle jobs. The ONLY place that changes an instance's
 //! lifecycle state.
 //!
 //! A job is claimed by exactly one worker with ONE statement (`UPDATE … WHERE id =

@@ -198,7 +198,7 @@ pub struct Health {
 }
 
 // ---------------------------------------------------------------------------------------
-// Instances, plans, regions, hosts, metrics (issue 4).
+// Instances, plans, regions, hosts, metrics.
 // ---------------------------------------------------------------------------------------
 
 /// A VM size the operator offers.

@@ -84,7 +84,7 @@ pub fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let config = load_config(args.config.as_deref())?;
     runtime()?.block_on(async move {
-        // Issue 4: the orchestrator (job runner, reconciler, metrics poller) runs beside
+        // The orchestrator (job runner, reconciler, metrics poller) runs beside
         // the HTTP server in this process, sharing its `Core`. A job cut short by a stop
         // or a crash is taken up again after its lease expires.
         let core = std::sync::Arc::new(

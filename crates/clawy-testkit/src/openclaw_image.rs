@@ -1,4 +1,4 @@
-//! The real guest image (scripts/build-guest-image.sh, issue 8): Debian 12 with the
+//! The real guest image (scripts/build-guest-image.sh, docs/GUEST-IMAGE.md): Debian 12 with the
 //! pinned Node and OpenClaw, cached outside the checkout. Also the host copy of the
 //! same node + OpenClaw tree, for tests that run the real gateway on the host
 //! (it cannot start under TCG).
@@ -125,7 +125,7 @@ mod tests {
         format!("{:x}", h.finalize())
     }
 
-    /// Issue 8 "Build": the manifest lists the pins, every Debian package, the hashes
+    /// The image build's acceptance check: the manifest lists the pins, every Debian package, the hashes
     /// of what it describes, and `openclaw --version` as run at build time inside the
     /// image (under the pinned node) prints the pinned version, not the placeholder.
     #[test]

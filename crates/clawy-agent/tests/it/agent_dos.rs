@@ -1,6 +1,7 @@
-//! The agent's HTTPS listener before authentication (issue 11, item 7): 2,000
-//! idle TCP connections and idle TLS sessions do not keep a real client out, and
-//! they are closed once their timeouts pass.
+//! The agent's HTTPS listener before authentication (its limits are in
+//! docs/DECISIONS.md, "Listener limits before auth"): 2,000 idle TCP connections
+//! and idle TLS sessions do not keep a real client out, and they are closed once
+//! their timeouts pass.
 //!
 //! The agent starts with a soft open-files limit of 1024 (a common default), so
 //! without its own limit raise and connection handling this many idle sockets

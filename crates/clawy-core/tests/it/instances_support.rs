@@ -1,4 +1,4 @@
-//! Shared helpers for the issue-4 storage tests: hosts with a reported capacity and
+//! Shared helpers for the instance, host and job storage tests: hosts with a reported capacity and
 //! network, plans, and quick instance creation.
 
 use crate::common::*;
