@@ -578,8 +578,11 @@ mod tests {
     #[test]
     fn list_shapes() {
         let one = serde_json::to_value(instance("ok")).unwrap_or_default();
-        let list: InstanceList = decode(json!({"instances": [one.clone()]}))
-            .unwrap_or(InstanceList { instances: vec![] });
+        let list: InstanceList =
+            decode(json!({"instances": [one.clone()]})).unwrap_or(InstanceList {
+                instances: vec![],
+                next_after: None,
+            });
         assert_eq!(list.instances.len(), 1);
         assert!(describe(&list.instances[0]).contains("healthy"));
         assert!(looks_like_uuid("0b0e8a36-8c52-4b47-9a43-4c3bb6a9c7de"));

@@ -271,7 +271,7 @@ async fn register_local_host(
                 url: agent_url.to_string(),
                 fingerprint: fingerprint.to_string(),
                 token: SecretString::from(token.expose().to_string()),
-                country: "DE".to_string(),
+                region: "DE".to_string(),
                 site: "local".to_string(),
                 enabled: true,
             },

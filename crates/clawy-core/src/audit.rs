@@ -11,8 +11,9 @@ use sqlx::Row;
 use crate::Core;
 use crate::actor::Actor;
 use crate::clock::ms_to_datetime;
-use crate::error::InternalError;
+use crate::error::{CoreError, InternalError};
 use crate::names::truncate_chars;
+use crate::page::{MAX_LIMIT, Page, PageRequest};
 
 /// What happened. Stored as its snake_case text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -264,24 +265,16 @@ impl Audit<'_> {
         }
     }
 
-    /// The account's events, newest first; `before` is an event id (cursor).
+    /// The account's events, newest first; `before` is an event id. (Callers that
+    /// serve a client use [`Audit::page_for_user`], which applies the pagination rule.)
     pub async fn list_for_user(
         &self,
         user_id: &str,
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<AuditEvent>, InternalError> {
-        let limit = i64::from(limit.clamp(1, 500));
-        let rows = sqlx::query(
-            "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
-             WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(user_id)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        self.events(Scope::User(user_id), limit_rows(limit), before)
+            .await
     }
 
     /// Events about one instance, newest first (ACCESS-3). Callers scope by owner
@@ -292,14 +285,69 @@ impl Audit<'_> {
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<AuditEvent>, InternalError> {
-        let limit = i64::from(limit.clamp(1, 500));
-        let rows = sqlx::query(
+        self.events(Scope::Instance(instance_id), limit_rows(limit), before)
+            .await
+    }
+
+    /// All events, newest first (operators).
+    pub async fn list_all(
+        &self,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEvent>, InternalError> {
+        self.events(Scope::All, limit_rows(limit), before).await
+    }
+
+    /// A page of the account's events (the one pagination rule, `crate::page`).
+    pub async fn page_for_user(
+        &self,
+        user_id: &str,
+        req: &PageRequest,
+    ) -> Result<Page<AuditEvent>, CoreError> {
+        self.page(Scope::User(user_id), req).await
+    }
+
+    /// A page of one instance's events; scope by owner first, as for
+    /// [`Audit::list_for_instance`].
+    pub async fn page_for_instance(
+        &self,
+        instance_id: &str,
+        req: &PageRequest,
+    ) -> Result<Page<AuditEvent>, CoreError> {
+        self.page(Scope::Instance(instance_id), req).await
+    }
+
+    async fn page(
+        &self,
+        scope: Scope<'_>,
+        req: &PageRequest,
+    ) -> Result<Page<AuditEvent>, CoreError> {
+        let before = req.id_cursor().map_err(CoreError::new)?;
+        let rows = self
+            .events(scope, req.fetch(), before)
+            .await
+            .map_err(CoreError::new)?;
+        Ok(Page::from_fetched(rows, req, |e| e.id.to_string()))
+    }
+
+    async fn events(
+        &self,
+        scope: Scope<'_>,
+        rows: i64,
+        before: Option<i64>,
+    ) -> Result<Vec<AuditEvent>, InternalError> {
+        let (filter, value) = match scope {
+            Scope::User(id) => ("user_id = $3 AND ", id),
+            Scope::Instance(id) => ("instance_id = $3 AND ", id),
+            Scope::All => ("$3 = $3 AND ", ""),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
-             WHERE instance_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(instance_id)
+             WHERE {filter}id < $1 ORDER BY id DESC LIMIT $2"
+        )))
         .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
+        .bind(rows)
+        .bind(value)
         .fetch_all(self.core.store().pool())
         .await?;
         rows.iter().map(event_from_row).collect()
@@ -327,24 +375,19 @@ impl Audit<'_> {
         )
         .await
     }
+}
 
-    /// All events, newest first (operators).
-    pub async fn list_all(
-        &self,
-        limit: u32,
-        before: Option<i64>,
-    ) -> Result<Vec<AuditEvent>, InternalError> {
-        let limit = i64::from(limit.clamp(1, 500));
-        let rows = sqlx::query(
-            "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
-             WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        rows.iter().map(event_from_row).collect()
-    }
+/// Which events a list reads.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    User(&'a str),
+    Instance(&'a str),
+    All,
+}
+
+/// Rows for the in-crate lists, which keep their historic clamp to 1..=500.
+fn limit_rows(limit: u32) -> i64 {
+    i64::from(limit.clamp(1, MAX_LIMIT))
 }
 
 fn event_from_row(r: &sqlx::any::AnyRow) -> Result<AuditEvent, InternalError> {

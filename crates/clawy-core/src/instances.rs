@@ -20,12 +20,13 @@ use crate::Core;
 use crate::actor::Actor;
 use crate::audit::{AuditAction, record_instance_event};
 use crate::clock::ms_to_datetime;
-use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+use crate::error::{CoreError, DomainError, ErrorKind, InternalError, internal_from};
 use crate::hosts::{HOST_COLS, LOAD_JOIN, load_from_row};
 use crate::ipam::{IpamError, allocate_in};
 use crate::jobs::{begin_write, enqueue_in};
 use crate::lifecycle::{JobKind, JobState, LifecycleAction, decide};
 use crate::names::is_dns_label;
+use crate::page::{Page, PageRequest, created_cursor};
 use crate::placement::{Need, PlacementError, Strategy, choose_host};
 use crate::plans::PlanError;
 use crate::ssh_keys::SshKeyError;
@@ -309,7 +310,7 @@ fn parse_cursor(c: Option<&str>) -> (i64, String) {
 }
 
 fn cursor_of(i: &Instance) -> String {
-    format!("{}:{}", i.created_at.timestamp_millis(), i.id)
+    created_cursor(i.created_at.timestamp_millis(), &i.id)
 }
 
 pub struct Instances<'a> {
@@ -616,6 +617,40 @@ impl Instances<'_> {
         .fetch_all(self.core.store().pool())
         .await?;
         page(rows, limit)
+    }
+
+    /// A page of the owner's instances (the one pagination rule, `crate::page`).
+    pub async fn page_for_owner(
+        &self,
+        owner_id: &str,
+        req: &PageRequest,
+    ) -> Result<Page<Instance>, CoreError> {
+        req.created_cursor().map_err(CoreError::new)?;
+        let p = self
+            .list_for_owner(owner_id, req.limit(), req.after())
+            .await
+            .map_err(CoreError::new)?;
+        Ok(Page {
+            items: p.items,
+            next_after: p.next_cursor,
+        })
+    }
+
+    /// A page of every instance (operators), filtered.
+    pub async fn page_all(
+        &self,
+        filter: &ListFilter,
+        req: &PageRequest,
+    ) -> Result<Page<Instance>, CoreError> {
+        req.created_cursor().map_err(CoreError::new)?;
+        let p = self
+            .list_all(filter, req.limit(), req.after())
+            .await
+            .map_err(CoreError::new)?;
+        Ok(Page {
+            items: p.items,
+            next_after: p.next_cursor,
+        })
     }
 
     /// The instances on a host that are not deleted (reconciler), by id.

@@ -23,6 +23,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod metrics;
 pub mod names;
+pub mod page;
 pub mod placement;
 pub mod plans;
 pub mod promises;

@@ -4,7 +4,8 @@
 
 use crate::api::{tier_from_wire, tier_to_wire};
 use crate::auth::{Admin, Authed};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::pagination::PageQuery;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use clawy_core::api_keys::{ApiKey, NewApiKey};
@@ -40,6 +41,7 @@ fn created_to_wire(n: NewApiKey) -> CreatedApiKey {
 /// The account's live API keys (never the secrets).
 #[utoipa::path(
     get, path = "/api/v1/api-keys", tag = "api-keys",
+    params(PageQuery),
     responses(
         (status = 200, body = ApiKeyList),
         (status = 401, body = ErrorBody), (status = 403, description = "Tier below admin", body = ErrorBody),
@@ -49,10 +51,14 @@ fn created_to_wire(n: NewApiKey) -> CreatedApiKey {
 pub async fn list(
     State(state): State<AppState>,
     caller: Authed<Admin>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<ApiKeyList>, ApiError> {
+    let req = q.request()?;
     let keys = state.core.api_keys().list(&caller.user.id).await?;
+    let page = req.apply(keys, |k| k.id.clone())?;
     Ok(ApiJson(ApiKeyList {
-        api_keys: keys.into_iter().map(to_wire).collect(),
+        api_keys: page.items.into_iter().map(to_wire).collect(),
+        next_after: page.next_after,
     }))
 }
 

@@ -6,7 +6,8 @@
 //! core (DATA-4) and never returned.
 
 use crate::auth::Operator;
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -27,7 +28,7 @@ pub(crate) fn to_wire(h: HostLoad) -> wire::Host {
         name: host.name,
         url: host.url,
         fingerprint: host.fingerprint,
-        location: host.country,
+        location: host.region,
         site: (!host.site.is_empty()).then_some(host.site),
         enabled: host.enabled,
         reachable: host.reachable,
@@ -45,16 +46,21 @@ pub(crate) fn to_wire(h: HostLoad) -> wire::Host {
 /// Every host with its load (capacity vs. the plans of its live instances).
 #[utoipa::path(
     get, path = "/api/v1/admin/hosts", tag = "operator",
+    params(PageQuery),
     responses((status = 200, body = HostList), (status = 401, body = ErrorBody), (status = 404, description = "Not an operator", body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     _op: Operator,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<HostList>, ApiError> {
+    let req = q.request()?;
     let hosts = state.core.hosts().list_with_load().await?;
+    let page = req.apply(hosts, |h| h.host.id.clone())?;
     Ok(ApiJson(HostList {
-        hosts: hosts.into_iter().map(to_wire).collect(),
+        hosts: page.items.into_iter().map(to_wire).collect(),
+        next_after: page.next_after,
     }))
 }
 
@@ -83,7 +89,7 @@ pub async fn create(
             url: req.url,
             fingerprint: req.fingerprint,
             token: SecretString::from(req.token),
-            country: req.location,
+            region: req.location,
             site: req.site.unwrap_or_default(),
             enabled: req.enabled.unwrap_or(true),
         },

@@ -11,12 +11,14 @@ use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::ops::instances::{
     event_to_wire, many_to_wire, one_to_wire, parse_range, request, series_to_wire,
 };
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use clawy_core::instances::{self as core_instances, ListFilter};
 use clawy_core::lifecycle::LifecycleAction;
+use clawy_core::page::PageRequest;
 use clawy_proto::api::{
     self as wire, AdminInstance, AdminInstancePage, AuditPage, CreateInstance, ErrorBody,
     InstanceList, InstanceMetrics,
@@ -24,26 +26,26 @@ use clawy_proto::api::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-/// An owner's list is one page: quotas are small, and the list must stay one query.
-const OWNER_LIST_LIMIT: u32 = 500;
-
-/// The caller's instances (not deleted), oldest first.
+/// The caller's instances (not deleted), oldest first, a page at a time.
 #[utoipa::path(
     get, path = "/api/v1/instances", tag = "instances",
-    responses((status = 200, body = InstanceList), (status = 401, body = ErrorBody)),
+    params(PageQuery),
+    responses((status = 200, body = InstanceList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Authed<Read>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<InstanceList>, ApiError> {
     let page = state
         .core
         .instances()
-        .list_for_owner(&caller.user.id, OWNER_LIST_LIMIT, None)
+        .page_for_owner(&caller.user.id, &q.request()?)
         .await?;
     Ok(ApiJson(InstanceList {
         instances: many_to_wire(&state.core, &page.items).await?,
+        next_after: page.next_after,
     }))
 }
 
@@ -219,44 +221,27 @@ pub async fn metrics(
     Ok(ApiJson(series_to_wire(series, range)))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct EventsQuery {
-    /// Page size (1–500, default 100).
-    pub limit: Option<u32>,
-    /// An event id: return events older than it (the previous page's `next_before`).
-    pub before: Option<i64>,
-}
-
 /// Everything that happened to the instance, newest first (ACCESS-3): the owner's,
 /// API keys', operators' and the reconciler's actions, and state changes.
 #[utoipa::path(
     get, path = "/api/v1/instances/{id}/events", tag = "instances",
-    params(("id" = String, Path, description = "Instance id"), EventsQuery),
-    responses((status = 200, body = AuditPage), (status = 404, body = ErrorBody)),
+    params(("id" = String, Path, description = "Instance id"), PageQuery),
+    responses((status = 200, body = AuditPage), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn events(
     State(state): State<AppState>,
     caller: Authed<Read>,
     Path(id): Path<String>,
-    ApiQuery(q): ApiQuery<EventsQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
+    let req = q.request()?;
     // Scope first: another user's instance is 404 before any event is read.
     let inst = state.core.instances().get(&caller.user.id, &id).await?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 500);
-    let events = state
-        .core
-        .audit()
-        .list_for_instance(&inst.id, limit, q.before)
-        .await?;
-    let next_before = if events.len() == limit as usize {
-        events.last().map(|e| e.id)
-    } else {
-        None
-    };
+    let page = state.core.audit().page_for_instance(&inst.id, &req).await?;
     Ok(ApiJson(AuditPage {
-        events: events.into_iter().map(event_to_wire).collect(),
-        next_before,
+        events: page.items.into_iter().map(event_to_wire).collect(),
+        next_after: page.next_after,
     }))
 }
 
@@ -287,15 +272,8 @@ pub async fn admin_list(
         owner_id: q.owner_id,
         ..ListFilter::default()
     };
-    let page = state
-        .core
-        .instances()
-        .list_all(
-            &filter,
-            q.limit.unwrap_or(50).clamp(1, 500),
-            q.after.as_deref(),
-        )
-        .await?;
+    let req = PageRequest::new(q.limit, q.after)?;
+    let page = state.core.instances().page_all(&filter, &req).await?;
     let wired = many_to_wire(&state.core, &page.items).await?;
     let owners: Vec<&str> = page.items.iter().map(|i| i.owner_id.as_str()).collect();
     let emails = state.core.accounts().emails_by_ids(&owners).await?;
@@ -310,6 +288,6 @@ pub async fn admin_list(
     }
     Ok(ApiJson(AdminInstancePage {
         instances: out,
-        next_after: page.next_cursor,
+        next_after: page.next_after,
     }))
 }

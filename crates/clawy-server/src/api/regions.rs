@@ -2,7 +2,8 @@
 //! allowed countries, and only those with an enabled host).
 
 use crate::auth::{Authed, Read};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 use axum::extract::State;
 use clawy_proto::api::{self as wire, ErrorBody, RegionList};
@@ -19,15 +20,20 @@ pub(crate) fn to_wire(r: clawy_core::placement::Region) -> wire::Region {
 /// The regions instances can be created in, the default first.
 #[utoipa::path(
     get, path = "/api/v1/regions", tag = "instances",
-    responses((status = 200, body = RegionList), (status = 401, body = ErrorBody)),
+    params(PageQuery),
+    responses((status = 200, body = RegionList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Authed<Read>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<RegionList>, ApiError> {
+    let req = q.request()?;
     let regions = state.core.regions().list().await?;
+    let page = req.apply(regions, |r| r.code.clone())?;
     Ok(ApiJson(RegionList {
-        regions: regions.into_iter().map(to_wire).collect(),
+        regions: page.items.into_iter().map(to_wire).collect(),
+        next_after: page.next_after,
     }))
 }

@@ -1,7 +1,8 @@
 //! `/api/v1/ssh-keys`: list with read, add/delete with manage (AUTH-2, AUTH-4).
 
 use crate::auth::{Authed, Manage, Read};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,16 +22,21 @@ fn to_wire(k: clawy_core::ssh_keys::SshKey) -> wire::SshKey {
 /// The account's SSH public keys.
 #[utoipa::path(
     get, path = "/api/v1/ssh-keys", tag = "ssh-keys",
-    responses((status = 200, body = SshKeyList), (status = 401, body = ErrorBody)),
+    params(PageQuery),
+    responses((status = 200, body = SshKeyList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Authed<Read>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<SshKeyList>, ApiError> {
+    let req = q.request()?;
     let keys = state.core.ssh_keys().list(&caller.user.id).await?;
+    let page = req.apply(keys, |k| k.id.clone())?;
     Ok(ApiJson(SshKeyList {
-        ssh_keys: keys.into_iter().map(to_wire).collect(),
+        ssh_keys: page.items.into_iter().map(to_wire).collect(),
+        next_after: page.next_after,
     }))
 }
 

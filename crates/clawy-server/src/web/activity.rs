@@ -3,6 +3,7 @@
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use clawy_core::page::PageRequest;
 use minijinja::context;
 use serde::Serialize;
 
@@ -48,8 +49,9 @@ async fn activity_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
         .state
         .core
         .audit()
-        .list_for_user(&user_id, PAGE_SIZE, None)
+        .page_for_user(&user_id, &PageRequest::first(PAGE_SIZE))
         .await?
+        .items
         .into_iter()
         .map(|e| {
             let (at, at_iso) = show_time(e.at);

@@ -12,6 +12,7 @@ use clawy_core::SecretString;
 use clawy_core::audit::AuditAction;
 use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::instances::ListFilter;
+use clawy_core::page::PageRequest;
 use clawy_orchestrator::registration::{HostRegistration, register_host};
 use minijinja::context;
 use serde::{Deserialize, Serialize};
@@ -25,9 +26,6 @@ use super::render::page;
 use super::{FieldErrors, WebResult, show_time};
 use crate::ops::instances::many_to_wire;
 use crate::state::AppState;
-
-/// Instances per page of the operator list.
-const PAGE_SIZE: u32 = 50;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -160,7 +158,7 @@ async fn register(op: OperatorPage, body: Bytes) -> WebResult {
             fingerprint: form.fingerprint.clone(),
             // DATA-3: the token is never echoed back into the form.
             token: SecretString::from(field("token")),
-            country: form.location.clone(),
+            region: form.location.clone(),
             site: form.site.clone(),
             enabled: true,
         },
@@ -175,7 +173,7 @@ async fn register(op: OperatorPage, body: Bytes) -> WebResult {
                     field: "fingerprint",
                 } => "fingerprint",
                 ErrorKind::Invalid { field: "token" } => "token",
-                ErrorKind::Invalid { field: "country" } => "location",
+                ErrorKind::Invalid { field: "region" } => "location",
                 ErrorKind::Invalid { field: "site" } => "site",
                 ErrorKind::Invalid { field: "name" } => "name",
                 ErrorKind::Conflict => "name",
@@ -224,10 +222,12 @@ async fn instances_page(
     Query(q): Query<PageQuery>,
 ) -> WebResult {
     let state = web.state.clone();
+    // The one pagination rule (default page of 50, `after` from the "next" link).
+    let req = PageRequest::new(None, q.after)?;
     let page_ = state
         .core
         .instances()
-        .list_all(&ListFilter::default(), PAGE_SIZE, q.after.as_deref())
+        .page_all(&ListFilter::default(), &req)
         .await?;
     let wired = many_to_wire(&state.core, &page_.items).await?;
     let owners: Vec<&str> = page_.items.iter().map(|i| i.owner_id.as_str()).collect();
@@ -238,7 +238,7 @@ async fn instances_page(
         v.owner_email = emails.get(&i.owner_id).cloned();
         instances.push(v);
     }
-    let next_after = page_.next_cursor;
+    let next_after = page_.next_after;
     let layout = web.layout("Operator · Instances", "operator");
     let resp = page(
         StatusCode::OK,

@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use clawy_core::instances::{Instance, InstanceError};
 use clawy_core::lifecycle::LifecycleAction;
+use clawy_core::page::{MAX_LIMIT, PageRequest};
 use clawy_core::placement::PlacementError;
 use clawy_proto::api as wire;
 use minijinja::{Value, context};
@@ -161,10 +162,11 @@ pub async fn views_for_owner(
     state: &AppState,
     owner_id: &str,
 ) -> Result<Vec<InstanceView>, WebError> {
+    // One page at the largest size: quotas keep an owner's list well below it.
     let page = state
         .core
         .instances()
-        .list_for_owner(owner_id, 500, None)
+        .page_for_owner(owner_id, &PageRequest::first(MAX_LIMIT))
         .await?;
     Ok(many_to_wire(&state.core, &page.items)
         .await?
