@@ -37,7 +37,7 @@ pub enum HostError {
     InvalidFingerprint,
     #[error("The agent token is empty.")]
     InvalidToken,
-    #[error("The location country must be a two-letter code such as DE.")]
+    #[error("The region must be a two-letter country code such as DE.")]
     InvalidCountry,
     #[error("The site label may have up to {SITE_MAX_CHARS} letters, digits or '-'.")]
     InvalidSite,
@@ -81,7 +81,7 @@ impl DomainError for HostError {
                 field: "fingerprint",
             },
             HostError::InvalidToken => ErrorKind::Invalid { field: "token" },
-            HostError::InvalidCountry => ErrorKind::Invalid { field: "country" },
+            HostError::InvalidCountry => ErrorKind::Invalid { field: "region" },
             HostError::InvalidSite => ErrorKind::Invalid { field: "site" },
             HostError::Duplicate => ErrorKind::Conflict,
             HostError::NotFound => ErrorKind::NotFound,
@@ -101,8 +101,8 @@ pub struct RegisterHost {
     pub fingerprint: String,
     /// The agent's bearer token (DATA-3). Sealed before storage.
     pub token: SecretString,
-    /// ISO 3166-1 alpha-2 country (DATA-2 location policy), e.g. `DE`.
-    pub country: String,
+    /// The region: an ISO 3166-1 alpha-2 country code (DATA-2 policy), e.g. `DE`.
+    pub region: String,
     /// Free site label, e.g. `fra1`.
     pub site: String,
     pub enabled: bool,
@@ -115,7 +115,8 @@ pub struct Host {
     pub name: String,
     pub url: String,
     pub fingerprint: String,
-    pub country: String,
+    /// The region: an ISO 3166-1 alpha-2 country code (stored in column `country`).
+    pub region: String,
     pub site: String,
     pub enabled: bool,
     /// What the agent may hand out (from its HostInfo; zero until first contact).
@@ -140,9 +141,9 @@ impl Host {
     /// `DE-fra1` style label.
     pub fn location_label(&self) -> String {
         if self.site.is_empty() {
-            self.country.clone()
+            self.region.clone()
         } else {
-            format!("{}-{}", self.country, self.site)
+            format!("{}-{}", self.region, self.site)
         }
     }
 }
@@ -234,7 +235,7 @@ pub(crate) fn host_from_row(r: &sqlx::any::AnyRow) -> Result<Host, sqlx::Error> 
         name: r.try_get("name")?,
         url: r.try_get("url")?,
         fingerprint: r.try_get("fingerprint")?,
-        country: r.try_get("country")?,
+        region: r.try_get("country")?,
         site: r.try_get("site")?,
         enabled: r.try_get::<i64, _>("enabled")? != 0,
         capacity: Resources {
@@ -334,8 +335,8 @@ impl Hosts<'_> {
         if req.token.expose_secret().trim().is_empty() {
             return Err(HostError::InvalidToken);
         }
-        let country = req.country.trim().to_ascii_uppercase();
-        if !is_country_code(&country) {
+        let region = req.region.trim().to_ascii_uppercase();
+        if !is_country_code(&region) {
             return Err(HostError::InvalidCountry);
         }
         let site = validate_site(&req.site)?;
@@ -352,7 +353,7 @@ impl Hosts<'_> {
         .bind(&url)
         .bind(&fingerprint)
         .bind(&sealed)
-        .bind(&country)
+        .bind(&region)
         .bind(&site)
         .bind(b2i(req.enabled))
         .bind(now)
@@ -371,7 +372,7 @@ impl Hosts<'_> {
                 None,
                 actor,
                 AuditAction::HostRegistered,
-                &format!("host {name} {url} {country}-{site}"),
+                &format!("host {name} {url} {region}-{site}"),
             )
             .await?;
         self.get(&id).await

@@ -1,6 +1,6 @@
 //! Placement (ISO-2, DATA-2): which host a new instance goes to.
 //!
-//! A host qualifies when it is enabled, its location country is in the operator's
+//! A host qualifies when it is enabled, its region is one of the operator's
 //! `allowed_countries` and equals the requested region, the agent has reported its VM
 //! network, and its free capacity (agent-reported capacity minus the plan sizes of its
 //! instances that are not deleted) covers the plan in every dimension — so CPU, RAM and
@@ -80,10 +80,7 @@ pub fn fits(free: &Resources, need: &Need) -> bool {
 /// its free capacity.
 pub fn eligible(load: &HostLoad, region: &str, allowed: &[String]) -> bool {
     let h = &load.host;
-    h.enabled
-        && h.network.is_some()
-        && h.country == region
-        && allowed.iter().any(|c| c == &h.country)
+    h.enabled && h.network.is_some() && h.region == region && allowed.iter().any(|c| c == &h.region)
 }
 
 /// Chooses a host for `need` in `region`. Pure: the actor supplies the hosts with
@@ -151,7 +148,7 @@ pub fn regions(
     for code in allowed {
         let in_region: Vec<&HostLoad> = hosts
             .iter()
-            .filter(|l| l.host.enabled && &l.host.country == code)
+            .filter(|l| l.host.enabled && &l.host.region == code)
             .collect();
         if in_region.is_empty() {
             continue;
@@ -180,14 +177,14 @@ mod tests {
     use chrono::Utc;
     use clawy_proto::agent::HostNetwork;
 
-    fn host(name: &str, country: &str, cap: (u64, u64, u64), alloc: (u64, u64, u64)) -> HostLoad {
+    fn host(name: &str, region: &str, cap: (u64, u64, u64), alloc: (u64, u64, u64)) -> HostLoad {
         HostLoad {
             host: Host {
                 id: format!("id-{name}"),
                 name: name.to_string(),
                 url: "https://127.0.0.1:1".into(),
                 fingerprint: String::new(),
-                country: country.to_string(),
+                region: region.to_string(),
                 site: String::new(),
                 enabled: true,
                 capacity: Resources {

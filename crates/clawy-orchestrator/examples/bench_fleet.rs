@@ -143,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
                     url: agent.base_url.clone(),
                     fingerprint: agent.fingerprint.clone(),
                     token: SecretString::from(agent.token.clone()),
-                    country: "DE".into(),
+                    region: "DE".into(),
                     site: format!("f{i}"),
                     enabled: true,
                 },

@@ -77,7 +77,7 @@ pub struct HostRegistration {
     pub url: String,
     pub fingerprint: String,
     pub token: SecretString,
-    pub country: String,
+    pub region: String,
     pub site: String,
     pub enabled: bool,
 }
@@ -151,7 +151,7 @@ pub async fn register_host(
                 url,
                 fingerprint,
                 token: req.token,
-                country: req.country,
+                region: req.region,
                 site: req.site,
                 enabled: req.enabled,
             },

@@ -72,7 +72,7 @@ async fn postgres_two_server_processes_never_run_a_job_twice() {
                 url: agent.base_url.clone(),
                 fingerprint: agent.fingerprint.clone(),
                 token: clawy_core::SecretString::from(agent.token.clone()),
-                country: "DE".into(),
+                region: "DE".into(),
                 site: "fra1".into(),
                 enabled: true,
             },

@@ -131,7 +131,7 @@ impl AgentHost {
     }
 
     /// Registers this agent as a host and reads its info (capacity, network).
-    pub async fn register(&self, core: &Core, name: &str, country: &str, site: &str) -> String {
+    pub async fn register(&self, core: &Core, name: &str, region: &str, site: &str) -> String {
         let host = core
             .hosts()
             .register(
@@ -141,7 +141,7 @@ impl AgentHost {
                     url: self.url(),
                     fingerprint: self.agent.fingerprint.clone(),
                     token: SecretString::from(self.agent.token.clone()),
-                    country: country.into(),
+                    region: region.into(),
                     site: site.into(),
                     enabled: true,
                 },

@@ -57,7 +57,7 @@ pub fn host_info(cap: (u64, u64, u64), subnet: &str, ports: [u16; 2]) -> HostInf
 pub async fn add_host(
     tc: &TestCore,
     name: &str,
-    country: &str,
+    region: &str,
     cap: (u64, u64, u64),
     subnet: &str,
     ports: [u16; 2],
@@ -72,7 +72,7 @@ pub async fn add_host(
                 url: format!("https://127.0.0.1:{}", 8443),
                 fingerprint: FP.into(),
                 token: SecretString::from(format!("agent-token-{name}-0123456789abcdef")),
-                country: country.into(),
+                region: region.into(),
                 site: "t1".into(),
                 enabled: true,
             },

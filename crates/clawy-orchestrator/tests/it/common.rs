@@ -80,8 +80,8 @@ impl Fixture {
             .unwrap()
     }
 
-    /// Registers the fake agent as a host in `country` and reads its info.
-    pub async fn host(&self, name: &str, agent: &FakeAgent, country: &str) -> String {
+    /// Registers the fake agent as a host in `region` and reads its info.
+    pub async fn host(&self, name: &str, agent: &FakeAgent, region: &str) -> String {
         let host = self
             .core
             .hosts()
@@ -92,7 +92,7 @@ impl Fixture {
                     url: agent.base_url.clone(),
                     fingerprint: agent.fingerprint.clone(),
                     token: SecretString::from(agent.token.clone()),
-                    country: country.into(),
+                    region: region.into(),
                     site: "lab1".into(),
                     enabled: true,
                 },

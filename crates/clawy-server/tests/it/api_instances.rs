@@ -20,7 +20,7 @@ use reqwest::{Method, StatusCode};
 pub async fn fake_host(
     app: &TestApp,
     name: &str,
-    country: &str,
+    region: &str,
     capacity: Resources,
     third_octet: u8,
 ) -> String {
@@ -34,7 +34,7 @@ pub async fn fake_host(
                 url: format!("https://127.0.0.1:{}", 9000 + u16::from(third_octet)),
                 fingerprint: vec!["AB"; 32].join(":"),
                 token: SecretString::from(format!("agent-token-{name}")),
-                country: country.to_string(),
+                region: region.to_string(),
                 site: "lab1".to_string(),
                 enabled: true,
             },
@@ -47,7 +47,7 @@ pub async fn fake_host(
             &host.id,
             &HostInfo {
                 hostname: name.to_string(),
-                location: format!("{country}-lab1"),
+                location: format!("{region}-lab1"),
                 driver: "qemu".into(),
                 accelerator: "tcg".into(),
                 cpu_cores: capacity.vcpus,

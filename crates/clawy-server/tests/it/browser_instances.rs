@@ -214,7 +214,7 @@ async fn browser_instance_becomes_running_on_a_real_agent() {
                 url: host.agent.base_url.clone(),
                 fingerprint: host.agent.fingerprint.clone(),
                 token: SecretString::from(host.agent.token.clone()),
-                country: "DE".into(),
+                region: "DE".into(),
                 site: "lab".into(),
                 enabled: true,
             },
