@@ -265,59 +265,22 @@ impl Audit<'_> {
         }
     }
 
-    /// The account's events, newest first; `before` is an event id. (Callers that
-    /// serve a client use [`Audit::page_for_user`], which applies the pagination rule.)
-    pub async fn list_for_user(
+    /// Events newest first, older than the event `before`: an account's, an
+    /// instance's (scope by owner first: `instances().get(owner, id)`), or all
+    /// (operators). Callers that serve a client use [`Audit::page`], which applies
+    /// the pagination rule.
+    pub async fn list(
         &self,
-        user_id: &str,
+        scope: Scope<'_>,
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<AuditEvent>, InternalError> {
-        self.events(Scope::User(user_id), limit_rows(limit), before)
-            .await
+        self.events(scope, limit_rows(limit), before).await
     }
 
-    /// Events about one instance, newest first (ACCESS-3). Callers scope by owner
-    /// first (`instances().get(owner, id)`); this only filters by instance.
-    pub async fn list_for_instance(
-        &self,
-        instance_id: &str,
-        limit: u32,
-        before: Option<i64>,
-    ) -> Result<Vec<AuditEvent>, InternalError> {
-        self.events(Scope::Instance(instance_id), limit_rows(limit), before)
-            .await
-    }
-
-    /// All events, newest first (operators).
-    pub async fn list_all(
-        &self,
-        limit: u32,
-        before: Option<i64>,
-    ) -> Result<Vec<AuditEvent>, InternalError> {
-        self.events(Scope::All, limit_rows(limit), before).await
-    }
-
-    /// A page of the account's events (the one pagination rule, `crate::page`).
-    pub async fn page_for_user(
-        &self,
-        user_id: &str,
-        req: &PageRequest,
-    ) -> Result<Page<AuditEvent>, CoreError> {
-        self.page(Scope::User(user_id), req).await
-    }
-
-    /// A page of one instance's events; scope by owner first, as for
-    /// [`Audit::list_for_instance`].
-    pub async fn page_for_instance(
-        &self,
-        instance_id: &str,
-        req: &PageRequest,
-    ) -> Result<Page<AuditEvent>, CoreError> {
-        self.page(Scope::Instance(instance_id), req).await
-    }
-
-    async fn page(
+    /// A page of events (the one pagination rule, `crate::page`), newest first. For an
+    /// instance, scope by owner first, as for [`Audit::list_for_instance`].
+    pub async fn page(
         &self,
         scope: Scope<'_>,
         req: &PageRequest,
@@ -377,9 +340,9 @@ impl Audit<'_> {
     }
 }
 
-/// Which events a list reads.
-#[derive(Clone, Copy)]
-enum Scope<'a> {
+/// Which events a list reads: an account's, an instance's, or all (operators).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
     User(&'a str),
     Instance(&'a str),
     All,

@@ -212,12 +212,8 @@ pub struct ActionAccepted {
     pub job_id: Option<String>,
 }
 
-/// A page of instances; `next_cursor` is passed back as `after` for the next page.
-#[derive(Debug, Clone, Serialize)]
-pub struct InstancePage {
-    pub items: Vec<Instance>,
-    pub next_cursor: Option<String>,
-}
+/// A page of instances; `next_after` is passed back as `after` for the next page.
+pub type InstancePage = Page<Instance>;
 
 /// Operator list filter.
 #[derive(Debug, Clone, Default)]
@@ -626,14 +622,8 @@ impl Instances<'_> {
         req: &PageRequest,
     ) -> Result<Page<Instance>, CoreError> {
         req.created_cursor().map_err(CoreError::new)?;
-        let p = self
-            .list_for_owner(owner_id, req.limit(), req.after())
-            .await
-            .map_err(CoreError::new)?;
-        Ok(Page {
-            items: p.items,
-            next_after: p.next_cursor,
-        })
+        let page = self.list_for_owner(owner_id, req.limit(), req.after());
+        page.await.map_err(CoreError::new)
     }
 
     /// A page of every instance (operators), filtered.
@@ -643,14 +633,8 @@ impl Instances<'_> {
         req: &PageRequest,
     ) -> Result<Page<Instance>, CoreError> {
         req.created_cursor().map_err(CoreError::new)?;
-        let p = self
-            .list_all(filter, req.limit(), req.after())
-            .await
-            .map_err(CoreError::new)?;
-        Ok(Page {
-            items: p.items,
-            next_after: p.next_cursor,
-        })
+        let page = self.list_all(filter, req.limit(), req.after());
+        page.await.map_err(CoreError::new)
     }
 
     /// The instances on a host that are not deleted (reconciler), by id.
@@ -728,58 +712,11 @@ impl Instances<'_> {
         })
     }
 
-    pub async fn request_start(
-        &self,
-        actor: &Actor,
-        owner_id: &str,
-        id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(actor, owner_id, id, LifecycleAction::Start)
-            .await
-    }
-    pub async fn request_stop(
-        &self,
-        actor: &Actor,
-        owner_id: &str,
-        id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(actor, owner_id, id, LifecycleAction::Stop)
-            .await
-    }
-    pub async fn request_reboot(
-        &self,
-        actor: &Actor,
-        owner_id: &str,
-        id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(actor, owner_id, id, LifecycleAction::Reboot)
-            .await
-    }
-    /// Deleting an instance that is already being deleted (or deleted) is fine.
-    /// Queued (not yet running) jobs of the instance are cancelled: delete wins.
-    pub async fn request_delete(
-        &self,
-        actor: &Actor,
-        owner_id: &str,
-        id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(actor, owner_id, id, LifecycleAction::Delete)
-            .await
-    }
-    /// Re-queues the step that gave up (instance in `error`) with fresh attempts.
-    pub async fn request_retry(
-        &self,
-        actor: &Actor,
-        owner_id: &str,
-        id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(actor, owner_id, id, LifecycleAction::Retry)
-            .await
-    }
-
     /// A lifecycle request for the owner's instance: reads the state, the desired
     /// power and the jobs, asks [`decide`], and writes what it says (job, desired
-    /// power, event) in one transaction. `actor` is who the event names.
+    /// power, event) in one transaction. `actor` is who the event names. Start/stop
+    /// of an instance already there, and a second delete or retry, add no job; a
+    /// delete cancels the instance's queued jobs (delete wins).
     pub async fn request(
         &self,
         actor: &Actor,
@@ -892,15 +829,13 @@ impl CreateTry {
 }
 
 fn page(rows: Vec<sqlx::any::AnyRow>, limit: u32) -> Result<InstancePage, InstanceError> {
-    let mut items = rows
+    let items = rows
         .iter()
         .map(instance_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Ok(InstancePage { items, next_cursor })
+    Ok(Page::from_fetched(
+        items,
+        &PageRequest::first(limit),
+        cursor_of,
+    ))
 }

@@ -144,7 +144,7 @@ impl Reconciler {
             for inst in page.items {
                 by_host.entry(inst.host_id.clone()).or_default().push(inst);
             }
-            match page.next_cursor {
+            match page.next_after {
                 Some(c) => after = Some(c),
                 None => break,
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clawy_agent_client::{AgentClient, ClientError};
 use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::hosts::{HostError, HostLoad, RegisterHost};
-use clawy_core::{Actor, Core, ExposeSecret, SecretString};
+use clawy_core::{Actor, Core, ExposeSecret};
 
 /// How long registration waits for the agent to answer.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -71,17 +71,6 @@ impl DomainError for RegisterHostError {
     }
 }
 
-/// What the registration form and the API both send.
-pub struct HostRegistration {
-    pub name: Option<String>,
-    pub url: String,
-    pub fingerprint: String,
-    pub token: SecretString,
-    pub region: String,
-    pub site: String,
-    pub enabled: bool,
-}
-
 /// A DNS label made from the agent's hostname (`Node-1.example` → `node-1-example`).
 fn name_from_hostname(hostname: &str) -> String {
     let mut out = String::new();
@@ -104,10 +93,11 @@ fn name_from_hostname(hostname: &str) -> String {
 
 /// DATA-3: talks to the agent with the pinned fingerprint and the token, then stores
 /// the host (token sealed by core) with the capacity and network the agent reported.
+/// An empty `name` is made from the agent's hostname.
 pub async fn register_host(
     core: &Core,
     actor: &Actor,
-    req: HostRegistration,
+    req: RegisterHost,
 ) -> Result<HostLoad, RegisterHostError> {
     let url = req.url.trim().to_string();
     if url::Url::parse(&url)
@@ -138,9 +128,9 @@ pub async fn register_host(
         }
         other => RegisterHostError::AgentError(other.to_string()),
     })?;
-    let name = match req.name.map(|n| n.trim().to_string()) {
-        Some(n) if !n.is_empty() => n,
-        _ => name_from_hostname(&info.hostname),
+    let name = match req.name.trim() {
+        "" => name_from_hostname(&info.hostname),
+        given => given.to_string(),
     };
     let hosts = core.hosts();
     let host = hosts
@@ -150,10 +140,7 @@ pub async fn register_host(
                 name,
                 url,
                 fingerprint,
-                token: req.token,
-                region: req.region,
-                site: req.site,
-                enabled: req.enabled,
+                ..req
             },
         )
         .await?;

@@ -19,4 +19,16 @@ impl PageQuery {
     pub fn request(self) -> Result<PageRequest, PageError> {
         PageRequest::new(self.limit, self.after)
     }
+
+    /// A list that is read whole (per-user keys, operator lists), paged by the rule
+    /// in memory and mapped to its wire form: the items and the `next_after`.
+    pub fn page_of<T, U>(
+        self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> String,
+        wire: impl FnMut(T) -> U,
+    ) -> Result<(Vec<U>, Option<String>), PageError> {
+        let page = self.request()?.apply(items, key)?.map(wire);
+        Ok((page.items, page.next_after))
+    }
 }

@@ -147,24 +147,22 @@ impl TestAgent {
     /// Run `<agent> --config <cfg> <args…>` (outside any namespace: token and
     /// fingerprint commands touch only files).
     pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
-        self.agent_command(&[])
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("running clawy agent")
+        self.run_cli(&[], args)
     }
 
     /// Run `<agent> --config <cfg> <args…>` inside the agent's namespace.
     pub fn cli_in_netns(&self, args: &[&str]) -> anyhow::Result<Output> {
-        self.agent_command(&self.netns_prefix())
+        self.run_cli(&self.netns_prefix(), args)
+    }
+
+    fn run_cli(&self, prefix: &[&str], args: &[&str]) -> anyhow::Result<Output> {
+        self.agent_command(prefix)
             .arg("--config")
             .arg(&self.config_path)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .context("running clawy agent")
+            .context("running the agent")
     }
 
     async fn launch(&mut self, netns: Option<&Netns>) -> anyhow::Result<()> {

@@ -62,7 +62,7 @@ async fn auth_5_client_address_throttled_after_n_failures() {
     let events = t
         .core
         .audit()
-        .list_for_user(&victim.id, 50, None)
+        .list(clawy_core::audit::Scope::User(&victim.id), 50, None)
         .await
         .unwrap();
     assert!(
@@ -166,7 +166,7 @@ async fn auth_5_account_soft_lock_escalates_expires_and_resets() {
     let events = t
         .core
         .audit()
-        .list_for_user(&owner.id, 100, None)
+        .list(clawy_core::audit::Scope::User(&owner.id), 100, None)
         .await
         .unwrap();
     assert!(

@@ -53,12 +53,11 @@ pub async fn list(
     caller: Authed<Admin>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<ApiKeyList>, ApiError> {
-    let req = q.request()?;
     let keys = state.core.api_keys().list(&caller.user.id).await?;
-    let page = req.apply(keys, |k| k.id.clone())?;
+    let (api_keys, next_after) = q.page_of(keys, |k| k.id.clone(), to_wire)?;
     Ok(ApiJson(ApiKeyList {
-        api_keys: page.items.into_iter().map(to_wire).collect(),
-        next_after: page.next_after,
+        api_keys,
+        next_after,
     }))
 }
 

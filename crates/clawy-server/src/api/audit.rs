@@ -6,6 +6,7 @@ use crate::ops::instances::event_to_wire;
 use crate::pagination::PageQuery;
 use crate::state::AppState;
 use axum::extract::State;
+use clawy_core::audit::Scope;
 use clawy_proto::api::{AuditPage, ErrorBody};
 
 /// The account's audit log, a page at a time (`limit`, `after`).
@@ -28,7 +29,7 @@ pub async fn list(
     let page = state
         .core
         .audit()
-        .page_for_user(&caller.user.id, &q.request()?)
+        .page(Scope::User(&caller.user.id), &q.request()?)
         .await?;
     Ok(ApiJson(AuditPage {
         events: page.items.into_iter().map(event_to_wire).collect(),

@@ -13,7 +13,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use clawy_core::SecretString;
 use clawy_core::hosts::HostLoad;
-use clawy_orchestrator::registration::{HostRegistration, register_host};
+use clawy_core::hosts::RegisterHost;
+use clawy_orchestrator::registration::register_host;
 use clawy_proto::api::{self as wire, CreateHost, ErrorBody, HostList, UpdateHost};
 
 pub(crate) fn to_wire(h: HostLoad) -> wire::Host {
@@ -55,13 +56,9 @@ pub async fn list(
     _op: Operator,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<HostList>, ApiError> {
-    let req = q.request()?;
     let hosts = state.core.hosts().list_with_load().await?;
-    let page = req.apply(hosts, |h| h.host.id.clone())?;
-    Ok(ApiJson(HostList {
-        hosts: page.items.into_iter().map(to_wire).collect(),
-        next_after: page.next_after,
-    }))
+    let (hosts, next_after) = q.page_of(hosts, |h| h.host.id.clone(), to_wire)?;
+    Ok(ApiJson(HostList { hosts, next_after }))
 }
 
 /// Registers a host agent after reading its host info over the pinned connection.
@@ -84,8 +81,8 @@ pub async fn create(
     let host = register_host(
         &state.core,
         &super::operator_audit(&op),
-        HostRegistration {
-            name: req.name,
+        RegisterHost {
+            name: req.name.unwrap_or_default(),
             url: req.url,
             fingerprint: req.fingerprint,
             token: SecretString::from(req.token),

@@ -16,6 +16,7 @@ use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
+use clawy_core::audit::Scope;
 use clawy_core::instances::{self as core_instances, ListFilter};
 use clawy_core::lifecycle::LifecycleAction;
 use clawy_core::page::PageRequest;
@@ -238,7 +239,11 @@ pub async fn events(
     let req = q.request()?;
     // Scope first: another user's instance is 404 before any event is read.
     let inst = state.core.instances().get(&caller.user.id, &id).await?;
-    let page = state.core.audit().page_for_instance(&inst.id, &req).await?;
+    let page = state
+        .core
+        .audit()
+        .page(Scope::Instance(&inst.id), &req)
+        .await?;
     Ok(ApiJson(AuditPage {
         events: page.items.into_iter().map(event_to_wire).collect(),
         next_after: page.next_after,

@@ -31,18 +31,11 @@ pub async fn list(
     _caller: Authed<Read>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<PlanList>, ApiError> {
-    let req = q.request()?;
     let default_plan = state.core.config().default_plan.clone();
     let plans = state.core.plans().list().await?;
-    let page = req.apply(plans, |p| p.name.clone())?;
-    Ok(ApiJson(PlanList {
-        plans: page
-            .items
-            .into_iter()
-            .map(|p| to_wire(p, &default_plan))
-            .collect(),
-        next_after: page.next_after,
-    }))
+    let (plans, next_after) =
+        q.page_of(plans, |p| p.name.clone(), |p| to_wire(p, &default_plan))?;
+    Ok(ApiJson(PlanList { plans, next_after }))
 }
 
 /// Adds a plan (operators only; others get 404).

@@ -29,11 +29,10 @@ pub async fn list(
     _caller: Authed<Read>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<RegionList>, ApiError> {
-    let req = q.request()?;
     let regions = state.core.regions().list().await?;
-    let page = req.apply(regions, |r| r.code.clone())?;
+    let (regions, next_after) = q.page_of(regions, |r| r.code.clone(), to_wire)?;
     Ok(ApiJson(RegionList {
-        regions: page.items.into_iter().map(to_wire).collect(),
-        next_after: page.next_after,
+        regions,
+        next_after,
     }))
 }

@@ -31,12 +31,11 @@ pub async fn list(
     caller: Authed<Read>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<SshKeyList>, ApiError> {
-    let req = q.request()?;
     let keys = state.core.ssh_keys().list(&caller.user.id).await?;
-    let page = req.apply(keys, |k| k.id.clone())?;
+    let (ssh_keys, next_after) = q.page_of(keys, |k| k.id.clone(), to_wire)?;
     Ok(ApiJson(SshKeyList {
-        ssh_keys: page.items.into_iter().map(to_wire).collect(),
-        next_after: page.next_after,
+        ssh_keys,
+        next_after,
     }))
 }
 

@@ -9,7 +9,7 @@ use clawy_core::accounts::AccountError;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::context::{Flash, SignedIn, redirect_with_flash};
+use super::context::{CsrfOnly, Flash, SignedIn, redirect_with_flash};
 use super::error::field_error;
 use super::render::page;
 use super::{FieldErrors, INVALID_FORM, WebError, WebResult, show_time};
@@ -175,12 +175,6 @@ async fn change_password(mut page_: SignedIn, Form(f): Form<PasswordForm>) -> We
         }
     }
     render_account(&mut page_, status, errors).await
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct CsrfOnly {
-    csrf_token: String,
 }
 
 async fn revoke_session(

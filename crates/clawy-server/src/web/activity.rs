@@ -3,6 +3,7 @@
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use clawy_core::audit::Scope;
 use clawy_core::page::PageRequest;
 use minijinja::context;
 use serde::Serialize;
@@ -49,7 +50,7 @@ async fn activity_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
         .state
         .core
         .audit()
-        .page_for_user(&user_id, &PageRequest::first(PAGE_SIZE))
+        .page(Scope::User(&user_id), &PageRequest::first(PAGE_SIZE))
         .await?
         .items
         .into_iter()

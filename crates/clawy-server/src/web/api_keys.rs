@@ -11,7 +11,7 @@ use clawy_core::api_keys::NewApiKey;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::context::{Flash, SignedIn, Web, redirect_with_flash};
+use super::context::{CsrfOnly, Flash, SignedIn, Web, redirect_with_flash};
 use super::error::field_error;
 use super::render::page;
 use super::{FieldErrors, INVALID_FORM, WebResult, show_time};
@@ -205,12 +205,6 @@ async fn create(SignedIn { mut web, session }: SignedIn, Form(f): Form<CreateFor
         }
     }
     render_list(&mut web, &user_id, status, &f, errors).await
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct CsrfOnly {
-    csrf_token: String,
 }
 
 async fn regenerate(

@@ -12,8 +12,8 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::context::{
-    Flash, RESET_COOKIE, Web, clear_reset_token_cookie, clear_session_cookie, redirect_with_flash,
-    reset_token_cookie, safe_next, session_cookie,
+    CsrfOnly, Flash, RESET_COOKIE, Web, clear_reset_token_cookie, clear_session_cookie,
+    redirect_with_flash, reset_token_cookie, safe_next, session_cookie,
 };
 use super::error::field_error;
 use super::render::page;
@@ -165,12 +165,6 @@ async fn login(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct CsrfOnly {
-    csrf_token: String,
 }
 
 async fn logout(web: Web, Form(f): Form<CsrfOnly>) -> WebResult {

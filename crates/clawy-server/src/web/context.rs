@@ -140,6 +140,14 @@ pub fn clear_reset_token_cookie() -> HeaderValue {
     host_cookie(RESET_COOKIE, "", "Lax", Some(0))
 }
 
+/// The body of a form that carries nothing but its CSRF token (buttons: revoke,
+/// delete, log out).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct CsrfOnly {
+    pub csrf_token: String,
+}
+
 /// Everything a page handler needs about the request.
 pub struct Web {
     pub state: AppState,
@@ -251,13 +259,13 @@ impl FromRequestParts<AppState> for OperatorPage {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let web = Web::from_request_parts(parts, state).await?;
-        match web.session.as_ref().map(|s| s.user.clone()) {
-            Some(user) if user.is_operator => Ok(OperatorPage {
+        match SignedIn::from_request_parts(parts, state).await {
+            Ok(SignedIn { web, session }) if session.user.is_operator => Ok(OperatorPage {
                 web,
-                operator: user,
+                operator: session.user,
             }),
-            _ => Err(WebError::NotFound),
+            Ok(_) | Err(WebError::SignInRequired { .. }) => Err(WebError::NotFound),
+            Err(other) => Err(other),
         }
     }
 }

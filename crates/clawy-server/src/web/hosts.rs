@@ -11,9 +11,10 @@ use axum::routing::{get, post};
 use clawy_core::SecretString;
 use clawy_core::audit::AuditAction;
 use clawy_core::error::{DomainError, ErrorKind};
+use clawy_core::hosts::RegisterHost;
 use clawy_core::instances::ListFilter;
 use clawy_core::page::PageRequest;
-use clawy_orchestrator::registration::{HostRegistration, register_host};
+use clawy_orchestrator::registration::register_host;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -152,8 +153,8 @@ async fn register(op: OperatorPage, body: Bytes) -> WebResult {
     let result = register_host(
         &web.state.core,
         &actor,
-        HostRegistration {
-            name: Some(form.name.clone()).filter(|n| !n.trim().is_empty()),
+        RegisterHost {
+            name: form.name.clone(),
             url: form.url.clone(),
             fingerprint: form.fingerprint.clone(),
             // DATA-3: the token is never echoed back into the form.

@@ -522,7 +522,11 @@ async fn events_for(state: &AppState, instance_id: &str) -> Result<Vec<EventView
     let events = state
         .core
         .audit()
-        .list_for_instance(instance_id, RECENT_EVENTS, None)
+        .list(
+            clawy_core::audit::Scope::Instance(instance_id),
+            RECENT_EVENTS,
+            None,
+        )
         .await?;
     Ok(events
         .into_iter()

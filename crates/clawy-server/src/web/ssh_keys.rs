@@ -8,7 +8,7 @@ use clawy_core::ssh_keys::SshKeyError;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::context::{Flash, SignedIn, Web, redirect_with_flash};
+use super::context::{CsrfOnly, Flash, SignedIn, Web, redirect_with_flash};
 use super::error::field_error;
 use super::render::page;
 use super::{FieldErrors, WebResult, show_time};
@@ -118,12 +118,6 @@ async fn add(SignedIn { mut web, session }: SignedIn, Form(f): Form<AddForm>) ->
         f
     };
     render_list(&mut web, &user_id, status, &form, errors).await
-}
-
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct CsrfOnly {
-    csrf_token: String,
 }
 
 async fn delete(

@@ -821,7 +821,12 @@ async fn operator_disables_a_host_and_placement_stops_using_it() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err["code"], "no_capacity");
     // The change is in the audit log under the operator's name.
-    let events = app.core.audit().list_all(50, None).await.unwrap();
+    let events = app
+        .core
+        .audit()
+        .list(clawy_core::audit::Scope::All, 50, None)
+        .await
+        .unwrap();
     assert!(
         events
             .iter()

@@ -202,7 +202,7 @@ async fn auth5_trusted_proxy_forwards_the_client_address() {
     let events = app
         .core
         .audit()
-        .list_for_user(user.id(), 1, None)
+        .list(clawy_core::audit::Scope::User(user.id()), 1, None)
         .await
         .unwrap();
     assert_eq!(events[0].client_addr.as_deref(), Some("192.0.2.77"));
