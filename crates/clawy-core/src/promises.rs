@@ -111,6 +111,12 @@ pub const PROMISES: &[Promise] = &[
         text: "Database connections are encrypted and verified (PostgreSQL with sslmode=verify-full), and the embedded SQLite file is readable by the service only. Secrets the platform must keep — agent tokens, bot tokens, provider keys, DNS keys — are encrypted at rest with a key only the operator holds.",
     },
     Promise {
+        id: "DATA-5",
+        category: "DATA",
+        title: "Your assistant's secrets are delivered once",
+        text: "The secrets you hand over for your assistant (Telegram bot token, model-provider keys, the gateway token) go only into your own machine, through its first-boot configuration, and are then erased from our hosts and control plane. No operator, log or API can read them afterwards.",
+    },
+    Promise {
         id: "ACCESS-1",
         category: "ACCESS",
         title: "What we collect",
