@@ -5,4 +5,5 @@ pub mod db;
 pub mod guest;
 pub mod netns;
 pub mod postgres;
+pub mod pve_sim;
 pub mod smtp;

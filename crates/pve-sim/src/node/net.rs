@@ -21,17 +21,25 @@ pub fn fw_names(vmid: u32, idx: u32) -> (String, String, String) {
     )
 }
 
-/// True when this process runs in PID 1's network namespace.
+/// True unless this process provably runs in a network namespace of its own:
+/// one different from PID 1's, or one of the named namespaces `ip netns add`
+/// made (PID 1's may not be inspectable, e.g. in a container).
 pub fn in_root_netns() -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (
-        std::fs::metadata("/proc/self/ns/net"),
-        std::fs::metadata("/proc/1/ns/net"),
-    ) {
-        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-        // Cannot tell: assume the worst.
-        _ => true,
+    let Ok(me) = std::fs::metadata("/proc/self/ns/net") else {
+        return true;
+    };
+    if let Ok(init) = std::fs::metadata("/proc/1/ns/net") {
+        return me.ino() == init.ino() && me.dev() == init.dev();
     }
+    let named = std::fs::read_dir("/var/run/netns")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| std::fs::metadata(e.path()).ok())
+                .any(|m| m.ino() == me.ino() && m.dev() == me.dev())
+        })
+        .unwrap_or(false);
+    !named
 }
 
 pub fn iface_exists(name: &str) -> bool {
