@@ -6,8 +6,10 @@
 //! |---|---|
 //! | `GET /state` | every VM: config, pending, lock, running pid |
 //! | `GET /cloudinit/{vmid}` | the cloud-init files a start would write now |
+//! | `GET /requests` | every API request seen: method, path, parameter names, status, 400 `errors` |
 //! | `POST /faults/clone-failure {"count":1,"message":"…"}` | next clones fail |
 //! | `POST /faults/task-duration {"type":"qmclone","ms":2000}` | slow tasks |
+//! | `POST /faults/task-warnings {"type":"qmstart","count":2}` | `WARNINGS: 2` |
 //! | `POST /faults/lock {"vmid":100,"lock":"backup"}` (`null` unlocks) | `lock:` key |
 //! | `POST /faults/hold-config-lock {"vmid":100,"ms":15000}` | flock held |
 //! | `POST /faults/vanish-task {"upid":"…"}` or `{"type":"qmstart","count":1}` | lost tasks |
@@ -133,6 +135,7 @@ async fn route(api: &Arc<ApiServer>, method: &str, path: &str, v: &Value) -> Res
     let node = &api.node;
     match (method, path) {
         ("GET", "/state") => Ok(state(node)),
+        ("GET", "/requests") => Ok(json!(node.requests())),
         ("GET", p) if p.starts_with("/cloudinit/") => {
             let vmid: u32 = p["/cloudinit/".len()..]
                 .parse()
@@ -160,6 +163,14 @@ async fn route(api: &Arc<ApiServer>, method: &str, path: &str, v: &Value) -> Res
                 .ok_or("missing 'type'")?;
             let ms = v.get("ms").and_then(Value::as_u64).ok_or("missing 'ms'")?;
             node.faults.set_task_duration(ty, Duration::from_millis(ms));
+            Ok(json!({}))
+        }
+        ("POST", "/faults/task-warnings") => {
+            let ty = v
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or("missing 'type'")?;
+            node.tasks.set_warnings(ty, u32_of(v, "count").unwrap_or(1));
             Ok(json!({}))
         }
         ("POST", "/faults/lock") => {

@@ -181,6 +181,12 @@ impl SimHandle {
         self.kill_vms_on_drop = false;
     }
 
+    /// Every API request the node answered (parameter names only), so a
+    /// client's conformance test can assert none failed verification.
+    pub fn requests(&self) -> Vec<node::RequestRecord> {
+        self.node.requests()
+    }
+
     // ---- fault knobs -----------------------------------------------------
 
     pub fn faults(&self) -> &faults::Faults {
@@ -219,6 +225,11 @@ impl SimHandle {
     /// The next `count` tasks of `ty` vanish when they end.
     pub fn vanish_next_tasks(&self, ty: &str, count: u32) {
         self.node.tasks.vanish_next(ty, count);
+    }
+
+    /// Successful tasks of `ty` end with `count` warnings (`WARNINGS: N`).
+    pub fn set_task_warnings(&self, ty: &str, count: u32) {
+        self.node.tasks.set_warnings(ty, count);
     }
 
     /// Kill a VM's QEMU as a crash would.

@@ -11,7 +11,7 @@ use super::{Params, Reply, perm, root_only};
 use crate::error::ApiError;
 use crate::http::auth::Caller;
 use crate::node::conf::VmConf;
-use crate::node::storage::{STORAGE_ID, VolumeKind};
+use crate::node::storage::STORAGE_ID;
 use crate::node::tasks::read_status;
 use crate::node::{Node, cloudinit};
 use crate::schema::formats;
@@ -281,7 +281,6 @@ pub async fn status_current(node: &Arc<Node>, p: &Params<'_>) -> Result<Reply, A
 struct ClonePlan {
     newconf: BTreeMap<String, String>,
     drives: Vec<(String, BTreeMap<String, String>, bool)>,
-    full: bool,
     old_name: Option<String>,
 }
 
@@ -373,9 +372,7 @@ fn clone_load_and_check(
                 | "lock"
         ) || indexed(k, "unused")
         {
-            if k == "lock" {
-                continue;
-            }
+            // Snapshot state, the lock and unused disks are not copied.
             continue;
         }
         if indexed(k, "net") {
@@ -416,7 +413,6 @@ fn clone_load_and_check(
     Ok(ClonePlan {
         newconf,
         drives,
-        full,
         old_name: conf.main.get("name").cloned(),
     })
 }
@@ -586,7 +582,6 @@ pub async fn clone(node: &Arc<Node>, caller: &Caller, p: &Params<'_>) -> Result<
                     n.remove_config(newid);
                     return Err(format!("clone failed: {e}"));
                 }
-                let _ = plan.full;
                 Ok(())
             },
         )
@@ -1572,6 +1567,3 @@ pub fn cloudinit_preview(node: &Node, vmid: u32) -> Result<Vec<(String, Vec<u8>)
     };
     Ok(cloudinit::generate(node.schema, &node.storage, &conf.view(false), vmid, &dns)?.files)
 }
-
-#[allow(dead_code)]
-fn _kind(_: VolumeKind) {}

@@ -197,7 +197,7 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
     if format != "json" {
         return plain_error(501, &format!("no formatter for uri {rel}, {format}"));
     }
-    match run(
+    let result = run(
         &node,
         &caller,
         &method,
@@ -206,8 +206,26 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
         &body,
         &query,
     )
-    .await
-    {
+    .await;
+    let mut params: Vec<String> =
+        decode::extract_params(&method, content_type.as_deref(), &body, &query)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+    params.sort();
+    node.record_request(crate::node::RequestRecord {
+        method: method.clone(),
+        path: rel.clone(),
+        params,
+        status: match &result {
+            Ok(_) => 200,
+            Err(e) => e.status(),
+        },
+        errors: match &result {
+            Err(ApiError::Param(e)) => Some(e.clone()),
+            _ => None,
+        },
+    });
+    match result {
         Ok(reply) => ok_response(reply),
         Err(e) => error_response(&node, &e),
     }

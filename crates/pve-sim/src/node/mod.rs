@@ -64,6 +64,18 @@ pub struct RrdSample {
     raw_disk: (u64, u64),
 }
 
+/// One API request as the node saw it: parameter names, not values (they may be
+/// secrets); PVE's own error texts in `errors` may quote a refused value.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    pub params: Vec<String>,
+    pub status: u16,
+    /// PVE's 400 `errors` map, when parameter verification failed.
+    pub errors: Option<crate::schema::Errors>,
+}
+
 pub struct Node {
     pub cfg: SimConfig,
     pub schema: &'static Schema,
@@ -78,6 +90,7 @@ pub struct Node {
     cpu_samples: Mutex<HashMap<i32, CpuSample>>,
     rrd: Mutex<HashMap<u32, VecDeque<RrdSample>>>,
     holds: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    requests: Mutex<VecDeque<RequestRecord>>,
     pub host_cpus: u64,
 }
 
@@ -128,6 +141,7 @@ impl Node {
             cpu_samples: Mutex::new(HashMap::new()),
             rrd: Mutex::new(HashMap::new()),
             holds: Mutex::new(Vec::new()),
+            requests: Mutex::new(VecDeque::new()),
             host_cpus,
             cfg,
         }))
@@ -908,6 +922,24 @@ impl Node {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&vmid)
+    }
+
+    /// Remember a request (the last 10,000), for client conformance tests.
+    pub fn record_request(&self, r: RequestRecord) {
+        let mut q = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        q.push_back(r);
+        while q.len() > 10_000 {
+            q.pop_front();
+        }
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     // ---------------------------------------------------------------------

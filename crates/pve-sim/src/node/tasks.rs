@@ -221,6 +221,8 @@ pub struct TaskRegistry {
     running: Mutex<HashMap<String, (tokio::task::JoinHandle<()>, TaskCtx)>>,
     /// Task types whose next N tasks vanish when they finish.
     vanish_next: Mutex<HashMap<String, u32>>,
+    /// Task types whose tasks log this many warnings (`TASK WARNINGS: N`).
+    warnings: Mutex<HashMap<String, u32>>,
     vanished: Mutex<HashSet<String>>,
 }
 
@@ -236,6 +238,7 @@ impl TaskRegistry {
             next_pid: AtomicU32::new(base),
             running: Mutex::new(HashMap::new()),
             vanish_next: Mutex::new(HashMap::new()),
+            warnings: Mutex::new(HashMap::new()),
             vanished: Mutex::new(HashSet::new()),
         })
     }
@@ -293,8 +296,20 @@ impl TaskRegistry {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let fut = f(ctx.clone());
         let task_ctx = ctx.clone();
+        let warn = self
+            .warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ty)
+            .copied()
+            .unwrap_or(0);
         let handle = tokio::spawn(async move {
             let r = fut.await;
+            if r.is_ok() {
+                for _ in 0..warn {
+                    task_ctx.warn("pve-sim: simulated warning");
+                }
+            }
             task_ctx.finish(r);
             if vanish {
                 let _ = std::fs::remove_file(&path);
@@ -319,6 +334,15 @@ impl TaskRegistry {
     /// Fault knob: the next `count` tasks of `ty` disappear once they end.
     pub fn vanish_next(&self, ty: &str, count: u32) {
         self.vanish_next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ty.to_string(), count);
+    }
+
+    /// Fault knob: successful tasks of `ty` end with `count` warnings
+    /// (`exitstatus` `WARNINGS: N`, which clients must treat as success).
+    pub fn set_warnings(&self, ty: &str, count: u32) {
+        self.warnings
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(ty.to_string(), count);

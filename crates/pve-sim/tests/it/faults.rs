@@ -171,3 +171,83 @@ async fn fault_foreign_vm_and_crash() {
     }
     assert!(!pidfile.exists());
 }
+
+#[tokio::test]
+async fn fault_task_warnings_and_destroyed_lock_during_delete() {
+    let env = start_sim(|_| {}).await;
+    env.sim.set_task_warnings("qmclone", 2);
+    let (upid, st) = env
+        .run_task("POST", "/nodes/pve/qemu/9000/clone", &[("newid", "240")])
+        .await;
+    assert_eq!(st, "WARNINGS: 2");
+    assert!(
+        env.task_log(&upid)
+            .await
+            .contains("WARN: pve-sim: simulated warning")
+    );
+    // Delete: after the disks are gone the config is only `lock: destroyed`
+    // until the task ends.
+    env.sim
+        .set_task_duration("qmdestroy", Duration::from_millis(1500));
+    let upid = env.ok("DELETE", "/nodes/pve/qemu/240", &[]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = env.ok("GET", "/nodes/pve/qemu/240/config", &[]).await;
+    assert_eq!(c["lock"], "destroyed");
+    let r = env
+        .call("PUT", "/nodes/pve/qemu/240/config", &[("cores", "2")])
+        .await;
+    assert_eq!(r.reason, "VM is locked (destroyed)");
+    let st = env.wait_task(upid.as_str().unwrap()).await;
+    assert_eq!(st["exitstatus"], "OK");
+    assert_eq!(
+        env.call("GET", "/nodes/pve/qemu/240/config", &[])
+            .await
+            .status,
+        500
+    );
+}
+
+#[tokio::test]
+async fn cli_create_template_writes_a_pve_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = super::blank_image(dir.path());
+    let cfg = dir.path().join("sim.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = {:?}\naccelerator = \"tcg\"\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pve-sim"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["create-template", "--vmid", "9100", "--image"])
+        .arg(&image)
+        .args(["--bridge", "vmbr0", "--name", "tmpl-cli"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let conf = std::fs::read_to_string(dir.path().join("state/qemu-server/9100.conf")).unwrap();
+    for want in [
+        "template: 1\n",
+        "name: tmpl-cli\n",
+        "scsi0: local:9100/base-9100-disk-0.qcow2,size=64M\n",
+        "ide2: local:9100/vm-9100-cloudinit.qcow2,media=cdrom\n",
+        "boot: order=scsi0\n",
+    ] {
+        assert!(conf.contains(want), "{want} not in:\n{conf}");
+    }
+    assert!(conf.contains("net0: virtio=BC:24:11:"), "{conf}");
+    // A second time: the VMID is taken.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pve-sim"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["create-template", "--vmid", "9100", "--image"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config file already exists"));
+}

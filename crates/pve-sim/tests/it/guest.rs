@@ -245,6 +245,67 @@ async fn guest_boots_on_bridge_with_native_cloudinit_keys_and_leaves_no_trace() 
         "{cur}"
     );
 
+    // Reboot: a shutdown with a reboot request; the node starts the VM again.
+    let pid1 = cur["pid"].as_i64().unwrap();
+    let st = api
+        .task(
+            "POST",
+            "/nodes/pve/qemu/101/status/reboot",
+            &[("timeout", "60")],
+        )
+        .await;
+    assert_eq!(st, "OK");
+    let mut back = false;
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_secs(150) {
+        let cur = api
+            .ok("GET", "/nodes/pve/qemu/101/status/current", &[])
+            .await;
+        if cur["status"] == "running"
+            && cur["pid"].as_i64() != Some(pid1)
+            && ssh(&ns, &k1, "true").status.success()
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        back,
+        "no new QEMU answering SSH after reboot; log:\n{}",
+        sim.log()
+    );
+
+    // Fault knobs through the control listener of the simulator process.
+    sim.control(
+        "POST",
+        "/faults/lock",
+        Some(serde_json::json!({"vmid": 101, "lock": "backup"})),
+    )
+    .await
+    .unwrap();
+    let (s, v) = api
+        .call("PUT", "/nodes/pve/qemu/101/config", &[("cores", "2")])
+        .await;
+    assert_eq!(s, 500);
+    assert_eq!(v["message"], "VM is locked (backup)\n");
+    sim.control(
+        "POST",
+        "/faults/lock",
+        Some(serde_json::json!({"vmid": 101, "lock": null})),
+    )
+    .await
+    .unwrap();
+    let state = sim.control("GET", "/state", None).await.unwrap();
+    let me = state["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vmid"] == 101)
+        .unwrap()
+        .clone();
+    assert!(me["pid"].is_number() && me["lock"].is_null(), "{me}");
+
     // cicustom: a snippet the driver writes on the node replaces user-data.
     let snippet = "#cloud-config\nusers: []\n# custom é\n";
     std::fs::write(sim.snippets_dir().join("user-102.yaml"), snippet).unwrap();

@@ -261,6 +261,17 @@ async fn schema_refusals_and_encodings() {
     assert_eq!(env.wait_task(&upid).await["exitstatus"], "OK");
     let c = env.ok("GET", "/nodes/pve/qemu/120/config", &[]).await;
     assert_eq!(c["name"], "json-clone");
+    // The node remembers every request (names only, never values) with PVE's
+    // verdict: a client's conformance test asserts none failed verification.
+    let recs = env.sim.requests();
+    let refused = recs
+        .iter()
+        .find(|r| r.status == 400 && r.errors.as_ref().is_some_and(|e| e.contains_key("sshkeys")))
+        .expect("the refused sshkeys request is recorded");
+    assert_eq!(refused.path, "/nodes/pve/qemu/9000/config");
+    assert_eq!(refused.params, vec!["sshkeys".to_string()]);
+    // Values are not recorded (only PVE's own error texts may quote one).
+    assert!(!format!("{recs:?}").contains("json-clone"));
     // Full clone: its own copy, no backing file on the template.
     assert!(
         c["scsi0"]
