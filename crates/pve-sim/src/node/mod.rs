@@ -459,6 +459,8 @@ impl Node {
     }
 
     async fn wait_exit(&self, vmid: u32, timeout: Duration) -> bool {
+        // A client may ask for any timeout: never overflow the deadline.
+        let timeout = timeout.min(Duration::from_secs(366 * 86400));
         let deadline = tokio::time::Instant::now() + timeout;
         while self.running_pid(vmid).is_some() {
             if tokio::time::Instant::now() >= deadline {
@@ -695,7 +697,7 @@ impl Node {
         d.insert("disk".into(), json!(0));
         d.insert("maxdisk".into(), json!(maxdisk));
         let num = |k: &str, dflt: u64| c.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(dflt);
-        let mut cpus = num("sockets", 1) * num("cores", 1);
+        let mut cpus = num("sockets", 1).saturating_mul(num("cores", 1));
         if cpus > self.host_cpus {
             cpus = self.host_cpus;
         }
@@ -719,13 +721,13 @@ impl Node {
             })
             .and_then(|m| m.get("current").and_then(|v| v.parse::<u64>().ok()))
             .unwrap_or(512);
-        d.insert("maxmem".into(), json!(memory * 1024 * 1024));
+        d.insert("maxmem".into(), json!(memory.saturating_mul(1024 * 1024)));
         if let Some(b) = c
             .get("balloon")
             .and_then(|b| b.parse::<u64>().ok())
             .filter(|b| *b > 0)
         {
-            d.insert("balloon_min".into(), json!(b * 1024 * 1024));
+            d.insert("balloon_min".into(), json!(b.saturating_mul(1024 * 1024)));
             d.insert("shares".into(), json!(num("shares", 1000)));
         }
         let (mut uptime, mut cpu, mut mem) = (0u64, 0.0f64, 0u64);

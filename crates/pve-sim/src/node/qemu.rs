@@ -286,7 +286,7 @@ pub fn build_argv(i: &ArgvInput<'_>) -> Result<LaunchPlan, String> {
     let num = |k: &str, d: u64| -> u64 { conf.get(k).and_then(|v| v.parse().ok()).unwrap_or(d) };
     let sockets = num("sockets", 1).max(1);
     let cores = num("cores", 1).max(1);
-    let maxcpus = sockets * cores;
+    let maxcpus = sockets.saturating_mul(cores);
     let vcpus = conf
         .get("vcpus")
         .and_then(|v| v.parse::<u64>().ok())

@@ -692,7 +692,11 @@ async fn clone_config_resize_start_stop_delete_flow() {
 
     // Stop: hard.
     let (_, st) = env
-        .run_task("POST", "/nodes/pve/qemu/101/status/stop", &[])
+        .run_task(
+            "POST",
+            "/nodes/pve/qemu/101/status/stop",
+            &[("timeout", "18446744073709551615")],
+        )
         .await;
     assert_eq!(st, "OK");
     assert_eq!(
