@@ -690,6 +690,56 @@ async fn clone_config_resize_start_stop_delete_flow() {
         1
     );
 
+    // Shutdown: an ACPI request this guest (no OS) ignores; after `timeout` the
+    // task fails, or with forceStop the VM is terminated.
+    let (_, st) = env
+        .run_task(
+            "POST",
+            "/nodes/pve/qemu/101/status/shutdown",
+            &[("timeout", "1")],
+        )
+        .await;
+    assert_eq!(st, "VM quit/powerdown failed - got timeout");
+    assert_eq!(
+        env.ok("GET", "/nodes/pve/qemu/101/status/current", &[])
+            .await["status"],
+        "running"
+    );
+    let (upid, st) = env
+        .run_task(
+            "POST",
+            "/nodes/pve/qemu/101/status/shutdown",
+            &[("timeout", "1"), ("forceStop", "1")],
+        )
+        .await;
+    assert_eq!(st, "OK");
+    assert!(
+        env.task_log(&upid)
+            .await
+            .contains("VM still running - terminating now with SIGTERM")
+    );
+    assert_eq!(
+        env.ok("GET", "/nodes/pve/qemu/101/status/current", &[])
+            .await["status"],
+        "stopped"
+    );
+    // The image really grew.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["virtual-size"], 128 * 1024 * 1024);
+    let (_, st) = env
+        .run_task("POST", "/nodes/pve/qemu/101/status/start", &[])
+        .await;
+    assert_eq!(st, "OK");
+    let pid = env
+        .ok("GET", "/nodes/pve/qemu/101/status/current", &[])
+        .await["pid"]
+        .as_i64()
+        .unwrap();
     // Stop: hard.
     let (_, st) = env
         .run_task(
