@@ -161,3 +161,30 @@ pub fn pve_urlencode(s: &str) -> String {
     }
     out
 }
+
+/// SHA-256 (`AA:BB:…`) of the certificate the server presents.
+pub async fn peer_fingerprint(addr: SocketAddr, ca_pem: &str) -> String {
+    use sha2::Digest;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    sha2::Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

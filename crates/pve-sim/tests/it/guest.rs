@@ -236,6 +236,12 @@ async fn guest_boots_on_bridge_with_native_cloudinit_keys_and_leaves_no_trace() 
     );
     ns.exec(&["ping", "-c", "1", "-W", "2", "10.77.0.10"])
         .unwrap();
+    // The guest's NIC has net0's MAC.
+    let neigh = ns.exec(&["ip", "neigh", "show", "10.77.0.10"]).unwrap();
+    assert!(
+        neigh.contains(&mac.to_ascii_lowercase()),
+        "{neigh} vs {mac}"
+    );
     let cur = api
         .ok("GET", "/nodes/pve/qemu/101/status/current", &[])
         .await;

@@ -62,6 +62,8 @@ async fn auth_token_required_and_401_is_delayed_with_empty_body() {
     // TLS pinning material: the node certificate's SHA-256 in PVE's notation.
     let fp = env.sim.fingerprint();
     assert_eq!(fp.len(), 95);
+    // It is the certificate served (signed by the CA the client pinned).
+    assert_eq!(client::peer_fingerprint(addr, &ca).await, fp);
     assert!(
         fp.split(':')
             .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
