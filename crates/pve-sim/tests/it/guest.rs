@@ -355,6 +355,51 @@ async fn guest_boots_on_bridge_with_native_cloudinit_keys_and_leaves_no_trace() 
         "{e}"
     );
 
+    // firewall=1: PVE's topology, tap behind fwbr{vmid}i0, veth fwpr/fwln into
+    // the bridge; gone again after a stop.
+    api.ok(
+        "PUT",
+        "/nodes/pve/qemu/102/config",
+        &[
+            ("net0", "virtio,bridge=vmbr0,firewall=1"),
+            ("delete", "cicustom"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        api.task("POST", "/nodes/pve/qemu/102/status/start", &[])
+            .await,
+        "OK"
+    );
+    let tap = ns.exec(&["ip", "-o", "link", "show", "tap102i0"]).unwrap();
+    assert!(tap.contains("master fwbr102i0"), "{tap}");
+    let fwpr = ns.exec(&["ip", "-o", "link", "show", "fwpr102p0"]).unwrap();
+    assert!(fwpr.contains("master vmbr0"), "{fwpr}");
+    let fwln = ns.exec(&["ip", "-o", "link", "show", "fwln102i0"]).unwrap();
+    assert!(fwln.contains("master fwbr102i0"), "{fwln}");
+    assert_eq!(
+        api.task("POST", "/nodes/pve/qemu/102/status/stop", &[])
+            .await,
+        "OK"
+    );
+    let links = ns.exec(&["ip", "-o", "link", "show"]).unwrap();
+    for gone in ["tap102i0", "fwbr102i0", "fwpr102p0", "fwln102i0"] {
+        assert!(!links.contains(gone), "{gone} left: {links}");
+    }
+    // A bridge the simulator is not allowed to use: the start fails like PVE's
+    // pve-bridge hook does.
+    api.ok(
+        "PUT",
+        "/nodes/pve/qemu/102/config",
+        &[("net0", "virtio,bridge=vmbr9")],
+    )
+    .await;
+    assert_eq!(
+        api.task("POST", "/nodes/pve/qemu/102/status/start", &[])
+            .await,
+        "start failed: QEMU exited with code 1"
+    );
+
     // Graceful shutdown: the guest powers off on the ACPI request.
     let st = api
         .task(
