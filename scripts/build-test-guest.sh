@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds Clawy's small test guest (issue 3, item 6) from Debian packages only:
 # the real cloud kernel (unpacked with dpkg-deb, never installed on this host),
-# busybox-static, and dropbear (a real SSH server, key-only) with its shared libs.
+# busybox-static, and dropbear (a real SSH server, key-only) with its shared libs,
+# plus icmpcraft (guest/test-image/icmpcraft.c, built here with gcc -static), the
+# packet tool the ISO-3 rule-order test needs.
 # Output: a qcow2 disk that boots under SeaBIOS (MBR + FAT16 partition + syslinux)
 # into an initramfs whose /init is guest/test-image/init.
 #
@@ -20,26 +22,43 @@ exec 9>"$out/.lock"
 flock 9
 
 need() { command -v "$1" >/dev/null || { echo "build-test-guest: missing $1 (run scripts/install-deps.sh)" >&2; exit 1; }; }
-for c in apt-cache apt-get dpkg-deb cpio gzip mkfs.vfat mcopy syslinux qemu-img busybox; do need "$c"; done
+for c in apt-cache apt-get dpkg-deb cpio gzip mkfs.vfat mcopy syslinux qemu-img busybox gcc; do need "$c"; done
 
 candidate() { apt-cache policy "$1" | sed -n 's/^ *Candidate: //p'; }
+# What this checkout contributes (the second line of the stamp).
+local_key=$(
+  {
+    echo "busybox=$(dpkg-query -W -f='${Version}' busybox-static)"
+    sha256sum "$0" "$repo/guest/test-image/init" "$repo/guest/test-image/acpi-power-button" "$repo/guest/test-image/icmpcraft.c" | cut -d' ' -f1
+    gcc --version | head -n1
+  } | sha256sum | cut -d' ' -f1
+)
 # linux-image-cloud-amd64 is a metapackage: resolve it to the versioned kernel.
 resolve_kernel() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1; }
-kpkg=$(resolve_kernel)
+kpkg=$(resolve_kernel || true)
 if [ -z "$kpkg" ]; then
-  # A fresh machine may have no package lists yet.
-  apt-get update -qq >&2
-  kpkg=$(resolve_kernel)
+  # A fresh machine may have no package lists yet (or something removed them).
+  apt-get update -qq >&2 || echo "build-test-guest: apt-get update failed" >&2
+  kpkg=$(resolve_kernel || true)
 fi
-[ -n "$kpkg" ] || { echo "build-test-guest: cannot resolve linux-image-cloud-amd64 (apt-get update?)" >&2; exit 1; }
+if [ -z "$kpkg" ]; then
+  # No package lists: an image built from these same local inputs is still good
+  # (the Debian packages only change with a point release).
+  if [ -f "$image" ] && [ "$(sed -n 2p "$stamp" 2>/dev/null)" = "$local_key" ]; then
+    echo "build-test-guest: no apt package lists; reusing $image" >&2
+    echo "$image"
+    exit 0
+  fi
+  echo "build-test-guest: cannot resolve linux-image-cloud-amd64 (apt-get update?)" >&2
+  exit 1
+fi
 pkgs=("$kpkg" dropbear-bin libtomcrypt1 libtommath1)
 inputs=$(
   for p in "${pkgs[@]}"; do echo "$p=$(candidate "$p")"; done
-  echo "busybox=$(dpkg-query -W -f='${Version}' busybox-static)"
-  sha256sum "$0" "$repo/guest/test-image/init" "$repo/guest/test-image/acpi-power-button"
+  echo "$local_key"
 )
 key=$(printf '%s\n' "$inputs" | sha256sum | cut -d' ' -f1)
-if [ -f "$image" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
+if [ -f "$image" ] && [ "$(sed -n 1p "$stamp" 2>/dev/null)" = "$key" ]; then
   echo "$image"
   exit 0
 fi
@@ -64,6 +83,8 @@ mkdir -p "$root"/{bin,sbin,etc,lib/modules,lib64,usr/bin,usr/sbin,root,proc,sys,
 # busybox: the host's busybox-static package (static, so nothing else to copy).
 cp "$(command -v busybox)" "$root/bin/busybox"
 cp "$repo/guest/test-image/init" "$root/init"
+gcc -static -O2 -Wall -Wextra -Werror -o "$root/bin/icmpcraft" "$repo/guest/test-image/icmpcraft.c"
+strip "$root/bin/icmpcraft"
 chmod 755 "$root/init"
 # The ACPI power-button handler busybox acpid runs (its default action for PWRF).
 mkdir -p "$root/etc/acpi/PWRF" "$root/var/log"
@@ -145,5 +166,5 @@ dd if="$work/part.img" of="$disk" conv=notrunc bs=1M seek=1 status=none
 
 qemu-img convert -q -O qcow2 "$disk" "$work/out.qcow2"
 mv "$work/out.qcow2" "$image"
-printf '%s\n' "$key" > "$stamp"
+printf '%s\n%s\n' "$key" "$local_key" > "$stamp"
 echo "$image"

@@ -13,12 +13,17 @@ packages=(
   busybox-static cpio
   # test guest disk (scripts/build-test-guest.sh) and the netns port forwarder
   syslinux syslinux-common mtools dosfstools socat
+  # the test guest's static packet tool (guest/test-image/icmpcraft.c); util-linux
+  # brings setpriv, which the ISO-4 test uses to act as a VM's QEMU user
+  gcc libc6-dev util-linux
   # SSH client for the key-login test through a port forward
   openssh-client
   # mail sink for password-reset and report notifications
   python3-aiosmtpd
   # edge and browser tests, load tool
   caddy chromium chromium-driver wrk
+  # authoritative DNS server for the RFC 2136 + TSIG tests (knotd, kdig)
+  knot knot-dnsutils
   curl ca-certificates openssl
 )
 
@@ -33,3 +38,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian starts services it installs; the tests start their own instances.
 systemctl disable --now caddy >/dev/null 2>&1 || true
+systemctl disable --now knot >/dev/null 2>&1 || true

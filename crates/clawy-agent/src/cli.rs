@@ -140,14 +140,28 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
             tokens: Arc::new(TokenVerifier::new(&config.state_dir)),
         };
         let app = router(state, Duration::from_secs(config.stop_timeout_secs + 60));
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = crate::server::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         println!("listening on https://{addr}");
         tracing::info!(%addr, "agent API listening (HTTPS only)");
+        let mut limits = config.http;
+        // Room for the connections plus the VMs' sockets and files, nft/ip helper
+        // pipes and the state files: a full house must not starve the rest.
+        const RESERVED_FDS: u64 = 512;
+        if let Some(nofile) = crate::server::raise_nofile_limit() {
+            let fit = usize::try_from(nofile.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+            if fit < limits.max_connections {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    nofile,
+                    "the open-files limit is too low for max_connections; serving {fit} at most"
+                );
+                limits.max_connections = fit.max(16);
+            }
+        }
         tokio::select! {
-            r = crate::server::serve_tls(listener, tls, app) => r?,
+            r = crate::server::serve_tls_with(listener, tls, app, limits) => r?,
             _ = shutdown_signal() => tracing::info!("shutting down; VMs keep running"),
         }
         Ok::<_, anyhow::Error>(())

@@ -61,10 +61,126 @@ struct FileConfig {
     qemu_binary: Option<PathBuf>,
     pin_cpus: Option<bool>,
     nameservers: Option<Vec<std::net::Ipv4Addr>>,
+    qemu_uid_range: Option<String>,
+    max_connections: Option<u64>,
+    tls_handshake_timeout_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
     /// Host network (bridge, NAT, forwards); absent = VMs get no NIC and the agent
     /// touches no interface (used by API-only tests).
     network: Option<crate::network::NetworkConfig>,
 }
+
+/// ISO-4: the numeric user and group ids the agent hands out, one per VM, to run
+/// that VM's QEMU (uid = gid). Nothing else on the host may use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+/// systemd's map of uids (UIDS-GIDS.md) leaves 1879048192-2147483647 unused; this
+/// is a 65,536-id slice of it, so it collides neither with system or regular
+/// users nor with container ranges.
+pub const DEFAULT_QEMU_UID_RANGE: UidRange = UidRange {
+    start: 1_900_000_000,
+    end: 1_900_065_535,
+};
+
+impl UidRange {
+    pub fn contains(&self, id: u32) -> bool {
+        (self.start..=self.end).contains(&id)
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let (a, b) = text
+            .split_once('-')
+            .ok_or_else(|| format!("`{text}`: expected START-END"))?;
+        let start: u32 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{a}` is not a number"))?;
+        let end: u32 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{b}` is not a number"))?;
+        // Not root's, not the system users', and below 2^31 (some tools read ids as
+        // signed numbers).
+        if start < 65_536 || end < start || end >= 1 << 31 {
+            return Err(format!("`{text}`: need 65536 <= START <= END < 2147483648"));
+        }
+        Ok(Self { start, end })
+    }
+
+    /// Refuses a range that any user or group in `passwd`/`group` (or a subordinate
+    /// id range in `subuid`/`subgid`) already uses: a VM's QEMU must share its ids
+    /// with nobody (ISO-4).
+    pub fn check_unused(&self, etc: &Path) -> Result<(), ConfigError> {
+        for file in ["passwd", "group"] {
+            let Ok(text) = std::fs::read_to_string(etc.join(file)) else {
+                continue;
+            };
+            for line in text.lines() {
+                let mut f = line.split(':');
+                let (name, id) = (f.next(), f.nth(1));
+                if let (Some(name), Some(Ok(id))) = (name, id.map(str::parse::<u32>)) {
+                    if self.contains(id) {
+                        return Err(invalid(
+                            "qemu_uid_range",
+                            format!("id {id} is already used by `{name}` in /etc/{file}"),
+                        ));
+                    }
+                }
+            }
+        }
+        for file in ["subuid", "subgid"] {
+            let Ok(text) = std::fs::read_to_string(etc.join(file)) else {
+                continue;
+            };
+            for line in text.lines() {
+                let mut f = line.split(':');
+                let (name, start, count) = (f.next(), f.next(), f.next());
+                let (Some(name), Some(Ok(start)), Some(Ok(count))) = (
+                    name,
+                    start.map(str::parse::<u64>),
+                    count.map(str::parse::<u64>),
+                ) else {
+                    continue;
+                };
+                let end = start + count.saturating_sub(1);
+                if start <= u64::from(self.end) && end >= u64::from(self.start) {
+                    return Err(invalid(
+                        "qemu_uid_range",
+                        format!("overlaps `{name}`'s subordinate ids {start}-{end} in /etc/{file}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Limits on the HTTPS listener that hold before any authentication (a client
+/// that connects and sends nothing, or trickles its headers, must not take the
+/// agent down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    pub tls_handshake_timeout: std::time::Duration,
+    /// HTTP/1 only: the whole request head must arrive within this time.
+    pub header_read_timeout: std::time::Duration,
+    /// A connection with no request in flight and no bytes either way for this
+    /// long is closed (HTTP/1 keep-alive and HTTP/2 alike).
+    pub idle_timeout: std::time::Duration,
+}
+
+pub const DEFAULT_HTTP_LIMITS: HttpLimits = HttpLimits {
+    max_connections: 4096,
+    tls_handshake_timeout: std::time::Duration::from_secs(10),
+    header_read_timeout: std::time::Duration::from_secs(10),
+    idle_timeout: std::time::Duration::from_secs(120),
+};
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -85,6 +201,9 @@ pub struct AgentConfig {
     pub pin_cpus: bool,
     /// DNS servers written into every VM's network-config (none by default).
     pub nameservers: Vec<std::net::Ipv4Addr>,
+    /// ISO-4: ids for the VMs' QEMU processes (one per VM).
+    pub qemu_uid_range: UidRange,
+    pub http: HttpLimits,
     pub network: Option<crate::network::NetworkConfig>,
 }
 
@@ -225,6 +344,38 @@ impl AgentConfig {
         let qemu_binary = file
             .qemu_binary
             .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"));
+        let qemu_uid_range = match file.qemu_uid_range {
+            Some(text) => UidRange::parse(&text).map_err(|m| invalid("qemu_uid_range", m))?,
+            None => DEFAULT_QEMU_UID_RANGE,
+        };
+        let secs = |key: &str, v: Option<u64>, default: std::time::Duration| match v {
+            Some(0) => Err(invalid(key, "must be at least 1 second")),
+            Some(n) if n > 3600 => Err(invalid(key, "must be at most 3600 seconds")),
+            Some(n) => Ok(std::time::Duration::from_secs(n)),
+            None => Ok(default),
+        };
+        let d = DEFAULT_HTTP_LIMITS;
+        let max_connections = match file.max_connections {
+            Some(n) if !(16..=1_000_000).contains(&n) => {
+                return Err(invalid("max_connections", "must be between 16 and 1000000"));
+            }
+            Some(n) => n as usize,
+            None => d.max_connections,
+        };
+        let http = HttpLimits {
+            max_connections,
+            tls_handshake_timeout: secs(
+                "tls_handshake_timeout_secs",
+                file.tls_handshake_timeout_secs,
+                d.tls_handshake_timeout,
+            )?,
+            header_read_timeout: secs(
+                "header_read_timeout_secs",
+                file.header_read_timeout_secs,
+                d.header_read_timeout,
+            )?,
+            idle_timeout: secs("idle_timeout_secs", file.idle_timeout_secs, d.idle_timeout)?,
+        };
         Ok(AgentConfig {
             listen,
             state_dir,
@@ -238,6 +389,8 @@ impl AgentConfig {
             qemu_binary,
             pin_cpus,
             nameservers: file.nameservers.unwrap_or_default(),
+            qemu_uid_range,
+            http,
             network: file.network,
         })
     }
@@ -326,6 +479,53 @@ mod tests {
         let env = MapEnv(HashMap::from([("CLAWY_AGENT_LISTEN", "nope")]));
         let err = AgentConfig::from_toml("", &env).unwrap_err().to_string();
         assert!(err.contains("`listen`"), "{err}");
+    }
+
+    #[test]
+    fn iso4_qemu_uid_range_is_validated_and_must_be_unused() {
+        let env = MapEnv(HashMap::new());
+        let c = AgentConfig::from_toml("state_dir = \"/tmp\"", &env).unwrap();
+        assert_eq!(c.qemu_uid_range, DEFAULT_QEMU_UID_RANGE);
+        for bad in ["0-100", "70000-69999", "x-1", "70000", "70000-2147483648"] {
+            let err = AgentConfig::from_toml(&format!("qemu_uid_range = \"{bad}\""), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`qemu_uid_range`"), "{bad}: {err}");
+        }
+        let etc = tempfile::tempdir().unwrap();
+        let r = UidRange::parse("100000-165535").unwrap();
+        std::fs::write(etc.path().join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        r.check_unused(etc.path()).unwrap();
+        std::fs::write(etc.path().join("subuid"), "alice:100000:65536\n").unwrap();
+        let err = r.check_unused(etc.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("qemu_uid_range") && err.contains("alice"),
+            "{err}"
+        );
+        std::fs::remove_file(etc.path().join("subuid")).unwrap();
+        std::fs::write(etc.path().join("group"), "vm:x:120000:\n").unwrap();
+        let err = r.check_unused(etc.path()).unwrap_err().to_string();
+        assert!(err.contains("`vm`"), "{err}");
+    }
+
+    #[test]
+    fn http_limits_validated() {
+        let env = MapEnv(HashMap::new());
+        let c =
+            AgentConfig::from_toml("idle_timeout_secs = 5\nmax_connections = 100", &env).unwrap();
+        assert_eq!(c.http.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(c.http.max_connections, 100);
+        for (text, key) in [
+            ("idle_timeout_secs = 0", "idle_timeout_secs"),
+            (
+                "tls_handshake_timeout_secs = 99999",
+                "tls_handshake_timeout_secs",
+            ),
+            ("max_connections = 1", "max_connections"),
+        ] {
+            let err = AgentConfig::from_toml(text, &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod drivers;
+pub mod edge;
 pub mod error;
 pub mod executor;
 pub mod network;

@@ -78,7 +78,13 @@ pub const PROMISES: &[Promise] = &[
         id: "ISO-4",
         category: "ISO",
         title: "Your disk is yours alone",
-        text: "No machine can read another machine's disk or files. Deleting an instance destroys its disk and frees its addresses.",
+        text: "No machine can read another machine's disk or files. Deleting an instance destroys its disk and frees its addresses. Where we run the hypervisor ourselves, each machine's emulator runs as a user of its own, without root.",
+    },
+    Promise {
+        id: "ISO-5",
+        category: "ISO",
+        title: "Your machine reaches the internet, not our network",
+        text: "Your machine's outgoing traffic goes to the internet only. Private and internal ranges (RFC 1918, carrier-grade NAT, link-local addresses such as cloud metadata services), our hosts' and control plane's management addresses and IPv6 are unreachable from it, unless the operator explicitly allows a destination (for example an internal DNS resolver).",
     },
     Promise {
         id: "DATA-1",

@@ -11,6 +11,7 @@
 
 pub mod clients;
 pub mod crash;
+pub mod dns;
 pub mod error;
 pub mod fake_agent;
 pub mod poller;

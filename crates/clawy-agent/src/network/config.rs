@@ -48,7 +48,34 @@ pub struct NetworkConfig {
     /// Name of the agent's nftables tables: `<table>` (inet) and `<table>_l2` (bridge).
     #[serde(default = "default_table")]
     pub table: String,
+    /// ISO-5: destinations VMs may never reach, on top of `DEFAULT_BLOCKED` (e.g.
+    /// the control plane's or the hosts' management addresses when they are public).
+    #[serde(default)]
+    pub blocked_destinations: Vec<Ipv4Cidr>,
+    /// ISO-5: the operator's exceptions, e.g. an internal resolver
+    /// (`"10.0.0.53/32:53/udp"`) or a whole network (`"10.20.0.0/16"`).
+    #[serde(default)]
+    pub egress_allow: Vec<EgressAllow>,
 }
+
+/// ISO-5: what a VM may never reach by default: "this network", RFC 1918,
+/// carrier-grade NAT, loopback, link-local (cloud metadata services), IETF protocol
+/// assignments, benchmarking, multicast and the reserved/broadcast range. The
+/// documentation ranges (TEST-NETs) are left alone: they are not routed anyway and
+/// the tests use one as their "internet".
+pub const DEFAULT_BLOCKED: [&str; 11] = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
 
 fn default_bridge() -> String {
     "clawybr0".to_owned()
@@ -75,7 +102,20 @@ impl NetworkConfig {
             ssh_port_range: default_ssh_port_range(),
             host_ports_for_vms: Vec::new(),
             table: default_table(),
+            blocked_destinations: Vec::new(),
+            egress_allow: Vec::new(),
         }
+    }
+
+    /// ISO-5: every blocked destination, defaults first (the configured list is
+    /// validated, so the defaults always parse).
+    pub fn blocked(&self) -> Vec<Ipv4Cidr> {
+        let mut out: Vec<Ipv4Cidr> = DEFAULT_BLOCKED
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        out.extend(self.blocked_destinations.iter().copied());
+        out
     }
 
     /// Checks everything serde cannot; the error names the key.
@@ -116,6 +156,28 @@ impl NetworkConfig {
                 "host_ports_for_vms",
                 format!("port {p} is not a valid TCP port"),
             ));
+        }
+        let subnet = Ipv4Cidr {
+            addr: self.subnet.network(),
+            len: Subnet::PREFIX_LEN,
+        };
+        for a in &self.egress_allow {
+            if a.net.len == 0 {
+                return Err(config_error(
+                    "egress_allow",
+                    format!("`{a}` allows everything; remove it or list the real destinations"),
+                ));
+            }
+            // ISO-3 outranks the allow-list: VM-to-VM traffic is never allowed.
+            if a.net.overlaps(&subnet) {
+                return Err(config_error(
+                    "egress_allow",
+                    format!(
+                        "`{a}` overlaps the VMs' own subnet {}; VMs never reach each other (ISO-3)",
+                        self.subnet
+                    ),
+                ));
+            }
         }
         let table_ok = self.table.starts_with(OWNED_PREFIX)
             && self.table.len() <= 32
@@ -266,6 +328,177 @@ impl From<PortRange> for String {
     }
 }
 
+/// An IPv4 network `A.B.C.D/LEN` (a bare address means /32). Host bits must be
+/// zero, so `10.1.2.3/8` (probably a typo) is refused rather than guessed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Ipv4Cidr {
+    fn mask(len: u8) -> u32 {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len))
+        }
+    }
+
+    /// True when the two networks share at least one address.
+    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        let len = self.len.min(other.len);
+        let m = Self::mask(len);
+        u32::from(self.addr) & m == u32::from(other.addr) & m
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let m = Self::mask(self.len);
+        u32::from(ip) & m == u32::from(self.addr) & m
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Why a CIDR did not parse (the caller names the key).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{text}`: {why}")]
+pub struct CidrParseError {
+    text: String,
+    why: &'static str,
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = CidrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why| CidrParseError {
+            text: s.to_owned(),
+            why,
+        };
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (
+                a,
+                l.parse::<u8>()
+                    .map_err(|_| bad("prefix length must be 0-32"))?,
+            ),
+            None => (s, 32),
+        };
+        if addr.contains(':') {
+            return Err(bad(
+                "IPv6 is not used: VMs get no IPv6 and all of it is dropped",
+            ));
+        }
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad("not an IPv4 address"))?;
+        if len > 32 {
+            return Err(bad("prefix length must be 0-32"));
+        }
+        if u32::from(addr) & !Self::mask(len) != 0 {
+            return Err(bad("host bits are set (write the network address)"));
+        }
+        Ok(Self { addr, len })
+    }
+}
+
+impl TryFrom<String> for Ipv4Cidr {
+    type Error = ConfigError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+            .map_err(|e: CidrParseError| config_error("blocked_destinations", e.to_string()))
+    }
+}
+
+impl From<Ipv4Cidr> for String {
+    fn from(c: Ipv4Cidr) -> String {
+        c.to_string()
+    }
+}
+
+/// ISO-5: one operator exception to the blocked destinations: a network, or a
+/// network plus one port and protocol. Written `10.0.0.53/32:53/udp`,
+/// `10.0.0.53:443/tcp` or `10.20.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EgressAllow {
+    pub net: Ipv4Cidr,
+    /// `None` = every protocol and port.
+    pub service: Option<(Transport, u16)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for EgressAllow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.service {
+            Some((t, port)) => write!(f, "{}:{port}/{}", self.net, t.as_str()),
+            None => write!(f, "{}", self.net),
+        }
+    }
+}
+
+impl FromStr for EgressAllow {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: String| config_error("egress_allow", format!("`{s}`: {why}"));
+        let shape = "expected NET, NET:PORT/tcp or NET:PORT/udp (e.g. 10.0.0.53/32:53/udp)";
+        let (net, service) = match s.split_once(':') {
+            None => (s, None),
+            Some((net, svc)) => {
+                let (port, proto) = svc.split_once('/').ok_or_else(|| bad(shape.into()))?;
+                let port: u16 = port
+                    .parse()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| bad(format!("port must be 1-65535; {shape}")))?;
+                let t = match proto {
+                    "tcp" => Transport::Tcp,
+                    "udp" => Transport::Udp,
+                    _ => return Err(bad(format!("protocol must be tcp or udp; {shape}"))),
+                };
+                (net, Some((t, port)))
+            }
+        };
+        let net: Ipv4Cidr = net
+            .parse()
+            .map_err(|e: CidrParseError| bad(e.to_string()))?;
+        Ok(Self { net, service })
+    }
+}
+
+impl TryFrom<String> for EgressAllow {
+    type Error = ConfigError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<EgressAllow> for String {
+    fn from(a: EgressAllow) -> String {
+        a.to_string()
+    }
+}
+
 /// A MAC address as nftables and `ip` write it (`52:54:00:12:34:56`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MacAddr(pub [u8; 6]);
@@ -369,6 +602,86 @@ mod tests {
         assert!(err.contains("network.uplink"), "{err}");
         let err = parse("subnet = \"10.0.0.0/24\"\nuplink = \"eth0;rm\"\n").unwrap_err();
         assert!(err.contains("network.uplink"), "{err}");
+    }
+
+    #[test]
+    fn iso5_egress_lists_parse_and_errors_name_the_key() {
+        let base = "subnet = \"10.0.0.0/24\"\nuplink = \"eth0\"\n";
+        let cfg = parse(&format!(
+            "{base}blocked_destinations = [\"203.0.113.7\", \"198.51.100.0/24\"]\n\
+             egress_allow = [\"10.9.0.53/32:53/udp\", \"10.9.0.80:443/tcp\", \"10.20.0.0/16\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.blocked_destinations[0].to_string(), "203.0.113.7/32");
+        assert_eq!(cfg.egress_allow[0].service, Some((Transport::Udp, 53)));
+        assert_eq!(cfg.egress_allow[1].to_string(), "10.9.0.80/32:443/tcp");
+        assert_eq!(cfg.egress_allow[2].service, None);
+        let blocked = cfg.blocked();
+        assert!(
+            blocked
+                .iter()
+                .any(|c| c.contains(Ipv4Addr::new(169, 254, 169, 254)))
+        );
+        assert!(
+            blocked
+                .iter()
+                .any(|c| c.contains(Ipv4Addr::new(203, 0, 113, 7)))
+        );
+        assert!(
+            !blocked
+                .iter()
+                .any(|c| c.contains(Ipv4Addr::new(203, 0, 113, 8)))
+        );
+        for (extra, key) in [
+            (
+                "blocked_destinations = [\"fd00::/8\"]\n",
+                "network.blocked_destinations",
+            ),
+            (
+                "blocked_destinations = [\"10.1.2.3/8\"]\n",
+                "network.blocked_destinations",
+            ),
+            (
+                "blocked_destinations = [\"10.1.2.0/33\"]\n",
+                "network.blocked_destinations",
+            ),
+            (
+                "egress_allow = [\"10.9.0.53:53\"]\n",
+                "network.egress_allow",
+            ),
+            (
+                "egress_allow = [\"10.9.0.53:0/udp\"]\n",
+                "network.egress_allow",
+            ),
+            (
+                "egress_allow = [\"10.9.0.53:53/icmp\"]\n",
+                "network.egress_allow",
+            ),
+            ("egress_allow = [\"nope\"]\n", "network.egress_allow"),
+            ("egress_allow = [\"0.0.0.0/0\"]\n", "network.egress_allow"),
+            // ISO-3 outranks the allow-list.
+            ("egress_allow = [\"10.0.0.0/16\"]\n", "network.egress_allow"),
+            (
+                "egress_allow = [\"10.0.0.7:22/tcp\"]\n",
+                "network.egress_allow",
+            ),
+        ] {
+            let err = parse(&format!("{base}{extra}")).unwrap_err();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn cidr_overlap_and_contains() {
+        let a: Ipv4Cidr = "10.0.0.0/8".parse().unwrap();
+        let b: Ipv4Cidr = "10.77.2.0/24".parse().unwrap();
+        let c: Ipv4Cidr = "11.0.0.0/8".parse().unwrap();
+        assert!(a.overlaps(&b) && b.overlaps(&a));
+        assert!(!a.overlaps(&c));
+        assert!(b.contains(Ipv4Addr::new(10, 77, 2, 9)));
+        assert!(!b.contains(Ipv4Addr::new(10, 77, 3, 9)));
+        let all: Ipv4Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(Ipv4Addr::new(1, 2, 3, 4)));
     }
 
     #[test]

@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
-pub use config::{ConfigError, MacAddr, MacParseError, NetworkConfig, PortRange, Subnet};
+pub use config::{
+    CidrParseError, ConfigError, DEFAULT_BLOCKED, EgressAllow, Ipv4Cidr, MacAddr, MacParseError,
+    NetworkConfig, PortRange, Subnet, Transport,
+};
 pub use ruleset::{AllowedPair, Elements, ForwardTarget, ParseError};
 
 /// Every VM tap's name starts with this (and the bridge's must not).
@@ -149,6 +152,9 @@ impl Network {
         }
         let gw = format!("{}/{}", self.gateway(), Subnet::PREFIX_LEN);
         self.run("ip", &["addr", "replace", &gw, "dev", br]).await?;
+        // VMs get no IPv6: the host has no IPv6 address on their network, so it
+        // sends them no router advertisements, DHCPv6 or neighbour discovery.
+        self.disable_ipv6(br).await?;
         self.run("ip", &["link", "set", "dev", br, "up"]).await?;
         self.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
             .await?;
@@ -226,6 +232,9 @@ impl Network {
         // only with the bridge itself (the gateway).
         self.run("bridge", &["link", "set", "dev", &tap, "isolated", "on"])
             .await?;
+        // No IPv6 from the host straight out of the tap either (bridge ports get
+        // link-local addresses of their own otherwise).
+        self.disable_ipv6(&tap).await?;
         self.run("ip", &["link", "set", "dev", &tap, "up"]).await?;
 
         let wanted = AllowedPair {
@@ -242,15 +251,10 @@ impl Network {
             .collect();
         if !stale.is_empty() || !st.elements.allowed.contains(&wanted) {
             let l2 = ruleset::l2_table(&self.cfg);
-            let mut script = String::new();
-            for a in &stale {
-                script.push_str(&format!(
-                    "delete element bridge {l2} allowed {{ \"{}\" . {} . {} }}\n",
-                    a.tap, a.mac, a.ip
-                ));
-            }
+            let mut script = delete_pairs_script(&l2, &stale);
             script.push_str(&format!(
-                "add element bridge {l2} allowed {{ \"{tap}\" . {mac} . {ip} }}\n"
+                "add element bridge {l2} allowed {{ \"{tap}\" . {mac} . {ip} }}\n\
+                 add element bridge {l2} vm_macs {{ {mac} }}\n"
             ));
             self.nft_script(&script).await?;
             for a in &stale {
@@ -426,16 +430,7 @@ impl Network {
             .collect();
         if !stale.is_empty() {
             let l2 = ruleset::l2_table(&self.cfg);
-            let script: String = stale
-                .iter()
-                .map(|a| {
-                    format!(
-                        "delete element bridge {l2} allowed {{ \"{}\" . {} . {} }}\n",
-                        a.tap, a.mac, a.ip
-                    )
-                })
-                .collect();
-            self.nft_script(&script).await?;
+            self.nft_script(&delete_pairs_script(&l2, &stale)).await?;
             for a in &stale {
                 st.elements.allowed.remove(a);
             }
@@ -508,6 +503,23 @@ impl Network {
                 if stderr.contains("No such file or directory") =>
             {
                 Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `disable_ipv6` on one of our interfaces; a kernel without IPv6 needs nothing.
+    async fn disable_ipv6(&self, ifname: &str) -> Result<(), NetworkError> {
+        // The slash form keeps dots in interface names literal.
+        let key = format!("net/ipv6/conf/{ifname}/disable_ipv6=1");
+        match self.run("sysctl", &["-qw", &key]).await {
+            Ok(_) => Ok(()),
+            Err(NetworkError::Command { stderr, .. })
+                if stderr.contains("No such file or directory")
+                    || stderr.contains("cannot stat") =>
+            {
+                tracing::debug!(ifname, "no IPv6 in this kernel; nothing to disable");
+                Ok(())
             }
             Err(e) => Err(e),
         }
@@ -598,6 +610,22 @@ impl Network {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// nft commands removing anti-spoof pairs and their MACs from the bridge table.
+fn delete_pairs_script(l2: &str, pairs: &[AllowedPair]) -> String {
+    let mut script = String::new();
+    for a in pairs {
+        script.push_str(&format!(
+            "delete element bridge {l2} allowed {{ \"{}\" . {} . {} }}\n",
+            a.tap, a.mac, a.ip
+        ));
+    }
+    let macs: BTreeSet<MacAddr> = pairs.iter().map(|a| a.mac).collect();
+    for mac in macs {
+        script.push_str(&format!("delete element bridge {l2} vm_macs {{ {mac} }}\n"));
+    }
+    script
 }
 
 fn entries(e: &Elements) -> Vec<ForwardEntry> {

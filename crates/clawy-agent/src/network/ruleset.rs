@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use clawy_proto::agent::Protocol;
 
 use super::TAP_PREFIX;
-use super::config::{MacAddr, NetworkConfig};
+use super::config::{MacAddr, NetworkConfig, Transport};
 
 /// One tap's registered (MAC, IP) pair: the only source addresses its frames may carry.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,6 +74,7 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
     let br = &cfg.bridge;
     let up = &cfg.uplink;
     let subnet = cfg.subnet;
+    let gw = cfg.subnet.gateway();
     let taps = format!("{TAP_PREFIX}*");
     let mut s = String::new();
 
@@ -97,6 +98,34 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
             let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
         }
         let _ = writeln!(s, "  }}");
+    }
+    // ISO-5: the blocked destinations and the operator's exceptions are sets, so
+    // the rule count stays the same whatever the lists hold.
+    write_interval_set(
+        &mut s,
+        "egress_blocked",
+        "ipv4_addr",
+        cfg.blocked().iter().map(ToString::to_string),
+    );
+    write_interval_set(
+        &mut s,
+        "egress_allow",
+        "ipv4_addr",
+        cfg.egress_allow
+            .iter()
+            .filter(|a| a.service.is_none())
+            .map(|a| a.net.to_string()),
+    );
+    for tr in [Transport::Tcp, Transport::Udp] {
+        write_interval_set(
+            &mut s,
+            &format!("egress_allow_{}", tr.as_str()),
+            "ipv4_addr . inet_service",
+            cfg.egress_allow.iter().filter_map(|a| match a.service {
+                Some((x, port)) if x == tr => Some(format!("{} . {port}", a.net)),
+                _ => None,
+            }),
+        );
     }
     // NET-5: only host ports present in the maps are DNATed to a VM; any other
     // inbound port never reaches the bridge (see the forward chain's final drop).
@@ -122,17 +151,34 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
     // rest, so the host's own firewall keeps deciding about everything else (a drop
     // policy here would override other tables' accepts). For bridge traffic it ends
     // in an explicit drop: the effective policy is drop.
+    //
+    // ISO-3 first: VM-to-VM through the host is dropped before conntrack's
+    // `established,related` can accept anything, so an ICMP error one VM crafts
+    // against another VM's masqueraded flow (which conntrack calls RELATED and
+    // would de-NAT towards that VM) never arrives.
+    //
+    // ISO-5 next, for new flows from a VM: the operator's exceptions, then the
+    // blocked destinations. Replies to inbound forwards stay allowed through the
+    // `established` rule (an operator's bastion in 10/8 may use an SSH forward).
+    // The host's own addresses are not here: they are local, so the input chain
+    // judges them (only `host_ports_for_vms` on the gateway address).
     let _ = writeln!(
         s,
         "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
          iifname != \"{br}\" oifname != \"{br}\" accept\n    \
-         ct state established,related accept\n    \
          iifname \"{br}\" oifname \"{br}\" drop comment \"ISO-3: no VM-to-VM through the host\"\n    \
+         ct state established,related accept\n    \
+         iifname \"{br}\" oifname \"{up}\" ip daddr @egress_allow accept comment \"ISO-5: operator exception\"\n    \
+         iifname \"{br}\" oifname \"{up}\" ip daddr . tcp dport @egress_allow_tcp accept comment \"ISO-5: operator exception\"\n    \
+         iifname \"{br}\" oifname \"{up}\" ip daddr . udp dport @egress_allow_udp accept comment \"ISO-5: operator exception\"\n    \
+         iifname \"{br}\" ip daddr @egress_blocked drop comment \"ISO-5: internet only\"\n    \
          iifname \"{br}\" oifname \"{up}\" ip saddr {subnet} accept\n    \
          iifname \"{up}\" oifname \"{br}\" ct status dnat accept comment \"NET-5: explicit forwards only\"\n    \
          drop\n  }}"
     );
-    // ISO-3: from the bridge a VM reaches the host only on the configured ports.
+    // ISO-3: from the bridge a VM reaches the host only on the configured ports of
+    // the gateway address (ISO-5: no other address of the host, whichever
+    // interface carries it), IPv4 only.
     let _ = writeln!(
         s,
         "  chain input {{\n    type filter hook input priority filter; policy accept;\n    \
@@ -141,11 +187,15 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
     if !cfg.host_ports_for_vms.is_empty() {
         let ports: BTreeSet<u16> = cfg.host_ports_for_vms.iter().copied().collect();
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-        let _ = writeln!(s, "    tcp dport {{ {} }} accept", ports.join(", "));
+        let _ = writeln!(
+            s,
+            "    ip daddr {gw} tcp dport {{ {} }} accept",
+            ports.join(", ")
+        );
     }
     let _ = writeln!(s, "    drop\n  }}\n}}");
 
-    // The bridge table: L2 anti-spoofing and tap-to-tap drop.
+    // The bridge table: L2 anti-spoofing, no port-to-port, nothing but IPv4/ARP.
     let _ = writeln!(
         s,
         "table bridge {l2} {{}}\ndelete table bridge {l2}\ntable bridge {l2} {{"
@@ -163,23 +213,71 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
         let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
     }
     let _ = writeln!(s, "  }}");
-    // ISO-3: a tap may only send IPv4 and ARP with its own registered MAC and IP;
-    // forged addresses, IPv6 and anything else from a VM are dropped at L2.
+    let _ = writeln!(s, "  set vm_macs {{\n    type ether_addr");
+    let macs: BTreeSet<String> = elements.allowed.iter().map(|a| a.mac.to_string()).collect();
+    if !macs.is_empty() {
+        let macs: Vec<String> = macs.into_iter().collect();
+        let _ = writeln!(s, "    elements = {{ {} }}", macs.join(", "));
+    }
+    let _ = writeln!(s, "  }}");
+    // ISO-3, from a VM's first frame: a tap of ours sends only IPv4 and ARP with
+    // its own registered MAC and IP (sender MAC and IP of ARP included); forged
+    // addresses, unregistered taps, IPv6 (RAs, DHCPv6, everything) and any other
+    // protocol are dropped.
+    //
+    // Ports of the bridge the agent did not add (a hypervisor's own `tap<id>i0`, a
+    // stray veth): they may not use a VM's MAC (the bridge would learn it there and
+    // send that VM's traffic to them), nor any address of the VMs' subnet (so no
+    // ARP answer from the host, no packet to the gateway or a VM, nothing
+    // masqueraded); anything else they send is judged at L3 like any foreign
+    // source: the forward and input chains drop it. The kernel's bridge-name match
+    // (`meta ibrname`, CONFIG_NFT_BRIDGE_META) is not everywhere, so the scope is
+    // our subnet and our VMs' MACs, which belong to nobody else.
+    // Frames the host itself sends into the bridge never pass this hook.
     let _ = writeln!(
         s,
         "  chain prerouting {{\n    type filter hook prerouting priority filter; policy accept;\n    \
-         iifname != \"{taps}\" accept\n    \
+         iifname \"{taps}\" jump from_vm\n    \
+         ether saddr @vm_macs drop comment \"ISO-3: a VM's MAC from a port that is not its tap\"\n    \
+         ether type arp arp saddr ip {subnet} drop comment \"ISO-3: unregistered port\"\n    \
+         ether type arp arp daddr ip {subnet} drop comment \"ISO-3: unregistered port\"\n    \
+         ether type ip ip saddr {subnet} drop comment \"ISO-3: unregistered port\"\n    \
+         ether type ip ip daddr {subnet} drop comment \"ISO-3: unregistered port\"\n  }}"
+    );
+    let _ = writeln!(
+        s,
+        "  chain from_vm {{\n    \
          ether type ip iifname . ether saddr . ip saddr @allowed accept\n    \
          ether type arp iifname . ether saddr . arp saddr ip @allowed iifname . arp saddr ether . arp saddr ip @allowed accept\n    \
-         drop comment \"ISO-3: spoofed or unregistered source\"\n  }}"
+         drop comment \"ISO-3: unregistered tap, spoofed source, or not IPv4/ARP\"\n  }}"
     );
-    // ISO-3: belt and braces on top of bridge port isolation.
+    // ISO-3: no frame goes from a VM's tap to any other port, nor from any other
+    // port to a VM's tap (belt and braces on top of bridge port isolation, and it
+    // covers ports the agent did not add, which are not isolated).
     let _ = writeln!(
         s,
         "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
-         iifname \"{taps}\" oifname \"{taps}\" drop comment \"ISO-3: no VM-to-VM at L2\"\n  }}\n}}"
+         iifname \"{taps}\" drop comment \"ISO-3: no VM-to-VM at L2\"\n    \
+         oifname \"{taps}\" drop comment \"ISO-3: no other port reaches a VM\"\n  }}"
+    );
+    // No IPv6 (router advertisements, DHCPv6, neighbour discovery) nor anything
+    // else but IPv4 and ARP from the host to the VMs either.
+    let _ = writeln!(
+        s,
+        "  chain output {{\n    type filter hook output priority filter; policy accept;\n    \
+         oifname \"{taps}\" ether type != {{ ip, arp }} drop comment \"no IPv6 toward VMs\"\n  }}\n}}"
     );
     s
+}
+
+/// An interval set (always declared, maybe empty) inside the current table.
+fn write_interval_set(s: &mut String, name: &str, ty: &str, elems: impl Iterator<Item = String>) {
+    let elems: Vec<String> = elems.collect();
+    let _ = writeln!(s, "  set {name} {{\n    type {ty}\n    flags interval");
+    if !elems.is_empty() {
+        let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
+    }
+    let _ = writeln!(s, "  }}");
 }
 
 /// Script that deletes the agent's tables if present (teardown).
@@ -340,32 +438,108 @@ mod tests {
             .filter(|l| {
                 l.starts_with("    ")
                     && !l.starts_with("    type ")
+                    && !l.starts_with("    flags ")
                     && !l.starts_with("    elements")
             })
             .count()
     }
 
+    /// The rule lines of one chain of one table, in order.
+    fn chain<'a>(script: &'a str, table: &str, name: &str) -> Vec<&'a str> {
+        let body = script
+            .split(&format!("\ntable {table} {{\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no table {table}"));
+        let body = body.split("\ntable ").next().unwrap();
+        let start = body
+            .find(&format!("  chain {name} {{\n"))
+            .unwrap_or_else(|| panic!("no chain {name}"));
+        body[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| *l != "  }")
+            .filter(|l| !l.trim_start().starts_with("type "))
+            .map(str::trim)
+            .collect()
+    }
+
+    fn pos(rules: &[&str], needle: &str) -> usize {
+        rules
+            .iter()
+            .position(|r| r.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` in {rules:#?}"))
+    }
+
     #[test]
-    fn iso3_ruleset_has_isolation_rules() {
+    fn iso3_iso5_rules_in_order_and_ending_in_drop() {
         let s = render(&cfg(), &Elements::default());
+        let fwd = chain(&s, "inet clawy", "forward");
+        // ISO-3 before conntrack can accept anything (crafted RELATED packets).
+        let vm_vm = pos(&fwd, "iifname \"clawybr0\" oifname \"clawybr0\" drop");
         assert!(
-            s.contains("ip saddr 10.77.3.0/24 oifname \"eth0\" masquerade"),
-            "{s}"
+            vm_vm < pos(&fwd, "ct state established,related accept"),
+            "{fwd:#?}"
         );
+        // ISO-5: exceptions before the blocked set, both before the internet.
+        let blocked = pos(&fwd, "ip daddr @egress_blocked drop");
+        assert!(pos(&fwd, "ip daddr @egress_allow accept") < blocked);
+        assert!(pos(&fwd, "@egress_allow_udp accept") < blocked);
+        assert!(blocked < pos(&fwd, "ip saddr 10.77.3.0/24 accept"));
+        assert_eq!(fwd.last(), Some(&"drop"), "{fwd:#?}");
+        let input = chain(&s, "inet clawy", "input");
+        // Host ports a VM may use: on the gateway only, deduplicated and sorted.
         assert!(
-            s.contains("iifname \"clawybr0\" oifname \"clawybr0\" drop"),
-            "{s}"
+            input.contains(&"ip daddr 10.77.3.1 tcp dport { 53, 8443 } accept"),
+            "{input:#?}"
         );
+        assert_eq!(input.last(), Some(&"drop"));
+        let post = chain(&s, "inet clawy", "postrouting");
+        assert_eq!(
+            post,
+            vec!["ip saddr 10.77.3.0/24 oifname \"eth0\" masquerade"]
+        );
+        // L2: taps to the strict chain, other ports kept off our addresses.
+        let pre = chain(&s, "bridge clawy_l2", "prerouting");
+        assert_eq!(pre[0], "iifname \"clawyt*\" jump from_vm");
         assert!(
-            s.contains("iifname \"clawyt*\" oifname \"clawyt*\" drop"),
-            "{s}"
+            pre.iter()
+                .any(|r| r.starts_with("ether saddr @vm_macs drop"))
         );
-        assert!(s.contains("ether type ip iifname . ether saddr . ip saddr @allowed accept"));
-        // Host ports a VM may use: deduplicated and sorted.
-        assert!(s.contains("tcp dport { 53, 8443 } accept"), "{s}");
+        let from_vm = chain(&s, "bridge clawy_l2", "from_vm");
+        assert!(
+            from_vm[0]
+                .starts_with("ether type ip iifname . ether saddr . ip saddr @allowed accept")
+        );
+        assert!(from_vm[1].starts_with("ether type arp iifname . ether saddr . arp saddr ip @allowed iifname . arp saddr ether . arp saddr ip @allowed accept"));
+        assert!(from_vm[2].starts_with("drop"), "{from_vm:#?}");
+        let l2fwd = chain(&s, "bridge clawy_l2", "forward");
+        assert!(l2fwd[0].starts_with("iifname \"clawyt*\" drop"));
+        assert!(l2fwd[1].starts_with("oifname \"clawyt*\" drop"));
         // Atomic replace: declare, delete, define for both tables.
         assert!(s.starts_with("table inet clawy {}\ndelete table inet clawy\ntable inet clawy {"));
         assert!(s.contains("table bridge clawy_l2 {}\ndelete table bridge clawy_l2\n"));
+    }
+
+    #[test]
+    fn iso5_sets_hold_defaults_extras_and_exceptions() {
+        let mut c = cfg();
+        c.blocked_destinations = vec!["198.51.100.99/32".parse().unwrap()];
+        c.egress_allow = vec![
+            "10.0.0.53/32:53/udp".parse().unwrap(),
+            "10.0.0.80:443/tcp".parse().unwrap(),
+            "10.20.0.0/16".parse().unwrap(),
+        ];
+        let s = render(&c, &Elements::default());
+        assert!(s.contains("169.254.0.0/16, 172.16.0.0/12"), "{s}");
+        assert!(s.contains("240.0.0.0/4, 198.51.100.99/32 }"), "{s}");
+        assert!(s.contains("set egress_allow_udp {\n    type ipv4_addr . inet_service\n    flags interval\n    elements = { 10.0.0.53/32 . 53 }"), "{s}");
+        assert!(s.contains("elements = { 10.0.0.80/32 . 443 }"), "{s}");
+        assert!(s.contains("set egress_allow {\n    type ipv4_addr\n    flags interval\n    elements = { 10.20.0.0/16 }"), "{s}");
+        // The rules are the same whatever the lists hold.
+        assert_eq!(
+            rule_lines(&s),
+            rule_lines(&render(&cfg(), &Elements::default()))
+        );
     }
 
     #[test]
@@ -385,6 +559,7 @@ mod tests {
         c.host_ports_for_vms.clear();
         let s = render(&c, &Elements::default());
         assert!(!s.contains("tcp dport {"), "{s}");
+        assert_eq!(chain(&s, "inet clawy", "input").last(), Some(&"drop"));
     }
 
     #[test]

@@ -46,11 +46,10 @@ async fn iso3_ensure_host_creates_bridge_tables_and_forwarding_idempotently() {
     assert!(addr.contains("10.88.4.1/24"), "{addr}");
     let fwd = ns.exec(&["sysctl", "-n", "net.ipv4.ip_forward"]).unwrap();
     assert_eq!(fwd.trim(), "1");
+    // What the rules are and in which order: network_rules.rs reads them back.
     let rules = net.rule_count().await.unwrap();
-    assert!(rules > 10, "{rules}");
     let rs = ruleset(&ns);
     assert!(rs.contains("table inet clawy") && rs.contains("table bridge clawy_l2"));
-    assert!(rs.contains("tcp dport 8443 accept"), "{rs}");
     // Again: same rules, same single bridge address.
     net.ensure_host().await.unwrap();
     assert_eq!(net.rule_count().await.unwrap(), rules);

@@ -66,6 +66,9 @@ get() {{
   echo "${{r:-closed}}"
 }}
 ping_other() {{ ping -c 1 -W 2 {oip} >/dev/null 2>&1 && echo open || echo closed; }}
+# The positive control beside every ping that must fail: the same ping to the
+# internet namespace must get through.
+ping_inet() {{ ping -c 1 -W 2 {INTERNET} >/dev/null 2>&1 && echo open || echo closed; }}
 reset_net() {{
   ip addr flush dev eth0
   ip link set eth0 down; ip link set eth0 address $1; ip link set eth0 up
@@ -73,16 +76,20 @@ reset_net() {{
   ip route add default via {GW} dev eth0
   ip neigh flush all
 }}
-sleep 1
+# Phase 1 starts only when the host has seen both guests answer (turn `phase1`),
+# so "closed" below can never mean "the other guest had not booted yet".
+while [ "$(get {GW} 8082 /)" != "phase1" ]; do sleep 1; done
 {{
 echo "inet=$(get {INTERNET} 8000 /)"
 echo "host_allowed=$(get {GW} 8080 /)"
 echo "host_blocked=$(get {GW} 8081 /)"
+echo "icmp_inet=$(ping_inet)"
 echo "icmp_other=$(ping_other)"
 echo "tcp_other=$(get {oip} 18789 /healthz)"
 # L3 detour: force the path to the other VM through the host's routing.
 ip route add {oip}/32 via {GW} dev eth0
 echo "tcp_other_via_gw=$(get {oip} 18789 /healthz)"
+echo "icmp_inet_via_gw=$(ping_inet)"
 echo "icmp_other_via_gw=$(ping_other)"
 ip route del {oip}/32
 # Hairpin: the other guest's SSH forward on the host's uplink address, from inside
@@ -136,7 +143,7 @@ fn spec(g: &Guest, image: &str, key: &str, user_data: Option<String>) -> VmSpec 
 
 /// A tiny HTTP responder (socat, one shell per connection) whose body is `body`,
 /// or the client's address as seen here when `body` is None.
-fn spawn_http_echo(
+pub(crate) fn spawn_http_echo(
     ns: &Netns,
     dir: &Path,
     bind: &str,
@@ -179,9 +186,28 @@ fn nft_rule_count(ns: &Netns) -> usize {
     n
 }
 
+/// Waits until the guest's HTTP server answers from the host namespace (it has
+/// booted and its network works).
+pub(crate) async fn wait_http(host: &Netns, ip: &str) {
+    let url = format!("http://{ip}:18789/healthz");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !host
+        .output(&["curl", "-s", "-f", "-m", "3", &url])
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{ip} never answered from the host"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Reads a guest's `/<file>` from the host namespace once it exists (`probe.txt`
 /// appears when the whole probe finished).
-async fn read_probe(host: &Netns, ip: &str, file: &str) -> BTreeMap<String, String> {
+pub(crate) async fn read_probe(host: &Netns, ip: &str, file: &str) -> BTreeMap<String, String> {
     let url = format!("http://{ip}:18789/{file}");
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -293,6 +319,11 @@ async fn iso3_net5_two_guests_nat_isolation_and_forwards() {
     // Rule count: VMs and forwards added only map/set elements.
     assert_eq!(nft_rule_count(&host), rules_before);
 
+    // Both guests answer from the host before any isolation probe runs.
+    for g in [&a, &b] {
+        wait_http(&host, &g.ip).await;
+    }
+    std::fs::write(&turn, "phase1").unwrap();
     // Phase 1 of both, then each guest's forging phase in turn.
     let mut pa = read_probe(&host, &a.ip, "phase1.txt").await;
     let mut pb = read_probe(&host, &b.ip, "phase1.txt").await;
@@ -360,6 +391,9 @@ fn iso3_reaches_internet_masqueraded(p: &BTreeMap<String, String>, show: &str) {
 }
 
 fn iso3_vm_to_vm_blocked(p: &BTreeMap<String, String>, show: &str) {
+    // Positive controls: the same pings, to the internet, got through.
+    assert_eq!(p["icmp_inet"], "open", "{show}");
+    assert_eq!(p["icmp_inet_via_gw"], "open", "{show}");
     for k in [
         "icmp_other",
         "tcp_other",

@@ -3,8 +3,11 @@
 
 mod admin_cli;
 mod agent_api;
+mod agent_dos;
+mod agent_egress;
 mod agent_lifecycle;
 mod agent_network;
+mod agent_unprivileged;
 mod cli_keys;
 mod cli_support;
 mod cli_tty;

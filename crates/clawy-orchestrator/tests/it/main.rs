@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod dns_knot;
 mod postgres_two_runners;
 mod reconcile_fake;
 mod runner_fake;

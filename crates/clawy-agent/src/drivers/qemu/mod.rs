@@ -1,8 +1,12 @@
-//! The `qemu` driver: one daemonized `qemu-system-x86_64` per VM (ISO-1), driven
-//! over QMP, with a qcow2 overlay per VM (ISO-4) and a NoCloud seed.
+//! The `qemu` driver: one `qemu-system-x86_64` per VM (ISO-1), in its own process
+//! group and running as the VM's own unprivileged uid (ISO-4), driven over QMP,
+//! with a qcow2 overlay per VM (ISO-4) and a NoCloud seed.
 //!
 //! State dir layout, the only state the driver keeps:
-//! `<state>/vms/<id>/{spec.json, power, overlay.qcow2, seed.iso, qmp.sock, qemu.pid}`.
+//! `<state>/vms/<id>/{spec.json, power, overlay.qcow2, seed.iso, qmp.sock, qemu.pid,
+//! qemu.log, uid}`. Everything is root's, the directory 0700, the files 0600: a
+//! VM's QEMU runs as that VM's own uid (`uid`, from `qemu_uid_range`) once it has
+//! opened its disk and seed, so it can open nothing here again (ISO-4).
 //! `power` is the last power state *requested* (`defined`, `running`, `stopped`);
 //! a dead QEMU while `power` says `running` is a crash. A guest that powers itself
 //! off is not: QEMU runs with `-no-shutdown`, so it stays alive in status
@@ -110,6 +114,8 @@ struct VmPaths {
     qmp: PathBuf,
     pid: PathBuf,
     cpus: PathBuf,
+    uid: PathBuf,
+    log: PathBuf,
 }
 
 pub struct QemuDriver {
@@ -130,6 +136,12 @@ impl QemuDriver {
         let accel = accel::choose(config.accelerator, &config.qemu_binary)
             .await
             .map_err(AgentError::internal)?;
+        if rustix::process::geteuid().is_root() {
+            config
+                .qemu_uid_range
+                .check_unused(Path::new("/etc"))
+                .map_err(|e| AgentError::Internal(e.to_string()))?;
+        }
         let vms = config.state_dir.join("vms");
         std::fs::create_dir_all(&vms).map_err(io_internal(&vms))?;
         std::fs::set_permissions(&vms, std::fs::Permissions::from_mode(0o700))
@@ -172,6 +184,8 @@ impl QemuDriver {
             qmp: dir.join("qmp.sock"),
             pid: dir.join("qemu.pid"),
             cpus: dir.join("cpus"),
+            uid: dir.join("uid"),
+            log: dir.join("qemu.log"),
             dir,
         }
     }
@@ -288,6 +302,7 @@ impl QemuDriver {
             &p.seed,
         )
         .await?;
+        private_files(p)?;
         self.ensure_network(id, spec).await?;
         self.write_power(p, Power::Defined)?;
         self.write_spec(p, spec)
@@ -484,6 +499,106 @@ impl QemuDriver {
         Ok(chosen)
     }
 
+    /// ISO-4: the VM's own uid (= gid) for its QEMU, allocated on first start and
+    /// kept in `uid`; the lowest id of `qemu_uid_range` no other VM here holds.
+    /// `None` when the agent is not root (it cannot hand out ids then). Called
+    /// under `start_lock`, so two starts never pick the same id.
+    fn vm_uid(&self, p: &VmPaths) -> Result<Option<u32>, AgentError> {
+        if !rustix::process::geteuid().is_root() {
+            return Ok(None);
+        }
+        let range = self.config.qemu_uid_range;
+        let read = |path: &Path| -> Option<u32> {
+            std::fs::read_to_string(path)
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+                .filter(|id| range.contains(*id))
+        };
+        if let Some(id) = read(&p.uid) {
+            return Ok(Some(id));
+        }
+        let mut used = std::collections::BTreeSet::new();
+        for (other, _) in self.read_specs()? {
+            used.extend(read(&self.paths(&other).uid));
+        }
+        let id = (range.start..=range.end)
+            .find(|id| !used.contains(id))
+            .ok_or_else(|| {
+                AgentError::Conflict("every id of qemu_uid_range is taken by a VM".into())
+            })?;
+        crate::tls::write_private_file(&p.uid, id.to_string().as_bytes())
+            .map_err(AgentError::internal)?;
+        Ok(Some(id))
+    }
+
+    /// After `process::spawn`: waits until QEMU answers QMP (or dies), checks that
+    /// it runs as the VM's uid and no longer as root (ISO-4), and only then lets
+    /// the guest run. Any failure ends QEMU and says why.
+    async fn wait_started(
+        &self,
+        id: &str,
+        mut child: tokio::process::Child,
+        p: &VmPaths,
+        run_as: Option<u32>,
+    ) -> Result<Pid, AgentError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let fail = |why: String| {
+            AgentError::Internal(format!(
+                "QEMU of VM `{id}` {why}: {}",
+                process::log_tail(&p.log)
+            ))
+        };
+        let mut qmp = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(fail(format!("exited at start ({status})")));
+            }
+            if p.qmp.exists() {
+                if let Ok(q) = Qmp::connect(&p.qmp, QMP_TIMEOUT).await {
+                    break q;
+                }
+            }
+            if Instant::now() >= deadline {
+                let _ = child.start_kill();
+                return Err(fail("did not answer QMP within 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let pid = match process::read_pid(&p.pid) {
+            Some(pid) if process::is_our_qemu(pid, &p.qmp) => pid,
+            _ => {
+                let _ = child.start_kill();
+                return Err(fail(format!(
+                    "wrote no usable pid file {}",
+                    p.pid.display()
+                )));
+            }
+        };
+        if let Some(want) = run_as {
+            let uids = process::uids(pid);
+            if uids != Some([want; 4]) {
+                let _ = child.start_kill();
+                return Err(fail(format!(
+                    "did not drop to uid {want} (has {uids:?}); not starting the guest"
+                )));
+            }
+        }
+        if let Err(e) = qmp.cont().await {
+            let _ = child.start_kill();
+            return Err(fail(format!("did not resume: {e}")));
+        }
+        drop(qmp);
+        // Reap it when it ends (an agent restart leaves it to init instead).
+        let vm = id.to_string();
+        tokio::spawn(async move {
+            if let Ok(status) = child.wait().await {
+                tracing::debug!(vm = %vm, %status, "QEMU exited");
+            }
+        });
+        Ok(pid)
+    }
+
     /// Running or paused for a live QEMU that answers QMP. A guest found powered
     /// off is settled as stopped (QEMU ended) and gives `None`.
     async fn qmp_state(&self, id: &str, p: &VmPaths) -> Option<VmState> {
@@ -551,6 +666,9 @@ impl Driver for QemuDriver {
         }
         let _starting = self.start_lock.lock().await;
         let tap = self.ensure_network(id, &spec).await?;
+        // ISO-4: root-only disk and seed (VMs made by older agents included).
+        private_files(&p)?;
+        let run_as = self.vm_uid(&p)?;
         let plan = LaunchPlan {
             vm_id: id.to_string(),
             accel: self.accel,
@@ -566,8 +684,11 @@ impl Driver for QemuDriver {
             } else {
                 None
             },
+            run_as,
+            log: p.log.clone(),
         };
-        let pid = process::spawn(&self.config.qemu_binary, &plan).await?;
+        let child = process::spawn(&self.config.qemu_binary, &plan)?;
+        let pid = self.wait_started(id, child, &p, run_as).await?;
         self.write_power(&p, Power::Running)?;
         tracing::info!(vm = %id, pid = pid.as_raw_nonzero().get(), accel = self.accel.as_str(), "VM started");
         Ok(Op::Done)
@@ -648,6 +769,16 @@ impl Driver for QemuDriver {
         // Every qemu operation completes before it returns; no task ids exist.
         Err(AgentError::NotFound(format!("task {}", task.0)))
     }
+}
+
+/// ISO-4: the disk and seed readable by root alone (QEMU opens them before it
+/// drops to the VM's uid; nothing else needs them).
+fn private_files(p: &VmPaths) -> Result<(), AgentError> {
+    for f in [&p.overlay, &p.seed] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_internal(f))?;
+    }
+    Ok(())
 }
 
 fn read_cpus(path: &Path) -> Vec<usize> {

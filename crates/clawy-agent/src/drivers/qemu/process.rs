@@ -1,6 +1,22 @@
-//! The QEMU command line and process handling. QEMU runs daemonized (its own
-//! session, a pidfile) so VMs keep running when the agent restarts.
+//! The QEMU command line and process handling.
+//!
+//! ISO-4: QEMU starts as root only to open what the VM needs (`/dev/kvm`, the tap,
+//! the disk and seed, the QMP socket), then `-runas` drops it to the VM's own
+//! uid/gid before the guest runs a single instruction: it starts paused (`-S`)
+//! and the driver resumes it only after seeing the drop. The disk and seed stay
+//! root-owned, mode 0600, in a 0700 root directory, so no QEMU (its own VM's
+//! included) can open them again, let alone another VM's.
+//!
+//! The seccomp sandbox denies spawning processes, obsolete calls and resource
+//! control. `elevateprivileges=deny` is not possible with QEMU 7.2 (Debian 12):
+//! `-runas` calls setgid/setuid after the filter is installed, so QEMU dies of
+//! SIGSYS (tried). After the drop the process has no capabilities and all its
+//! uids are the VM's, so set*id calls cannot raise it anyway, and with spawn
+//! denied it cannot exec a set-uid program either. QEMU is not daemonized for the
+//! same reason (its fork and setsid are denied too): the agent starts it in its
+//! own process group, so it keeps running when the agent stops or restarts.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -19,6 +35,11 @@ pub enum ProcessError {
     Failed { status: String, stderr: String },
     #[error("QEMU started but wrote no pid file {0}")]
     NoPid(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Everything one VM's QEMU process needs.
@@ -36,6 +57,11 @@ pub struct LaunchPlan {
     pub nic: Option<(String, String)>,
     /// Host CPUs to pin QEMU to (`taskset -c`), if pinning is on.
     pub cpus: Option<Vec<usize>>,
+    /// ISO-4: the VM's own uid (= gid) QEMU drops to; `None` when the agent is not
+    /// root (then QEMU is as unprivileged as the agent already).
+    pub run_as: Option<u32>,
+    /// QEMU's stdout and stderr (root-only, in the VM's directory).
+    pub log: PathBuf,
 }
 
 fn drive(path: &Path, extra: &str) -> String {
@@ -76,10 +102,16 @@ pub fn build_argv(plan: &LaunchPlan) -> Vec<String> {
         // instead of exiting, so the driver can tell that from a crash (a dead QEMU)
         // and report the VM as stopped; the driver then ends QEMU.
         "-no-shutdown".into(),
-        // Defence in depth against a compromised QEMU; spawn stays allowed because
-        // -daemonize forks after the filter is installed.
+        // Defence in depth against a compromised QEMU (see the module doc for why
+        // elevateprivileges stays allowed when -runas is used).
         "-sandbox".into(),
-        "on,obsolete=deny,resourcecontrol=deny".into(),
+        if plan.run_as.is_some() {
+            "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny".into()
+        } else {
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny".into()
+        },
+        // Paused until the driver has seen the privilege drop (ISO-4).
+        "-S".into(),
         "-qmp".into(),
         format!(
             "unix:{},server=on,wait=off",
@@ -105,21 +137,33 @@ pub fn build_argv(plan: &LaunchPlan) -> Vec<String> {
             a.push("none".into());
         }
     }
-    a.extend([
-        "-daemonize".into(),
-        "-pidfile".into(),
-        plan.pidfile.display().to_string(),
-    ]);
+    if let Some(id) = plan.run_as {
+        a.push("-runas".into());
+        a.push(format!("{id}:{id}"));
+    }
+    a.extend(["-pidfile".into(), plan.pidfile.display().to_string()]);
     a
 }
 
-/// Start QEMU and wait for the daemonizing parent to exit (it exits once the VM
-/// is set up, with the error on stderr if it failed).
-pub async fn spawn(binary: &Path, plan: &LaunchPlan) -> Result<Pid, ProcessError> {
+/// Start QEMU (paused, see `-S`) in its own process group, so it outlives the
+/// agent. The caller waits for QMP, checks the privilege drop and resumes it.
+pub fn spawn(binary: &Path, plan: &LaunchPlan) -> Result<tokio::process::Child, ProcessError> {
     let _ = std::fs::remove_file(&plan.pidfile);
     let _ = std::fs::remove_file(&plan.qmp_socket);
-    // Pinning: taskset sets the affinity and execs QEMU; the daemonized QEMU and
-    // all its threads inherit it.
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ProcessError::Io { path, source }
+    };
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&plan.log)
+        .map_err(io(&plan.log))?;
+    let log2 = log.try_clone().map_err(io(&plan.log))?;
+    // Pinning: taskset sets the affinity and execs QEMU; QEMU and all its threads
+    // inherit it.
     let mut cmd = match &plan.cpus {
         Some(cpus) => {
             let list: Vec<String> = cpus.iter().map(usize::to_string).collect();
@@ -129,24 +173,38 @@ pub async fn spawn(binary: &Path, plan: &LaunchPlan) -> Result<Pid, ProcessError
         }
         None => tokio::process::Command::new(binary),
     };
-    let out = cmd
-        .args(build_argv(plan))
+    cmd.args(build_argv(plan))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .map_err(|source| ProcessError::Spawn {
-            binary: binary.display().to_string(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(ProcessError::Failed {
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    read_pid(&plan.pidfile).ok_or_else(|| ProcessError::NoPid(plan.pidfile.clone()))
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        // Its own process group: a signal to the agent's group (Ctrl-C on a
+        // terminal) does not reach the VMs.
+        .process_group(0)
+        .kill_on_drop(false);
+    cmd.spawn().map_err(|source| ProcessError::Spawn {
+        binary: binary.display().to_string(),
+        source,
+    })
+}
+
+/// The end of QEMU's log, for an error message.
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(5).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// `Uid:` of /proc/<pid>/status: real, effective, saved and filesystem uid.
+pub fn uids(pid: Pid) -> Option<[u32; 4]> {
+    let raw = pid.as_raw_nonzero().get();
+    let status = std::fs::read_to_string(format!("/proc/{raw}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    let ids: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    ids.try_into().ok()
 }
 
 pub fn read_pid(pidfile: &Path) -> Option<Pid> {
@@ -202,6 +260,8 @@ mod tests {
             pidfile: "/s/vms/vm-1/qemu.pid".into(),
             nic: Some(("clawyt0123456789".into(), "52:54:00:aa:bb:cc".into())),
             cpus: None,
+            run_as: Some(1_900_000_007),
+            log: "/s/vms/vm-1/qemu.log".into(),
         }
     }
 
@@ -237,6 +297,30 @@ mod tests {
         assert!(joined.contains("readonly=on"));
         assert!(joined.contains("accel=tcg"));
         assert!(argv.contains(&"-no-shutdown".to_string()));
+    }
+
+    /// ISO-4: QEMU drops to the VM's own ids, starts paused, and is sandboxed.
+    #[test]
+    fn iso4_argv_runs_as_the_vm_user_sandboxed_and_paused() {
+        let argv = build_argv(&plan());
+        let runas = argv.iter().position(|a| a == "-runas").unwrap();
+        assert_eq!(argv[runas + 1], "1900000007:1900000007");
+        let sb = argv.iter().position(|a| a == "-sandbox").unwrap();
+        for want in ["on", "obsolete=deny", "spawn=deny", "resourcecontrol=deny"] {
+            assert!(
+                argv[sb + 1].split(',').any(|o| o == want),
+                "{}",
+                argv[sb + 1]
+            );
+        }
+        assert!(argv.contains(&"-S".to_string()));
+        assert!(!argv.contains(&"-daemonize".to_string()));
+        let mut p = plan();
+        p.run_as = None;
+        let argv = build_argv(&p);
+        assert!(!argv.contains(&"-runas".to_string()));
+        let sb = argv.iter().position(|a| a == "-sandbox").unwrap();
+        assert!(argv[sb + 1].contains("elevateprivileges=deny"));
     }
 
     #[test]
