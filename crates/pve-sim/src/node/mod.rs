@@ -372,6 +372,13 @@ impl Node {
         ctx: &TaskCtx,
     ) -> Result<(), String> {
         let uid = self.uid_for(vmid);
+        // Ids from 2^31 on are read as negative by some tools.
+        if uid >= 1 << 31 {
+            return Err(format!(
+                "pve-sim: VMID {vmid} is too large for qemu_uid_base {}\n",
+                self.cfg.qemu_uid_base
+            ));
+        }
         // Cloud-init drive, regenerated at every start from the current config.
         for (key, value) in conf.iter().filter(|(k, _)| formats::is_valid_drivename(k)) {
             let Some(d) = self.parse_drive(key, value) else {
@@ -451,7 +458,14 @@ impl Node {
                 return Err("start failed: QEMU exited with code 1\n".into());
             }
         }
-        // Only now may the guest run: its taps are bridge ports.
+        // Only now may the guest run: its taps are bridge ports and QEMU has
+        // dropped to the VM's uid (no guest instruction ever runs as root).
+        if !qemu::runs_as(pid, uid) {
+            qemu::kill(pid, rustix::process::Signal::KILL);
+            self.wait_exit(vmid, Duration::from_secs(5)).await;
+            self.stop_cleanup(vmid).await;
+            return Err(format!("start failed: QEMU did not drop to uid {uid}\n"));
+        }
         qemu::qmp(&paths.qmp, "cont", None)
             .await
             .map_err(|e| format!("start failed: {e}\n"))?;

@@ -711,6 +711,25 @@ pub fn running_pid(paths: &RunPaths) -> Option<i32> {
         .then_some(pid)
 }
 
+/// True when every uid and gid of the process (real, effective, saved, fs) is
+/// `id`.
+pub fn runs_as(pid: i32, id: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let all = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .map(|l| {
+                let ids: Vec<&str> = l[key.len()..].split_whitespace().collect();
+                ids.len() == 4 && ids.iter().all(|x| x.parse::<u32>() == Ok(id))
+            })
+            .unwrap_or(false)
+    };
+    all("Uid:") && all("Gid:")
+}
+
 /// (utime+stime ticks, start ticks) of a process.
 pub fn proc_times(pid: i32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
