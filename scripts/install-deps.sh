@@ -16,6 +16,9 @@ packages=(
   # the test guest's static packet tool (guest/test-image/icmpcraft.c); util-linux
   # brings setpriv, which the ISO-4 test uses to act as a VM's QEMU user
   gcc libc6-dev util-linux
+  # the real guest image (scripts/build-guest-image.sh): Debian rootfs, ext4 filled
+  # from a directory, extlinux on an MBR disk; OpenSSL for the npm tarballs' sha512
+  mmdebstrap e2fsprogs extlinux
   # SSH client for the key-login test through a port forward
   openssh-client
   # mail sink for password-reset and report notifications
@@ -26,6 +29,11 @@ packages=(
   knot knot-dnsutils
   curl ca-certificates openssl
 )
+
+# npm fetches the pinned node/npm tarballs for the guest image (their sha512 is
+# checked by the build). Debian's npm only where no npm is installed: the machine's
+# own Node.js packaging may provide one that Debian's would conflict with.
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

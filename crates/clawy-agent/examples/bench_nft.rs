@@ -1,4 +1,4 @@
-//! nftables scale benchmark (issue 3): through the real `network` module, in a
+//! nftables scale benchmark: through the real `network` module, in a
 //! throwaway network namespace, time adding the 10th and the 1000th port forward
 //! and compare the ruleset's rule count at both points. Run by scripts/bench-nft.sh.
 //!

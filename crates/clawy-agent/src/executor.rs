@@ -134,7 +134,7 @@ impl Executor {
             allocated: allocated(specs.iter().map(|(_, s)| s)),
             vm_count: specs.len() as u64,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            // The control plane allocates IPs and SSH ports from this (issue 4 IPAM).
+            // The control plane allocates IPs and SSH ports from this (IPAM).
             network: self
                 .config
                 .network

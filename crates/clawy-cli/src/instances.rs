@@ -1,17 +1,19 @@
 //! `clawy instances list|create|show|start|stop|reboot|delete`.
 //!
-//! The instance JSON is printed as the server sent it (`--json`); tables read the
-//! fields every instance carries (`id`, `name`, `state`, `private_ip`, `ssh_port`,
-//! `health`). `--wait` polls `GET /instances/{id}` until the wanted state, `error`
-//! (exit 1 with the reason) or `--timeout` (exit 7).
+//! The instance JSON is printed as the server sent it (`--json`); tables and waiting
+//! read it as the API's own types (`clawy_proto::api::Instance`, `InstanceList`,
+//! `AuditPage`), so a field the server does not send cannot be read by mistake.
+//! `--wait` polls `GET /instances/{id}` until the wanted state, `error` (exit 1 with
+//! the reason) or `--timeout` (exit 7).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use clawy_proto::api::{AuditPage, Instance, InstanceList, InstanceState};
 use serde_json::{Value, json};
 
-use crate::client::{Client, ClientError, seg};
+use crate::client::{Client, ClientError, decode, seg};
 use crate::exit::{CmdError, CmdResult, Exit};
 use crate::output;
 
@@ -104,23 +106,24 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
                 output::json(&v);
                 return Ok(());
             }
-            let list = instance_array(&v);
-            if list.is_empty() {
+            let list: InstanceList = decode(v)?;
+            if list.instances.is_empty() {
                 println!("No instances yet. Create one with `clawy instances create NAME --wait`.");
                 return Ok(());
             }
             let rows: Vec<Vec<String>> = list
+                .instances
                 .iter()
                 .map(|i| {
                     vec![
-                        output::field(i, "id"),
-                        output::field(i, "name"),
-                        output::field(i, "state"),
-                        output::field(i, "plan"),
-                        output::field(i, "region"),
-                        output::field(i, "private_ip"),
-                        output::field(i, "ssh_port"),
-                        health_text(i),
+                        i.id.clone(),
+                        i.name.clone(),
+                        i.state.as_str().to_string(),
+                        i.plan.clone(),
+                        i.region.clone(),
+                        output::opt(&i.private_ip),
+                        output::opt(&i.ssh_port),
+                        health_text(i).to_string(),
                     ]
                 })
                 .collect();
@@ -152,21 +155,26 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
                 ssh_key_ids: ids,
             };
             let created: Value = client.post("instances", &body).await?;
-            let inst = unwrap_instance(created);
-            let id = output::field(&inst, "id");
+            let inst: Instance = decode(created.clone())?;
             if !wait.wait {
-                return print_instance(&inst, json, "Creating");
+                return print_instance(&created, &inst, json, "Creating");
             }
             if !json {
-                eprintln!("Creating instance {name} ({id})…");
+                eprintln!("Creating instance {name} ({})…", inst.id);
             }
-            let done = wait_for(client, &id, Target::State("running"), &wait).await?;
-            print_instance(&done, json, "Ready")?;
+            let (raw, done) = wait_for(
+                client,
+                &inst.id,
+                Target::State(InstanceState::Running),
+                &wait,
+            )
+            .await?;
+            print_instance(&raw, &done, json, "Ready")?;
         }
         InstancesCommand::Show { instance } => {
-            let inst = resolve(client, &instance).await?;
+            let (raw, inst) = resolve(client, &instance).await?;
             if json {
-                output::json(&inst);
+                output::json(&raw);
             } else {
                 print!("{}", describe(&inst));
             }
@@ -176,7 +184,7 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
                 client,
                 &instance,
                 "start",
-                Target::State("running"),
+                Target::State(InstanceState::Running),
                 &wait,
                 json,
             )
@@ -187,7 +195,7 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
                 client,
                 &instance,
                 "stop",
-                Target::State("stopped"),
+                Target::State(InstanceState::Stopped),
                 &wait,
                 json,
             )
@@ -198,7 +206,7 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
                 client,
                 &instance,
                 "reboot",
-                Target::State("running"),
+                Target::State(InstanceState::Running),
                 &wait,
                 json,
             )
@@ -206,40 +214,36 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
         }
         InstancesCommand::Retry { instance, wait } => {
             // `running` or `stopped`, whichever the owner asked for last.
-            let inst = resolve(client, &instance).await?;
-            let target = if inst.get("desired_power").and_then(Value::as_str) == Some("stopped") {
-                Target::State("stopped")
+            let (_, inst) = resolve(client, &instance).await?;
+            let target = if inst.desired_power == "stopped" {
+                Target::State(InstanceState::Stopped)
             } else {
-                Target::State("running")
+                Target::State(InstanceState::Running)
             };
             action(client, &instance, "retry", target, &wait, json).await?;
         }
         InstancesCommand::Events { instance, limit } => {
-            let inst = resolve(client, &instance).await?;
-            let id = output::field(&inst, "id");
+            let (_, inst) = resolve(client, &instance).await?;
             let v = client
-                .get::<Value>(&format!("instances/{}/events?limit={limit}", seg(&id)))
+                .get::<Value>(&format!("instances/{}/events?limit={limit}", seg(&inst.id)))
                 .await?;
             if json {
                 output::json(&v);
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = v
-                .get("events")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|e| {
-                            vec![
-                                output::field(e, "at"),
-                                output::field(e, "kind"),
-                                output::field(e, "actor"),
-                                output::field(e, "detail"),
-                            ]
-                        })
-                        .collect()
+            let page: AuditPage = decode(v)?;
+            let rows: Vec<Vec<String>> = page
+                .events
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.at.to_rfc3339(),
+                        e.kind.clone(),
+                        e.actor.clone(),
+                        e.detail.clone().unwrap_or_default(),
+                    ]
                 })
-                .unwrap_or_default();
+                .collect();
             print!("{}", output::table(&["AT", "EVENT", "BY", "DETAIL"], &rows));
         }
         InstancesCommand::Delete {
@@ -247,9 +251,8 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
             yes,
             wait,
         } => {
-            let inst = resolve(client, &instance).await?;
-            let id = output::field(&inst, "id");
-            let name = output::field(&inst, "name");
+            let (_, inst) = resolve(client, &instance).await?;
+            let (id, name) = (inst.id, inst.name);
             if !yes {
                 confirm_delete(&name)?;
             }
@@ -279,48 +282,53 @@ async fn action(
     wait: &WaitArgs,
     json: bool,
 ) -> CmdResult {
-    let inst = resolve(client, instance).await?;
-    let id = output::field(&inst, "id");
+    let (_, inst) = resolve(client, instance).await?;
+    let id = &inst.id;
     let v = client
-        .post_empty(&format!("instances/{}/{verb}", seg(&id)))
+        .post_empty(&format!("instances/{}/{verb}", seg(id)))
         .await?;
     if !wait.wait {
         if json {
             output::json(&v);
         } else {
-            println!(
-                "{verb} requested for {} ({id}).",
-                output::field(&inst, "name")
-            );
+            println!("{verb} requested for {} ({id}).", inst.name);
         }
         return Ok(());
     }
     // A reboot ends in `running`, which the instance usually already is: for it
     // `--wait` only confirms the instance is (still) running afterwards.
-    let done = wait_for(client, &id, target, wait).await?;
-    print_instance(&done, json, "Done")
+    let (raw, done) = wait_for(client, id, target, wait).await?;
+    print_instance(&raw, &done, json, "Done")
 }
 
-/// An instance of the caller by id or name. Names are unique per user (the server
-/// enforces it), so a name never matches two instances.
-pub async fn resolve(client: &Client, id_or_name: &str) -> Result<Value, CmdError> {
+/// An instance of the caller by id or name, as the server sent it and typed. Names
+/// are unique per user (the server enforces it), so a name never matches two.
+pub async fn resolve(client: &Client, id_or_name: &str) -> Result<(Value, Instance), CmdError> {
     if looks_like_uuid(id_or_name) {
         match client
             .get::<Value>(&format!("instances/{}", seg(id_or_name)))
             .await
         {
-            Ok(v) => return Ok(unwrap_instance(v)),
+            Ok(v) => {
+                let inst = decode(v.clone())?;
+                return Ok((v, inst));
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
     }
     let v = client.get::<Value>("instances").await?;
-    instance_array(&v)
+    let raw: Vec<Value> = v
+        .get("instances")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let list: InstanceList = decode(v)?;
+    list.instances
         .into_iter()
-        .find(|i| {
-            i.get("name").and_then(Value::as_str) == Some(id_or_name)
-                || i.get("id").and_then(Value::as_str) == Some(id_or_name)
-        })
+        .zip(raw)
+        .find(|(i, _)| i.name == id_or_name || i.id == id_or_name)
+        .map(|(i, raw)| (raw, i))
         .ok_or_else(|| {
             CmdError::new(
                 Exit::NotFound,
@@ -333,80 +341,23 @@ fn looks_like_uuid(s: &str) -> bool {
     s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
-/// `GET /instances` answers `{"instances":[…]}` (plus paging fields); accept a bare
-/// array too.
-pub fn instance_array(v: &Value) -> Vec<Value> {
-    match v {
-        Value::Array(a) => a.clone(),
-        Value::Object(o) => o
-            .get("instances")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
-}
-
-/// A single instance may come bare or wrapped as `{"instance":{…}}`.
-fn unwrap_instance(v: Value) -> Value {
-    match v {
-        Value::Object(mut o) if o.contains_key("instance") && !o.contains_key("id") => {
-            o.remove("instance").unwrap_or(Value::Null)
-        }
-        other => other,
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Target {
-    State(&'static str),
+    State(InstanceState),
     Gone,
 }
 
-/// Whether the instance's health says the gateway answers. Accepts the shapes
-/// `{"status":"healthy"}`, `{"gateway":{"tcp_ok":true,…}}`, `{"gateway":"ok"}`,
-/// `{"healthy":true}` and a bare string.
-pub fn is_healthy(inst: &Value) -> bool {
-    let Some(h) = inst.get("health") else {
-        return false;
-    };
-    let good = |s: &str| matches!(s, "healthy" | "ok" | "up" | "pass" | "passing");
-    match h {
-        Value::String(s) => good(s),
-        Value::Bool(b) => *b,
-        Value::Object(o) => {
-            if let Some(Value::String(s)) = o.get("status") {
-                return good(s);
-            }
-            if let Some(Value::Bool(b)) = o.get("healthy") {
-                return *b;
-            }
-            match o.get("gateway") {
-                Some(Value::String(s)) => good(s),
-                Some(Value::Bool(b)) => *b,
-                Some(Value::Object(g)) => {
-                    g.get("tcp_ok").and_then(Value::as_bool) == Some(true)
-                        || g.get("status").and_then(Value::as_str).is_some_and(good)
-                        || g.get("ok").and_then(Value::as_bool) == Some(true)
-                }
-                _ => false,
-            }
-        }
-        _ => false,
-    }
+/// The gateway answered its last health probe.
+pub fn is_healthy(inst: &Instance) -> bool {
+    inst.health.gateway == "ok"
 }
 
-fn health_text(inst: &Value) -> String {
-    match inst.get("health") {
-        None | Some(Value::Null) => "-".into(),
-        Some(_) if is_healthy(inst) => "healthy".into(),
-        Some(Value::Object(o)) => o
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("not yet")
-            .to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => "not yet".into(),
+/// The health column: `healthy`, `down` (probed, no answer) or `unknown` (not probed
+/// yet, or the host is unreachable) — the API's `health.gateway` in words.
+fn health_text(inst: &Instance) -> &str {
+    match inst.health.gateway.as_str() {
+        "ok" => "healthy",
+        other => other,
     }
 }
 
@@ -417,7 +368,7 @@ async fn wait_for(
     id: &str,
     target: Target,
     args: &WaitArgs,
-) -> Result<Value, CmdError> {
+) -> Result<(Value, Instance), CmdError> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.timeout);
     let interval = Duration::from_secs_f64(args.poll_interval.clamp(0.05, 60.0));
@@ -428,7 +379,10 @@ async fn wait_for(
     loop {
         let got = client.get::<Value>(&format!("instances/{}", seg(id))).await;
         let inst = match got {
-            Ok(v) => Some(unwrap_instance(v)),
+            Ok(v) => {
+                let typed: Instance = decode(v.clone())?;
+                Some((v, typed))
+            }
             Err(ClientError::Api { status: 404, .. }) if matches!(target, Target::Gone) => None,
             Err(e) => {
                 clear_line(tty);
@@ -437,22 +391,25 @@ async fn wait_for(
         };
         let state = inst
             .as_ref()
-            .map(|i| output::field(i, "state"))
-            .unwrap_or_else(|| "deleted".into());
-        let healthy = inst.as_ref().is_some_and(is_healthy);
+            .map_or(InstanceState::Deleted, |(_, i)| i.state);
+        let healthy = inst.as_ref().is_some_and(|(_, i)| is_healthy(i));
         let reached = match target {
-            Target::Gone => state == "deleted",
+            Target::Gone => state == InstanceState::Deleted,
             Target::State(s) => state == s && (!args.healthy || healthy),
         };
         if reached {
             clear_line(tty);
-            return Ok(inst.unwrap_or_else(|| json!({"id": id, "state": "deleted"})));
+            if let Some(found) = inst {
+                return Ok(found);
+            }
+            let gone = json!({"id": id, "state": "deleted"});
+            return Ok((gone, deleted_stub(id)));
         }
-        if state == "error" {
+        if state == InstanceState::Error {
             clear_line(tty);
             let reason = inst
                 .as_ref()
-                .and_then(|i| i.get("error_reason").and_then(Value::as_str))
+                .and_then(|(_, i)| i.error_reason.as_deref())
                 .unwrap_or("no reason given");
             return Err(CmdError::new(
                 Exit::Failed,
@@ -461,10 +418,12 @@ async fn wait_for(
                 ),
             ));
         }
-        let shown = if matches!(target, Target::State("running")) && state == "running" {
+        let shown = if matches!(target, Target::State(InstanceState::Running))
+            && state == InstanceState::Running
+        {
             "running, waiting for the gateway".to_string()
         } else {
-            state.clone()
+            state.as_str().to_string()
         };
         if !tty && shown != last_shown {
             eprintln!("{id}: {shown} ({}s)", start.elapsed().as_secs());
@@ -529,39 +488,65 @@ fn confirm_delete(name: &str) -> CmdResult {
     Ok(())
 }
 
-fn print_instance(inst: &Value, json: bool, verb: &str) -> CmdResult {
+/// An instance that is gone (for `delete --wait`, which has nothing left to read).
+fn deleted_stub(id: &str) -> Instance {
+    let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    Instance {
+        id: id.to_string(),
+        name: String::new(),
+        state: InstanceState::Deleted,
+        desired_power: "stopped".to_string(),
+        private_ip: None,
+        ssh_port: None,
+        ssh_command: None,
+        plan: String::new(),
+        region: String::new(),
+        host_location: None,
+        health: clawy_proto::api::InstanceHealth {
+            gateway: "unknown".to_string(),
+            http_status: None,
+            checked_at: None,
+            services: Vec::new(),
+        },
+        last_contact_at: None,
+        uptime_secs: None,
+        error_reason: None,
+        created_at: epoch,
+        updated_at: epoch,
+    }
+}
+
+fn print_instance(raw: &Value, inst: &Instance, json: bool, verb: &str) -> CmdResult {
     if json {
-        output::json(inst);
+        output::json(raw);
     } else {
-        println!("{verb}: {}", output::field(inst, "name"));
+        println!("{verb}: {}", inst.name);
         print!("{}", describe(inst));
     }
     Ok(())
 }
 
 /// The detail view of `clawy instances show`.
-pub fn describe(inst: &Value) -> String {
+pub fn describe(inst: &Instance) -> String {
     let mut pairs = vec![
-        ("id", output::field(inst, "id")),
-        ("name", output::field(inst, "name")),
-        ("state", output::field(inst, "state")),
-        ("plan", output::field(inst, "plan")),
-        ("region", output::field(inst, "region")),
-        ("private ip", output::field(inst, "private_ip")),
-        ("ssh port", output::field(inst, "ssh_port")),
-        ("health", health_text(inst)),
-        ("created", output::field(inst, "created_at")),
+        ("id", inst.id.clone()),
+        ("name", inst.name.clone()),
+        ("state", inst.state.as_str().to_string()),
+        ("plan", inst.plan.clone()),
+        ("region", inst.region.clone()),
+        ("private ip", output::opt(&inst.private_ip)),
+        ("ssh port", output::opt(&inst.ssh_port)),
+        ("health", health_text(inst).to_string()),
+        ("created", inst.created_at.to_rfc3339()),
     ];
-    if let Some(cmd) = inst.get("ssh_command").and_then(Value::as_str) {
-        pairs.push(("ssh", cmd.to_string()));
+    if let Some(cmd) = &inst.ssh_command {
+        pairs.push(("ssh", cmd.clone()));
     }
-    for (label, key) in [
-        ("error", "error_reason"),
-        ("last contact", "last_contact_at"),
-    ] {
-        if inst.get(key).is_some_and(|v| !v.is_null()) {
-            pairs.push((label, output::field(inst, key)));
-        }
+    if let Some(reason) = &inst.error_reason {
+        pairs.push(("error", reason.clone()));
+    }
+    if let Some(at) = inst.last_contact_at {
+        pairs.push(("last contact", at.to_rfc3339()));
     }
     output::details(&pairs)
 }
@@ -570,30 +555,36 @@ pub fn describe(inst: &Value) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn health_shapes() {
-        assert!(is_healthy(
-            &json!({"health": {"gateway": {"tcp_ok": true, "http_status": 200}}})
-        ));
-        assert!(!is_healthy(
-            &json!({"health": {"gateway": {"tcp_ok": false}}})
-        ));
-        assert!(is_healthy(&json!({"health": {"status": "healthy"}})));
-        assert!(!is_healthy(&json!({"health": {"status": "unknown"}})));
-        assert!(is_healthy(&json!({"health": "ok"})));
-        assert!(!is_healthy(&json!({"health": null})));
-        assert!(!is_healthy(&json!({})));
+    fn instance(gateway: &str) -> Instance {
+        let mut i = deleted_stub("0b0e8a36-8c52-4b47-9a43-4c3bb6a9c7de");
+        i.state = InstanceState::Running;
+        i.health.gateway = gateway.to_string();
+        i
     }
 
+    /// Formerly `health_shapes`, which accepted guessed shapes; the CLI now reads
+    /// the API's own `health.gateway`, and a gateway that is down says so.
+    #[test]
+    fn health_shapes() {
+        assert!(is_healthy(&instance("ok")));
+        assert!(!is_healthy(&instance("down")));
+        assert!(!is_healthy(&instance("unknown")));
+        assert_eq!(health_text(&instance("ok")), "healthy");
+        assert_eq!(health_text(&instance("down")), "down");
+        assert_eq!(health_text(&instance("unknown")), "unknown");
+    }
+
+    /// Formerly `list_shapes`: the wire types decode what the server sends.
     #[test]
     fn list_shapes() {
-        assert_eq!(
-            instance_array(&json!({"instances": [{"id": "a"}]})).len(),
-            1
-        );
-        assert_eq!(instance_array(&json!([{"id": "a"}, {"id": "b"}])).len(), 2);
-        assert_eq!(unwrap_instance(json!({"instance": {"id": "a"}}))["id"], "a");
-        assert_eq!(unwrap_instance(json!({"id": "a"}))["id"], "a");
+        let one = serde_json::to_value(instance("ok")).unwrap_or_default();
+        let list: InstanceList =
+            decode(json!({"instances": [one.clone()]})).unwrap_or(InstanceList {
+                instances: vec![],
+                next_after: None,
+            });
+        assert_eq!(list.instances.len(), 1);
+        assert!(describe(&list.instances[0]).contains("healthy"));
         assert!(looks_like_uuid("0b0e8a36-8c52-4b47-9a43-4c3bb6a9c7de"));
         assert!(!looks_like_uuid("web-1"));
     }

@@ -42,22 +42,9 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// A field of a JSON object as display text (`-` when absent or null).
-pub fn field(v: &Value, key: &str) -> String {
-    text(v.get(key))
-}
-
-pub fn text(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "-".to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| text(Some(x)))
-            .collect::<Vec<_>>()
-            .join(","),
-        Some(other) => other.to_string(),
-    }
+/// An optional value as display text (`-` when absent).
+pub fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
 }
 
 /// `key: value` lines for a detail view, keys aligned.
@@ -72,7 +59,6 @@ pub fn details(pairs: &[(&str, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn table_aligns_columns() {
@@ -86,13 +72,11 @@ mod tests {
         assert_eq!(t, "NAME      STATE\nweb       running\ndatabase  stopped\n");
     }
 
+    /// Typed fields now (the CLI reads `clawy_proto` types): absent is still `-`.
     #[test]
     fn fields_render_missing_as_dash() {
-        let v = json!({"a": "x", "b": null, "c": 3, "d": ["k1", "k2"]});
-        assert_eq!(field(&v, "a"), "x");
-        assert_eq!(field(&v, "b"), "-");
-        assert_eq!(field(&v, "c"), "3");
-        assert_eq!(field(&v, "d"), "k1,k2");
-        assert_eq!(field(&v, "zz"), "-");
+        assert_eq!(opt(&Some("x")), "x");
+        assert_eq!(opt(&None::<String>), "-");
+        assert_eq!(opt(&Some(3)), "3");
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use clawy_core::audit::Caller;
+use clawy_core::Actor;
 use clawy_core::{Core, SecretString, ServerConfig};
 use rand::Rng;
 
@@ -209,7 +209,7 @@ async fn ensure_operator(core: &Core) -> anyhow::Result<Operator> {
             &email,
             &SecretString::from(password.clone()),
             true,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the operator account {email}: {e}"))?;
@@ -265,13 +265,13 @@ async fn register_local_host(
     let host = core
         .hosts()
         .register(
-            &Caller::system(),
+            &Actor::system(),
             clawy_core::hosts::RegisterHost {
                 name: LOCAL_HOST_NAME.to_string(),
                 url: agent_url.to_string(),
                 fingerprint: fingerprint.to_string(),
                 token: SecretString::from(token.expose().to_string()),
-                country: "DE".to_string(),
+                region: "DE".to_string(),
                 site: "local".to_string(),
                 enabled: true,
             },

@@ -21,7 +21,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::Core;
-use crate::audit::{AuditAction, Caller};
+use crate::actor::{Actor, ActorKind, ClientInfo};
+use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::crypto::{Token, random_token, sha256_hex};
 use crate::db::b2i;
@@ -42,6 +43,19 @@ pub struct User {
     pub email: String,
     pub is_operator: bool,
     pub created_at: DateTime<Utc>,
+}
+
+impl User {
+    /// This person, signed in with a web session, as the actor of a request.
+    pub fn actor(&self, client: ClientInfo) -> Actor {
+        Actor::new(
+            ActorKind::User {
+                user_id: self.id.clone(),
+                email: self.email.clone(),
+            },
+            client,
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -319,12 +333,12 @@ impl Accounts<'_> {
         &self,
         email: &str,
         password: &SecretString,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<User, AccountError> {
         let user = self.insert_user(email, password, false).await?;
         self.core
             .audit()
-            .record(Some(&user.id), caller, AuditAction::Signup, "")
+            .record(Some(&user.id), actor, AuditAction::Signup, "")
             .await?;
         Ok(user)
     }
@@ -335,25 +349,25 @@ impl Accounts<'_> {
         email: &str,
         password: &SecretString,
         is_operator: bool,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<User, AccountError> {
         let user = self.insert_user(email, password, is_operator).await?;
         let detail = if is_operator { "operator" } else { "" };
         self.core
             .audit()
-            .record(Some(&user.id), caller, AuditAction::UserCreated, detail)
+            .record(Some(&user.id), actor, AuditAction::UserCreated, detail)
             .await?;
         Ok(user)
     }
 
     /// Sign-in with throttling (AUTH-5) and auditing. Unknown email and wrong password
     /// both give [`AccountError::InvalidCredentials`] after the same bcrypt work.
-    /// The caller creates the session afterwards (`core.sessions().create`).
+    /// The actor creates the session afterwards (`core.sessions().create`).
     pub async fn authenticate(
         &self,
         email: &str,
         password: &SecretString,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<User, AccountError> {
         // An invalid address is treated like an unknown one (same answer, same time).
         let email_key = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
@@ -363,7 +377,7 @@ impl Accounts<'_> {
         if let Err(e) = self
             .core
             .throttle()
-            .check_login(&caller.client, &email_key)
+            .check_login(&actor.client, &email_key)
             .await
         {
             if let ThrottleError::Throttled { retry_after } = &e {
@@ -371,7 +385,7 @@ impl Accounts<'_> {
                     .audit()
                     .record(
                         user_id.as_deref(),
-                        caller,
+                        actor,
                         AuditAction::LoginThrottled,
                         &format!("retry after {} s", retry_after.as_secs()),
                     )
@@ -395,21 +409,21 @@ impl Accounts<'_> {
         match (ok, user) {
             (true, Some(user)) => {
                 self.core.throttle().login_succeeded(&email_key).await?;
-                let caller = Caller::user(&user, caller.client.clone());
+                let actor = user.actor(actor.client.clone());
                 self.core
                     .audit()
-                    .record(Some(&user.id), &caller, AuditAction::LoginOk, "")
+                    .record(Some(&user.id), &actor, AuditAction::LoginOk, "")
                     .await?;
                 Ok(user)
             }
             _ => {
                 self.core
                     .audit()
-                    .record(user_id.as_deref(), caller, AuditAction::LoginFailed, "")
+                    .record(user_id.as_deref(), actor, AuditAction::LoginFailed, "")
                     .await?;
                 self.core
                     .throttle()
-                    .login_failed(&caller.client, &email_key, user_id.as_deref())
+                    .login_failed(&actor.client, &email_key, user_id.as_deref())
                     .await?;
                 Err(AccountError::InvalidCredentials)
             }
@@ -425,7 +439,7 @@ impl Accounts<'_> {
         current: &SecretString,
         new: &SecretString,
         keep_session: Option<&str>,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<(), AccountError> {
         let (user, hash) = self
             .find_with_hash_by_id(user_id)
@@ -433,13 +447,13 @@ impl Accounts<'_> {
             .ok_or(AccountError::NotFound)?;
         self.core
             .throttle()
-            .check_login(&caller.client, &user.email)
+            .check_login(&actor.client, &user.email)
             .await?;
         let cur = current.expose_secret();
         if cur.len() > PASSWORD_MAX_BYTES || !self.verify_password(cur, hash).await? {
             self.core
                 .throttle()
-                .login_failed(&caller.client, &user.email, Some(&user.id))
+                .login_failed(&actor.client, &user.email, Some(&user.id))
                 .await?;
             return Err(AccountError::WrongCurrentPassword);
         }
@@ -452,7 +466,7 @@ impl Accounts<'_> {
         };
         self.core
             .audit()
-            .record(Some(&user.id), caller, AuditAction::PasswordChanged, "")
+            .record(Some(&user.id), actor, AuditAction::PasswordChanged, "")
             .await?;
         Ok(())
     }
@@ -503,10 +517,10 @@ impl Accounts<'_> {
     pub async fn request_password_reset(
         &self,
         email: &str,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<(), AccountError> {
         let email = normalize_email(email)?;
-        let subject = caller
+        let subject = actor
             .client
             .addr_string()
             .unwrap_or_else(|| "unknown".to_string());
@@ -530,7 +544,7 @@ impl Accounts<'_> {
             .audit()
             .record(
                 Some(&user.id),
-                caller,
+                actor,
                 AuditAction::PasswordResetRequested,
                 "",
             )
@@ -557,7 +571,7 @@ impl Accounts<'_> {
         &self,
         token: &SecretString,
         new_password: &SecretString,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<User, AccountError> {
         let now = self.core.now_ms();
         let hash = sha256_hex(token.expose_secret().trim());
@@ -598,7 +612,7 @@ impl Accounts<'_> {
         self.core.throttle().login_succeeded(&user.email).await?;
         self.core
             .audit()
-            .record(Some(&user.id), caller, AuditAction::PasswordReset, "")
+            .record(Some(&user.id), actor, AuditAction::PasswordReset, "")
             .await?;
         Ok(user)
     }
@@ -705,7 +719,7 @@ impl Accounts<'_> {
         &self,
         user_id: &str,
         is_operator: bool,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<User, AccountError> {
         let res = sqlx::query("UPDATE users SET is_operator = $1 WHERE id = $2")
             .bind(b2i(is_operator))
@@ -719,20 +733,11 @@ impl Accounts<'_> {
             .audit()
             .record(
                 Some(user_id),
-                caller,
+                actor,
                 AuditAction::OperatorChanged,
                 if is_operator { "granted" } else { "removed" },
             )
             .await?;
         self.get_user(user_id).await
-    }
-}
-
-impl From<crate::sessions::SessionError> for AccountError {
-    fn from(e: crate::sessions::SessionError) -> Self {
-        match e {
-            crate::sessions::SessionError::Internal(i) => AccountError::Internal(i),
-            other => AccountError::Internal(InternalError::other(other.to_string())),
-        }
     }
 }

@@ -10,13 +10,14 @@
 //! a key of a higher tier than its own.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::Row;
 use std::str::FromStr;
 
 use crate::Core;
 use crate::accounts::{User, user_from_row};
-use crate::audit::{AuditAction, Caller, ClientInfo};
+use crate::actor::{Actor, ActorKind, ClientInfo, Tier};
+use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::crypto::{Token, base62_fixed, is_base62, random_base62, sha256, sha256_hex};
 use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
@@ -32,54 +33,6 @@ pub const DISPLAY_PREFIX_LEN: usize = 12;
 pub const NAME_MAX_CHARS: usize = 64;
 /// Write `last_used_at` at most this often.
 pub const LAST_USED_INTERVAL_MS: i64 = 60_000;
-
-/// API key tiers, ordered: `Read < Manage < Admin`.
-/// read = GET own resources; manage = + lifecycle of own resources (instances, SSH
-/// keys); admin = + API keys and account settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Read,
-    Manage,
-    Admin,
-}
-
-impl Tier {
-    pub const ALL: [Tier; 3] = [Tier::Read, Tier::Manage, Tier::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Read => "read",
-            Tier::Manage => "manage",
-            Tier::Admin => "admin",
-        }
-    }
-    pub fn letter(self) -> char {
-        match self {
-            Tier::Read => 'r',
-            Tier::Manage => 'm',
-            Tier::Admin => 'a',
-        }
-    }
-    pub fn from_letter(c: char) -> Option<Tier> {
-        match c {
-            'r' => Some(Tier::Read),
-            'm' => Some(Tier::Manage),
-            'a' => Some(Tier::Admin),
-            _ => None,
-        }
-    }
-    /// True if a key of this tier may do what `needed` requires.
-    pub fn allows(self, needed: Tier) -> bool {
-        self >= needed
-    }
-}
-
-impl std::fmt::Display for Tier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 impl FromStr for Tier {
     type Err = ApiKeyError;
@@ -178,6 +131,19 @@ pub struct ApiKey {
 }
 
 impl ApiKey {
+    /// This key as the actor of a request (the audit log names its prefix).
+    pub fn actor(&self, client: ClientInfo) -> Actor {
+        Actor::new(
+            ActorKind::ApiKey {
+                user_id: self.user_id.clone(),
+                key_id: self.id.clone(),
+                prefix: self.prefix.clone(),
+                tier: self.tier,
+            },
+            client,
+        )
+    }
+
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|e| e <= now)
     }
@@ -300,7 +266,7 @@ impl ApiKeys<'_> {
         tier: Tier,
         expires_at: Option<DateTime<Utc>>,
         creator_tier: Option<Tier>,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<NewApiKey, ApiKeyError> {
         let name = validate_name(name)?;
         check_tier(creator_tier, tier)?;
@@ -331,7 +297,7 @@ impl ApiKeys<'_> {
             .audit()
             .record(
                 Some(user_id),
-                caller,
+                actor,
                 AuditAction::ApiKeyCreated,
                 &format!("{prefix}… \"{name}\" ({tier})"),
             )
@@ -384,7 +350,7 @@ impl ApiKeys<'_> {
         user_id: &str,
         key_id: &str,
         creator_tier: Option<Tier>,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<NewApiKey, ApiKeyError> {
         let existing = self.get(user_id, key_id).await?;
         check_tier(creator_tier, existing.tier)?;
@@ -407,7 +373,7 @@ impl ApiKeys<'_> {
             .audit()
             .record(
                 Some(user_id),
-                caller,
+                actor,
                 AuditAction::ApiKeyRegenerated,
                 &format!("{}… → {prefix}… \"{}\"", existing.prefix, existing.name),
             )
@@ -427,7 +393,7 @@ impl ApiKeys<'_> {
         &self,
         user_id: &str,
         key_id: &str,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<(), ApiKeyError> {
         let existing = self.get(user_id, key_id).await?;
         let res = sqlx::query(
@@ -445,7 +411,7 @@ impl ApiKeys<'_> {
             .audit()
             .record(
                 Some(user_id),
-                caller,
+                actor,
                 AuditAction::ApiKeyRevoked,
                 &format!("{}… \"{}\"", existing.prefix, existing.name),
             )

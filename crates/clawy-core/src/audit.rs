@@ -7,12 +7,13 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
-use std::net::IpAddr;
 
 use crate::Core;
-use crate::api_keys::Tier;
+use crate::actor::Actor;
 use crate::clock::ms_to_datetime;
-use crate::error::InternalError;
+use crate::error::{CoreError, InternalError};
+use crate::names::truncate_chars;
+use crate::page::{MAX_LIMIT, Page, PageRequest};
 
 /// What happened. Stored as its snake_case text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -195,128 +196,6 @@ impl std::fmt::Display for AuditAction {
     }
 }
 
-/// Who did something.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    /// Not signed in (signup, login attempts, report form).
-    Anonymous,
-    /// The platform itself (admin CLI, background jobs).
-    System,
-    /// A person signed in with a web session.
-    User { user_id: String, email: String },
-    /// A request authenticated with an API key.
-    ApiKey {
-        user_id: String,
-        key_id: String,
-        prefix: String,
-        tier: Tier,
-    },
-    /// An operator acting on someone else's account or instance.
-    Operator { user_id: String, email: String },
-    /// The control plane's reconciler (ACCESS-3: its repairs are instance events).
-    Reconciler,
-}
-
-impl Actor {
-    /// The stored actor text: `user:<email>`, `api_key:<prefix>`, `operator:<email>`,
-    /// `system`, `anonymous`.
-    pub fn describe(&self) -> String {
-        match self {
-            Actor::Anonymous => "anonymous".to_string(),
-            Actor::System => "system".to_string(),
-            Actor::Reconciler => "reconciler".to_string(),
-            Actor::User { email, .. } => format!("user:{email}"),
-            Actor::ApiKey { prefix, .. } => format!("api_key:{prefix}"),
-            Actor::Operator { email, .. } => format!("operator:{email}"),
-        }
-    }
-
-    /// The user the actor acts as, if any.
-    pub fn user_id(&self) -> Option<&str> {
-        match self {
-            Actor::User { user_id, .. }
-            | Actor::ApiKey { user_id, .. }
-            | Actor::Operator { user_id, .. } => Some(user_id),
-            Actor::Anonymous | Actor::System | Actor::Reconciler => None,
-        }
-    }
-
-    /// The API-key tier of the actor; `None` for web sessions and the system, which
-    /// have the full rights of their account.
-    pub fn api_key_tier(&self) -> Option<Tier> {
-        match self {
-            Actor::ApiKey { tier, .. } => Some(*tier),
-            _ => None,
-        }
-    }
-}
-
-/// Where a request came from (the client address as resolved by
-/// [`crate::config::ServerConfig::resolve_client_addr`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientInfo {
-    pub addr: Option<IpAddr>,
-    pub user_agent: Option<String>,
-}
-
-impl ClientInfo {
-    pub fn new(addr: IpAddr, user_agent: Option<&str>) -> Self {
-        ClientInfo {
-            addr: Some(addr),
-            user_agent: user_agent.map(|s| truncate_chars(s, 256)),
-        }
-    }
-    pub fn none() -> Self {
-        ClientInfo::default()
-    }
-    pub fn addr_string(&self) -> Option<String> {
-        self.addr.map(|a| a.to_string())
-    }
-}
-
-/// Who is calling, from where: passed to every state-changing domain call so it can
-/// write the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub actor: Actor,
-    pub client: ClientInfo,
-}
-
-impl Caller {
-    pub fn new(actor: Actor, client: ClientInfo) -> Self {
-        Caller { actor, client }
-    }
-    pub fn system() -> Self {
-        Caller::new(Actor::System, ClientInfo::none())
-    }
-    pub fn reconciler() -> Self {
-        Caller::new(Actor::Reconciler, ClientInfo::none())
-    }
-    pub fn anonymous(client: ClientInfo) -> Self {
-        Caller::new(Actor::Anonymous, client)
-    }
-    pub fn user(user: &crate::accounts::User, client: ClientInfo) -> Self {
-        Caller::new(
-            Actor::User {
-                user_id: user.id.clone(),
-                email: user.email.clone(),
-            },
-            client,
-        )
-    }
-    pub fn api_key(key: &crate::api_keys::ApiKey, client: ClientInfo) -> Self {
-        Caller::new(
-            Actor::ApiKey {
-                user_id: key.user_id.clone(),
-                key_id: key.id.clone(),
-                prefix: key.prefix.clone(),
-                tier: key.tier,
-            },
-            client,
-        )
-    }
-}
-
 /// One stored event.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEvent {
@@ -353,7 +232,7 @@ impl Audit<'_> {
     pub async fn record(
         &self,
         user_id: Option<&str>,
-        caller: &Caller,
+        actor: &Actor,
         action: AuditAction,
         detail: &str,
     ) -> Result<(), InternalError> {
@@ -363,9 +242,9 @@ impl Audit<'_> {
         )
         .bind(self.core.now_ms())
         .bind(user_id.map(str::to_string))
-        .bind(caller.actor.describe())
+        .bind(actor.describe())
         .bind(action.as_str())
-        .bind(caller.client.addr_string())
+        .bind(actor.client.addr_string())
         .bind(truncate_chars(detail, 500))
         .execute(self.core.store().pool())
         .await?;
@@ -377,51 +256,61 @@ impl Audit<'_> {
     pub async fn record_best_effort(
         &self,
         user_id: Option<&str>,
-        caller: &Caller,
+        actor: &Actor,
         action: AuditAction,
         detail: &str,
     ) {
-        if let Err(e) = self.record(user_id, caller, action, detail).await {
+        if let Err(e) = self.record(user_id, actor, action, detail).await {
             tracing::error!(error = ?e, action = action.as_str(), "could not write audit event");
         }
     }
 
-    /// The account's events, newest first; `before` is an event id (cursor).
-    pub async fn list_for_user(
+    /// Events newest first, older than the event `before`: an account's, an
+    /// instance's (scope by owner first: `instances().get(owner, id)`), or all
+    /// (operators). Callers that serve a client use [`Audit::page`], which applies
+    /// the pagination rule.
+    pub async fn list(
         &self,
-        user_id: &str,
+        scope: Scope<'_>,
         limit: u32,
         before: Option<i64>,
     ) -> Result<Vec<AuditEvent>, InternalError> {
-        let limit = i64::from(limit.clamp(1, 500));
-        let rows = sqlx::query(
-            "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
-             WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(user_id)
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        self.events(scope, limit_rows(limit), before).await
     }
 
-    /// Events about one instance, newest first (ACCESS-3). Callers scope by owner
-    /// first (`instances().get(owner, id)`); this only filters by instance.
-    pub async fn list_for_instance(
+    /// A page of events (the one pagination rule, `crate::page`), newest first. For an
+    /// instance, scope by owner first, as for [`Audit::list_for_instance`].
+    pub async fn page(
         &self,
-        instance_id: &str,
-        limit: u32,
+        scope: Scope<'_>,
+        req: &PageRequest,
+    ) -> Result<Page<AuditEvent>, CoreError> {
+        let before = req.id_cursor().map_err(CoreError::new)?;
+        let rows = self
+            .events(scope, req.fetch(), before)
+            .await
+            .map_err(CoreError::new)?;
+        Ok(Page::from_fetched(rows, req, |e| e.id.to_string()))
+    }
+
+    async fn events(
+        &self,
+        scope: Scope<'_>,
+        rows: i64,
         before: Option<i64>,
     ) -> Result<Vec<AuditEvent>, InternalError> {
-        let limit = i64::from(limit.clamp(1, 500));
-        let rows = sqlx::query(
+        let (filter, value) = match scope {
+            Scope::User(id) => ("user_id = $3 AND ", id),
+            Scope::Instance(id) => ("instance_id = $3 AND ", id),
+            Scope::All => ("$3 = $3 AND ", ""),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
-             WHERE instance_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(instance_id)
+             WHERE {filter}id < $1 ORDER BY id DESC LIMIT $2"
+        )))
         .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
+        .bind(rows)
+        .bind(value)
         .fetch_all(self.core.store().pool())
         .await?;
         rows.iter().map(event_from_row).collect()
@@ -433,7 +322,7 @@ impl Audit<'_> {
         &self,
         owner_id: &str,
         instance_id: &str,
-        caller: &Caller,
+        actor: &Actor,
         action: AuditAction,
         detail: &str,
     ) -> Result<(), InternalError> {
@@ -443,30 +332,25 @@ impl Audit<'_> {
             self.core.now_ms(),
             owner_id,
             instance_id,
-            caller,
+            actor,
             action,
             detail,
         )
         .await
     }
+}
 
-    /// All events, newest first (operators).
-    pub async fn list_all(
-        &self,
-        limit: u32,
-        before: Option<i64>,
-    ) -> Result<Vec<AuditEvent>, InternalError> {
-        let limit = i64::from(limit.clamp(1, 500));
-        let rows = sqlx::query(
-            "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
-             WHERE id < $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        rows.iter().map(event_from_row).collect()
-    }
+/// Which events a list reads: an account's, an instance's, or all (operators).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    User(&'a str),
+    Instance(&'a str),
+    All,
+}
+
+/// Rows for the in-crate lists, which keep their historic clamp to 1..=500.
+fn limit_rows(limit: u32) -> i64 {
+    i64::from(limit.clamp(1, MAX_LIMIT))
 }
 
 fn event_from_row(r: &sqlx::any::AnyRow) -> Result<AuditEvent, InternalError> {
@@ -482,10 +366,6 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<AuditEvent, InternalError> {
     })
 }
 
-pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
-}
-
 /// Appends an instance event on a given connection, so it commits (or not) with the
 /// change it describes.
 pub(crate) async fn record_instance_event(
@@ -493,7 +373,7 @@ pub(crate) async fn record_instance_event(
     now_ms: i64,
     owner_id: &str,
     instance_id: &str,
-    caller: &Caller,
+    actor: &Actor,
     action: AuditAction,
     detail: &str,
 ) -> Result<(), InternalError> {
@@ -504,9 +384,9 @@ pub(crate) async fn record_instance_event(
     .bind(now_ms)
     .bind(owner_id)
     .bind(instance_id)
-    .bind(caller.actor.describe())
+    .bind(actor.describe())
     .bind(action.as_str())
-    .bind(caller.client.addr_string())
+    .bind(actor.client.addr_string())
     .bind(truncate_chars(detail, 500))
     .execute(&mut *conn)
     .await?;

@@ -241,3 +241,72 @@ pub fn redact_url(url: &str) -> String {
 pub(crate) fn b2i(b: bool) -> i64 {
     i64::from(b)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// SHA-384 (sqlx's migration checksum) of every released migration, as shipped.
+    /// sqlx stores it in `_sqlx_migrations` and compares it at every start, comments
+    /// included: an edited released migration makes every existing database refuse
+    /// to start ("migration N was previously applied but has been modified"). A
+    /// change belongs in a new migration; never update these constants.
+    const RELEASED: &[(Backend, i64, &str)] = &[
+        (
+            Backend::Sqlite,
+            1,
+            "1bdf252e4f15fc5cadd339079268b5c354bd21b8182bf66a1bf08ddb35c9d8d077ea4a24e9382980e4ce1f4e3bfe22cf",
+        ),
+        (
+            Backend::Sqlite,
+            2,
+            "731abc8583a5d205f731e2a26923560a0e4e3a709af2f459a38b0481a6d6bd598a0540da1fcdc10ed20dd28bbbcdd6f5",
+        ),
+        (
+            Backend::Postgres,
+            1,
+            "f1235d1205464579858da5da8f86ddb681358d987cb6eebe40a3f55d735dfeb413b716d93cbee662910f3d5bf98da2e9",
+        ),
+        (
+            Backend::Postgres,
+            2,
+            "11a04291dc54efcc9e6fd6f9b9616273c20a141799b29ec90fefcdec31932cd45ee00d1952199439b29414a026e90f3a",
+        ),
+    ];
+
+    #[test]
+    fn released_migrations_are_never_edited() {
+        for (backend, version, pinned) in RELEASED {
+            let migrator = match backend {
+                Backend::Sqlite => &SQLITE_MIGRATOR,
+                Backend::Postgres => &POSTGRES_MIGRATOR,
+            };
+            let m = migrator
+                .iter()
+                .find(|m| m.version == *version)
+                .unwrap_or_else(|| panic!("{backend:?} migration {version} was removed"));
+            assert_eq!(
+                hex::encode(&m.checksum),
+                *pinned,
+                "{backend:?} migration {version} ({}) changed since its release: \
+                 restore it byte for byte and put the change in a new migration",
+                m.description
+            );
+        }
+        // Both backends have the same migrations, and a new one comes after every
+        // released one (on an existing database an older number would run after
+        // migrations that were written later).
+        let versions =
+            |m: &sqlx::migrate::Migrator| m.iter().map(|m| m.version).collect::<Vec<_>>();
+        assert_eq!(versions(&SQLITE_MIGRATOR), versions(&POSTGRES_MIGRATOR));
+        let newest_released = RELEASED.iter().map(|r| r.1).max().unwrap();
+        for m in SQLITE_MIGRATOR.iter() {
+            assert!(
+                m.version > newest_released || RELEASED.iter().any(|r| r.1 == m.version),
+                "migration {} slots in among the released ones",
+                m.version
+            );
+        }
+    }
+}

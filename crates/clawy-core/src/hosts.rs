@@ -1,4 +1,4 @@
-//! Hosts: the agents the control plane drives (issue 4).
+//! Hosts: the agents the control plane drives.
 //!
 //! An operator registers an agent by URL, pinned certificate fingerprint and bearer
 //! token. DATA-3/DATA-4: the token is sealed with the operator key before it is
@@ -15,7 +15,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::Core;
-use crate::audit::{AuditAction, Caller};
+use crate::actor::Actor;
+use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::config::is_country_code;
 use crate::db::b2i;
@@ -36,7 +37,7 @@ pub enum HostError {
     InvalidFingerprint,
     #[error("The agent token is empty.")]
     InvalidToken,
-    #[error("The location country must be a two-letter code such as DE.")]
+    #[error("The region must be a two-letter country code such as DE.")]
     InvalidCountry,
     #[error("The site label may have up to {SITE_MAX_CHARS} letters, digits or '-'.")]
     InvalidSite,
@@ -80,7 +81,7 @@ impl DomainError for HostError {
                 field: "fingerprint",
             },
             HostError::InvalidToken => ErrorKind::Invalid { field: "token" },
-            HostError::InvalidCountry => ErrorKind::Invalid { field: "country" },
+            HostError::InvalidCountry => ErrorKind::Invalid { field: "region" },
             HostError::InvalidSite => ErrorKind::Invalid { field: "site" },
             HostError::Duplicate => ErrorKind::Conflict,
             HostError::NotFound => ErrorKind::NotFound,
@@ -100,8 +101,8 @@ pub struct RegisterHost {
     pub fingerprint: String,
     /// The agent's bearer token (DATA-3). Sealed before storage.
     pub token: SecretString,
-    /// ISO 3166-1 alpha-2 country (DATA-2 location policy), e.g. `DE`.
-    pub country: String,
+    /// The region: an ISO 3166-1 alpha-2 country code (DATA-2 policy), e.g. `DE`.
+    pub region: String,
     /// Free site label, e.g. `fra1`.
     pub site: String,
     pub enabled: bool,
@@ -114,7 +115,8 @@ pub struct Host {
     pub name: String,
     pub url: String,
     pub fingerprint: String,
-    pub country: String,
+    /// The region: an ISO 3166-1 alpha-2 country code (stored in column `country`).
+    pub region: String,
     pub site: String,
     pub enabled: bool,
     /// What the agent may hand out (from its HostInfo; zero until first contact).
@@ -139,9 +141,9 @@ impl Host {
     /// `DE-fra1` style label.
     pub fn location_label(&self) -> String {
         if self.site.is_empty() {
-            self.country.clone()
+            self.region.clone()
         } else {
-            format!("{}-{}", self.country, self.site)
+            format!("{}-{}", self.region, self.site)
         }
     }
 }
@@ -233,7 +235,7 @@ pub(crate) fn host_from_row(r: &sqlx::any::AnyRow) -> Result<Host, sqlx::Error> 
         name: r.try_get("name")?,
         url: r.try_get("url")?,
         fingerprint: r.try_get("fingerprint")?,
-        country: r.try_get("country")?,
+        region: r.try_get("country")?,
         site: r.try_get("site")?,
         enabled: r.try_get::<i64, _>("enabled")? != 0,
         capacity: Resources {
@@ -274,7 +276,7 @@ pub(crate) fn load_from_row(r: &sqlx::any::AnyRow) -> Result<HostLoad, sqlx::Err
 
 /// Host names follow DNS-label rules (they appear in logs and URLs).
 pub fn validate_host_name(name: &str) -> Result<(), HostError> {
-    if crate::instances::is_dns_label(name) && name.len() <= NAME_MAX_CHARS {
+    if crate::names::is_dns_label(name) && name.len() <= NAME_MAX_CHARS {
         Ok(())
     } else {
         Err(HostError::InvalidName)
@@ -325,7 +327,7 @@ impl Hosts<'_> {
     /// Registers an agent. The token is sealed with the operator key (DATA-3/DATA-4).
     /// Capacity and network stay empty until [`Hosts::update_info`] ran, so a new host
     /// takes no instances before the control plane has talked to it.
-    pub async fn register(&self, caller: &Caller, req: RegisterHost) -> Result<Host, HostError> {
+    pub async fn register(&self, actor: &Actor, req: RegisterHost) -> Result<Host, HostError> {
         let name = req.name.trim().to_string();
         validate_host_name(&name)?;
         let url = validate_url(&req.url)?;
@@ -333,8 +335,8 @@ impl Hosts<'_> {
         if req.token.expose_secret().trim().is_empty() {
             return Err(HostError::InvalidToken);
         }
-        let country = req.country.trim().to_ascii_uppercase();
-        if !is_country_code(&country) {
+        let region = req.region.trim().to_ascii_uppercase();
+        if !is_country_code(&region) {
             return Err(HostError::InvalidCountry);
         }
         let site = validate_site(&req.site)?;
@@ -351,7 +353,7 @@ impl Hosts<'_> {
         .bind(&url)
         .bind(&fingerprint)
         .bind(&sealed)
-        .bind(&country)
+        .bind(&region)
         .bind(&site)
         .bind(b2i(req.enabled))
         .bind(now)
@@ -368,9 +370,9 @@ impl Hosts<'_> {
             .audit()
             .record(
                 None,
-                caller,
+                actor,
                 AuditAction::HostRegistered,
-                &format!("host {name} {url} {country}-{site}"),
+                &format!("host {name} {url} {region}-{site}"),
             )
             .await?;
         self.get(&id).await
@@ -432,7 +434,7 @@ impl Hosts<'_> {
     /// Enables or disables placement on a host (existing instances keep running).
     pub async fn set_enabled(
         &self,
-        caller: &Caller,
+        actor: &Actor,
         id: &str,
         enabled: bool,
     ) -> Result<Host, HostError> {
@@ -450,7 +452,7 @@ impl Hosts<'_> {
             .audit()
             .record(
                 None,
-                caller,
+                actor,
                 AuditAction::HostUpdated,
                 &format!(
                     "host {} {}",
@@ -468,7 +470,7 @@ impl Hosts<'_> {
     /// never appears in the event.
     pub async fn rotate_credentials(
         &self,
-        caller: &Caller,
+        actor: &Actor,
         id: &str,
         fingerprint: Option<&str>,
         token: Option<&SecretString>,
@@ -503,7 +505,7 @@ impl Hosts<'_> {
             .audit()
             .record(
                 None,
-                caller,
+                actor,
                 AuditAction::HostUpdated,
                 &format!(
                     "host {}: {}",
@@ -573,7 +575,7 @@ impl Hosts<'_> {
             .execute(self.core.store().pool())
             .await?,
             Err(msg) => sqlx::query("UPDATE hosts SET reachable = 0, last_error = $1 WHERE id = $2")
-                .bind(crate::audit::truncate_chars(msg, 500))
+                .bind(crate::names::truncate_chars(msg, 500))
                 .bind(id)
                 .execute(self.core.store().pool())
                 .await?,

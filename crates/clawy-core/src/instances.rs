@@ -1,4 +1,4 @@
-//! Instances: one dedicated VM per instance (issue 4).
+//! Instances: one dedicated VM per instance.
 //!
 //! Invariants:
 //! - The agent's VM id IS the instance id, so a retried ensure never makes a second VM.
@@ -17,12 +17,16 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::Core;
-use crate::audit::{AuditAction, Caller, record_instance_event};
+use crate::actor::Actor;
+use crate::audit::{AuditAction, record_instance_event};
 use crate::clock::ms_to_datetime;
-use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+use crate::error::{CoreError, DomainError, ErrorKind, InternalError, internal_from};
 use crate::hosts::{HOST_COLS, LOAD_JOIN, load_from_row};
 use crate::ipam::{IpamError, allocate_in};
-use crate::jobs::{JobKind, begin_write, enqueue_in};
+use crate::jobs::{begin_write, enqueue_in};
+use crate::lifecycle::{JobKind, JobState, LifecycleAction, decide};
+use crate::names::is_dns_label;
+use crate::page::{Page, PageRequest, created_cursor};
 use crate::placement::{Need, PlacementError, Strategy, choose_host};
 use crate::plans::PlanError;
 use crate::ssh_keys::SshKeyError;
@@ -111,74 +115,7 @@ impl DomainError for InstanceError {
     }
 }
 
-/// Lifecycle state, changed only by the job runner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InstanceState {
-    Pending,
-    Provisioning,
-    Running,
-    Stopped,
-    Deleting,
-    Deleted,
-    Error,
-}
-
-impl InstanceState {
-    pub const ALL: &'static [InstanceState] = &[
-        InstanceState::Pending,
-        InstanceState::Provisioning,
-        InstanceState::Running,
-        InstanceState::Stopped,
-        InstanceState::Deleting,
-        InstanceState::Deleted,
-        InstanceState::Error,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceState::Pending => "pending",
-            InstanceState::Provisioning => "provisioning",
-            InstanceState::Running => "running",
-            InstanceState::Stopped => "stopped",
-            InstanceState::Deleting => "deleting",
-            InstanceState::Deleted => "deleted",
-            InstanceState::Error => "error",
-        }
-    }
-    pub fn parse(s: &str) -> Option<InstanceState> {
-        Self::ALL.iter().copied().find(|x| x.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for InstanceState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What the owner asked the VM's power to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DesiredPower {
-    Running,
-    Stopped,
-}
-
-impl DesiredPower {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DesiredPower::Running => "running",
-            DesiredPower::Stopped => "stopped",
-        }
-    }
-    pub fn parse(s: &str) -> Option<DesiredPower> {
-        match s {
-            "running" => Some(DesiredPower::Running),
-            "stopped" => Some(DesiredPower::Stopped),
-            _ => None,
-        }
-    }
-}
+pub use crate::lifecycle::{DesiredPower, InstanceState};
 
 /// Latest health as the metrics poller saw it (ACCESS-1: host-side probe only).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -275,12 +212,8 @@ pub struct ActionAccepted {
     pub job_id: Option<String>,
 }
 
-/// A page of instances; `next_cursor` is passed back as `after` for the next page.
-#[derive(Debug, Clone, Serialize)]
-pub struct InstancePage {
-    pub items: Vec<Instance>,
-    pub next_cursor: Option<String>,
-}
+/// A page of instances; `next_after` is passed back as `after` for the next page.
+pub type InstancePage = Page<Instance>;
 
 /// Operator list filter.
 #[derive(Debug, Clone, Default)]
@@ -298,17 +231,6 @@ pub struct InstanceSshKey {
     pub ssh_key_id: String,
     pub fingerprint: String,
     pub public_key: String,
-}
-
-/// DNS label: `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
-pub fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
 }
 
 pub(crate) const INSTANCE_FROM: &str = "FROM instances i JOIN hosts h ON h.id = i.host_id \
@@ -384,7 +306,7 @@ fn parse_cursor(c: Option<&str>) -> (i64, String) {
 }
 
 fn cursor_of(i: &Instance) -> String {
-    format!("{}:{}", i.created_at.timestamp_millis(), i.id)
+    created_cursor(i.created_at.timestamp_millis(), &i.id)
 }
 
 pub struct Instances<'a> {
@@ -396,7 +318,7 @@ impl Instances<'_> {
     /// row + `provision` job + event in one transaction.
     pub async fn create(
         &self,
-        caller: &Caller,
+        actor: &Actor,
         owner_id: &str,
         req: CreateInstance,
     ) -> Result<Instance, InstanceError> {
@@ -450,7 +372,7 @@ impl Instances<'_> {
         let mut last_err = None;
         for _ in 0..CREATE_ATTEMPTS {
             match self
-                .try_create(caller, owner_id, &name, &plan, &region, &need, &keys)
+                .try_create(actor, owner_id, &name, &plan, &region, &need, &keys)
                 .await
             {
                 Ok(id) => return self.get_any(&id).await,
@@ -466,7 +388,7 @@ impl Instances<'_> {
     #[allow(clippy::too_many_arguments)]
     async fn try_create(
         &self,
-        caller: &Caller,
+        actor: &Actor,
         owner_id: &str,
         name: &str,
         plan: &crate::plans::Plan,
@@ -595,21 +517,15 @@ impl Instances<'_> {
             .await
             .map_err(CreateTry::from_sqlx)?;
         }
-        enqueue_in(
-            &mut tx,
-            now,
-            &id,
-            JobKind::Provision,
-            &caller.actor.describe(),
-        )
-        .await
-        .map_err(CreateTry::from_sqlx)?;
+        enqueue_in(&mut tx, now, &id, JobKind::Provision, &actor.describe())
+            .await
+            .map_err(CreateTry::from_sqlx)?;
         record_instance_event(
             &mut tx,
             now,
             owner_id,
             &id,
-            caller,
+            actor,
             AuditAction::InstanceCreated,
             &format!(
                 "{name}: plan {} in {region} on host {}, ip {}, ssh port {}",
@@ -699,6 +615,28 @@ impl Instances<'_> {
         page(rows, limit)
     }
 
+    /// A page of the owner's instances (the one pagination rule, `crate::page`).
+    pub async fn page_for_owner(
+        &self,
+        owner_id: &str,
+        req: &PageRequest,
+    ) -> Result<Page<Instance>, CoreError> {
+        req.created_cursor().map_err(CoreError::new)?;
+        let page = self.list_for_owner(owner_id, req.limit(), req.after());
+        page.await.map_err(CoreError::new)
+    }
+
+    /// A page of every instance (operators), filtered.
+    pub async fn page_all(
+        &self,
+        filter: &ListFilter,
+        req: &PageRequest,
+    ) -> Result<Page<Instance>, CoreError> {
+        req.created_cursor().map_err(CoreError::new)?;
+        let page = self.list_all(filter, req.limit(), req.after());
+        page.await.map_err(CoreError::new)
+    }
+
     /// The instances on a host that are not deleted (reconciler), by id.
     pub async fn list_by_host(&self, host_id: &str) -> Result<Vec<Instance>, InstanceError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -774,56 +712,17 @@ impl Instances<'_> {
         })
     }
 
-    pub async fn request_start(
+    /// A lifecycle request for the owner's instance: reads the state, the desired
+    /// power and the jobs, asks [`decide`], and writes what it says (job, desired
+    /// power, event) in one transaction. `actor` is who the event names. Start/stop
+    /// of an instance already there, and a second delete or retry, add no job; a
+    /// delete cancels the instance's queued jobs (delete wins).
+    pub async fn request(
         &self,
-        caller: &Caller,
+        actor: &Actor,
         owner_id: &str,
         id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(caller, owner_id, id, Action::Start).await
-    }
-    pub async fn request_stop(
-        &self,
-        caller: &Caller,
-        owner_id: &str,
-        id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(caller, owner_id, id, Action::Stop).await
-    }
-    pub async fn request_reboot(
-        &self,
-        caller: &Caller,
-        owner_id: &str,
-        id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(caller, owner_id, id, Action::Reboot).await
-    }
-    /// Deleting an instance that is already being deleted (or deleted) is fine.
-    /// Queued (not yet running) jobs of the instance are cancelled: delete wins.
-    pub async fn request_delete(
-        &self,
-        caller: &Caller,
-        owner_id: &str,
-        id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(caller, owner_id, id, Action::Delete).await
-    }
-    /// Re-queues the step that gave up (instance in `error`) with fresh attempts.
-    pub async fn request_retry(
-        &self,
-        caller: &Caller,
-        owner_id: &str,
-        id: &str,
-    ) -> Result<ActionAccepted, InstanceError> {
-        self.request(caller, owner_id, id, Action::Retry).await
-    }
-
-    async fn request(
-        &self,
-        caller: &Caller,
-        owner_id: &str,
-        id: &str,
-        action: Action,
+        action: LifecycleAction,
     ) -> Result<ActionAccepted, InstanceError> {
         let store = self.core.store();
         let mut tx = begin_write(store).await?;
@@ -845,120 +744,31 @@ impl Instances<'_> {
             .ok_or_else(|| InternalError::other(format!("unknown instance state `{state_s}`")))?;
         let desired = DesiredPower::parse(&row.try_get::<String, _>("desired_power")?)
             .unwrap_or(DesiredPower::Running);
-        let jobs = sqlx::query("SELECT kind, state FROM jobs WHERE instance_id = $1 ORDER BY seq")
+        let rows = sqlx::query("SELECT kind, state FROM jobs WHERE instance_id = $1 ORDER BY seq")
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
-        let mut unfinished = Vec::new();
-        let mut queued = Vec::new();
-        let mut last_failed = None;
-        for r in &jobs {
+        let mut jobs = Vec::with_capacity(rows.len());
+        for r in &rows {
             let kind = JobKind::parse(&r.try_get::<String, _>("kind")?);
-            let st: String = r.try_get("state")?;
-            match (kind, st.as_str()) {
-                (Some(k), "queued") => {
-                    unfinished.push(k);
-                    queued.push(k);
-                }
-                (Some(k), "running") => unfinished.push(k),
-                (Some(k), "failed") => last_failed = Some(k),
-                _ => {}
+            let st = JobState::parse(&r.try_get::<String, _>("state")?);
+            if let (Some(k), Some(s)) = (kind, st) {
+                jobs.push((k, s));
             }
         }
-        let deleting = matches!(state, InstanceState::Deleting | InstanceState::Deleted)
-            || unfinished.contains(&JobKind::Delete);
-        let refuse = |what: &'static str| {
-            Err(InstanceError::InvalidTransition {
-                action: what,
-                state: if deleting && state != InstanceState::Deleted {
-                    "being deleted".to_string()
-                } else {
-                    state.to_string()
-                },
-            })
-        };
-        // Decide: Some(kind) = insert that job; None = already satisfied (idempotent).
-        let (job, new_desired, event) = match action {
-            Action::Delete => {
-                if deleting {
-                    (None, desired, AuditAction::InstanceDeleteRequested)
-                } else {
-                    (
-                        Some(JobKind::Delete),
-                        DesiredPower::Stopped,
-                        AuditAction::InstanceDeleteRequested,
-                    )
-                }
+        let decision = decide(action, state, desired, &jobs).map_err(|r| {
+            InstanceError::InvalidTransition {
+                action: r.action,
+                state: r.state,
             }
-            _ if deleting => return refuse(action.verb()),
-            Action::Start => {
-                if state == InstanceState::Error {
-                    return refuse("start");
-                }
-                let heading_up = desired == DesiredPower::Running
-                    && (matches!(
-                        state,
-                        InstanceState::Running
-                            | InstanceState::Pending
-                            | InstanceState::Provisioning
-                    ) || unfinished.iter().any(|k| {
-                        matches!(k, JobKind::Start | JobKind::Provision | JobKind::Reboot)
-                    }));
-                if heading_up {
-                    (None, desired, AuditAction::InstanceStartRequested)
-                } else {
-                    (
-                        Some(JobKind::Start),
-                        DesiredPower::Running,
-                        AuditAction::InstanceStartRequested,
-                    )
-                }
-            }
-            Action::Stop => {
-                if state == InstanceState::Error {
-                    return refuse("stop");
-                }
-                let heading_down = desired == DesiredPower::Stopped
-                    && (state == InstanceState::Stopped || unfinished.contains(&JobKind::Stop));
-                if heading_down {
-                    (None, desired, AuditAction::InstanceStopRequested)
-                } else {
-                    (
-                        Some(JobKind::Stop),
-                        DesiredPower::Stopped,
-                        AuditAction::InstanceStopRequested,
-                    )
-                }
-            }
-            Action::Reboot => {
-                if state != InstanceState::Running || desired != DesiredPower::Running {
-                    return refuse("reboot");
-                }
-                if queued.contains(&JobKind::Reboot) {
-                    (None, desired, AuditAction::InstanceRebootRequested)
-                } else {
-                    (
-                        Some(JobKind::Reboot),
-                        desired,
-                        AuditAction::InstanceRebootRequested,
-                    )
-                }
-            }
-            Action::Retry => {
-                if state != InstanceState::Error {
-                    return refuse("retry");
-                }
-                if !unfinished.is_empty() {
-                    // Already re-queued: idempotent.
-                    (None, desired, AuditAction::InstanceRetryRequested)
-                } else {
-                    (
-                        Some(last_failed.unwrap_or(JobKind::Provision)),
-                        desired,
-                        AuditAction::InstanceRetryRequested,
-                    )
-                }
-            }
+        })?;
+        let (job, new_desired) = (decision.job, decision.desired);
+        let event = match action {
+            LifecycleAction::Start => AuditAction::InstanceStartRequested,
+            LifecycleAction::Stop => AuditAction::InstanceStopRequested,
+            LifecycleAction::Reboot => AuditAction::InstanceRebootRequested,
+            LifecycleAction::Delete => AuditAction::InstanceDeleteRequested,
+            LifecycleAction::Retry => AuditAction::InstanceRetryRequested,
         };
         let now = self.core.now_ms();
         let mut job_id = None;
@@ -973,7 +783,7 @@ impl Instances<'_> {
                 .execute(&mut *tx)
                 .await?;
             }
-            job_id = Some(enqueue_in(&mut tx, now, id, kind, &caller.actor.describe()).await?);
+            job_id = Some(enqueue_in(&mut tx, now, id, kind, &actor.describe()).await?);
         }
         if new_desired != desired || job.is_some() {
             sqlx::query("UPDATE instances SET desired_power = $1, updated_at = $2 WHERE id = $3")
@@ -987,31 +797,10 @@ impl Instances<'_> {
             Some(k) => format!("{} job queued", k.as_str()),
             None => "already in progress or done".to_string(),
         };
-        record_instance_event(&mut tx, now, owner_id, id, caller, event, &detail).await?;
+        record_instance_event(&mut tx, now, owner_id, id, actor, event, &detail).await?;
         tx.commit().await?;
         let instance = self.get(owner_id, id).await?;
         Ok(ActionAccepted { instance, job_id })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
-    Start,
-    Stop,
-    Reboot,
-    Delete,
-    Retry,
-}
-
-impl Action {
-    fn verb(self) -> &'static str {
-        match self {
-            Action::Start => "start",
-            Action::Stop => "stop",
-            Action::Reboot => "reboot",
-            Action::Delete => "delete",
-            Action::Retry => "retry",
-        }
     }
 }
 
@@ -1040,48 +829,13 @@ impl CreateTry {
 }
 
 fn page(rows: Vec<sqlx::any::AnyRow>, limit: u32) -> Result<InstancePage, InstanceError> {
-    let mut items = rows
+    let items = rows
         .iter()
         .map(instance_from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Ok(InstancePage { items, next_cursor })
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn dns_labels() {
-        for ok in ["a", "web-1", "0", "abc123", &"a".repeat(63)] {
-            assert!(is_dns_label(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "A",
-            "a_b",
-            "a.b",
-            "ä",
-            &"a".repeat(64),
-            "a b",
-        ] {
-            assert!(!is_dns_label(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn states_round_trip() {
-        for s in InstanceState::ALL {
-            assert_eq!(InstanceState::parse(s.as_str()), Some(*s));
-        }
-    }
+    Ok(Page::from_fetched(
+        items,
+        &PageRequest::first(limit),
+        cursor_of,
+    ))
 }

@@ -1,4 +1,4 @@
-//! IPAM: private IPs, MACs and SSH forward ports per instance (issue 4).
+//! IPAM: private IPs, MACs and SSH forward ports per instance.
 //!
 //! Each host has a /24 (from its agent's `[network]`): `.1` is the gateway, VMs get
 //! `.2`–`.254`, lowest free first. SSH forwards take the lowest free port of the
@@ -98,7 +98,7 @@ pub fn random_mac() -> String {
 /// How many VM addresses a /24 offers (`.2`–`.254`).
 pub const IPS_PER_HOST: usize = 253;
 
-/// Picks the next allocation on `host_id` inside the caller's transaction. The
+/// Picks the next allocation on `host_id` inside the actor's transaction. The
 /// instance insert that follows is what makes it durable; a unique violation there
 /// means another transaction took the same address first: retry.
 pub async fn allocate_in(

@@ -1,4 +1,4 @@
-//! Durable lifecycle jobs (issue 4). The ONLY place that changes an instance's
+//! Durable lifecycle jobs. The ONLY place that changes an instance's
 //! lifecycle state.
 //!
 //! A job is claimed by exactly one worker with ONE statement (`UPDATE … WHERE id =
@@ -19,11 +19,12 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::Core;
-use crate::audit::{AuditAction, Caller, record_instance_event};
+use crate::actor::Actor;
+use crate::audit::{AuditAction, record_instance_event};
 use crate::clock::ms_to_datetime;
 use crate::db::{Backend, Store};
 use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
-use crate::instances::InstanceState;
+use crate::lifecycle::InstanceState;
 
 /// Attempts before a job gives up and the instance goes to `error`.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
@@ -66,80 +67,7 @@ impl DomainError for JobError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Provision,
-    Start,
-    Stop,
-    Reboot,
-    Delete,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Provision => "provision",
-            JobKind::Start => "start",
-            JobKind::Stop => "stop",
-            JobKind::Reboot => "reboot",
-            JobKind::Delete => "delete",
-        }
-    }
-    pub fn parse(s: &str) -> Option<JobKind> {
-        [
-            JobKind::Provision,
-            JobKind::Start,
-            JobKind::Stop,
-            JobKind::Reboot,
-            JobKind::Delete,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-    /// The instance state a successful job leaves behind.
-    pub fn final_state(self) -> InstanceState {
-        match self {
-            JobKind::Provision | JobKind::Start | JobKind::Reboot => InstanceState::Running,
-            JobKind::Stop => InstanceState::Stopped,
-            JobKind::Delete => InstanceState::Deleted,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    /// A queued job made pointless by a delete request.
-    Cancelled,
-}
-
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-    pub fn parse(s: &str) -> Option<JobState> {
-        [
-            JobState::Queued,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::Cancelled,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
+pub use crate::lifecycle::{JobKind, JobState};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
@@ -209,7 +137,7 @@ pub async fn begin_write(
     }
 }
 
-/// Inserts a queued job inside the caller's transaction (so the job exists iff the
+/// Inserts a queued job inside the actor's transaction (so the job exists iff the
 /// change that needs it committed). Returns the job id.
 pub async fn enqueue_in(
     conn: &mut sqlx::AnyConnection,
@@ -484,7 +412,7 @@ impl Jobs<'_> {
         let run_after = now
             .saturating_add(dur_ms(backoff(job.attempts)))
             .saturating_add(dur_ms(jitter));
-        let error = crate::audit::truncate_chars(error, 500);
+        let error = crate::names::truncate_chars(error, 500);
         let mut tx = begin_write(self.core.store()).await?;
         let res = sqlx::query(
             "UPDATE jobs SET state = 'queued', run_after = $1, lease_owner = NULL, lease_until = NULL, \
@@ -508,7 +436,7 @@ impl Jobs<'_> {
                 now,
                 &owner,
                 &job.instance_id,
-                &Caller::system(),
+                &Actor::system(),
                 AuditAction::JobRetry,
                 &format!(
                     "{} attempt {} of {} failed: {error}; next try in {} s",
@@ -528,7 +456,7 @@ impl Jobs<'_> {
 
     async fn give_up(&self, job: &Job, worker: &str, error: &str) -> Result<(), JobError> {
         let now = self.core.now_ms();
-        let error = crate::audit::truncate_chars(error, 500);
+        let error = crate::names::truncate_chars(error, 500);
         let mut tx = begin_write(self.core.store()).await?;
         let res = sqlx::query(
             "UPDATE jobs SET state = 'failed', finished_at = $1, updated_at = $1, lease_until = NULL, \
@@ -556,7 +484,7 @@ impl Jobs<'_> {
                 now,
                 &owner,
                 &job.instance_id,
-                &Caller::system(),
+                &Actor::system(),
                 AuditAction::JobFailed,
                 &reason,
             )
@@ -660,10 +588,10 @@ impl Jobs<'_> {
     }
 
     /// Inserts a job outside any other change (the reconciler repairing drift, e.g.
-    /// restarting a VM that should run). Writes an event as `caller`.
+    /// restarting a VM that should run). Writes an event as `actor`.
     pub async fn enqueue(
         &self,
-        caller: &Caller,
+        actor: &Actor,
         instance_id: &str,
         kind: JobKind,
         detail: &str,
@@ -674,13 +602,13 @@ impl Jobs<'_> {
             .owner_of(&mut tx, instance_id)
             .await?
             .ok_or(JobError::NotFound)?;
-        let id = enqueue_in(&mut tx, now, instance_id, kind, &caller.actor.describe()).await?;
+        let id = enqueue_in(&mut tx, now, instance_id, kind, &actor.describe()).await?;
         record_instance_event(
             &mut tx,
             now,
             &owner,
             instance_id,
-            caller,
+            actor,
             AuditAction::InstanceRepaired,
             detail,
         )
@@ -779,7 +707,7 @@ impl Jobs<'_> {
                 now,
                 &owner,
                 instance_id,
-                &Caller::system(),
+                &Actor::system(),
                 AuditAction::InstanceStateChanged,
                 &detail,
             )

@@ -1,6 +1,6 @@
 //! Placement (ISO-2, DATA-2): which host a new instance goes to.
 //!
-//! A host qualifies when it is enabled, its location country is in the operator's
+//! A host qualifies when it is enabled, its region is one of the operator's
 //! `allowed_countries` and equals the requested region, the agent has reported its VM
 //! network, and its free capacity (agent-reported capacity minus the plan sizes of its
 //! instances that are not deleted) covers the plan in every dimension — so CPU, RAM and
@@ -14,6 +14,7 @@
 //! one transaction (on PostgreSQL with the region's host rows locked).
 
 use clawy_proto::agent::Resources;
+use serde::Serialize;
 
 use crate::error::{DomainError, ErrorKind};
 use crate::hosts::HostLoad;
@@ -79,13 +80,10 @@ pub fn fits(free: &Resources, need: &Need) -> bool {
 /// its free capacity.
 pub fn eligible(load: &HostLoad, region: &str, allowed: &[String]) -> bool {
     let h = &load.host;
-    h.enabled
-        && h.network.is_some()
-        && h.country == region
-        && allowed.iter().any(|c| c == &h.country)
+    h.enabled && h.network.is_some() && h.region == region && allowed.iter().any(|c| c == &h.region)
 }
 
-/// Chooses a host for `need` in `region`. Pure: the caller supplies the hosts with
+/// Chooses a host for `need` in `region`. Pure: the actor supplies the hosts with
 /// their current allocation.
 pub fn choose_host<'a>(
     hosts: &'a [HostLoad],
@@ -123,6 +121,54 @@ pub fn choose_host<'a>(
         })
 }
 
+/// A region people can pick: an allowed country with at least one enabled host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Region {
+    /// Country code, e.g. `DE`.
+    pub code: String,
+    /// Enabled hosts in the region.
+    pub hosts: u64,
+    /// Some enabled host has room for the default plan right now.
+    pub has_capacity: bool,
+    /// The operator's `default_region`.
+    pub is_default: bool,
+}
+
+/// DATA-2: the allowed countries that have at least one enabled host, the default
+/// first, each with a free-capacity flag for `default_plan` (none: no flag set).
+/// Pure: the caller reads the hosts with their load and the plan.
+pub fn regions(
+    allowed: &[String],
+    default_region: &str,
+    hosts: &[HostLoad],
+    default_plan: Option<&Plan>,
+) -> Vec<Region> {
+    let need = default_plan.map(Need::from);
+    let mut out = Vec::new();
+    for code in allowed {
+        let in_region: Vec<&HostLoad> = hosts
+            .iter()
+            .filter(|l| l.host.enabled && &l.host.region == code)
+            .collect();
+        if in_region.is_empty() {
+            continue;
+        }
+        let has_capacity = need.is_some_and(|need| {
+            in_region
+                .iter()
+                .any(|l| l.host.network.is_some() && fits(&l.free(), &need))
+        });
+        out.push(Region {
+            code: code.clone(),
+            hosts: in_region.len() as u64,
+            has_capacity,
+            is_default: code == default_region,
+        });
+    }
+    out.sort_by_key(|r| (!r.is_default, r.code.clone()));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -131,14 +177,14 @@ mod tests {
     use chrono::Utc;
     use clawy_proto::agent::HostNetwork;
 
-    fn host(name: &str, country: &str, cap: (u64, u64, u64), alloc: (u64, u64, u64)) -> HostLoad {
+    fn host(name: &str, region: &str, cap: (u64, u64, u64), alloc: (u64, u64, u64)) -> HostLoad {
         HostLoad {
             host: Host {
                 id: format!("id-{name}"),
                 name: name.to_string(),
                 url: "https://127.0.0.1:1".into(),
                 fingerprint: String::new(),
-                country: country.to_string(),
+                region: region.to_string(),
                 site: String::new(),
                 enabled: true,
                 capacity: Resources {

@@ -1,19 +1,18 @@
-//! Plans (instance sizes, operator-defined) and regions (DATA-2 location policy).
+//! Plans: instance sizes, operator-defined.
 //!
 //! Plans `small`, `medium`, `large` are seeded by the migration. Instances copy a
 //! plan's numbers at create time, so editing or deleting a plan never changes what an
-//! existing instance holds. Regions are the allowed countries (`allowed_countries`)
-//! that have at least one enabled host.
+//! existing instance holds.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
 use crate::Core;
-use crate::audit::{AuditAction, Caller};
+use crate::actor::Actor;
+use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
-use crate::hosts::{HOST_COLS, LOAD_JOIN, load_from_row};
 
 /// Upper bounds that catch typos (a plan bigger than any host is useless anyway).
 pub const MAX_VCPUS: u32 = 256;
@@ -92,19 +91,6 @@ pub struct PlanSpec {
     pub disk_gib: u64,
 }
 
-/// A region people can pick: an allowed country with at least one enabled host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Region {
-    /// Country code, e.g. `DE`.
-    pub code: String,
-    /// Enabled hosts in the region.
-    pub hosts: u64,
-    /// Some enabled host has room for the default plan right now.
-    pub has_capacity: bool,
-    /// The operator's `default_region`.
-    pub is_default: bool,
-}
-
 const COLS: &str = "id, name, vcpus, memory_mib, disk_gib, created_at, updated_at";
 
 fn plan_from_row(r: &sqlx::any::AnyRow) -> Result<Plan, sqlx::Error> {
@@ -176,7 +162,7 @@ impl Plans<'_> {
         self.get(&self.core.config().default_plan).await
     }
 
-    pub async fn create(&self, caller: &Caller, spec: PlanSpec) -> Result<Plan, PlanError> {
+    pub async fn create(&self, actor: &Actor, spec: PlanSpec) -> Result<Plan, PlanError> {
         let spec = validate(&spec)?;
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.core.now_ms();
@@ -201,7 +187,7 @@ impl Plans<'_> {
         }
         self.core
             .audit()
-            .record(None, caller, AuditAction::PlanCreated, &describe(&spec))
+            .record(None, actor, AuditAction::PlanCreated, &describe(&spec))
             .await?;
         self.get(&id).await
     }
@@ -210,7 +196,7 @@ impl Plans<'_> {
     /// created with.
     pub async fn update(
         &self,
-        caller: &Caller,
+        actor: &Actor,
         name_or_id: &str,
         spec: PlanSpec,
     ) -> Result<Plan, PlanError> {
@@ -238,7 +224,7 @@ impl Plans<'_> {
             .audit()
             .record(
                 None,
-                caller,
+                actor,
                 AuditAction::PlanUpdated,
                 &format!("{} -> {}", current.name, describe(&spec)),
             )
@@ -246,7 +232,7 @@ impl Plans<'_> {
         self.get(&current.id).await
     }
 
-    pub async fn delete(&self, caller: &Caller, name_or_id: &str) -> Result<(), PlanError> {
+    pub async fn delete(&self, actor: &Actor, name_or_id: &str) -> Result<(), PlanError> {
         let current = self.get(name_or_id).await?;
         sqlx::query("DELETE FROM plans WHERE id = $1")
             .bind(&current.id)
@@ -254,50 +240,9 @@ impl Plans<'_> {
             .await?;
         self.core
             .audit()
-            .record(None, caller, AuditAction::PlanDeleted, &current.name)
+            .record(None, actor, AuditAction::PlanDeleted, &current.name)
             .await?;
         Ok(())
-    }
-
-    /// DATA-2: the allowed countries that have at least one enabled host, default
-    /// first, with a free-capacity flag for the default plan.
-    pub async fn regions(&self) -> Result<Vec<Region>, PlanError> {
-        let cfg = self.core.config();
-        let need = match self.default_plan().await {
-            Ok(p) => Some(p),
-            Err(PlanError::NotFound(_)) => None,
-            Err(e) => return Err(e),
-        };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {HOST_COLS}, l.n, l.a_vcpus, l.a_mem, l.a_disk FROM hosts h {LOAD_JOIN} WHERE h.enabled = 1"
-        )))
-        .fetch_all(self.core.store().pool())
-        .await?;
-        let loads = rows
-            .iter()
-            .map(load_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut out = Vec::new();
-        for code in &cfg.allowed_countries {
-            let in_region: Vec<_> = loads.iter().filter(|l| &l.host.country == code).collect();
-            if in_region.is_empty() {
-                continue;
-            }
-            let has_capacity = need.as_ref().is_some_and(|p| {
-                in_region.iter().any(|l| {
-                    l.host.network.is_some()
-                        && crate::placement::fits(&l.free(), &crate::placement::Need::from(p))
-                })
-            });
-            out.push(Region {
-                code: code.clone(),
-                hosts: in_region.len() as u64,
-                has_capacity,
-                is_default: *code == cfg.default_region,
-            });
-        }
-        out.sort_by_key(|r| (!r.is_default, r.code.clone()));
-        Ok(out)
     }
 }
 

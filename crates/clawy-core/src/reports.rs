@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::Core;
 use crate::accounts::{User, normalize_email};
-use crate::audit::{AuditAction, Caller};
+use crate::actor::Actor;
+use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::crypto::random_bytes;
 use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
@@ -130,7 +131,7 @@ impl Reports<'_> {
         reporter_email: Option<&str>,
         title: &str,
         body: &str,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<Report, ReportError> {
         let title = title.trim();
         let body = body.trim();
@@ -149,7 +150,7 @@ impl Reports<'_> {
             }
             None => None,
         };
-        let subject = caller
+        let subject = actor
             .client
             .addr_string()
             .unwrap_or_else(|| "unknown".to_string());
@@ -171,7 +172,7 @@ impl Reports<'_> {
             .bind(reporter_email.clone())
             .bind(title)
             .bind(body)
-            .bind(caller.client.addr_string())
+            .bind(actor.client.addr_string())
             .bind(now.timestamp_millis())
             .execute(self.core.store().pool())
             .await;
@@ -185,7 +186,7 @@ impl Reports<'_> {
         }
         self.core
             .audit()
-            .record(None, caller, AuditAction::ReportSubmitted, &tracking)
+            .record(None, actor, AuditAction::ReportSubmitted, &tracking)
             .await?;
         let report = Report {
             id,
@@ -193,7 +194,7 @@ impl Reports<'_> {
             reporter_email,
             title: title.to_string(),
             body: body.to_string(),
-            client_addr: caller.client.addr_string(),
+            client_addr: actor.client.addr_string(),
             created_at: ms_to_datetime(now.timestamp_millis()),
         };
         let contact = &self.core.config().security_contact;

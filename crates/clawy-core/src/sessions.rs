@@ -18,11 +18,13 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::Core;
-use crate::accounts::{User, user_from_row};
-use crate::audit::{AuditAction, Caller, ClientInfo, truncate_chars};
+use crate::accounts::{AccountError, User, user_from_row};
+use crate::actor::{Actor, ClientInfo};
+use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::crypto::{Token, constant_time_eq, random_token, sha256, sha256_hex};
 use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+use crate::names::truncate_chars;
 
 /// Cookie name for the session (the `__Host-` prefix requires `Secure`, `Path=/` and
 /// no `Domain`).
@@ -226,7 +228,7 @@ impl Sessions<'_> {
     }
 
     /// Ends the session carried by a cookie (logout). Unknown cookies are fine.
-    pub async fn logout(&self, raw: &str, caller: &Caller) -> Result<(), SessionError> {
+    pub async fn logout(&self, raw: &str, actor: &Actor) -> Result<(), SessionError> {
         let row = sqlx::query("SELECT user_id FROM sessions WHERE token_hash = $1")
             .bind(sha256_hex(raw))
             .fetch_optional(self.core.store().pool())
@@ -239,7 +241,7 @@ impl Sessions<'_> {
             let user_id: String = r.try_get("user_id")?;
             self.core
                 .audit()
-                .record(Some(&user_id), caller, AuditAction::Logout, "")
+                .record(Some(&user_id), actor, AuditAction::Logout, "")
                 .await?;
         }
         Ok(())
@@ -290,7 +292,7 @@ impl Sessions<'_> {
         &self,
         user_id: &str,
         session_id: &str,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<(), SessionError> {
         let res = sqlx::query("DELETE FROM sessions WHERE id = $1 AND user_id = $2")
             .bind(session_id)
@@ -304,7 +306,7 @@ impl Sessions<'_> {
             .audit()
             .record(
                 Some(user_id),
-                caller,
+                actor,
                 AuditAction::SessionRevoked,
                 &format!("session {session_id}"),
             )
@@ -336,18 +338,30 @@ impl Sessions<'_> {
         &self,
         user_id: &str,
         keep: &str,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<u64, SessionError> {
         let n = self.revoke_all_except(user_id, keep).await?;
         self.core
             .audit()
             .record(
                 Some(user_id),
-                caller,
+                actor,
                 AuditAction::SessionsRevoked,
                 &format!("{n} other sessions"),
             )
             .await?;
         Ok(n)
+    }
+}
+
+/// Account operations that end sessions (password change and reset) report a
+/// session failure as their own internal error. (Here rather than in `accounts`, which
+/// reaches sessions only through `Core`.)
+impl From<SessionError> for AccountError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Internal(i) => AccountError::Internal(i),
+            other => AccountError::Internal(InternalError::other(other.to_string())),
+        }
     }
 }

@@ -15,7 +15,8 @@ use ssh_key::public::KeyData;
 use ssh_key::{HashAlg, PublicKey};
 
 use crate::Core;
-use crate::audit::{AuditAction, Caller};
+use crate::actor::Actor;
+use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
 
@@ -217,7 +218,7 @@ impl SshKeys<'_> {
         user_id: &str,
         name: &str,
         public_key: &str,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<SshKey, SshKeyError> {
         let parsed = parse_public_key(public_key)?;
         let name = if name.trim().is_empty() {
@@ -263,7 +264,7 @@ impl SshKeys<'_> {
             .audit()
             .record(
                 Some(user_id),
-                caller,
+                actor,
                 AuditAction::SshKeyAdded,
                 &format!("\"{name}\" {} {}", parsed.algorithm, parsed.fingerprint),
             )
@@ -308,7 +309,7 @@ impl SshKeys<'_> {
         &self,
         user_id: &str,
         key_id: &str,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<(), SshKeyError> {
         let key = self.get(user_id, key_id).await?;
         let res = sqlx::query("DELETE FROM ssh_keys WHERE id = $1 AND user_id = $2")
@@ -323,7 +324,7 @@ impl SshKeys<'_> {
             .audit()
             .record(
                 Some(user_id),
-                caller,
+                actor,
                 AuditAction::SshKeyRemoved,
                 &format!("\"{}\" {} {}", key.name, key.algorithm, key.fingerprint),
             )

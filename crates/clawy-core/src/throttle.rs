@@ -19,7 +19,8 @@ use sqlx::Row;
 use std::time::Duration;
 
 use crate::Core;
-use crate::audit::{AuditAction, Caller, ClientInfo};
+use crate::actor::{Actor, ClientInfo};
+use crate::audit::AuditAction;
 use crate::error::{DomainError, ErrorKind, InternalError, retry_after_from_ms};
 
 /// After this long without a failure, an account's failure counter starts over.
@@ -219,13 +220,13 @@ impl Throttle<'_> {
                 Duration::from_secs(cfg.ip_window_seconds),
             )
             .await?;
-        let caller = Caller::anonymous(client.clone());
+        let actor = Actor::anonymous(client.clone());
         if n == i64::from(cfg.ip_max_failures) {
             self.core
                 .audit()
                 .record(
                     user_id,
-                    &caller,
+                    &actor,
                     AuditAction::LoginThrottled,
                     &format!("{n} failed logins from this address"),
                 )
@@ -303,7 +304,7 @@ impl Throttle<'_> {
                 .audit()
                 .record(
                     user_id,
-                    &caller,
+                    &actor,
                     AuditAction::AccountLocked,
                     &format!(
                         "{failures} consecutive failures; locked for {} s",
@@ -351,7 +352,7 @@ impl Throttle<'_> {
                 .audit()
                 .record(
                     None,
-                    &Caller::anonymous(client.clone()),
+                    &Actor::anonymous(client.clone()),
                     AuditAction::ApiKeyThrottled,
                     &format!("{n} failed API-key authentications from this address"),
                 )

@@ -1,4 +1,4 @@
-//! Crash-injection points for the crash tests (issue 4: "killing the server process
+//! Crash-injection points for the crash tests ("killing the server process
 //! at any instant never leaves a second VM, an orphaned VM, a leaked IP or port, or
 //! a lost request").
 //!

@@ -12,21 +12,19 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use hickory_client::client::{Client, ClientHandle};
-use hickory_proto::dnssec::rdata::tsig::TsigAlgorithm;
-use hickory_proto::dnssec::tsig::TSigner;
+use hickory_net::client::{Client, ClientHandle};
+use hickory_net::runtime::TokioRuntimeProvider;
+use hickory_net::udp::UdpClientStream;
+use hickory_net::xfer::DnsHandle;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode, UpdateMessage};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::rdata::{A, AAAA};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::runtime::TokioRuntimeProvider;
-use hickory_proto::udp::UdpClientStream;
-use hickory_proto::xfer::DnsHandle;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType, TSigner};
 
-pub use clawy_agent::edge::names::DnsName;
+pub use clawy_proto::names::DnsName;
 
 /// A TSIG secret: never printed, wiped from memory when dropped.
 #[derive(Clone)]
@@ -153,7 +151,7 @@ impl DnsPublisher {
         to_name(name)
     }
 
-    async fn client(&self, signed: bool) -> Result<Client, DnsError> {
+    async fn client(&self, signed: bool) -> Result<Client<TokioRuntimeProvider>, DnsError> {
         let signer = if signed {
             let key_name = to_name(&self.server.key_name)?;
             // 300 s fudge: the RFC 8945 recommendation for clock skew.
@@ -164,7 +162,7 @@ impl DnsPublisher {
                 300,
             )
             .map_err(|e| DnsError::BadKey(e.to_string()))?;
-            Some(Arc::new(s) as Arc<dyn hickory_proto::op::MessageFinalizer>)
+            Some(s)
         } else {
             None
         };
@@ -172,9 +170,7 @@ impl DnsPublisher {
             .with_timeout(Some(self.server.timeout))
             .with_signer(signer)
             .build();
-        let (client, bg) = Client::connect(stream)
-            .await
-            .map_err(|e| self.map_proto(e.to_string()))?;
+        let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(stream);
         tokio::spawn(bg);
         Ok(client)
     }
@@ -225,7 +221,7 @@ impl DnsPublisher {
         self.bounded(async {
             let started = std::time::Instant::now();
             let client = self.client(true).await?;
-            let mut responses = client.send(message);
+            let mut responses = client.send(hickory_proto::op::DnsRequest::from(message));
             let resp = match responses.next().await {
                 Some(Ok(r)) => r,
                 Some(Err(e)) => return Err(self.map_proto(e.to_string())),
@@ -245,7 +241,7 @@ impl DnsPublisher {
                     });
                 }
             };
-            match resp.response_code() {
+            match resp.response_code {
                 ResponseCode::NoError => Ok(()),
                 // knot answers NOTAUTH both for a bad signature and for a key
                 // without an update ACL; a bad signature's reply is unsigned and
@@ -272,18 +268,15 @@ impl DnsPublisher {
         zone.set_name(self.zone.clone())
             .set_query_class(DNSClass::IN)
             .set_query_type(RecordType::SOA);
-        let mut m = Message::new();
-        m.set_id(rand::random())
-            .set_message_type(MessageType::Query)
-            .set_op_code(OpCode::Update)
-            .set_recursion_desired(false);
+        let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Update);
+        m.metadata.recursion_desired = false;
         m.add_zone(zone);
         m
     }
 
     fn delete_rrset(name: &Name, rtype: RecordType) -> Record {
         let mut r = Record::update0(name.clone(), 0, rtype);
-        r.set_dns_class(DNSClass::ANY);
+        r.dns_class = DNSClass::ANY;
         r
     }
 
@@ -332,7 +325,7 @@ impl DnsPublisher {
                     .query(fqdn.clone(), DNSClass::IN, rtype)
                     .await
                     .map_err(|e| self.map_proto(e.to_string()))?;
-                match resp.response_code() {
+                match resp.response_code {
                     ResponseCode::NoError | ResponseCode::NXDomain => {}
                     rc => {
                         return Err(DnsError::Failed {
@@ -342,11 +335,11 @@ impl DnsPublisher {
                         });
                     }
                 }
-                for r in resp.answers() {
-                    if r.name() != &fqdn {
+                for r in &resp.answers {
+                    if r.name != fqdn {
                         continue;
                     }
-                    match r.data() {
+                    match &r.data {
                         RData::A(a) => out.a.push(a.0),
                         RData::AAAA(a) => out.aaaa.push(a.0),
                         _ => {}

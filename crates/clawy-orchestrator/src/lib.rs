@@ -1,10 +1,11 @@
-//! clawy-orchestrator: the control plane's background work for issue 4.
+//! clawy-orchestrator: the control plane's background work and the code that talks to
+//! host agents.
 //!
 //! - [`runner`]: the durable job runner (N workers, leases, idempotent steps);
 //! - [`reconciler`]: desired vs. actual state on every host, repairs and flags;
 //! - [`poller`]: metrics samples, gateway health, host capacity/reachability;
+//! - [`registration`]: registering a host agent over the pinned connection;
 //! - [`crash`]: crash-injection points for the crash tests;
-//! - [`fake_agent`]: an in-process fake agent for the fleet benchmark only.
 //!
 //! `clawy server` starts all of it with [`Orchestrator::start`] and stops it with
 //! [`OrchestratorHandle::shutdown`].
@@ -13,9 +14,9 @@ pub mod clients;
 pub mod crash;
 pub mod dns;
 pub mod error;
-pub mod fake_agent;
 pub mod poller;
 pub mod reconciler;
+pub mod registration;
 pub mod runner;
 
 use std::sync::Arc;

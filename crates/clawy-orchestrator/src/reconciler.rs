@@ -29,8 +29,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clawy_core::Actor;
 use clawy_core::Core;
-use clawy_core::audit::{AuditAction, Caller};
+use clawy_core::audit::AuditAction;
 use clawy_core::hosts::AgentTarget;
 use clawy_core::instances::{DesiredPower, Instance, InstanceState, ListFilter};
 use clawy_core::jobs::JobKind;
@@ -143,7 +144,7 @@ impl Reconciler {
             for inst in page.items {
                 by_host.entry(inst.host_id.clone()).or_default().push(inst);
             }
-            match page.next_cursor {
+            match page.next_after {
                 Some(c) => after = Some(c),
                 None => break,
             }
@@ -254,7 +255,7 @@ impl Reconciler {
                     self.core
                         .jobs()
                         .enqueue(
-                            &Caller::reconciler(),
+                            &Actor::reconciler(),
                             &inst.id,
                             JobKind::Start,
                             &format!(
@@ -273,7 +274,7 @@ impl Reconciler {
                     self.core
                         .jobs()
                         .enqueue(
-                            &Caller::reconciler(),
+                            &Actor::reconciler(),
                             &inst.id,
                             JobKind::Stop,
                             "the VM was running on its host but should be stopped; stopping it",
@@ -298,7 +299,7 @@ impl Reconciler {
                 .record_instance(
                     &inst.owner_id,
                     &inst.id,
-                    &Caller::reconciler(),
+                    &Actor::reconciler(),
                     AuditAction::InstanceRepaired,
                     &format!("port forwards on the host were {have:?}; re-applied {want:?}"),
                 )
@@ -325,7 +326,7 @@ impl Reconciler {
             Ok(_) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        let caller = Caller::reconciler();
+        let caller = Actor::reconciler();
         self.core
             .audit()
             .record_instance(
@@ -392,7 +393,7 @@ impl Reconciler {
             .audit()
             .record(
                 None,
-                &Caller::reconciler(),
+                &Actor::reconciler(),
                 AuditAction::InstanceDriftDetected,
                 &format!(
                     "host {} runs VM {vm_id}, which the database does not know as a live instance; left untouched for an operator",

@@ -98,6 +98,10 @@ pub struct ApiKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApiKeyList {
     pub api_keys: Vec<ApiKey>,
+    /// Pass as `after` for the next page; absent on the last page (the one pagination
+    /// rule: `limit` 1–500, default 50).
+    #[serde(default)]
+    pub next_after: Option<String>,
 }
 
 /// `POST /api/v1/api-keys`
@@ -139,6 +143,10 @@ pub struct SshKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SshKeyList {
     pub ssh_keys: Vec<SshKey>,
+    /// Pass as `after` for the next page; absent on the last page (the one pagination
+    /// rule: `limit` 1–500, default 50).
+    #[serde(default)]
+    pub next_after: Option<String>,
 }
 
 /// `POST /api/v1/ssh-keys`
@@ -165,11 +173,13 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
-/// `GET /api/v1/audit`: newest first. Pass `next_before` as `before` for the next page.
+/// `GET /api/v1/audit` and `…/instances/{id}/events`: newest first. Pass `next_after`
+/// as `after` for the next (older) page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditEvent>,
-    pub next_before: Option<i64>,
+    #[serde(default)]
+    pub next_after: Option<String>,
 }
 
 /// `POST /api/v1/security-reports` (no authentication).
@@ -198,7 +208,7 @@ pub struct Health {
 }
 
 // ---------------------------------------------------------------------------------------
-// Instances, plans, regions, hosts, metrics (issue 4).
+// Instances, plans, regions, hosts, metrics.
 // ---------------------------------------------------------------------------------------
 
 /// A VM size the operator offers.
@@ -217,6 +227,10 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PlanList {
     pub plans: Vec<Plan>,
+    /// Pass as `after` for the next page; absent on the last page (the one pagination
+    /// rule: `limit` 1–500, default 50).
+    #[serde(default)]
+    pub next_after: Option<String>,
 }
 
 /// `POST /api/v1/admin/plans` (operators).
@@ -262,6 +276,10 @@ pub struct Region {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RegionList {
     pub regions: Vec<Region>,
+    /// Pass as `after` for the next page; absent on the last page (the one pagination
+    /// rule: `limit` 1–500, default 50).
+    #[serde(default)]
+    pub next_after: Option<String>,
 }
 
 /// Lifecycle state as the API reports it. `unknown` means the instance's host has not
@@ -369,6 +387,10 @@ pub struct Instance {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InstanceList {
     pub instances: Vec<Instance>,
+    /// Pass as `after` for the next page; absent on the last page (the one pagination
+    /// rule: `limit` 1–500, default 50).
+    #[serde(default)]
+    pub next_after: Option<String>,
 }
 
 /// `POST /api/v1/instances`
@@ -447,6 +469,10 @@ pub struct Host {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HostList {
     pub hosts: Vec<Host>,
+    /// Pass as `after` for the next page; absent on the last page (the one pagination
+    /// rule: `limit` 1–500, default 50).
+    #[serde(default)]
+    pub next_after: Option<String>,
 }
 
 /// `POST /api/v1/admin/hosts`: the server connects to the agent with the pinned

@@ -1,3 +1,4 @@
-//! clawy-proto
+//! clawy-proto: the types and rules shared by the control plane, the agent and the CLI.
 pub mod agent;
 pub mod api;
+pub mod names;

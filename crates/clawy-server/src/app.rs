@@ -56,7 +56,7 @@ async fn fallback(uri: Uri) -> Response {
 /// routes from everyone else.
 pub fn not_found_for(uri: &Uri) -> Response {
     if uri.path().starts_with("/api/") {
-        return json_errors::error_for_status(StatusCode::NOT_FOUND).into_response();
+        return ApiError::from_status(StatusCode::NOT_FOUND).into_response();
     }
     // The dashboard's own 404 page, in the product's look.
     crate::web::render_not_found()

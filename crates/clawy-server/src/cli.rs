@@ -6,8 +6,8 @@
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use clawy_core::api_keys::Tier;
-use clawy_core::audit::Caller;
+use clawy_core::Actor;
+use clawy_core::actor::Tier;
 use clawy_core::{Core, SecretString, ServerConfig};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ pub fn run_server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let config = load_config(args.config.as_deref())?;
     runtime()?.block_on(async move {
-        // Issue 4: the orchestrator (job runner, reconciler, metrics poller) runs beside
+        // The orchestrator (job runner, reconciler, metrics poller) runs beside
         // the HTTP server in this process, sharing its `Core`. A job cut short by a stop
         // or a crash is taken up again after its lease expires.
         let core = std::sync::Arc::new(
@@ -138,7 +138,7 @@ async fn run_admin_command(core: &Core, command: AdminCommand) -> anyhow::Result
             let password = read_password()?;
             let user = core
                 .accounts()
-                .create_user(&email, &password, operator, &Caller::system())
+                .create_user(&email, &password, operator, &Actor::system())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot create the account: {e}"))?;
             let role = if user.is_operator { "operator" } else { "user" };
@@ -154,7 +154,7 @@ async fn run_admin_command(core: &Core, command: AdminCommand) -> anyhow::Result
                 .ok_or_else(|| anyhow::anyhow!("no account with the email address {email}"))?;
             let created = core
                 .api_keys()
-                .create(&user.id, &name, tier, None, None, &Caller::system())
+                .create(&user.id, &name, tier, None, None, &Actor::system())
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot create the API key: {e}"))?;
             eprintln!(

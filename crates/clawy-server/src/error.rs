@@ -7,6 +7,8 @@
 //! errors keep secrets out of their `Debug` output).
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use clawy_core::error::{DomainError, ErrorKind};
@@ -167,31 +169,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The rejection of [`ApiJson`]: an [`ApiError`] built from axum's `JsonRejection`.
-/// (A separate type because `ApiError` already converts from every `DomainError`.)
-#[derive(Debug)]
-pub struct JsonBodyError(pub ApiError);
-
-impl IntoResponse for JsonBodyError {
-    fn into_response(self) -> Response {
-        self.0.into_response()
-    }
-}
-
-/// The rejection of [`ApiQuery`].
-#[derive(Debug)]
-pub struct QueryStringError(pub ApiError);
-
-impl IntoResponse for QueryStringError {
-    fn into_response(self) -> Response {
-        self.0.into_response()
-    }
-}
-
-/// Bad JSON bodies get a message a person can act on, never axum's plain-text default.
-impl From<JsonRejection> for JsonBodyError {
-    fn from(rej: JsonRejection) -> Self {
-        JsonBodyError(match rej {
+impl ApiError {
+    /// Bad JSON bodies get a message a person can act on, never axum's plain-text
+    /// default. (Not a `From` impl: `ApiError` already converts from every
+    /// `DomainError`, and the compiler cannot rule out that axum's rejection becomes one.)
+    pub fn from_json_rejection(rej: JsonRejection) -> Self {
+        match rej {
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -218,17 +201,48 @@ impl From<JsonRejection> for JsonBodyError {
                 "invalid_body",
                 format!("The request body could not be read: {}", other.body_text()),
             ),
-        })
+        }
     }
-}
 
-impl From<QueryRejection> for QueryStringError {
-    fn from(rej: QueryRejection) -> Self {
-        QueryStringError(ApiError::new(
+    pub fn from_query_rejection(rej: QueryRejection) -> Self {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
             format!("The query string is not valid: {}", rej.body_detail()),
-        ))
+        )
+    }
+
+    /// The JSON error for a bare status produced outside our handlers (axum's 404 and
+    /// 405, the body limit's 413, the timeout's 503): `middleware::json_errors` turns
+    /// such responses under `/api/` into this.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => ApiError::not_found(
+                "No such API route. See /api/v1/openapi.json for the routes that exist.",
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+                status,
+                "method_not_allowed",
+                "This route does not accept this HTTP method; the Allow header lists the ones it does.",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => ApiError::new(
+                status,
+                "timeout",
+                "The request took too long and was stopped. Please try again.",
+            ),
+            s if s.is_server_error() => {
+                ApiError::internal(format!("bare {s} response on an API route"))
+            }
+            s => ApiError::new(
+                s,
+                "bad_request",
+                format!(
+                    "The request was refused ({}).",
+                    s.canonical_reason().unwrap_or("client error")
+                ),
+            ),
+        }
     }
 }
 
@@ -259,9 +273,22 @@ impl<T: std::fmt::Display> BodyDetail for T {
 }
 
 /// `Json<T>` whose rejections are [`ApiError`]s.
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(JsonBodyError))]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(ApiError::from_json_rejection(rej)),
+        }
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
@@ -270,6 +297,19 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
 }
 
 /// `Query<T>` whose rejections are [`ApiError`]s.
-#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(QueryStringError))]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rej) => Err(ApiError::from_query_rejection(rej)),
+        }
+    }
+}

@@ -10,6 +10,8 @@ pub mod error;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod ops;
+pub mod pagination;
 pub mod state;
 pub mod web;
 

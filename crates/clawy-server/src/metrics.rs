@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use clawy_proto::api::Health;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

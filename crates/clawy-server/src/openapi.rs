@@ -13,37 +13,6 @@ use utoipa::{Modify, OpenApi};
         description = "Control-plane REST API. Authenticate with `Authorization: Bearer clawy_…` (API keys have tiers read ⊂ manage ⊂ admin). Errors are `{\"error\":{\"code\":\"…\",\"message\":\"…\"}}`.",
         license(name = "Apache-2.0")
     ),
-    paths(
-        api::me::get_me,
-        api::api_keys::list,
-        api::api_keys::create,
-        api::api_keys::revoke,
-        api::api_keys::regenerate,
-        api::ssh_keys::list,
-        api::ssh_keys::add,
-        api::ssh_keys::delete,
-        api::audit::list,
-        api::security_reports::create,
-        api::plans::list,
-        api::regions::list,
-        api::instances::list,
-        api::instances::create,
-        api::instances::get,
-        api::instances::delete,
-        api::instances::start,
-        api::instances::stop,
-        api::instances::reboot,
-        api::instances::retry,
-        api::instances::metrics,
-        api::instances::events,
-        api::instances::admin_list,
-        api::hosts::list,
-        api::hosts::create,
-        api::hosts::update,
-        api::plans::create,
-        api::plans::update,
-        openapi_json,
-    ),
     components(schemas(
         clawy_proto::api::ErrorBody,
         clawy_proto::api::ErrorDetail,
@@ -116,9 +85,12 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The generated document.
+/// The generated document: the metadata above and the paths of the route table
+/// (`api::ApiPaths`, built from the same table as the router).
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(api::ApiPaths::openapi());
+    doc
 }
 
 /// This document.

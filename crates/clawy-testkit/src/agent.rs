@@ -1,4 +1,5 @@
-//! Starts the real `clawy agent` binary for tests: a fresh state dir, a config
+//! Starts the real agent binary for tests (`clawy-agent`, or `clawy` with its `agent`
+//! subcommand): a fresh state dir, a config
 //! file, a token made with `clawy agent token create`, and the certificate
 //! fingerprint and address the agent prints at start-up. With a network namespace
 //! the agent runs inside it (bridge, taps and nftables stay there) and the test
@@ -118,36 +119,50 @@ impl TestAgent {
         &self.config_path
     }
 
-    /// Run `clawy agent --config <cfg> <args…>` (outside any namespace: token and
-    /// fingerprint commands touch only files).
-    pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Command::new(&self.bin)
-            .arg("agent")
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("running clawy agent")
-    }
-
-    /// Run `clawy agent --config <cfg> <args…>` inside the agent's namespace.
-    pub fn cli_in_netns(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.bin);
+    /// The agent command: `clawy-agent`, or `clawy agent` when `bin` is the
+    /// all-in-one `clawy` binary. `prefix` runs it through another program (`ip netns
+    /// exec NS`).
+    fn agent_command(&self, prefix: &[&str]) -> Command {
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&self.bin);
                 c
             }
             None => Command::new(&self.bin),
         };
-        cmd.arg("agent")
+        if self.bin.file_name().is_some_and(|n| n == "clawy") {
+            cmd.arg("agent");
+        }
+        cmd
+    }
+
+    fn netns_prefix(&self) -> Vec<&str> {
+        match &self.netns {
+            Some(ns) => vec!["ip", "netns", "exec", ns],
+            None => Vec::new(),
+        }
+    }
+
+    /// Run `<agent> --config <cfg> <args…>` (outside any namespace: token and
+    /// fingerprint commands touch only files).
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.run_cli(&[], args)
+    }
+
+    /// Run `<agent> --config <cfg> <args…>` inside the agent's namespace.
+    pub fn cli_in_netns(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.run_cli(&self.netns_prefix(), args)
+    }
+
+    fn run_cli(&self, prefix: &[&str], args: &[&str]) -> anyhow::Result<Output> {
+        self.agent_command(prefix)
             .arg("--config")
             .arg(&self.config_path)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .context("running clawy agent")
+            .context("running the agent")
     }
 
     async fn launch(&mut self, netns: Option<&Netns>) -> anyhow::Result<()> {
@@ -155,16 +170,8 @@ impl TestAgent {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let mut cmd = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.bin);
-                c
-            }
-            None => Command::new(&self.bin),
-        };
-        cmd.arg("agent")
-            .arg("--config")
+        let mut cmd = self.agent_command(&self.netns_prefix());
+        cmd.arg("--config")
             .arg(&self.config_path)
             .arg("run")
             .env("CLAWY_LOG", "info,clawy_agent=debug")

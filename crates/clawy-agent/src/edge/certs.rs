@@ -29,7 +29,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 
 use super::caddy_config::FLUSH_SENTINEL;
-use super::names::DnsName;
+use clawy_proto::names::DnsName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {

@@ -20,7 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use super::index::EdgeIndex;
-use super::names::DnsName;
+use clawy_proto::names::DnsName;
 
 /// Answers' TTL: 0, nobody may cache a VM's address.
 const TTL: u32 = 0;
@@ -80,20 +80,16 @@ impl DnsResponder {
 /// query (dropped, as a resolver would time out on it anyway).
 pub fn answer(packet: &[u8], zone: &DnsName, index: &EdgeIndex) -> Option<Vec<u8>> {
     let request = Message::from_vec(packet).ok()?;
-    if request.message_type() != MessageType::Query {
+    if request.message_type != MessageType::Query {
         return None;
     }
-    let mut reply = Message::new();
-    reply
-        .set_id(request.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(request.op_code())
-        .set_recursion_desired(request.recursion_desired())
-        .set_authoritative(true);
-    let query = match (request.op_code(), request.queries()) {
+    let mut reply = Message::new(request.id, MessageType::Response, request.op_code);
+    reply.metadata.recursion_desired = request.recursion_desired;
+    reply.metadata.authoritative = true;
+    let query = match (request.op_code, request.queries.as_slice()) {
         (OpCode::Query, [q]) => q.clone(),
         _ => {
-            reply.set_response_code(ResponseCode::FormErr);
+            reply.metadata.response_code = ResponseCode::FormErr;
             return reply.to_vec().ok();
         }
     };
@@ -105,8 +101,8 @@ pub fn answer(packet: &[u8], zone: &DnsName, index: &EdgeIndex) -> Option<Vec<u8
         .and_then(|rest| rest.strip_suffix('.'))
         .filter(|l| !l.is_empty() && !l.contains('.'));
     let Some(label) = label else {
-        reply.set_response_code(ResponseCode::Refused);
-        reply.set_authoritative(false);
+        reply.metadata.response_code = ResponseCode::Refused;
+        reply.metadata.authoritative = false;
         return reply.to_vec().ok();
     };
     match index.resolve_label(label) {
@@ -120,10 +116,10 @@ pub fn answer(packet: &[u8], zone: &DnsName, index: &EdgeIndex) -> Option<Vec<u8
             }
             // Any other type of an existing name: NOERROR with no answer
             // (NODATA), so a resolver asking A and AAAA together keeps the A.
-            reply.set_response_code(ResponseCode::NoError);
+            reply.metadata.response_code = ResponseCode::NoError;
         }
         _ => {
-            reply.set_response_code(ResponseCode::NXDomain);
+            reply.metadata.response_code = ResponseCode::NXDomain;
         }
     }
     reply.to_vec().ok()
@@ -156,50 +152,46 @@ mod tests {
 
     fn ask(name: &str, rtype: RecordType) -> Message {
         let (zone, index) = setup();
-        let mut m = Message::new();
-        m.set_id(4242)
-            .add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+        let mut m = Message::new(4242, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
         Message::from_vec(&answer(&m.to_vec().unwrap(), &zone, &index).unwrap()).unwrap()
     }
 
     #[test]
     fn running_label_resolves_to_its_private_ip() {
         let r = ask("run-1.vm.clawy.internal.", RecordType::A);
-        assert_eq!(r.id(), 4242);
-        assert_eq!(r.response_code(), ResponseCode::NoError);
-        assert_eq!(r.answers().len(), 1);
-        assert_eq!(
-            r.answers()[0].data(),
-            &RData::A(A(Ipv4Addr::new(10, 0, 0, 7)))
-        );
+        assert_eq!(r.id, 4242);
+        assert_eq!(r.response_code, ResponseCode::NoError);
+        assert_eq!(r.answers.len(), 1);
+        assert_eq!(&r.answers[0].data, &RData::A(A(Ipv4Addr::new(10, 0, 0, 7))));
         // case-insensitive like any DNS server
         let r = ask("RUN-1.VM.clawy.internal.", RecordType::A);
-        assert_eq!(r.answers().len(), 1);
+        assert_eq!(r.answers.len(), 1);
         let r = ask("run-1.vm.clawy.internal.", RecordType::AAAA);
-        assert_eq!(r.response_code(), ResponseCode::NoError);
-        assert!(r.answers().is_empty());
+        assert_eq!(r.response_code, ResponseCode::NoError);
+        assert!(r.answers.is_empty());
     }
 
     #[test]
     fn stopped_unknown_and_foreign_names() {
         assert_eq!(
-            ask("stop-2.vm.clawy.internal.", RecordType::A).response_code(),
+            ask("stop-2.vm.clawy.internal.", RecordType::A).response_code,
             ResponseCode::NXDomain
         );
         assert_eq!(
-            ask("nope.vm.clawy.internal.", RecordType::A).response_code(),
+            ask("nope.vm.clawy.internal.", RecordType::A).response_code,
             ResponseCode::NXDomain
         );
         assert_eq!(
-            ask("a.run-1.vm.clawy.internal.", RecordType::A).response_code(),
+            ask("a.run-1.vm.clawy.internal.", RecordType::A).response_code,
             ResponseCode::Refused
         );
         assert_eq!(
-            ask("run-1.claws.example.com.", RecordType::A).response_code(),
+            ask("run-1.claws.example.com.", RecordType::A).response_code,
             ResponseCode::Refused
         );
         assert_eq!(
-            ask("vm.clawy.internal.", RecordType::A).response_code(),
+            ask("vm.clawy.internal.", RecordType::A).response_code,
             ResponseCode::Refused
         );
     }

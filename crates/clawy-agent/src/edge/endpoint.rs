@@ -183,9 +183,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::edge::index::EdgeState;
-    use crate::edge::names::DnsName;
     use axum::body::Body;
     use axum::http::Request;
+    use clawy_proto::names::DnsName;
     use std::net::Ipv4Addr;
     use tower::ServiceExt;
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::RwLock;
 
-use super::names::DnsName;
+use clawy_proto::names::DnsName;
 
 /// What the edge should do with a hostname.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

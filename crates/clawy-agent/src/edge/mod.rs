@@ -19,7 +19,6 @@ pub mod certs;
 pub mod dns;
 pub mod endpoint;
 pub mod index;
-pub mod names;
 pub mod settings;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -31,8 +30,8 @@ use tokio::sync::watch;
 
 pub use admin::{AdminError, CaddyAdmin, Ensured};
 pub use certs::{CertError, CertStorage};
+pub use clawy_proto::names::DnsName;
 pub use index::{EdgeIndex, EdgeState, HostStatus, IndexError};
-pub use names::DnsName;
 pub use settings::{EdgeSettings, EdgeSettingsRaw, Issuer, SettingsError};
 
 #[derive(Debug, thiserror::Error)]

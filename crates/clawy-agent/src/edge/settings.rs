@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::names::{AcmeEmail, DnsName, NameError};
+use clawy_proto::names::{AcmeEmail, DnsName, NameError};
 
 /// Who signs the instances' certificates.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //!
 //! The RULES depend only on the config; everything per VM (anti-spoof pairs, port
 //! forwards) lives in sets and maps, so the rule count stays constant as VMs and
-//! forwards are added (issue 3's nftables scale requirement).
+//! forwards are added (the nftables scale requirement: thousands of forwards per host).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -689,11 +689,11 @@ async fn plain_http_redirects_instances_and_404s_the_rest() {
     assert!(r.text().await.unwrap().contains("No instance here"));
 }
 
-/// Benchmark (issue 9, "routing cost"): time from "instance running" (index
-/// updated) to "its HTTPS URL answers" (certificate issued on demand by the
-/// internal issuer, request proxied) at the 10th and the 1,000th instance on one
-/// edge, and Caddy's memory at 10 and at 1,000. Fake upstream: one server that
-/// every instance resolves to. Run with
+/// Benchmark of the edge's routing cost (docs/BENCHMARKS.md): time from "instance
+/// running" (index updated) to "its HTTPS URL answers" (certificate issued on
+/// demand by the internal issuer, request proxied) at the 10th and the 1,000th
+/// instance on one edge, and Caddy's memory at 10 and at 1,000. Fake upstream: one
+/// server that every instance resolves to. Run with
 /// `cargo test -p clawy-agent --test it edge::bench_routing_cost -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; results in docs/BENCHMARKS.md"]

@@ -1,6 +1,14 @@
-//! Integration tests of the agent library (one test binary for the crate).
+//! Integration tests of the agent: its library, and its API, VMs and network through
+//! the real `clawy-agent` binary (one test binary for the crate). They need no
+//! database and run once per test run (`scripts/test-all`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent_api;
+mod agent_dos;
+mod agent_egress;
+mod agent_lifecycle;
+mod agent_network;
+mod agent_unprivileged;
 mod edge;
 mod network_host;
 mod network_rules;

@@ -1,7 +1,7 @@
 //! The agent's ruleset as the kernel holds it (`nft -j`, read back in a
 //! throwaway namespace): order and verdicts of the rules that keep ISO-3 and
 //! ISO-5, and that per-VM data never adds rules. The live-traffic proofs with
-//! real guests are in clawy-cli's `agent_network` and `agent_egress`.
+//! real guests are in `agent_network` and `agent_egress` beside this file.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -1,13 +1,9 @@
-//! Integration tests of the `clawy` binary (one test binary for the crate).
+//! Integration tests of the `clawy` binary against a test database (`CLAWY_TEST_DB`):
+//! they run once per database backend. Tests that need no test database are in
+//! `tests/standalone` and run once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin_cli;
-mod agent_api;
-mod agent_dos;
-mod agent_egress;
-mod agent_lifecycle;
-mod agent_network;
-mod agent_unprivileged;
 mod cli_keys;
 mod cli_support;
 mod cli_tty;
@@ -17,5 +13,3 @@ mod orchestrator_placement;
 mod orchestrator_postgres;
 mod orchestrator_real;
 mod orchestrator_support;
-mod up_e2e;
-mod up_support;

@@ -386,7 +386,7 @@ async fn agent_killed_during_create_then_back_gives_one_vm() {
         let events = rig
             .core
             .audit()
-            .list_for_instance(&id, 100, None)
+            .list(clawy_core::audit::Scope::Instance(&id), 100, None)
             .await
             .unwrap();
         assert!(events.iter().any(|e| e.action == "job_retry"), "{events:?}");

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use clawy_core::Actor;
 use clawy_core::Core;
 use clawy_core::DomainError;
-use clawy_core::audit::Caller;
 use clawy_core::instances::{CreateInstance, InstanceState};
 use clawy_orchestrator::{Orchestrator, OrchestratorConfig, RunnerConfig};
 use clawy_testkit::db::TestDatabase;
@@ -37,7 +37,7 @@ async fn data2_iso2_two_agents_placement_exhaustion_and_unknown_host() {
     let de_id = de.register(&core, "fra1", "DE", "fra1").await;
     let fr_id = fr.register(&core, "par1", "FR", "par1").await;
     let owner = user(&core, "owner@example.test").await;
-    let caller = Caller::system();
+    let caller = Actor::system();
 
     // DE fills up to its 2 vCPUs; the free French host is never used (DATA-2).
     let a = core

@@ -2,7 +2,7 @@
 //! one database take 50 creates through the API (alternating between them) and no
 //! job runs twice: each job has exactly one attempt and the agent saw exactly one
 //! `ensure` per VM. The agent here is the in-process FAKE
-//! (`clawy_orchestrator::fake_agent`): 50 real TCG guests would need ~13 GB of RAM
+//! (`clawy_testkit::fake_agent`): 50 real TCG guests would need ~13 GB of RAM
 //! and minutes of boot on these machines, and this test is about job claiming.
 
 use std::collections::HashSet;
@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use clawy_core::Core;
 use clawy_core::instances::InstanceState;
-use clawy_orchestrator::fake_agent::FakeAgent;
 use clawy_proto::agent::Resources;
 use clawy_testkit::db::{TestBackend, TestDatabase};
+use clawy_testkit::fake_agent::FakeAgent;
 
 use crate::orchestrator_support::*;
 
@@ -66,13 +66,13 @@ async fn postgres_two_server_processes_never_run_a_job_twice() {
     let host = core
         .hosts()
         .register(
-            &clawy_core::audit::Caller::system(),
+            &clawy_core::Actor::system(),
             clawy_core::hosts::RegisterHost {
                 name: "fra1".into(),
                 url: agent.base_url.clone(),
                 fingerprint: agent.fingerprint.clone(),
                 token: clawy_core::SecretString::from(agent.token.clone()),
-                country: "DE".into(),
+                region: "DE".into(),
                 site: "fra1".into(),
                 enabled: true,
             },

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use clawy_core::Actor;
 use clawy_core::Core;
-use clawy_core::audit::Caller;
 use clawy_core::instances::{CreateInstance, InstanceState};
 use clawy_orchestrator::{Orchestrator, OrchestratorConfig, RunnerConfig};
 use clawy_proto::agent::VmState;
@@ -68,7 +68,7 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
         agent_timeout: Duration::from_secs(60),
     };
     let orch = Orchestrator::start(core.clone(), config);
-    let caller = Caller::system();
+    let caller = Actor::system();
 
     // Provision → running; the guest answers on its gateway port (health via poller).
     let inst = core
@@ -105,18 +105,33 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
 
     // Stop, start, reboot through jobs.
     core.instances()
-        .request_stop(&caller, &owner.id, &inst.id)
+        .request(
+            &caller,
+            &owner.id,
+            &inst.id,
+            clawy_core::lifecycle::LifecycleAction::Stop,
+        )
         .await
         .unwrap();
     wait_state(&core, &owner.id, &inst.id, InstanceState::Stopped).await;
     assert!(host.agent.qemu_pids().is_empty());
     core.instances()
-        .request_start(&caller, &owner.id, &inst.id)
+        .request(
+            &caller,
+            &owner.id,
+            &inst.id,
+            clawy_core::lifecycle::LifecycleAction::Start,
+        )
         .await
         .unwrap();
     wait_state(&core, &owner.id, &inst.id, InstanceState::Running).await;
     core.instances()
-        .request_reboot(&caller, &owner.id, &inst.id)
+        .request(
+            &caller,
+            &owner.id,
+            &inst.id,
+            clawy_core::lifecycle::LifecycleAction::Reboot,
+        )
         .await
         .unwrap();
     wait_for(
@@ -177,7 +192,7 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
     );
     let events = core
         .audit()
-        .list_for_instance(&inst.id, 100, None)
+        .list(clawy_core::audit::Scope::Instance(&inst.id), 100, None)
         .await
         .unwrap();
     assert!(
@@ -221,7 +236,12 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
 
     // Delete: the VM, its disk and its allocations are gone (ISO-4).
     core.instances()
-        .request_delete(&caller, &owner.id, &inst.id)
+        .request(
+            &caller,
+            &owner.id,
+            &inst.id,
+            clawy_core::lifecycle::LifecycleAction::Delete,
+        )
         .await
         .unwrap();
     wait_state(&core, &owner.id, &inst.id, InstanceState::Deleted).await;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use clawy_agent_client::AgentClient;
-use clawy_core::api_keys::Tier;
-use clawy_core::audit::Caller;
+use clawy_core::Actor;
+use clawy_core::actor::Tier;
 use clawy_core::config::ServerConfig;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::plans::PlanSpec;
@@ -131,17 +131,17 @@ impl AgentHost {
     }
 
     /// Registers this agent as a host and reads its info (capacity, network).
-    pub async fn register(&self, core: &Core, name: &str, country: &str, site: &str) -> String {
+    pub async fn register(&self, core: &Core, name: &str, region: &str, site: &str) -> String {
         let host = core
             .hosts()
             .register(
-                &Caller::system(),
+                &Actor::system(),
                 RegisterHost {
                     name: name.into(),
                     url: self.url(),
                     fingerprint: self.agent.fingerprint.clone(),
                     token: SecretString::from(self.agent.token.clone()),
-                    country: country.into(),
+                    region: region.into(),
                     site: site.into(),
                     enabled: true,
                 },
@@ -177,7 +177,7 @@ pub fn control_config(db: &TestDatabase) -> ServerConfig {
 pub async fn tiny_plan(core: &Core) {
     core.plans()
         .create(
-            &Caller::system(),
+            &Actor::system(),
             PlanSpec {
                 name: "tiny".into(),
                 vcpus: 1,
@@ -195,7 +195,7 @@ pub async fn user(core: &Core, email: &str) -> User {
             email,
             &SecretString::from(PASSWORD.to_string()),
             false,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .unwrap()
@@ -210,7 +210,7 @@ pub async fn manage_key(core: &Core, user: &User) -> String {
             Tier::Manage,
             None,
             None,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .unwrap()

@@ -4,7 +4,7 @@ use crate::common::*;
 use clawy_core::accounts::{
     AccountError, check_password_policy, is_common_password, normalize_email,
 };
-use clawy_core::{Caller, DomainError, ErrorKind, ExposeSecret, SecretString};
+use clawy_core::{Actor, DomainError, ErrorKind, ExposeSecret, SecretString};
 use sqlx::Row;
 use std::time::{Duration, Instant};
 
@@ -120,7 +120,7 @@ async fn auth_1_signup_stores_bcrypt_hash_not_plaintext() {
         .signup(
             "ALICE@example.com",
             &pw(OTHER_GOOD_PW),
-            &Caller::anonymous(client("192.0.2.1")),
+            &Actor::anonymous(client("192.0.2.1")),
         )
         .await
         .unwrap_err();
@@ -130,7 +130,7 @@ async fn auth_1_signup_stores_bcrypt_hash_not_plaintext() {
     let err = t
         .core
         .accounts()
-        .signup("bob@example.com", &pw("password1234"), &Caller::system())
+        .signup("bob@example.com", &pw("password1234"), &Actor::system())
         .await
         .unwrap_err();
     assert_eq!(err.code(), "password_common");
@@ -157,7 +157,7 @@ async fn auth_1_production_bcrypt_cost_is_12() {
         .authenticate(
             "cost@example.com",
             &pw(GOOD_PW),
-            &Caller::anonymous(client("192.0.2.9")),
+            &Actor::anonymous(client("192.0.2.9")),
         )
         .await
         .unwrap();
@@ -173,7 +173,7 @@ async fn auth_1_unknown_email_and_wrong_password_same_error_and_time() {
     let mut unknown = Vec::new();
     for i in 0..4 {
         // Fresh addresses so throttling never interferes.
-        let c = Caller::anonymous(client(&format!("198.51.100.{}", 10 + i)));
+        let c = Actor::anonymous(client(&format!("198.51.100.{}", 10 + i)));
         let s = Instant::now();
         let e1 = acc
             .authenticate("real@example.com", &pw("Wrong-Password-1234"), &c)
@@ -209,7 +209,7 @@ async fn auth_1_unknown_email_and_wrong_password_same_error_and_time() {
     acc.authenticate(
         "REAL@example.com ",
         &pw(GOOD_PW),
-        &Caller::anonymous(client("198.51.100.99")),
+        &Actor::anonymous(client("198.51.100.99")),
     )
     .await
     .unwrap();
@@ -221,7 +221,7 @@ async fn auth_1_over_long_password_at_login_is_refused_not_truncated() {
     let strong72 = "Zq8!Lm3#Tw9@Xv2$".repeat(4) + "Pk7%Hy4^";
     t.core
         .accounts()
-        .signup("long@example.com", &pw(&strong72), &Caller::system())
+        .signup("long@example.com", &pw(&strong72), &Actor::system())
         .await
         .unwrap();
     // bcrypt would ignore byte 73+; we do not: the same 72 bytes plus more is wrong.
@@ -231,7 +231,7 @@ async fn auth_1_over_long_password_at_login_is_refused_not_truncated() {
         .authenticate(
             "long@example.com",
             &pw(&(strong72.clone() + "extra")),
-            &Caller::anonymous(client("192.0.2.50")),
+            &Actor::anonymous(client("192.0.2.50")),
         )
         .await
         .unwrap_err();
@@ -241,7 +241,7 @@ async fn auth_1_over_long_password_at_login_is_refused_not_truncated() {
         .authenticate(
             "long@example.com",
             &pw(&strong72),
-            &Caller::anonymous(client("192.0.2.50")),
+            &Actor::anonymous(client("192.0.2.50")),
         )
         .await
         .unwrap();
@@ -312,7 +312,7 @@ async fn auth_1_auth_3_change_password_kills_other_sessions() {
             .is_err(),
         "every other session ends"
     );
-    let anon = Caller::anonymous(client("192.0.2.3"));
+    let anon = Actor::anonymous(client("192.0.2.3"));
     assert!(
         acc.authenticate("carol@example.com", &pw(GOOD_PW), &anon)
             .await
@@ -357,7 +357,7 @@ async fn auth_1_password_reset_by_mail_single_use_and_expiring() {
         .await
         .unwrap();
     let acc = t.core.accounts();
-    let anon = Caller::anonymous(client("203.0.113.1"));
+    let anon = Actor::anonymous(client("203.0.113.1"));
 
     // Unknown address: same answer, no mail.
     acc.request_password_reset("ghost@example.com", &anon)
@@ -439,7 +439,7 @@ async fn auth_1_password_reset_by_mail_single_use_and_expiring() {
 async fn auth_1_password_reset_requests_are_rate_limited() {
     let t = TestCore::new().await;
     t.user("erin@example.com").await;
-    let anon = Caller::anonymous(client("203.0.113.2"));
+    let anon = Actor::anonymous(client("203.0.113.2"));
     for _ in 0..5 {
         t.core
             .accounts()
@@ -462,7 +462,7 @@ async fn operators_users_list_and_flag() {
     let op = t
         .core
         .accounts()
-        .create_user("op@example.com", &pw(GOOD_PW), true, &Caller::system())
+        .create_user("op@example.com", &pw(GOOD_PW), true, &Actor::system())
         .await
         .unwrap();
     assert!(op.is_operator);
@@ -496,7 +496,7 @@ async fn operators_users_list_and_flag() {
     let err = t
         .core
         .accounts()
-        .create_user("weak@example.com", &pw("short"), false, &Caller::system())
+        .create_user("weak@example.com", &pw("short"), false, &Actor::system())
         .await
         .unwrap_err();
     assert_eq!(err.code(), "password_too_short");

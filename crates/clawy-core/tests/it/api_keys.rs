@@ -1,9 +1,10 @@
 //! AUTH-2: API key format, tiers, no escalation, regenerate, revoke, expiry.
 
 use crate::common::*;
+use clawy_core::actor::Tier;
 use clawy_core::api_keys::*;
 use clawy_core::crypto::sha256_hex;
-use clawy_core::{Caller, DomainError, ErrorKind};
+use clawy_core::{Actor, DomainError, ErrorKind};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -256,5 +257,5 @@ async fn auth_2_expiry_and_last_used_once_a_minute() {
     assert_eq!(err.kind(), ErrorKind::Unauthorized);
     // Expired keys are still listed (so the owner sees why it stopped working).
     assert!(keys.list(&u.id).await.unwrap()[0].is_expired_at(t.core.now()));
-    let _ = Caller::system();
+    let _ = Actor::system();
 }

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use clawy_core::audit::AuditAction;
-use clawy_core::{Actor, Caller, ClientInfo};
+use clawy_core::{Actor, ActorKind, ClientInfo};
 
 #[tokio::test]
 async fn access_3_audit_log_is_append_only() {
@@ -24,7 +24,12 @@ async fn access_3_audit_log_is_append_only() {
             .is_err(),
         "DELETE refused"
     );
-    let events = t.core.audit().list_for_user(&u.id, 10, None).await.unwrap();
+    let events = t
+        .core
+        .audit()
+        .list(clawy_core::audit::Scope::User(&u.id), 10, None)
+        .await
+        .unwrap();
     assert_eq!(events[0].action, "signup");
 }
 
@@ -39,23 +44,22 @@ async fn access_3_events_scoped_newest_first_paged_and_described() {
         .create(
             &alice.id,
             "ci",
-            clawy_core::api_keys::Tier::Admin,
+            clawy_core::actor::Tier::Admin,
             None,
             None,
             &caller_for(&alice),
         )
         .await
         .unwrap();
-    let by_key = Caller::api_key(
-        &key.api_key,
-        ClientInfo::new("2001:db8::5".parse().unwrap(), None),
-    );
+    let by_key = key
+        .api_key
+        .actor(ClientInfo::new("2001:db8::5".parse().unwrap(), None));
     t.core
         .api_keys()
         .regenerate(
             &alice.id,
             &key.api_key.id,
-            Some(clawy_core::api_keys::Tier::Admin),
+            Some(clawy_core::actor::Tier::Admin),
             &by_key,
         )
         .await
@@ -64,8 +68,8 @@ async fn access_3_events_scoped_newest_first_paged_and_described() {
         .audit()
         .record(
             Some(&alice.id),
-            &Caller::new(
-                Actor::Operator {
+            &Actor::new(
+                ActorKind::Operator {
                     user_id: bob.id.clone(),
                     email: bob.email.clone(),
                 },
@@ -79,7 +83,7 @@ async fn access_3_events_scoped_newest_first_paged_and_described() {
     let all = t
         .core
         .audit()
-        .list_for_user(&alice.id, 100, None)
+        .list(clawy_core::audit::Scope::User(&alice.id), 100, None)
         .await
         .unwrap();
     let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
@@ -102,13 +106,17 @@ async fn access_3_events_scoped_newest_first_paged_and_described() {
     let page1 = t
         .core
         .audit()
-        .list_for_user(&alice.id, 2, None)
+        .list(clawy_core::audit::Scope::User(&alice.id), 2, None)
         .await
         .unwrap();
     let page2 = t
         .core
         .audit()
-        .list_for_user(&alice.id, 2, Some(page1[1].id))
+        .list(
+            clawy_core::audit::Scope::User(&alice.id),
+            2,
+            Some(page1[1].id),
+        )
         .await
         .unwrap();
     assert_eq!(page1.len(), 2);
@@ -120,14 +128,22 @@ async fn access_3_events_scoped_newest_first_paged_and_described() {
     let bobs = t
         .core
         .audit()
-        .list_for_user(&bob.id, 100, None)
+        .list(clawy_core::audit::Scope::User(&bob.id), 100, None)
         .await
         .unwrap();
     assert_eq!(bobs.len(), 1);
     // Never a secret in the log.
     let dump = t.dump_text().await;
     assert!(!dump.contains(key.key.expose()));
-    assert!(t.core.audit().list_all(100, None).await.unwrap().len() >= 5);
+    assert!(
+        t.core
+            .audit()
+            .list(clawy_core::audit::Scope::All, 100, None)
+            .await
+            .unwrap()
+            .len()
+            >= 5
+    );
     for a in AuditAction::ALL {
         assert_eq!(AuditAction::parse(a.as_str()), Some(*a));
     }

@@ -1,5 +1,5 @@
 use clawy_core::config::ServerConfig;
-use clawy_core::{Caller, ClientInfo, Core, ManualClock, SecretString, User};
+use clawy_core::{Actor, ClientInfo, Core, ManualClock, SecretString, User};
 use clawy_testkit::db::TestDatabase;
 use clawy_testkit::smtp::SmtpSink;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ impl TestCore {
     pub async fn user(&self, email: &str) -> User {
         self.core
             .accounts()
-            .signup(email, &pw(GOOD_PW), &Caller::anonymous(client("192.0.2.1")))
+            .signup(email, &pw(GOOD_PW), &Actor::anonymous(client("192.0.2.1")))
             .await
             .expect("signup")
     }
@@ -107,8 +107,8 @@ pub fn client(ip: &str) -> ClientInfo {
     ClientInfo::new(ip.parse().unwrap(), Some("test-agent/1.0"))
 }
 
-pub fn caller_for(user: &User) -> Caller {
-    Caller::user(user, client("192.0.2.1"))
+pub fn caller_for(user: &User) -> Actor {
+    user.actor(client("192.0.2.1"))
 }
 
 pub fn is_postgres() -> bool {

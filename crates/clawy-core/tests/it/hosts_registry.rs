@@ -13,7 +13,7 @@ fn reg(name: &str) -> RegisterHost {
         url: "https://10.1.2.3:8443/".into(),
         fingerprint: FP.to_lowercase(),
         token: SecretString::from("tok-PLAINTEXT-agent-secret-4f9a1c".to_string()),
-        country: "de".into(),
+        region: "de".into(),
         site: "fra1".into(),
         enabled: true,
     }
@@ -28,7 +28,7 @@ async fn data3_host_token_is_sealed_and_never_read_back() {
         .register(&operator(), reg("fra1-a"))
         .await
         .unwrap();
-    assert_eq!(h.country, "DE");
+    assert_eq!(h.region, "DE");
     assert_eq!(h.url, "https://10.1.2.3:8443");
     assert_eq!(h.fingerprint, FP, "normalised to upper case");
     assert_eq!(h.location_label(), "DE-fra1");
@@ -90,7 +90,7 @@ async fn host_registration_validates_each_field() {
         ),
         (
             RegisterHost {
-                country: "DEU".into(),
+                region: "DEU".into(),
                 ..reg("a")
             },
             "invalid_country",
@@ -227,7 +227,7 @@ async fn disabling_a_host_stops_placement_there() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), "no_capacity");
-    assert!(tc.core.plans().regions().await.unwrap().is_empty());
+    assert!(tc.core.regions().list().await.unwrap().is_empty());
     tc.core
         .hosts()
         .set_enabled(&operator(), &h.id, true)

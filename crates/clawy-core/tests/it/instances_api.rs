@@ -117,7 +117,7 @@ async fn create_places_allocates_and_queues_provision_in_one_go() {
     let ev = tc
         .core
         .audit()
-        .list_for_instance(&i.id, 50, None)
+        .list(clawy_core::audit::Scope::Instance(&i.id), 50, None)
         .await
         .unwrap();
     assert_eq!(ev.len(), 1);
@@ -215,7 +215,12 @@ async fn quota_counts_live_instances_only() {
     // A deleted instance frees its quota slot (and its name) once the delete completed.
     tc.core
         .instances()
-        .request_delete(&caller_for(&alice), &alice.id, &a.id)
+        .request(
+            &caller_for(&alice),
+            &alice.id,
+            &a.id,
+            clawy_core::lifecycle::LifecycleAction::Delete,
+        )
         .await
         .unwrap();
     assert!(
@@ -252,23 +257,58 @@ async fn another_users_instance_is_not_found_for_every_call() {
         InstanceError::NotFound
     ));
     assert!(matches!(
-        inst.request_start(&cb, &bob.id, &i.id).await.unwrap_err(),
+        inst.request(
+            &cb,
+            &bob.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Start
+        )
+        .await
+        .unwrap_err(),
         InstanceError::NotFound
     ));
     assert!(matches!(
-        inst.request_stop(&cb, &bob.id, &i.id).await.unwrap_err(),
+        inst.request(
+            &cb,
+            &bob.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Stop
+        )
+        .await
+        .unwrap_err(),
         InstanceError::NotFound
     ));
     assert!(matches!(
-        inst.request_reboot(&cb, &bob.id, &i.id).await.unwrap_err(),
+        inst.request(
+            &cb,
+            &bob.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Reboot
+        )
+        .await
+        .unwrap_err(),
         InstanceError::NotFound
     ));
     assert!(matches!(
-        inst.request_delete(&cb, &bob.id, &i.id).await.unwrap_err(),
+        inst.request(
+            &cb,
+            &bob.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Delete
+        )
+        .await
+        .unwrap_err(),
         InstanceError::NotFound
     ));
     assert!(matches!(
-        inst.request_retry(&cb, &bob.id, &i.id).await.unwrap_err(),
+        inst.request(
+            &cb,
+            &bob.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Retry
+        )
+        .await
+        .unwrap_err(),
         InstanceError::NotFound
     ));
     assert!(
@@ -292,14 +332,27 @@ async fn access3_lifecycle_requests_queue_jobs_idempotently_and_are_events() {
     let i = create(&tc, &alice, "web").await;
     // Start while provisioning is queued: nothing to do.
     assert!(
-        inst.request_start(&c, &alice.id, &i.id)
-            .await
-            .unwrap()
-            .job_id
-            .is_none()
+        inst.request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Start
+        )
+        .await
+        .unwrap()
+        .job_id
+        .is_none()
     );
     // Reboot needs a running instance.
-    let e = inst.request_reboot(&c, &alice.id, &i.id).await.unwrap_err();
+    let e = inst
+        .request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Reboot,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), "invalid_state");
     drain_jobs(&tc).await;
     assert_eq!(
@@ -307,14 +360,27 @@ async fn access3_lifecycle_requests_queue_jobs_idempotently_and_are_events() {
         InstanceState::Running
     );
     assert!(
-        inst.request_start(&c, &alice.id, &i.id)
-            .await
-            .unwrap()
-            .job_id
-            .is_none(),
+        inst.request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Start
+        )
+        .await
+        .unwrap()
+        .job_id
+        .is_none(),
         "start on running is a no-op"
     );
-    let stop = inst.request_stop(&c, &alice.id, &i.id).await.unwrap();
+    let stop = inst
+        .request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Stop,
+        )
+        .await
+        .unwrap();
     assert!(stop.job_id.is_some());
     assert_eq!(stop.instance.desired_power.as_str(), "stopped");
     assert_eq!(
@@ -323,11 +389,16 @@ async fn access3_lifecycle_requests_queue_jobs_idempotently_and_are_events() {
         "only the runner changes state"
     );
     assert!(
-        inst.request_stop(&c, &alice.id, &i.id)
-            .await
-            .unwrap()
-            .job_id
-            .is_none(),
+        inst.request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Stop
+        )
+        .await
+        .unwrap()
+        .job_id
+        .is_none(),
         "second stop joins the first"
     );
     drain_jobs(&tc).await;
@@ -335,28 +406,71 @@ async fn access3_lifecycle_requests_queue_jobs_idempotently_and_are_events() {
         inst.get(&alice.id, &i.id).await.unwrap().state,
         InstanceState::Stopped
     );
-    assert!(inst.request_reboot(&c, &alice.id, &i.id).await.is_err());
     assert!(
-        inst.request_start(&c, &alice.id, &i.id)
-            .await
-            .unwrap()
-            .job_id
-            .is_some()
+        inst.request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Reboot
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        inst.request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Start
+        )
+        .await
+        .unwrap()
+        .job_id
+        .is_some()
     );
     drain_jobs(&tc).await;
-    let r = inst.request_reboot(&c, &alice.id, &i.id).await.unwrap();
+    let r = inst
+        .request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Reboot,
+        )
+        .await
+        .unwrap();
     assert!(r.job_id.is_some());
     // Delete cancels queued work and is idempotent; other actions are refused after.
-    let d = inst.request_delete(&c, &alice.id, &i.id).await.unwrap();
+    let d = inst
+        .request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Delete,
+        )
+        .await
+        .unwrap();
     assert!(d.job_id.is_some());
     assert!(
-        inst.request_delete(&c, &alice.id, &i.id)
-            .await
-            .unwrap()
-            .job_id
-            .is_none()
+        inst.request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Delete
+        )
+        .await
+        .unwrap()
+        .job_id
+        .is_none()
     );
-    let e = inst.request_start(&c, &alice.id, &i.id).await.unwrap_err();
+    let e = inst
+        .request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Start,
+        )
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("being deleted"), "{e}");
     let hist = tc.core.jobs().history(&i.id).await.unwrap();
     let reboot = hist.iter().find(|h| h.job.kind == JobKind::Reboot).unwrap();
@@ -366,11 +480,16 @@ async fn access3_lifecycle_requests_queue_jobs_idempotently_and_are_events() {
     assert_eq!(gone.state, InstanceState::Deleted);
     assert!(gone.deleted_at.is_some());
     assert!(
-        inst.request_delete(&c, &alice.id, &i.id)
-            .await
-            .unwrap()
-            .job_id
-            .is_none()
+        inst.request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Delete
+        )
+        .await
+        .unwrap()
+        .job_id
+        .is_none()
     );
     assert!(
         inst.list_for_owner(&alice.id, 50, None)
@@ -383,7 +502,7 @@ async fn access3_lifecycle_requests_queue_jobs_idempotently_and_are_events() {
     let actions: Vec<String> = tc
         .core
         .audit()
-        .list_for_instance(&i.id, 100, None)
+        .list(clawy_core::audit::Scope::Instance(&i.id), 100, None)
         .await
         .unwrap()
         .into_iter()
@@ -427,7 +546,7 @@ async fn owner_list_is_paginated_and_operator_list_filters() {
             .unwrap();
         assert!(p.items.len() <= 3);
         names.extend(p.items.iter().map(|i| i.name.clone()));
-        match p.next_cursor {
+        match p.next_after {
             Some(c) => after = Some(c),
             None => break,
         }

@@ -1,19 +1,19 @@
-//! Shared helpers for the issue-4 storage tests: hosts with a reported capacity and
+//! Shared helpers for the instance, host and job storage tests: hosts with a reported capacity and
 //! network, plans, and quick instance creation.
 
 use crate::common::*;
 use clawy_core::hosts::{Host, RegisterHost};
 use clawy_core::instances::{CreateInstance, Instance};
 use clawy_core::jobs::Job;
-use clawy_core::{Caller, SecretString, User};
+use clawy_core::{Actor, SecretString, User};
 use clawy_proto::agent::{HostInfo, HostNetwork, Resources};
 use std::time::Duration;
 
 pub const FP: &str = "AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99";
 pub const LEASE: Duration = Duration::from_secs(60);
 
-pub fn operator() -> Caller {
-    Caller::system()
+pub fn operator() -> Actor {
+    Actor::system()
 }
 
 /// What an agent with this capacity and network would report.
@@ -57,7 +57,7 @@ pub fn host_info(cap: (u64, u64, u64), subnet: &str, ports: [u16; 2]) -> HostInf
 pub async fn add_host(
     tc: &TestCore,
     name: &str,
-    country: &str,
+    region: &str,
     cap: (u64, u64, u64),
     subnet: &str,
     ports: [u16; 2],
@@ -72,7 +72,7 @@ pub async fn add_host(
                 url: format!("https://127.0.0.1:{}", 8443),
                 fingerprint: FP.into(),
                 token: SecretString::from(format!("agent-token-{name}-0123456789abcdef")),
-                country: country.into(),
+                region: region.into(),
                 site: "t1".into(),
                 enabled: true,
             },

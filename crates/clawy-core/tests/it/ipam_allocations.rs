@@ -24,7 +24,12 @@ async fn allocations_are_lowest_free_and_released_only_when_delete_completes() {
     drain_jobs(&tc).await;
     tc.core
         .instances()
-        .request_delete(&c, &alice.id, &a.id)
+        .request(
+            &c,
+            &alice.id,
+            &a.id,
+            clawy_core::lifecycle::LifecycleAction::Delete,
+        )
         .await
         .unwrap();
     // The delete job is running (VM maybe still there): a's address stays held.

@@ -17,7 +17,12 @@ async fn jobs_of_one_instance_run_in_order_and_others_in_parallel() {
     let b = create(&tc, &alice, "b").await;
     tc.core
         .instances()
-        .request_stop(&caller_for(&alice), &alice.id, &a.id)
+        .request(
+            &caller_for(&alice),
+            &alice.id,
+            &a.id,
+            clawy_core::lifecycle::LifecycleAction::Stop,
+        )
         .await
         .unwrap();
     let j1 = claim(&tc, "w1").await;
@@ -225,7 +230,7 @@ async fn failures_back_off_exponentially_with_bounded_jitter() {
     let events = tc
         .core
         .audit()
-        .list_for_instance(&i.id, 50, None)
+        .list(clawy_core::audit::Scope::Instance(&i.id), 50, None)
         .await
         .unwrap();
     assert_eq!(events.iter().filter(|e| e.action == "job_retry").count(), 5);
@@ -249,7 +254,12 @@ async fn giving_up_puts_the_instance_in_error_and_retry_requeues() {
     assert_eq!(
         tc.core
             .instances()
-            .request_retry(&c, &alice.id, &i.id)
+            .request(
+                &c,
+                &alice.id,
+                &i.id,
+                clawy_core::lifecycle::LifecycleAction::Retry
+            )
             .await
             .unwrap_err()
             .to_string(),
@@ -284,21 +294,36 @@ async fn giving_up_puts_the_instance_in_error_and_retry_requeues() {
     assert!(
         tc.core
             .instances()
-            .request_start(&c, &alice.id, &i.id)
+            .request(
+                &c,
+                &alice.id,
+                &i.id,
+                clawy_core::lifecycle::LifecycleAction::Start
+            )
             .await
             .is_err()
     );
     let r = tc
         .core
         .instances()
-        .request_retry(&c, &alice.id, &i.id)
+        .request(
+            &c,
+            &alice.id,
+            &i.id,
+            clawy_core::lifecycle::LifecycleAction::Retry,
+        )
         .await
         .unwrap();
     assert!(r.job_id.is_some());
     assert!(
         tc.core
             .instances()
-            .request_retry(&c, &alice.id, &i.id)
+            .request(
+                &c,
+                &alice.id,
+                &i.id,
+                clawy_core::lifecycle::LifecycleAction::Retry
+            )
             .await
             .unwrap()
             .job_id
@@ -318,7 +343,7 @@ async fn giving_up_puts_the_instance_in_error_and_retry_requeues() {
     let actions: Vec<_> = tc
         .core
         .audit()
-        .list_for_instance(&i.id, 100, None)
+        .list(clawy_core::audit::Scope::Instance(&i.id), 100, None)
         .await
         .unwrap()
         .into_iter()
@@ -365,7 +390,7 @@ async fn access3_reconciler_repair_is_an_instance_event() {
     tc.core
         .jobs()
         .enqueue(
-            &clawy_core::Caller::reconciler(),
+            &clawy_core::Actor::reconciler(),
             &i.id,
             JobKind::Start,
             "VM was stopped but should run: restarting",
@@ -375,7 +400,7 @@ async fn access3_reconciler_repair_is_an_instance_event() {
     let ev = tc
         .core
         .audit()
-        .list_for_instance(&i.id, 10, None)
+        .list(clawy_core::audit::Scope::Instance(&i.id), 10, None)
         .await
         .unwrap();
     assert_eq!(ev[0].action, "instance_repaired");

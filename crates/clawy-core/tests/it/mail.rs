@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use clawy_core::mail::{Mail, MailError, Mailer};
-use clawy_core::{Caller, ServerConfig};
+use clawy_core::{Actor, ServerConfig};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -60,7 +60,7 @@ async fn auth_1_reset_flow_logs_no_token() {
     t.user("logs@example.com").await;
     t.core
         .accounts()
-        .request_password_reset("logs@example.com", &Caller::anonymous(client("192.0.2.1")))
+        .request_password_reset("logs@example.com", &Actor::anonymous(client("192.0.2.1")))
         .await
         .unwrap();
     let mail = t

@@ -209,7 +209,7 @@ async fn data2_only_allowed_countries_and_the_requested_region() {
     assert_eq!(i.region, "FR");
     assert_eq!(i.host_name, "fr");
     // Regions: allowed countries with an enabled host only.
-    let regions = tc.core.plans().regions().await.unwrap();
+    let regions = tc.core.regions().list().await.unwrap();
     assert_eq!(
         regions.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(),
         vec!["FR"]
@@ -230,12 +230,12 @@ async fn regions_mark_default_and_capacity() {
         [22000, 22999],
     )
     .await;
-    let r = tc.core.plans().regions().await.unwrap();
+    let r = tc.core.regions().list().await.unwrap();
     assert_eq!(r.len(), 1);
     assert!(r[0].is_default && r[0].has_capacity);
     let alice = tc.user("alice@example.com").await;
     create(&tc, &alice, "only").await;
-    let r = tc.core.plans().regions().await.unwrap();
+    let r = tc.core.regions().list().await.unwrap();
     assert!(!r[0].has_capacity, "the one small slot is taken");
 }
 

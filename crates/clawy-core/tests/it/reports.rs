@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use clawy_core::reports::ReportError;
-use clawy_core::{Caller, DomainError, ErrorKind};
+use clawy_core::{Actor, DomainError, ErrorKind};
 use std::time::Duration;
 
 #[tokio::test]
@@ -17,7 +17,7 @@ async fn report_1_stored_tracked_and_mailed_to_the_security_contact() {
             Some(" Finder@Example.org "),
             "XSS in /login",
             "Steps: …",
-            &Caller::anonymous(client("198.51.100.20")),
+            &Actor::anonymous(client("198.51.100.20")),
         )
         .await
         .unwrap();
@@ -34,7 +34,7 @@ async fn report_1_stored_tracked_and_mailed_to_the_security_contact() {
     let op = t
         .core
         .accounts()
-        .create_user("op@example.com", &pw(GOOD_PW), true, &Caller::system())
+        .create_user("op@example.com", &pw(GOOD_PW), true, &Actor::system())
         .await
         .unwrap();
     let user = t.user("user@example.com").await;
@@ -60,7 +60,7 @@ async fn report_1_stored_tracked_and_mailed_to_the_security_contact() {
 async fn report_1_rate_limited_per_client_address() {
     let t = TestCore::new().await;
     let reports = t.core.reports();
-    let c = Caller::anonymous(client("203.0.113.30"));
+    let c = Actor::anonymous(client("203.0.113.30"));
     for i in 0..5 {
         reports
             .create(None, &format!("report {i}"), "details", &c)
@@ -81,7 +81,7 @@ async fn report_1_rate_limited_per_client_address() {
             None,
             "other address",
             "details",
-            &Caller::anonymous(client("203.0.113.31")),
+            &Actor::anonymous(client("203.0.113.31")),
         )
         .await
         .unwrap();

@@ -177,7 +177,7 @@ async fn auth_4_add_list_delete_scoped_and_duplicates_refused() {
     let events = t
         .core
         .audit()
-        .list_for_user(&alice.id, 10, None)
+        .list(clawy_core::audit::Scope::User(&alice.id), 10, None)
         .await
         .unwrap();
     assert!(

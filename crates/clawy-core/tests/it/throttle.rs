@@ -2,9 +2,10 @@
 
 use crate::common::*;
 use clawy_core::accounts::AccountError;
-use clawy_core::api_keys::{ApiKeyError, Tier};
+use clawy_core::actor::Tier;
+use clawy_core::api_keys::ApiKeyError;
 use clawy_core::audit::AuditAction;
-use clawy_core::{Caller, DomainError, ErrorKind};
+use clawy_core::{Actor, DomainError, ErrorKind};
 use std::time::Duration;
 
 fn secs(d: Duration) -> u64 {
@@ -19,7 +20,7 @@ async fn auth_5_client_address_throttled_after_n_failures() {
     })
     .await;
     t.user("victim@example.com").await;
-    let attacker = Caller::anonymous(client("203.0.113.66"));
+    let attacker = Actor::anonymous(client("203.0.113.66"));
     let acc = t.core.accounts();
     for i in 0..5 {
         // Different accounts, so only the per-address limit applies.
@@ -48,7 +49,7 @@ async fn auth_5_client_address_throttled_after_n_failures() {
     acc.authenticate(
         "victim@example.com",
         &pw(GOOD_PW),
-        &Caller::anonymous(client("198.51.100.1")),
+        &Actor::anonymous(client("198.51.100.1")),
     )
     .await
     .unwrap();
@@ -61,7 +62,7 @@ async fn auth_5_client_address_throttled_after_n_failures() {
     let events = t
         .core
         .audit()
-        .list_for_user(&victim.id, 50, None)
+        .list(clawy_core::audit::Scope::User(&victim.id), 50, None)
         .await
         .unwrap();
     assert!(
@@ -97,7 +98,7 @@ async fn auth_5_account_soft_lock_escalates_expires_and_resets() {
     let mut n = 0;
     let mut attacker = || {
         n += 1;
-        Caller::anonymous(client(&format!("203.0.113.{n}")))
+        Actor::anonymous(client(&format!("203.0.113.{n}")))
     };
     let bad = pw("Attacker-Guess-123");
     for _ in 0..2 {
@@ -146,7 +147,7 @@ async fn auth_5_account_soft_lock_escalates_expires_and_resets() {
     acc.authenticate(
         "owner@example.com",
         &pw(GOOD_PW),
-        &Caller::anonymous(client("192.0.2.200")),
+        &Actor::anonymous(client("192.0.2.200")),
     )
     .await
     .unwrap();
@@ -158,14 +159,14 @@ async fn auth_5_account_soft_lock_escalates_expires_and_resets() {
     acc.authenticate(
         "owner@example.com",
         &pw(GOOD_PW),
-        &Caller::anonymous(client("192.0.2.200")),
+        &Actor::anonymous(client("192.0.2.200")),
     )
     .await
     .unwrap();
     let events = t
         .core
         .audit()
-        .list_for_user(&owner.id, 100, None)
+        .list(clawy_core::audit::Scope::User(&owner.id), 100, None)
         .await
         .unwrap();
     assert!(
@@ -194,7 +195,7 @@ async fn auth_5_account_soft_lock_escalates_expires_and_resets() {
 async fn auth_5_unknown_accounts_lock_the_same_way() {
     let t = TestCore::with(|c| c.throttle.account_lock_threshold = 2).await;
     let acc = t.core.accounts();
-    let c = Caller::anonymous(client("203.0.113.9"));
+    let c = Actor::anonymous(client("203.0.113.9"));
     for _ in 0..2 {
         assert!(matches!(
             acc.authenticate("ghost@example.com", &pw("Whatever-Guess-1"), &c)

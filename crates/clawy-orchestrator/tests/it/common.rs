@@ -4,12 +4,12 @@ use std::time::Duration;
 use clawy_core::config::ServerConfig;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::instances::{CreateInstance, Instance};
-use clawy_core::{Caller, ClientInfo, Core, ManualClock, SecretString, User};
+use clawy_core::{Actor, ClientInfo, Core, ManualClock, SecretString, User};
 use clawy_orchestrator::clients::AgentClients;
-use clawy_orchestrator::fake_agent::FakeAgent;
 use clawy_orchestrator::{JobRunner, Reconciler, RunnerConfig};
 use clawy_proto::agent::Resources;
 use clawy_testkit::db::TestDatabase;
+use clawy_testkit::fake_agent::FakeAgent;
 
 pub const GOOD_PW: &str = "Tundra-Velvet-Quasar-4812";
 
@@ -74,25 +74,25 @@ impl Fixture {
             .signup(
                 email,
                 &SecretString::from(GOOD_PW.to_string()),
-                &Caller::anonymous(ClientInfo::new("192.0.2.1".parse().unwrap(), None)),
+                &Actor::anonymous(ClientInfo::new("192.0.2.1".parse().unwrap(), None)),
             )
             .await
             .unwrap()
     }
 
-    /// Registers the fake agent as a host in `country` and reads its info.
-    pub async fn host(&self, name: &str, agent: &FakeAgent, country: &str) -> String {
+    /// Registers the fake agent as a host in `region` and reads its info.
+    pub async fn host(&self, name: &str, agent: &FakeAgent, region: &str) -> String {
         let host = self
             .core
             .hosts()
             .register(
-                &Caller::system(),
+                &Actor::system(),
                 RegisterHost {
                     name: name.into(),
                     url: agent.base_url.clone(),
                     fingerprint: agent.fingerprint.clone(),
                     token: SecretString::from(agent.token.clone()),
-                    country: country.into(),
+                    region: region.into(),
                     site: "lab1".into(),
                     enabled: true,
                 },
@@ -113,7 +113,7 @@ impl Fixture {
         self.core
             .instances()
             .create(
-                &Caller::system(),
+                &Actor::system(),
                 &user.id,
                 CreateInstance {
                     name: name.into(),

@@ -36,7 +36,7 @@ async fn reconciler_restarts_a_stopped_vm_that_should_run() {
     let events = f
         .core
         .audit()
-        .list_for_instance(&inst.id, 100, None)
+        .list(clawy_core::audit::Scope::Instance(&inst.id), 100, None)
         .await
         .unwrap();
     let repaired = events
@@ -91,7 +91,12 @@ async fn reconciler_flags_unknown_vm_once_and_leaves_it() {
         agent.vm("stray-vm").is_some(),
         "an unknown VM is never deleted"
     );
-    let all = f.core.audit().list_all(100, None).await.unwrap();
+    let all = f
+        .core
+        .audit()
+        .list(clawy_core::audit::Scope::All, 100, None)
+        .await
+        .unwrap();
     let flag = all
         .iter()
         .find(|e| e.action == "instance_drift_detected" && e.detail.contains("stray-vm"))
@@ -118,7 +123,7 @@ async fn reconciler_reprovisions_a_vanished_vm_and_says_so() {
     let events = f
         .core
         .audit()
-        .list_for_instance(&inst.id, 100, None)
+        .list(clawy_core::audit::Scope::Instance(&inst.id), 100, None)
         .await
         .unwrap();
     assert!(

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use clawy_core::Caller;
+use clawy_core::Actor;
 use clawy_core::instances::InstanceState;
 use clawy_core::jobs::{JobKind, JobState};
 use clawy_orchestrator::runner::JobOutcome;
@@ -35,10 +35,15 @@ async fn iso4_provision_stop_start_reboot_delete_frees_allocations() {
     assert_eq!(vm.spec.port_forwards[0].guest_port, 22);
     assert_eq!(agent.counters().creates[&inst.id], 1);
 
-    let caller = Caller::system();
+    let caller = Actor::system();
     f.core
         .instances()
-        .request_stop(&caller, &user.id, &inst.id)
+        .request(
+            &caller,
+            &user.id,
+            &inst.id,
+            clawy_core::lifecycle::LifecycleAction::Stop,
+        )
         .await
         .unwrap();
     f.drain(&runner).await;
@@ -55,14 +60,24 @@ async fn iso4_provision_stop_start_reboot_delete_frees_allocations() {
 
     f.core
         .instances()
-        .request_start(&caller, &user.id, &inst.id)
+        .request(
+            &caller,
+            &user.id,
+            &inst.id,
+            clawy_core::lifecycle::LifecycleAction::Start,
+        )
         .await
         .unwrap();
     f.drain(&runner).await;
     assert_eq!(agent.vm(&inst.id).unwrap().state, VmState::Running);
     f.core
         .instances()
-        .request_reboot(&caller, &user.id, &inst.id)
+        .request(
+            &caller,
+            &user.id,
+            &inst.id,
+            clawy_core::lifecycle::LifecycleAction::Reboot,
+        )
         .await
         .unwrap();
     f.drain(&runner).await;
@@ -78,7 +93,12 @@ async fn iso4_provision_stop_start_reboot_delete_frees_allocations() {
 
     f.core
         .instances()
-        .request_delete(&caller, &user.id, &inst.id)
+        .request(
+            &caller,
+            &user.id,
+            &inst.id,
+            clawy_core::lifecycle::LifecycleAction::Delete,
+        )
         .await
         .unwrap();
     f.drain(&runner).await;
@@ -94,7 +114,7 @@ async fn iso4_provision_stop_start_reboot_delete_frees_allocations() {
     let events = f
         .core
         .audit()
-        .list_for_instance(&inst.id, 100, None)
+        .list(clawy_core::audit::Scope::Instance(&inst.id), 100, None)
         .await
         .unwrap();
     let changes: Vec<&str> = events
@@ -197,7 +217,7 @@ async fn unreachable_host_backs_off_then_recovers() {
     let events = f
         .core
         .audit()
-        .list_for_instance(&inst.id, 100, None)
+        .list(clawy_core::audit::Scope::Instance(&inst.id), 100, None)
         .await
         .unwrap();
     assert_eq!(events.iter().filter(|e| e.action == "job_retry").count(), 2);
@@ -236,7 +256,12 @@ async fn gives_up_into_error_and_retry_requeues() {
     let accepted = f
         .core
         .instances()
-        .request_retry(&Caller::system(), &user.id, &inst.id)
+        .request(
+            &Actor::system(),
+            &user.id,
+            &inst.id,
+            clawy_core::lifecycle::LifecycleAction::Retry,
+        )
         .await
         .unwrap();
     assert!(accepted.job_id.is_some());

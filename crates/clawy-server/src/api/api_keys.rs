@@ -4,7 +4,8 @@
 
 use crate::api::{tier_from_wire, tier_to_wire};
 use crate::auth::{Admin, Authed};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::pagination::PageQuery;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use clawy_core::api_keys::{ApiKey, NewApiKey};
@@ -40,6 +41,7 @@ fn created_to_wire(n: NewApiKey) -> CreatedApiKey {
 /// The account's live API keys (never the secrets).
 #[utoipa::path(
     get, path = "/api/v1/api-keys", tag = "api-keys",
+    params(PageQuery),
     responses(
         (status = 200, body = ApiKeyList),
         (status = 401, body = ErrorBody), (status = 403, description = "Tier below admin", body = ErrorBody),
@@ -49,10 +51,13 @@ fn created_to_wire(n: NewApiKey) -> CreatedApiKey {
 pub async fn list(
     State(state): State<AppState>,
     caller: Authed<Admin>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<ApiKeyList>, ApiError> {
     let keys = state.core.api_keys().list(&caller.user.id).await?;
+    let (api_keys, next_after) = q.page_of(keys, |k| k.id.clone(), to_wire)?;
     Ok(ApiJson(ApiKeyList {
-        api_keys: keys.into_iter().map(to_wire).collect(),
+        api_keys,
+        next_after,
     }))
 }
 
@@ -81,7 +86,7 @@ pub async fn create(
             tier_from_wire(req.tier),
             req.expires_at,
             caller.key_tier(),
-            &caller.audit(),
+            &caller.actor(),
         )
         .await?;
     Ok((StatusCode::CREATED, ApiJson(created_to_wire(created))))
@@ -106,7 +111,7 @@ pub async fn revoke(
     state
         .core
         .api_keys()
-        .revoke(&caller.user.id, &id, &caller.audit())
+        .revoke(&caller.user.id, &id, &caller.actor())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -130,7 +135,7 @@ pub async fn regenerate(
     let regenerated = state
         .core
         .api_keys()
-        .regenerate(&caller.user.id, &id, caller.key_tier(), &caller.audit())
+        .regenerate(&caller.user.id, &id, caller.key_tier(), &caller.actor())
         .await?;
     Ok(ApiJson(created_to_wire(regenerated)))
 }

@@ -2,70 +2,37 @@
 
 use crate::auth::{Authed, Read};
 use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::ops::instances::event_to_wire;
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 use axum::extract::State;
-use clawy_proto::api::{AuditEvent, AuditPage, ErrorBody};
-use serde::Deserialize;
+use clawy_core::audit::Scope;
+use clawy_proto::api::{AuditPage, ErrorBody};
 
-pub const DEFAULT_LIMIT: u32 = 50;
-pub const MAX_LIMIT: u32 = 500;
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    /// How many events (1–500, default 50).
-    pub limit: Option<u32>,
-    /// Only events older than this event id (the `next_before` of the previous page).
-    pub before: Option<i64>,
-}
-
-/// The account's audit log.
+/// The account's audit log, a page at a time (`limit`, `after`).
 #[utoipa::path(
     get, path = "/api/v1/audit", tag = "account",
-    params(AuditQuery),
+    params(PageQuery),
     responses(
         (status = 200, body = AuditPage),
         (status = 400, description = "Bad query string", body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 422, description = "`limit` outside 1–500 or a bad `after`", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Authed<Read>,
-    ApiQuery(q): ApiQuery<AuditQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            "limit",
-            format!("`limit` must be between 1 and {MAX_LIMIT}."),
-        ));
-    }
-    let events = state
+    let page = state
         .core
         .audit()
-        .list_for_user(&caller.user.id, limit, q.before)
+        .page(Scope::User(&caller.user.id), &q.request()?)
         .await?;
-    // A full page may have more behind it; the client passes the last id as `before`.
-    let next_before = if events.len() == limit as usize {
-        events.last().map(|e| e.id)
-    } else {
-        None
-    };
     Ok(ApiJson(AuditPage {
-        events: events
-            .into_iter()
-            .map(|e| AuditEvent {
-                id: e.id,
-                at: e.at,
-                kind: e.action,
-                actor: e.actor,
-                client_addr: e.client_addr,
-                detail: Some(e.detail).filter(|d| !d.is_empty()),
-            })
-            .collect(),
-        next_before,
+        events: page.items.into_iter().map(event_to_wire).collect(),
+        next_after: page.next_after,
     }))
 }

@@ -14,84 +14,67 @@ pub mod ssh_keys;
 
 use crate::state::AppState;
 use axum::Router;
-use axum::routing::{delete, get, patch, post};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use clawy_proto::api as wire;
 
-/// Every API route: (method, path under `/api/v1`). The OpenAPI test and the
-/// authorization matrix check themselves against this list.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/me"),
-    ("GET", "/api-keys"),
-    ("POST", "/api-keys"),
-    ("DELETE", "/api-keys/{id}"),
-    ("POST", "/api-keys/{id}/regenerate"),
-    ("GET", "/ssh-keys"),
-    ("POST", "/ssh-keys"),
-    ("DELETE", "/ssh-keys/{id}"),
-    ("GET", "/audit"),
-    ("POST", "/security-reports"),
-    ("GET", "/openapi.json"),
-    ("GET", "/plans"),
-    ("GET", "/regions"),
-    ("GET", "/instances"),
-    ("POST", "/instances"),
-    ("GET", "/instances/{id}"),
-    ("DELETE", "/instances/{id}"),
-    ("POST", "/instances/{id}/start"),
-    ("POST", "/instances/{id}/stop"),
-    ("POST", "/instances/{id}/reboot"),
-    ("POST", "/instances/{id}/retry"),
-    ("GET", "/instances/{id}/metrics"),
-    ("GET", "/instances/{id}/events"),
-    ("GET", "/admin/hosts"),
-    ("POST", "/admin/hosts"),
-    ("PATCH", "/admin/hosts/{id}"),
-    ("GET", "/admin/instances"),
-    ("POST", "/admin/plans"),
-    ("PATCH", "/admin/plans/{id}"),
-];
+/// Declares the API's routes once. From this one table come [`ROUTES`] (which the
+/// authorization matrix and the OpenAPI test iterate), the router ([`router`]) and the
+/// OpenAPI paths ([`ApiPaths`]): a route cannot be served without appearing in all
+/// three, so it cannot escape the authorization matrix.
+macro_rules! api_routes {
+    ($( $method:literal $path:literal => $route:ident $handler:path ),* $(,)?) => {
+        /// Every API route: (method, path under `/api/v1`).
+        pub const ROUTES: &[(&str, &str)] = &[ $( ($method, $path) ),* ];
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/me", get(me::get_me))
-        .route("/api-keys", get(api_keys::list).post(api_keys::create))
-        .route("/api-keys/{id}", delete(api_keys::revoke))
-        .route("/api-keys/{id}/regenerate", post(api_keys::regenerate))
-        .route("/ssh-keys", get(ssh_keys::list).post(ssh_keys::add))
-        .route("/ssh-keys/{id}", delete(ssh_keys::delete))
-        .route("/audit", get(audit::list))
-        .route("/security-reports", post(security_reports::create))
-        .route("/openapi.json", get(crate::openapi::openapi_json))
-        .route("/plans", get(plans::list))
-        .route("/regions", get(regions::list))
-        .route("/instances", get(instances::list).post(instances::create))
-        .route(
-            "/instances/{id}",
-            get(instances::get).delete(instances::delete),
-        )
-        .route("/instances/{id}/start", post(instances::start))
-        .route("/instances/{id}/stop", post(instances::stop))
-        .route("/instances/{id}/reboot", post(instances::reboot))
-        .route("/instances/{id}/retry", post(instances::retry))
-        .route("/instances/{id}/metrics", get(instances::metrics))
-        .route("/instances/{id}/events", get(instances::events))
-        .route("/admin/hosts", get(hosts::list).post(hosts::create))
-        .route("/admin/hosts/{id}", patch(hosts::update))
-        .route("/admin/instances", get(instances::admin_list))
-        .route("/admin/plans", post(plans::create))
-        .route("/admin/plans/{id}", patch(plans::update))
+        /// The API router: each table entry routed to its handler (axum merges the
+        /// methods of one path).
+        pub fn router() -> Router<AppState> {
+            Router::new()
+                $( .route($path, axum::routing::$route($handler)) )*
+        }
+
+        /// The OpenAPI paths of the table's handlers (`#[utoipa::path]` on each).
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths( $( $handler ),* ))]
+        pub struct ApiPaths;
+    };
+}
+
+api_routes! {
+    "GET" "/me" => get me::get_me,
+    "GET" "/api-keys" => get api_keys::list,
+    "POST" "/api-keys" => post api_keys::create,
+    "DELETE" "/api-keys/{id}" => delete api_keys::revoke,
+    "POST" "/api-keys/{id}/regenerate" => post api_keys::regenerate,
+    "GET" "/ssh-keys" => get ssh_keys::list,
+    "POST" "/ssh-keys" => post ssh_keys::add,
+    "DELETE" "/ssh-keys/{id}" => delete ssh_keys::delete,
+    "GET" "/audit" => get audit::list,
+    "POST" "/security-reports" => post security_reports::create,
+    "GET" "/openapi.json" => get crate::openapi::openapi_json,
+    "GET" "/plans" => get plans::list,
+    "GET" "/regions" => get regions::list,
+    "GET" "/instances" => get instances::list,
+    "POST" "/instances" => post instances::create,
+    "GET" "/instances/{id}" => get instances::get,
+    "DELETE" "/instances/{id}" => delete instances::delete,
+    "POST" "/instances/{id}/start" => post instances::start,
+    "POST" "/instances/{id}/stop" => post instances::stop,
+    "POST" "/instances/{id}/reboot" => post instances::reboot,
+    "POST" "/instances/{id}/retry" => post instances::retry,
+    "GET" "/instances/{id}/metrics" => get instances::metrics,
+    "GET" "/instances/{id}/events" => get instances::events,
+    "GET" "/admin/hosts" => get hosts::list,
+    "POST" "/admin/hosts" => post hosts::create,
+    "PATCH" "/admin/hosts/{id}" => patch hosts::update,
+    "GET" "/admin/instances" => get instances::admin_list,
+    "POST" "/admin/plans" => post plans::create,
+    "PATCH" "/admin/plans/{id}" => patch plans::update,
 }
 
 /// An operator acting through the API, as audit events name them (ACCESS-3).
-pub(crate) fn operator_audit(op: &crate::auth::Operator) -> clawy_core::audit::Caller {
-    clawy_core::audit::Caller::new(
-        clawy_core::audit::Actor::Operator {
-            user_id: op.user.id.clone(),
-            email: op.user.email.clone(),
-        },
-        op.client.clone(),
-    )
+pub(crate) fn operator_audit(op: &crate::auth::Operator) -> clawy_core::Actor {
+    clawy_core::Actor::operator(&op.user.id, &op.user.email, op.client.clone())
 }
 
 pub(crate) fn tier_to_wire(t: Tier) -> wire::Tier {
@@ -113,6 +96,18 @@ pub(crate) fn tier_from_wire(t: wire::Tier) -> Tier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_appears_once_and_the_router_builds() {
+        for (i, (method, path)) in ROUTES.iter().enumerate() {
+            assert!(
+                !ROUTES[..i].contains(&(*method, *path)),
+                "{method} {path} twice"
+            );
+        }
+        // axum panics on a path/method routed twice or a malformed path.
+        let _ = router();
+    }
 
     #[test]
     fn tier_conversion_round_trips_and_keeps_order() {

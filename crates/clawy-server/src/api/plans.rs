@@ -1,7 +1,8 @@
 //! `/api/v1/plans` (read) and `/api/v1/admin/plans` (operators): the VM sizes offered.
 
 use crate::auth::{Authed, Operator, Read};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,21 +22,20 @@ pub(crate) fn to_wire(p: Plan, default_plan: &str) -> wire::Plan {
 /// The plans instances can be created with, smallest first.
 #[utoipa::path(
     get, path = "/api/v1/plans", tag = "instances",
-    responses((status = 200, body = PlanList), (status = 401, body = ErrorBody)),
+    params(PageQuery),
+    responses((status = 200, body = PlanList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Authed<Read>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<PlanList>, ApiError> {
     let default_plan = state.core.config().default_plan.clone();
     let plans = state.core.plans().list().await?;
-    Ok(ApiJson(PlanList {
-        plans: plans
-            .into_iter()
-            .map(|p| to_wire(p, &default_plan))
-            .collect(),
-    }))
+    let (plans, next_after) =
+        q.page_of(plans, |p| p.name.clone(), |p| to_wire(p, &default_plan))?;
+    Ok(ApiJson(PlanList { plans, next_after }))
 }
 
 /// Adds a plan (operators only; others get 404).

@@ -2,12 +2,13 @@
 //! allowed countries, and only those with an enabled host).
 
 use crate::auth::{Authed, Read};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 use axum::extract::State;
 use clawy_proto::api::{self as wire, ErrorBody, RegionList};
 
-pub(crate) fn to_wire(r: clawy_core::plans::Region) -> wire::Region {
+pub(crate) fn to_wire(r: clawy_core::placement::Region) -> wire::Region {
     wire::Region {
         code: r.code,
         hosts: r.hosts,
@@ -19,15 +20,19 @@ pub(crate) fn to_wire(r: clawy_core::plans::Region) -> wire::Region {
 /// The regions instances can be created in, the default first.
 #[utoipa::path(
     get, path = "/api/v1/regions", tag = "instances",
-    responses((status = 200, body = RegionList), (status = 401, body = ErrorBody)),
+    params(PageQuery),
+    responses((status = 200, body = RegionList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Authed<Read>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<RegionList>, ApiError> {
-    let regions = state.core.plans().regions().await?;
+    let regions = state.core.regions().list().await?;
+    let (regions, next_after) = q.page_of(regions, |r| r.code.clone(), to_wire)?;
     Ok(ApiJson(RegionList {
-        regions: regions.into_iter().map(to_wire).collect(),
+        regions,
+        next_after,
     }))
 }

@@ -7,7 +7,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
-use clawy_core::audit::{Caller, ClientInfo};
+use clawy_core::{Actor, ClientInfo};
 use clawy_proto::api::{CreateSecurityReport, ErrorBody, SecurityReportReceipt};
 
 /// Submits a vulnerability report; the answer carries the tracking id.
@@ -29,7 +29,7 @@ pub async fn create(
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    let caller = Caller::anonymous(ClientInfo::new(addr, user_agent));
+    let caller = Actor::anonymous(ClientInfo::new(addr, user_agent));
     let report = state
         .core
         .reports()

@@ -1,7 +1,8 @@
 //! `/api/v1/ssh-keys`: list with read, add/delete with manage (AUTH-2, AUTH-4).
 
 use crate::auth::{Authed, Manage, Read};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,16 +22,20 @@ fn to_wire(k: clawy_core::ssh_keys::SshKey) -> wire::SshKey {
 /// The account's SSH public keys.
 #[utoipa::path(
     get, path = "/api/v1/ssh-keys", tag = "ssh-keys",
-    responses((status = 200, body = SshKeyList), (status = 401, body = ErrorBody)),
+    params(PageQuery),
+    responses((status = 200, body = SshKeyList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Authed<Read>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<ApiJson<SshKeyList>, ApiError> {
     let keys = state.core.ssh_keys().list(&caller.user.id).await?;
+    let (ssh_keys, next_after) = q.page_of(keys, |k| k.id.clone(), to_wire)?;
     Ok(ApiJson(SshKeyList {
-        ssh_keys: keys.into_iter().map(to_wire).collect(),
+        ssh_keys,
+        next_after,
     }))
 }
 
@@ -54,7 +59,7 @@ pub async fn add(
     let key = state
         .core
         .ssh_keys()
-        .add(&caller.user.id, &req.name, &req.public_key, &caller.audit())
+        .add(&caller.user.id, &req.name, &req.public_key, &caller.actor())
         .await?;
     Ok((StatusCode::CREATED, ApiJson(to_wire(key))))
 }
@@ -78,7 +83,7 @@ pub async fn delete(
     state
         .core
         .ssh_keys()
-        .delete(&caller.user.id, &id, &caller.audit())
+        .delete(&caller.user.id, &id, &caller.actor())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,9 +17,10 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use clawy_core::User;
-use clawy_core::api_keys::{ApiKey, ApiKeyError, Tier};
-use clawy_core::audit::{Caller as AuditCaller, ClientInfo};
+use clawy_core::actor::Tier;
+use clawy_core::api_keys::{ApiKey, ApiKeyError};
 use clawy_core::sessions::{AuthenticatedSession, SESSION_COOKIE, SessionError};
+use clawy_core::{Actor, ClientInfo};
 use std::marker::PhantomData;
 use std::ops::Deref;
 
@@ -68,11 +69,11 @@ impl Caller {
         }
     }
 
-    /// The caller as the audit log records it.
-    pub fn audit(&self) -> AuditCaller {
+    /// The caller as the actor of domain calls (the audit log records it).
+    pub fn actor(&self) -> Actor {
         match &self.auth {
-            CallerAuth::ApiKey(k) => AuditCaller::api_key(k, self.client.clone()),
-            CallerAuth::Session(_) => AuditCaller::user(&self.user, self.client.clone()),
+            CallerAuth::ApiKey(k) => k.actor(self.client.clone()),
+            CallerAuth::Session(_) => self.user.actor(self.client.clone()),
         }
     }
 

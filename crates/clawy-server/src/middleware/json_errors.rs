@@ -2,9 +2,9 @@
 //! `{"error":{"code":"…","message":"…"}}` — also those produced by layers and by axum
 //! itself (405, 413 from the body limit, 503 from the timeout), which are plain text.
 
-use crate::error::{ApiError, payload_too_large};
+use crate::error::ApiError;
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -23,7 +23,7 @@ pub async fn json_errors_for_api(req: Request, next: Next) -> Response {
         return resp;
     }
     let status = resp.status();
-    let mut converted = error_for_status(status).into_response();
+    let mut converted = ApiError::from_status(status).into_response();
     // Keep headers that matter to the client (Allow on 405, Retry-After, …).
     for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
         if let Some(v) = resp.headers().get(&name) {
@@ -33,43 +33,13 @@ pub async fn json_errors_for_api(req: Request, next: Next) -> Response {
     converted
 }
 
-/// The JSON error for a bare status produced outside our handlers.
-pub fn error_for_status(status: StatusCode) -> ApiError {
-    match status {
-        StatusCode::NOT_FOUND => ApiError::not_found(
-            "No such API route. See /api/v1/openapi.json for the routes that exist.",
-        ),
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-            status,
-            "method_not_allowed",
-            "This route does not accept this HTTP method; the Allow header lists the ones it does.",
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(),
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => ApiError::new(
-            status,
-            "timeout",
-            "The request took too long and was stopped. Please try again.",
-        ),
-        s if s.is_server_error() => {
-            ApiError::internal(format!("bare {s} response on an API route"))
-        }
-        s => ApiError::new(
-            s,
-            "bad_request",
-            format!(
-                "The request was refused ({}).",
-                s.canonical_reason().unwrap_or("client error")
-            ),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use axum::Router;
     use axum::body::Body;
+    use axum::http::StatusCode;
     use axum::routing::get;
     use std::time::Duration;
     use tower::ServiceExt;

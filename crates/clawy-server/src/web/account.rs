@@ -9,8 +9,8 @@ use clawy_core::accounts::AccountError;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::auth_pages::field_error;
-use super::context::{Flash, Web, redirect_with_flash};
+use super::context::{CsrfOnly, Flash, SignedIn, redirect_with_flash};
+use super::error::field_error;
 use super::render::page;
 use super::{FieldErrors, INVALID_FORM, WebError, WebResult, show_time};
 use crate::state::AppState;
@@ -36,8 +36,12 @@ struct SessionRow {
     last_seen_iso: String,
 }
 
-async fn render_account(web: &mut Web, status: StatusCode, errors: FieldErrors) -> WebResult {
-    let session = web.require_user()?.clone();
+async fn render_account(
+    page_: &mut SignedIn,
+    status: StatusCode,
+    errors: FieldErrors,
+) -> WebResult {
+    let SignedIn { web, session } = page_;
     let sessions = web
         .state
         .core
@@ -112,8 +116,8 @@ fn describe_user_agent(ua: Option<&str>) -> String {
     }
 }
 
-async fn account_page(mut web: Web) -> WebResult {
-    render_account(&mut web, StatusCode::OK, FieldErrors::new()).await
+async fn account_page(mut page_: SignedIn) -> WebResult {
+    render_account(&mut page_, StatusCode::OK, FieldErrors::new()).await
 }
 
 #[derive(Default, Deserialize)]
@@ -125,10 +129,11 @@ struct PasswordForm {
     new_password_confirm: String,
 }
 
-async fn change_password(mut web: Web, Form(f): Form<PasswordForm>) -> WebResult {
-    let session = web.require_user()?.clone();
+async fn change_password(mut page_: SignedIn, Form(f): Form<PasswordForm>) -> WebResult {
+    let SignedIn { web, session } = &mut page_;
     web.check_form(&f.csrf_token)?;
     let mut errors = FieldErrors::new();
+    let mut status = INVALID_FORM;
     if f.new_password != f.new_password_confirm {
         errors.insert(
             "new_password_confirm",
@@ -147,7 +152,7 @@ async fn change_password(mut web: Web, Form(f): Form<PasswordForm>) -> WebResult
                 &current,
                 &new,
                 Some(&session.session.id),
-                &web.caller(),
+                &web.actor(),
             )
             .await;
         match result {
@@ -157,32 +162,31 @@ async fn change_password(mut web: Web, Form(f): Form<PasswordForm>) -> WebResult
             Err(AccountError::Throttled { retry_after }) => {
                 return Err(WebError::Throttled { retry_after });
             }
-            Err(e) => field_error(
-                e,
-                &[
-                    ("current_password", "current_password"),
-                    ("password", "new_password"),
-                ],
-                &mut errors,
-            )?,
+            Err(e) => {
+                status = field_error(
+                    e,
+                    &[
+                        ("current_password", "current_password"),
+                        ("password", "new_password"),
+                    ],
+                    &mut errors,
+                )?
+            }
         }
     }
-    render_account(&mut web, INVALID_FORM, errors).await
+    render_account(&mut page_, status, errors).await
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct CsrfOnly {
-    csrf_token: String,
-}
-
-async fn revoke_session(web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> WebResult {
-    let session = web.require_user()?;
+async fn revoke_session(
+    SignedIn { web, session }: SignedIn,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> WebResult {
     web.check_form(&f.csrf_token)?;
     web.state
         .core
         .sessions()
-        .revoke(&session.user.id, &id, &web.caller())
+        .revoke(&session.user.id, &id, &web.actor())
         .await?;
     Ok(web.finish(redirect_with_flash("/account", Flash::SessionRevoked)))
 }

@@ -3,10 +3,12 @@
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use clawy_core::audit::Scope;
+use clawy_core::page::PageRequest;
 use minijinja::context;
 use serde::Serialize;
 
-use super::context::Web;
+use super::context::SignedIn;
 use super::render::page;
 use super::{WebResult, show_time};
 use crate::state::AppState;
@@ -42,15 +44,15 @@ fn describe_actor(actor: &str, own_email: &str) -> String {
     }
 }
 
-async fn activity_page(mut web: Web) -> WebResult {
-    let session = web.require_user()?;
+async fn activity_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
     let (user_id, email) = (session.user.id.clone(), session.user.email.clone());
     let events: Vec<EventRow> = web
         .state
         .core
         .audit()
-        .list_for_user(&user_id, PAGE_SIZE, None)
+        .page(Scope::User(&user_id), &PageRequest::first(PAGE_SIZE))
         .await?
+        .items
         .into_iter()
         .map(|e| {
             let (at, at_iso) = show_time(e.at);

@@ -6,12 +6,13 @@ use axum::extract::{Form, Path};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use chrono::NaiveDate;
-use clawy_core::api_keys::{NewApiKey, Tier};
+use clawy_core::actor::Tier;
+use clawy_core::api_keys::NewApiKey;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::auth_pages::field_error;
-use super::context::{Flash, Web, redirect_with_flash};
+use super::context::{CsrfOnly, Flash, SignedIn, Web, redirect_with_flash};
+use super::error::field_error;
 use super::render::page;
 use super::{FieldErrors, INVALID_FORM, WebResult, show_time};
 use crate::state::AppState;
@@ -83,17 +84,17 @@ impl Default for CreateForm {
 
 async fn render_list(
     web: &mut Web,
+    user_id: &str,
     status: StatusCode,
     form: &CreateForm,
     errors: FieldErrors,
 ) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
     let now = web.state.core.now();
     let keys: Vec<KeyRow> = web
         .state
         .core
         .api_keys()
-        .list(&user_id)
+        .list(user_id)
         .await?
         .into_iter()
         .map(|k| {
@@ -125,9 +126,10 @@ async fn render_list(
     Ok(web.finish(resp))
 }
 
-async fn list_page(mut web: Web) -> WebResult {
+async fn list_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
     render_list(
         &mut web,
+        &session.user.id,
         StatusCode::OK,
         &CreateForm::default(),
         FieldErrors::new(),
@@ -156,10 +158,11 @@ fn render_secret(web: &mut Web, new: &NewApiKey, regenerated: bool) -> WebResult
     Ok(web.finish(resp))
 }
 
-async fn create(mut web: Web, Form(f): Form<CreateForm>) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
+async fn create(SignedIn { mut web, session }: SignedIn, Form(f): Form<CreateForm>) -> WebResult {
+    let user_id = session.user.id.clone();
     web.check_form(&f.csrf_token)?;
     let mut errors = FieldErrors::new();
+    let mut status = INVALID_FORM;
     let tier = match f.tier.parse::<Tier>() {
         Ok(t) => Some(t),
         Err(_) => {
@@ -184,49 +187,53 @@ async fn create(mut web: Web, Form(f): Form<CreateForm>) -> WebResult {
             .state
             .core
             .api_keys()
-            .create(&user_id, &f.name, tier, expires_at, None, &web.caller())
+            .create(&user_id, &f.name, tier, expires_at, None, &web.actor())
             .await;
         match result {
             Ok(new) => return render_secret(&mut web, &new, false),
-            Err(e) => field_error(
-                e,
-                &[
-                    ("name", "name"),
-                    ("tier", "tier"),
-                    ("expires_at", "expires_on"),
-                ],
-                &mut errors,
-            )?,
+            Err(e) => {
+                status = field_error(
+                    e,
+                    &[
+                        ("name", "name"),
+                        ("tier", "tier"),
+                        ("expires_at", "expires_on"),
+                    ],
+                    &mut errors,
+                )?
+            }
         }
     }
-    render_list(&mut web, INVALID_FORM, &f, errors).await
+    render_list(&mut web, &user_id, status, &f, errors).await
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct CsrfOnly {
-    csrf_token: String,
-}
-
-async fn regenerate(mut web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
+async fn regenerate(
+    SignedIn { mut web, session }: SignedIn,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> WebResult {
+    let user_id = session.user.id;
     web.check_form(&f.csrf_token)?;
     let new = web
         .state
         .core
         .api_keys()
-        .regenerate(&user_id, &id, None, &web.caller())
+        .regenerate(&user_id, &id, None, &web.actor())
         .await?;
     render_secret(&mut web, &new, true)
 }
 
-async fn revoke(web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
+async fn revoke(
+    SignedIn { web, session }: SignedIn,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> WebResult {
+    let user_id = session.user.id;
     web.check_form(&f.csrf_token)?;
     web.state
         .core
         .api_keys()
-        .revoke(&user_id, &id, &web.caller())
+        .revoke(&user_id, &id, &web.actor())
         .await?;
     Ok(web.finish(redirect_with_flash("/api-keys", Flash::ApiKeyRevoked)))
 }

@@ -5,17 +5,17 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use axum::{Router, routing::post};
+use clawy_core::Actor;
 use clawy_core::SecretString;
 use clawy_core::accounts::AccountError;
-use clawy_core::audit::Caller;
-use clawy_core::error::{DomainError, ErrorKind};
 use minijinja::context;
 use serde::Deserialize;
 
 use super::context::{
-    Flash, RESET_COOKIE, Web, clear_reset_token_cookie, clear_session_cookie, redirect_with_flash,
-    reset_token_cookie, safe_next, session_cookie,
+    CsrfOnly, Flash, RESET_COOKIE, Web, clear_reset_token_cookie, clear_session_cookie,
+    redirect_with_flash, reset_token_cookie, safe_next, session_cookie,
 };
+use super::error::field_error;
 use super::render::page;
 use super::{FieldErrors, INVALID_FORM, WebError, WebResult};
 use crate::state::AppState;
@@ -45,32 +45,6 @@ struct CredentialsForm {
     next: Option<String>,
 }
 
-/// Puts a domain error on the form field it is about (`field_map` renames the domain's
-/// field to the form's); anything else is not a form error and propagates.
-pub(super) fn field_error<E: DomainError>(
-    err: E,
-    field_map: &[(&'static str, &'static str)],
-    errors: &mut FieldErrors,
-) -> Result<(), WebError> {
-    match err.kind() {
-        ErrorKind::Invalid { field } => {
-            let name = field_map
-                .iter()
-                .find(|(from, _)| *from == field)
-                .map(|(_, to)| *to)
-                .unwrap_or("_form");
-            errors.insert(name, err.to_string());
-            Ok(())
-        }
-        ErrorKind::Conflict => {
-            let name = field_map.first().map(|(_, to)| *to).unwrap_or("_form");
-            errors.insert(name, err.to_string());
-            Ok(())
-        }
-        _ => Err(err.into()),
-    }
-}
-
 async fn signup_page(mut web: Web) -> WebResult {
     if web.session.is_some() {
         return Ok(Redirect::to("/").into_response());
@@ -88,6 +62,7 @@ async fn signup_page(mut web: Web) -> WebResult {
 async fn signup(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
     web.check_form(&f.csrf_token)?;
     let mut errors = FieldErrors::new();
+    let mut status = INVALID_FORM;
     if f.password != f.password_confirm {
         errors.insert(
             "password_confirm",
@@ -97,7 +72,7 @@ async fn signup(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
     let password = SecretString::from(f.password);
     if errors.is_empty() {
         let core = &web.state.core;
-        let caller = Caller::anonymous(web.client.clone());
+        let caller = Actor::anonymous(web.client.clone());
         match core.accounts().signup(&f.email, &password, &caller).await {
             Ok(user) => {
                 // AUTH-3: a brand-new session; whatever this browser carried before is ended.
@@ -110,17 +85,19 @@ async fn signup(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
                     .append(header::SET_COOKIE, session_cookie(new.token.expose()));
                 return Ok(web.finish(resp));
             }
-            Err(e) => field_error(
-                e,
-                &[("email", "email"), ("password", "password")],
-                &mut errors,
-            )?,
+            Err(e) => {
+                status = field_error(
+                    e,
+                    &[("email", "email"), ("password", "password")],
+                    &mut errors,
+                )?
+            }
         }
     }
     // AUTH-1: the password is never echoed back; the email is.
     let layout = web.layout("Sign up", "signup");
     let resp = page(
-        INVALID_FORM,
+        status,
         "signup.html",
         &layout,
         context! { form => context! { email => f.email }, errors => errors },
@@ -146,7 +123,7 @@ async fn login_page(mut web: Web, Query(q): Query<NextQuery>) -> WebResult {
 async fn login(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
     web.check_form(&f.csrf_token)?;
     let core = &web.state.core;
-    let caller = Caller::anonymous(web.client.clone());
+    let caller = Actor::anonymous(web.client.clone());
     let password = SecretString::from(f.password);
     let next = safe_next(f.next.as_deref()).to_owned();
     match core
@@ -190,19 +167,13 @@ async fn login(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
     }
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct CsrfOnly {
-    csrf_token: String,
-}
-
 async fn logout(web: Web, Form(f): Form<CsrfOnly>) -> WebResult {
     if web.session.is_some() {
         web.check_form(&f.csrf_token)?;
     }
     // AUTH-3: the server-side session is deleted, not just the cookie.
     if let Some(raw) = web.raw_session() {
-        web.state.core.sessions().logout(raw, &web.caller()).await?;
+        web.state.core.sessions().logout(raw, &web.actor()).await?;
     }
     let mut resp = redirect_with_flash("/login", Flash::SignedOut);
     resp.headers_mut()
@@ -230,8 +201,9 @@ async fn forgot_page(mut web: Web) -> WebResult {
 
 async fn forgot(mut web: Web, Form(f): Form<ForgotForm>) -> WebResult {
     web.check_form(&f.csrf_token)?;
-    let caller = Caller::anonymous(web.client.clone());
+    let caller = Actor::anonymous(web.client.clone());
     let mut errors = FieldErrors::new();
+    let mut status = StatusCode::OK;
     let sent = match web
         .state
         .core
@@ -244,12 +216,11 @@ async fn forgot(mut web: Web, Form(f): Form<ForgotForm>) -> WebResult {
             return Err(WebError::Throttled { retry_after });
         }
         Err(e) => {
-            field_error(e, &[("email", "email")], &mut errors)?;
+            status = field_error(e, &[("email", "email")], &mut errors)?;
             false
         }
     };
     let layout = web.layout("Reset your password", "login");
-    let status = if sent { StatusCode::OK } else { INVALID_FORM };
     let resp = page(
         status,
         "forgot_password.html",
@@ -305,6 +276,7 @@ struct ResetForm {
 async fn reset(mut web: Web, Form(f): Form<ResetForm>) -> WebResult {
     web.check_form(&f.csrf_token)?;
     let mut errors = FieldErrors::new();
+    let mut status = INVALID_FORM;
     let mut invalid = false;
     let token = web.cookie(RESET_COOKIE).map(str::to_owned);
     if f.password != f.password_confirm {
@@ -313,7 +285,7 @@ async fn reset(mut web: Web, Form(f): Form<ResetForm>) -> WebResult {
             "The two passwords do not match.".to_owned(),
         );
     } else if let Some(token) = token {
-        let caller = Caller::anonymous(web.client.clone());
+        let caller = Actor::anonymous(web.client.clone());
         let token = SecretString::from(token);
         let password = SecretString::from(f.password);
         match web
@@ -332,14 +304,14 @@ async fn reset(mut web: Web, Form(f): Form<ResetForm>) -> WebResult {
                 return Ok(web.finish(resp));
             }
             Err(AccountError::ResetTokenInvalid) => invalid = true,
-            Err(e) => field_error(e, &[("password", "password")], &mut errors)?,
+            Err(e) => status = field_error(e, &[("password", "password")], &mut errors)?,
         }
     } else {
         invalid = true;
     }
     let layout = web.layout("Choose a new password", "login");
     let mut resp = page(
-        INVALID_FORM,
+        status,
         "reset_password.html",
         &layout,
         context! { invalid => invalid, errors => errors },

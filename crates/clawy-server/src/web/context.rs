@@ -12,11 +12,11 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use clawy_core::audit::{Caller, ClientInfo};
 use clawy_core::crypto::{constant_time_eq, random_token};
 use clawy_core::sessions::{AuthenticatedSession, SESSION_COOKIE};
+use clawy_core::{Actor, ClientInfo, User};
 
-use super::WebError;
+use super::error::WebError;
 use super::render::{FlashView, Layout, UserView};
 use crate::auth::client_addr::ClientAddr;
 use crate::auth::origin::check_same_origin;
@@ -140,6 +140,14 @@ pub fn clear_reset_token_cookie() -> HeaderValue {
     host_cookie(RESET_COOKIE, "", "Lax", Some(0))
 }
 
+/// The body of a form that carries nothing but its CSRF token (buttons: revoke,
+/// delete, log out).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct CsrfOnly {
+    pub csrf_token: String,
+}
+
 /// Everything a page handler needs about the request.
 pub struct Web {
     pub state: AppState,
@@ -206,21 +214,79 @@ impl FromRequestParts<AppState> for Web {
     }
 }
 
-impl Web {
-    /// The signed-in session, or a redirect to the login page (and back afterwards).
-    pub fn require_user(&self) -> Result<&AuthenticatedSession, WebError> {
-        self.session
-            .as_ref()
-            .ok_or_else(|| WebError::SignInRequired {
-                next: self.path_and_query.clone(),
-            })
-    }
+/// A page for a signed-in person: the request's context and their session. Anyone
+/// signed out is sent to the login page, and back here afterwards.
+pub struct SignedIn {
+    pub web: Web,
+    pub session: AuthenticatedSession,
+}
 
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = WebError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let web = Web::from_request_parts(parts, state).await?;
+        match web.session.clone() {
+            Some(session) => Ok(SignedIn { web, session }),
+            None => Err(WebError::SignInRequired {
+                next: web.path_and_query.clone(),
+            }),
+        }
+    }
+}
+
+impl SignedIn {
+    /// The signed-in person.
+    pub fn user(&self) -> &User {
+        &self.session.user
+    }
+}
+
+/// A page for an operator. Anyone else, signed out included, sees the ordinary "not
+/// found", so operator pages do not reveal they exist.
+pub struct OperatorPage {
+    pub web: Web,
+    pub operator: User,
+}
+
+impl FromRequestParts<AppState> for OperatorPage {
+    type Rejection = WebError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match SignedIn::from_request_parts(parts, state).await {
+            Ok(SignedIn { web, session }) if session.user.is_operator => Ok(OperatorPage {
+                web,
+                operator: session.user,
+            }),
+            Ok(_) | Err(WebError::SignInRequired { .. }) => Err(WebError::NotFound),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+impl OperatorPage {
+    /// ACCESS-3: operator actions are recorded as `operator:<email>`.
+    pub fn actor(&self) -> Actor {
+        Actor::operator(
+            &self.operator.id,
+            &self.operator.email,
+            self.web.client.clone(),
+        )
+    }
+}
+
+impl Web {
     /// The caller for audit records: the signed-in person, or anonymous.
-    pub fn caller(&self) -> Caller {
+    pub fn actor(&self) -> Actor {
         match &self.session {
-            Some(s) => Caller::user(&s.user, self.client.clone()),
-            None => Caller::anonymous(self.client.clone()),
+            Some(s) => s.user.actor(self.client.clone()),
+            None => Actor::anonymous(self.client.clone()),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Operator pages for issue 4: `/operator/hosts` (hosts with load bars, reachability,
+//! Operator pages for the fleet: `/operator/hosts` (hosts with load bars, reachability,
 //! enable/disable, the registration form) and `/operator/instances` (every user's
 //! instances, paginated). Everyone else gets the ordinary 404.
 
@@ -9,25 +9,24 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use clawy_core::SecretString;
-use clawy_core::accounts::User;
-use clawy_core::audit::{Actor, AuditAction, Caller as AuditCaller};
+use clawy_core::audit::AuditAction;
 use clawy_core::error::{DomainError, ErrorKind};
+use clawy_core::hosts::RegisterHost;
 use clawy_core::instances::ListFilter;
+use clawy_core::page::PageRequest;
+use clawy_orchestrator::registration::register_host;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 use super::charts::format_bytes;
-use super::context::Web;
+use super::context::{OperatorPage, Web};
+use super::error::on_form;
 use super::instances::{InstanceView, render_detail};
 use super::render::page;
-use super::{FieldErrors, WebError, WebResult, show_time};
-use crate::api::hosts::{HostRegistration, register_host};
-use crate::api::instances::{host_locations, public_host, to_wire};
+use super::{FieldErrors, WebResult, show_time};
+use crate::ops::instances::many_to_wire;
 use crate::state::AppState;
-
-/// Instances per page of the operator list.
-const PAGE_SIZE: u32 = 50;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -36,25 +35,6 @@ pub fn router() -> Router<AppState> {
         .route("/operator/hosts/{id}/disable", post(disable))
         .route("/operator/instances", get(instances_page))
         .route("/operator/instances/{id}", get(instance_page))
-}
-
-/// The signed-in operator; anyone else (signed out included) sees "not found".
-fn require_operator(web: &Web) -> Result<User, WebError> {
-    match &web.session {
-        Some(s) if s.user.is_operator => Ok(s.user.clone()),
-        _ => Err(WebError::NotFound),
-    }
-}
-
-/// ACCESS-3: operator actions are recorded as `operator:<email>`.
-fn operator_caller(web: &Web, user: &User) -> AuditCaller {
-    AuditCaller::new(
-        Actor::Operator {
-            user_id: user.id.clone(),
-            email: user.email.clone(),
-        },
-        web.client.clone(),
-    )
 }
 
 #[derive(Serialize)]
@@ -147,8 +127,7 @@ async fn render_hosts(
     Ok(web.finish(resp))
 }
 
-async fn hosts_page(mut web: Web) -> WebResult {
-    require_operator(&web)?;
+async fn hosts_page(OperatorPage { mut web, .. }: OperatorPage) -> WebResult {
     render_hosts(
         &mut web,
         StatusCode::OK,
@@ -158,8 +137,9 @@ async fn hosts_page(mut web: Web) -> WebResult {
     .await
 }
 
-async fn register(mut web: Web, body: Bytes) -> WebResult {
-    let op = require_operator(&web)?;
+async fn register(op: OperatorPage, body: Bytes) -> WebResult {
+    let actor = op.actor();
+    let mut web = op.web;
     let fields: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
     web.check_form(&field("csrf_token"))?;
@@ -170,17 +150,16 @@ async fn register(mut web: Web, body: Bytes) -> WebResult {
         location: field("location"),
         site: field("site"),
     };
-    let caller = operator_caller(&web, &op);
     let result = register_host(
-        &web.state,
-        &caller,
-        HostRegistration {
-            name: Some(form.name.clone()).filter(|n| !n.trim().is_empty()),
+        &web.state.core,
+        &actor,
+        RegisterHost {
+            name: form.name.clone(),
             url: form.url.clone(),
             fingerprint: form.fingerprint.clone(),
             // DATA-3: the token is never echoed back into the form.
             token: SecretString::from(field("token")),
-            country: form.location.clone(),
+            region: form.location.clone(),
             site: form.site.clone(),
             enabled: true,
         },
@@ -189,32 +168,29 @@ async fn register(mut web: Web, body: Bytes) -> WebResult {
     match result {
         Ok(_) => Ok(web.finish(Redirect::to("/operator/hosts").into_response())),
         Err(e) => {
-            let status = match e.kind() {
-                ErrorKind::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorKind::Conflict => StatusCode::CONFLICT,
-                _ => return Err(e.into()),
-            };
             let key = match e.kind() {
                 ErrorKind::Invalid { field: "url" } => "url",
                 ErrorKind::Invalid {
                     field: "fingerprint",
                 } => "fingerprint",
                 ErrorKind::Invalid { field: "token" } => "token",
-                ErrorKind::Invalid { field: "country" } => "location",
+                ErrorKind::Invalid { field: "region" } => "location",
                 ErrorKind::Invalid { field: "site" } => "site",
                 ErrorKind::Invalid { field: "name" } => "name",
                 ErrorKind::Conflict => "name",
                 _ => "_form",
             };
             let mut errors = FieldErrors::new();
-            errors.insert(key, e.to_string());
+            let message = e.to_string();
+            let status = on_form(e, key, message, &mut errors)?;
             render_hosts(&mut web, status, &form, errors).await
         }
     }
 }
 
-async fn set_enabled(web: Web, id: String, body: &[u8], enabled: bool) -> WebResult {
-    let op = require_operator(&web)?;
+async fn set_enabled(op: OperatorPage, id: String, body: &[u8], enabled: bool) -> WebResult {
+    let actor = op.actor();
+    let web = op.web;
     let token = url::form_urlencoded::parse(body)
         .find(|(k, _)| k == "csrf_token")
         .map(|(_, v)| v.into_owned())
@@ -223,17 +199,17 @@ async fn set_enabled(web: Web, id: String, body: &[u8], enabled: bool) -> WebRes
     web.state
         .core
         .hosts()
-        .set_enabled(&operator_caller(&web, &op), &id, enabled)
+        .set_enabled(&actor, &id, enabled)
         .await?;
     Ok(web.finish(Redirect::to("/operator/hosts").into_response()))
 }
 
-async fn enable(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
-    set_enabled(web, id, &body, true).await
+async fn enable(op: OperatorPage, Path(id): Path<String>, body: Bytes) -> WebResult {
+    set_enabled(op, id, &body, true).await
 }
 
-async fn disable(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
-    set_enabled(web, id, &body, false).await
+async fn disable(op: OperatorPage, Path(id): Path<String>, body: Bytes) -> WebResult {
+    set_enabled(op, id, &body, false).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,27 +218,28 @@ struct PageQuery {
     range: Option<String>,
 }
 
-async fn instances_page(mut web: Web, Query(q): Query<PageQuery>) -> WebResult {
-    require_operator(&web)?;
+async fn instances_page(
+    OperatorPage { mut web, .. }: OperatorPage,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
     let state = web.state.clone();
+    // The one pagination rule (default page of 50, `after` from the "next" link).
+    let req = PageRequest::new(None, q.after)?;
     let page_ = state
         .core
         .instances()
-        .list_all(&ListFilter::default(), PAGE_SIZE, q.after.as_deref())
+        .page_all(&ListFilter::default(), &req)
         .await?;
-    let locations = host_locations(&state)
-        .await
-        .map_err(|e| WebError::Internal(e.message().to_string()))?;
-    let host = public_host(&state);
+    let wired = many_to_wire(&state.core, &page_.items).await?;
     let owners: Vec<&str> = page_.items.iter().map(|i| i.owner_id.as_str()).collect();
     let emails = state.core.accounts().emails_by_ids(&owners).await?;
     let mut instances = Vec::with_capacity(page_.items.len());
-    for i in &page_.items {
-        let mut v = InstanceView::from_wire(to_wire(i, &host, locations.get(&i.host_id).cloned()));
+    for (i, w) in page_.items.iter().zip(wired) {
+        let mut v = InstanceView::from_wire(w);
         v.owner_email = emails.get(&i.owner_id).cloned();
         instances.push(v);
     }
-    let next_after = page_.next_cursor;
+    let next_after = page_.next_after;
     let layout = web.layout("Operator · Instances", "operator");
     let resp = page(
         StatusCode::OK,
@@ -274,11 +251,14 @@ async fn instances_page(mut web: Web, Query(q): Query<PageQuery>) -> WebResult {
 }
 
 async fn instance_page(
-    mut web: Web,
+    op: OperatorPage,
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> WebResult {
-    let operator = require_operator(&web)?;
+    let actor = op.actor();
+    let OperatorPage {
+        mut web, operator, ..
+    } = op;
     let inst = web.state.core.instances().get_any(&id).await?;
     // ACCESS-3: an operator looking at someone's instance is an event its owner reads.
     if inst.owner_id != operator.id {
@@ -288,7 +268,7 @@ async fn instance_page(
             .record_instance(
                 &inst.owner_id,
                 &inst.id,
-                &operator_caller(&web, &operator),
+                &actor,
                 AuditAction::InstanceViewedByOperator,
                 "",
             )

@@ -1,7 +1,7 @@
 //! `/instances`: the signed-in person's VMs — list with live state badges, create form,
 //! detail page (connection, health, SVG charts, events) and lifecycle buttons.
 //!
-//! The pages call the same code paths as the REST API (`api::instances`), so a state,
+//! The pages call the same operations as the REST API (`ops::instances`), so a state,
 //! an SSH command or an error message reads the same in the browser, the CLI and JSON.
 //! Lifecycle buttons are POST forms with the session's CSRF token (AUTH-3); deleting
 //! needs a confirmation page where the name is typed. Pages showing a state that is
@@ -16,21 +16,20 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use clawy_core::audit::Caller as AuditCaller;
-use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::instances::{Instance, InstanceError};
+use clawy_core::lifecycle::LifecycleAction;
+use clawy_core::page::{MAX_LIMIT, PageRequest};
 use clawy_core::placement::PlacementError;
 use clawy_proto::api as wire;
 use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
 
 use super::charts::{self, Series, Unit};
-use super::context::Web;
+use super::context::{SignedIn, Web};
+use super::error::on_form;
 use super::render::page;
 use super::{FieldErrors, WebError, WebResult, show_time};
-use crate::api::instances::{
-    Lifecycle, RANGES, host_locations, parse_range, public_host, request_lifecycle, to_wire,
-};
+use crate::ops::instances::{RANGES, many_to_wire, one_to_wire, parse_range, request};
 use crate::state::AppState;
 
 /// Seconds between self-refreshes while a state is changing.
@@ -155,14 +154,7 @@ impl InstanceView {
 }
 
 async fn view_one(state: &AppState, inst: &Instance) -> InstanceView {
-    let location = state
-        .core
-        .hosts()
-        .get(&inst.host_id)
-        .await
-        .ok()
-        .map(|h| h.location_label());
-    InstanceView::from_wire(to_wire(inst, &public_host(state), location))
+    InstanceView::from_wire(one_to_wire(&state.core, inst).await)
 }
 
 /// The signed-in person's instances as views (one query plus the host labels).
@@ -170,28 +162,21 @@ pub async fn views_for_owner(
     state: &AppState,
     owner_id: &str,
 ) -> Result<Vec<InstanceView>, WebError> {
+    // One page at the largest size: quotas keep an owner's list well below it.
     let page = state
         .core
         .instances()
-        .list_for_owner(owner_id, 500, None)
+        .page_for_owner(owner_id, &PageRequest::first(MAX_LIMIT))
         .await?;
-    if page.items.is_empty() {
-        return Ok(Vec::new());
-    }
-    let locations = host_locations(state)
-        .await
-        .map_err(|e| WebError::Internal(format!("host list: {}", e.message())))?;
-    let host = public_host(state);
-    Ok(page
-        .items
-        .iter()
-        .map(|i| InstanceView::from_wire(to_wire(i, &host, locations.get(&i.host_id).cloned())))
+    Ok(many_to_wire(&state.core, &page.items)
+        .await?
+        .into_iter()
+        .map(InstanceView::from_wire)
         .collect())
 }
 
-async fn list_page(mut web: Web) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
-    let instances = views_for_owner(&web.state, &user_id).await?;
+async fn list_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
+    let instances = views_for_owner(&web.state, &session.user.id).await?;
     let refresh = instances
         .iter()
         .any(InstanceView::needs_refresh)
@@ -270,12 +255,12 @@ fn memory_label(mib: u64) -> String {
 
 async fn render_new(
     web: &mut Web,
+    user_id: &str,
     status: StatusCode,
     form: &CreateForm,
     checked: Option<&[String]>,
     errors: FieldErrors,
 ) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
     let core = web.state.core.clone();
     let plans: Vec<PlanOption> = core
         .plans()
@@ -290,8 +275,8 @@ async fn render_new(
         })
         .collect();
     let mut regions: Vec<RegionOption> = core
-        .plans()
         .regions()
+        .list()
         .await?
         .into_iter()
         .map(|r| RegionOption {
@@ -309,7 +294,7 @@ async fn render_new(
     }
     let keys: Vec<KeyOption> = core
         .ssh_keys()
-        .list(&user_id)
+        .list(user_id)
         .await?
         .into_iter()
         .map(|k| KeyOption {
@@ -329,26 +314,27 @@ async fn render_new(
     Ok(web.finish(resp))
 }
 
-async fn new_page(mut web: Web) -> WebResult {
+async fn new_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
     let cfg = web.state.core.config();
     let form = CreateForm {
         plan: cfg.default_plan.clone(),
         region: cfg.default_region.clone(),
         ..CreateForm::default()
     };
-    render_new(&mut web, StatusCode::OK, &form, None, FieldErrors::new()).await
+    render_new(
+        &mut web,
+        &session.user.id,
+        StatusCode::OK,
+        &form,
+        None,
+        FieldErrors::new(),
+    )
+    .await
 }
 
-/// Puts an instance error next to the field it is about; `Err` for anything that is
-/// not the person's input (a bug, the database).
+/// Puts an instance error next to the field it is about ([`on_form`] decides what a
+/// form shows and with which status).
 fn create_error(e: InstanceError, errors: &mut FieldErrors) -> Result<StatusCode, WebError> {
-    let status = match e.kind() {
-        ErrorKind::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::NotFound => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => return Err(e.into()),
-    };
     let field = match &e {
         InstanceError::InvalidName | InstanceError::NameTaken(_) => "name",
         InstanceError::PlanNotFound(_) => "plan",
@@ -363,15 +349,14 @@ fn create_error(e: InstanceError, errors: &mut FieldErrors) -> Result<StatusCode
         ),
         other => other.to_string(),
     };
-    errors.insert(field, message);
-    Ok(status)
+    on_form(e, field, message, errors)
 }
 
-async fn create(mut web: Web, body: Bytes) -> WebResult {
-    let session_user = web.require_user()?.user.clone();
+async fn create(SignedIn { mut web, session }: SignedIn, body: Bytes) -> WebResult {
+    let session_user = session.user;
     let form = CreateForm::parse(&body);
     web.check_form(&form.csrf_token)?;
-    let caller = web.caller();
+    let caller = web.actor();
     let result = web
         .state
         .core
@@ -395,7 +380,15 @@ async fn create(mut web: Web, body: Bytes) -> WebResult {
             let mut errors = FieldErrors::new();
             let status = create_error(e, &mut errors)?;
             let checked = form.ssh_key_ids.clone();
-            render_new(&mut web, status, &form, Some(&checked), errors).await
+            render_new(
+                &mut web,
+                &session_user.id,
+                status,
+                &form,
+                Some(&checked),
+                errors,
+            )
+            .await
         }
     }
 }
@@ -529,7 +522,11 @@ async fn events_for(state: &AppState, instance_id: &str) -> Result<Vec<EventView
     let events = state
         .core
         .audit()
-        .list_for_instance(instance_id, RECENT_EVENTS, None)
+        .list(
+            clawy_core::audit::Scope::Instance(instance_id),
+            RECENT_EVENTS,
+            None,
+        )
         .await?;
     Ok(events
         .into_iter()
@@ -584,10 +581,18 @@ pub async fn render_detail(
     Ok(web.finish(resp))
 }
 
-async fn show_page(mut web: Web, Path(id): Path<String>, Query(q): Query<RangeQuery>) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
+async fn show_page(
+    SignedIn { mut web, session }: SignedIn,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> WebResult {
     // Scoped by owner: another person's instance is the ordinary 404.
-    let inst = web.state.core.instances().get(&user_id, &id).await?;
+    let inst = web
+        .state
+        .core
+        .instances()
+        .get(&session.user.id, &id)
+        .await?;
     render_detail(
         &mut web,
         &inst,
@@ -606,15 +611,12 @@ struct CsrfOnly {
     csrf_token: String,
 }
 
-async fn act(web: Web, id: String, body: &[u8], action: Lifecycle) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
+async fn act(page_: SignedIn, id: String, body: &[u8], action: LifecycleAction) -> WebResult {
+    let SignedIn { web, session } = page_;
     let f: CsrfOnly = serde_urlencoded_form(body);
     web.check_form(&f.csrf_token)?;
-    let caller: AuditCaller = web.caller();
-    request_lifecycle(&web.state, &caller, &user_id, &id, action)
-        .await
-        .map_err(api_to_web)?;
-    let to = if action == Lifecycle::Delete {
+    request(&web.state.core, &web.actor(), &session.user.id, &id, action).await?;
+    let to = if action == LifecycleAction::Delete {
         "/instances".to_string()
     } else {
         format!("/instances/{id}")
@@ -632,29 +634,17 @@ fn serde_urlencoded_form(body: &[u8]) -> CsrfOnly {
     f
 }
 
-/// An API error from a shared code path, shown as a page.
-fn api_to_web(e: crate::error::ApiError) -> WebError {
-    match e.status() {
-        StatusCode::NOT_FOUND => WebError::NotFound,
-        s if s.is_server_error() => WebError::Internal(e.message().to_string()),
-        s => WebError::Rejected {
-            status: s,
-            message: e.message().to_string(),
-        },
-    }
+async fn start(page_: SignedIn, Path(id): Path<String>, body: Bytes) -> WebResult {
+    act(page_, id, &body, LifecycleAction::Start).await
 }
-
-async fn start(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
-    act(web, id, &body, Lifecycle::Start).await
+async fn stop(page_: SignedIn, Path(id): Path<String>, body: Bytes) -> WebResult {
+    act(page_, id, &body, LifecycleAction::Stop).await
 }
-async fn stop(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
-    act(web, id, &body, Lifecycle::Stop).await
+async fn reboot(page_: SignedIn, Path(id): Path<String>, body: Bytes) -> WebResult {
+    act(page_, id, &body, LifecycleAction::Reboot).await
 }
-async fn reboot(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
-    act(web, id, &body, Lifecycle::Reboot).await
-}
-async fn retry(web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
-    act(web, id, &body, Lifecycle::Retry).await
+async fn retry(page_: SignedIn, Path(id): Path<String>, body: Bytes) -> WebResult {
+    act(page_, id, &body, LifecycleAction::Retry).await
 }
 
 async fn render_delete(
@@ -674,17 +664,26 @@ async fn render_delete(
     Ok(web.finish(resp))
 }
 
-async fn delete_page(mut web: Web, Path(id): Path<String>) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
-    let inst = web.state.core.instances().get(&user_id, &id).await?;
+async fn delete_page(SignedIn { mut web, session }: SignedIn, Path(id): Path<String>) -> WebResult {
+    let inst = web
+        .state
+        .core
+        .instances()
+        .get(&session.user.id, &id)
+        .await?;
     render_delete(&mut web, &inst, StatusCode::OK, FieldErrors::new()).await
 }
 
-async fn delete_instance(mut web: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
+async fn delete_instance(mut page_: SignedIn, Path(id): Path<String>, body: Bytes) -> WebResult {
     let fields: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let web = &mut page_.web;
     web.check_form(fields.get("csrf_token").map(String::as_str).unwrap_or(""))?;
-    let inst = web.state.core.instances().get(&user_id, &id).await?;
+    let inst = web
+        .state
+        .core
+        .instances()
+        .get(&page_.session.user.id, &id)
+        .await?;
     // The confirmation step: the name must be typed, so a stray click deletes nothing.
     if fields.get("confirm_name").map(|s| s.trim()) != Some(inst.name.as_str()) {
         let mut errors = FieldErrors::new();
@@ -692,9 +691,15 @@ async fn delete_instance(mut web: Web, Path(id): Path<String>, body: Bytes) -> W
             "confirm_name",
             format!("Type {} exactly to confirm.", inst.name),
         );
-        return render_delete(&mut web, &inst, StatusCode::UNPROCESSABLE_ENTITY, errors).await;
+        return render_delete(
+            &mut page_.web,
+            &inst,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            errors,
+        )
+        .await;
     }
-    act(web, id, &body, Lifecycle::Delete).await
+    act(page_, id, &body, LifecycleAction::Delete).await
 }
 
 #[cfg(test)]

@@ -4,13 +4,12 @@
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use clawy_core::accounts::User;
 use minijinja::context;
 use serde::Serialize;
 
-use super::context::Web;
+use super::context::OperatorPage;
 use super::render::page;
-use super::{WebError, WebResult, show_time};
+use super::{WebResult, show_time};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -23,14 +22,6 @@ pub fn router() -> Router<AppState> {
         .route("/operator/reports", get(reports_page))
 }
 
-/// The signed-in operator; anyone else (signed out included) sees "not found".
-fn require_operator(web: &Web) -> Result<User, WebError> {
-    match &web.session {
-        Some(s) if s.user.is_operator => Ok(s.user.clone()),
-        _ => Err(WebError::NotFound),
-    }
-}
-
 #[derive(Serialize)]
 struct UserRow {
     email: String,
@@ -39,8 +30,7 @@ struct UserRow {
     created_iso: String,
 }
 
-async fn users_page(mut web: Web) -> WebResult {
-    require_operator(&web)?;
+async fn users_page(OperatorPage { mut web, .. }: OperatorPage) -> WebResult {
     let users: Vec<UserRow> = web
         .state
         .core
@@ -78,8 +68,7 @@ struct ReportRow {
     created_iso: String,
 }
 
-async fn reports_page(mut web: Web) -> WebResult {
-    let operator = require_operator(&web)?;
+async fn reports_page(OperatorPage { mut web, operator }: OperatorPage) -> WebResult {
     let reports: Vec<ReportRow> = web
         .state
         .core

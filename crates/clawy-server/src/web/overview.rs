@@ -23,8 +23,12 @@ async fn home(mut web: Web) -> WebResult {
     let user_id = &session.user.id;
     let ssh_key_count = core.ssh_keys().list(user_id).await?.len();
     let api_key_count = core.api_keys().list(user_id).await?.len();
-    let event_count = core.audit().list_for_user(user_id, 500, None).await?.len();
-    // Issue 4: the person's instances replace the empty state once there are some.
+    let event_count = core
+        .audit()
+        .list(clawy_core::audit::Scope::User(user_id), 500, None)
+        .await?
+        .len();
+    // The person's instances replace the empty state once there are some.
     let instances = super::instances::views_for_owner(&web.state, user_id).await?;
     let refresh = instances
         .iter()

@@ -7,16 +7,16 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use chrono::{DateTime, Duration, Utc};
-use clawy_core::audit::Caller;
+use clawy_core::Actor;
 use clawy_core::promises::{CATEGORIES, PROMISES};
 use clawy_core::reports::ReportError;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::auth_pages::field_error;
 use super::context::Web;
+use super::error::field_error;
 use super::render::page;
-use super::{FieldErrors, INVALID_FORM, WebError, WebResult};
+use super::{FieldErrors, WebError, WebResult};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -152,8 +152,8 @@ async fn report_page(mut web: Web) -> WebResult {
 async fn submit_report(mut web: Web, Form(f): Form<ReportForm>) -> WebResult {
     web.check_form(&f.csrf_token)?;
     let caller = match &web.session {
-        Some(s) => Caller::user(&s.user, web.client.clone()),
-        None => Caller::anonymous(web.client.clone()),
+        Some(s) => s.user.actor(web.client.clone()),
+        None => Actor::anonymous(web.client.clone()),
     };
     let email = Some(f.email.as_str()).filter(|e| !e.trim().is_empty());
     let result = web
@@ -163,7 +163,7 @@ async fn submit_report(mut web: Web, Form(f): Form<ReportForm>) -> WebResult {
         .create(email, &f.title, &f.details, &caller)
         .await;
     let mut errors = FieldErrors::new();
-    match result {
+    let status = match result {
         Ok(report) => {
             let to = format!("/security/report/thanks?id={}", report.tracking_id);
             return Ok(web.finish(Redirect::to(&to).into_response()));
@@ -177,10 +177,10 @@ async fn submit_report(mut web: Web, Form(f): Form<ReportForm>) -> WebResult {
             &[("title", "title"), ("body", "details"), ("email", "email")],
             &mut errors,
         )?,
-    }
+    };
     let layout = web.layout("Report a vulnerability", "security");
     let resp = page(
-        INVALID_FORM,
+        status,
         "security_report.html",
         &layout,
         context! { form => f, errors },

@@ -8,10 +8,10 @@ use clawy_core::ssh_keys::SshKeyError;
 use minijinja::context;
 use serde::{Deserialize, Serialize};
 
-use super::auth_pages::field_error;
-use super::context::{Flash, Web, redirect_with_flash};
+use super::context::{CsrfOnly, Flash, SignedIn, Web, redirect_with_flash};
+use super::error::field_error;
 use super::render::page;
-use super::{FieldErrors, INVALID_FORM, WebResult, show_time};
+use super::{FieldErrors, WebResult, show_time};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -41,16 +41,16 @@ struct AddForm {
 
 async fn render_list(
     web: &mut Web,
+    user_id: &str,
     status: StatusCode,
     form: &AddForm,
     errors: FieldErrors,
 ) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
     let keys: Vec<KeyRow> = web
         .state
         .core
         .ssh_keys()
-        .list(&user_id)
+        .list(user_id)
         .await?
         .into_iter()
         .map(|k| {
@@ -75,9 +75,10 @@ async fn render_list(
     Ok(web.finish(resp))
 }
 
-async fn list_page(mut web: Web) -> WebResult {
+async fn list_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
     render_list(
         &mut web,
+        &session.user.id,
         StatusCode::OK,
         &AddForm::default(),
         FieldErrors::new(),
@@ -85,26 +86,26 @@ async fn list_page(mut web: Web) -> WebResult {
     .await
 }
 
-async fn add(mut web: Web, Form(f): Form<AddForm>) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
+async fn add(SignedIn { mut web, session }: SignedIn, Form(f): Form<AddForm>) -> WebResult {
+    let user_id = session.user.id.clone();
     web.check_form(&f.csrf_token)?;
     let result = web
         .state
         .core
         .ssh_keys()
-        .add(&user_id, &f.name, &f.public_key, &web.caller())
+        .add(&user_id, &f.name, &f.public_key, &web.actor())
         .await;
     let mut errors = FieldErrors::new();
-    let private_key_pasted = match result {
+    let (status, private_key_pasted) = match result {
         Ok(_) => return Ok(web.finish(redirect_with_flash("/ssh-keys", Flash::SshKeyAdded))),
         Err(e) => {
             let private = matches!(e, SshKeyError::PrivateKey);
-            field_error(
+            let status = field_error(
                 e,
                 &[("public_key", "public_key"), ("name", "name")],
                 &mut errors,
             )?;
-            private
+            (status, private)
         }
     };
     // A pasted private key is never echoed back into the page.
@@ -116,22 +117,20 @@ async fn add(mut web: Web, Form(f): Form<AddForm>) -> WebResult {
     } else {
         f
     };
-    render_list(&mut web, INVALID_FORM, &form, errors).await
+    render_list(&mut web, &user_id, status, &form, errors).await
 }
 
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct CsrfOnly {
-    csrf_token: String,
-}
-
-async fn delete(web: Web, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> WebResult {
-    let user_id = web.require_user()?.user.id.clone();
+async fn delete(
+    SignedIn { web, session }: SignedIn,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> WebResult {
+    let user_id = session.user.id;
     web.check_form(&f.csrf_token)?;
     web.state
         .core
         .ssh_keys()
-        .delete(&user_id, &id, &web.caller())
+        .delete(&user_id, &id, &web.actor())
         .await?;
     Ok(web.finish(redirect_with_flash("/ssh-keys", Flash::SshKeyDeleted)))
 }

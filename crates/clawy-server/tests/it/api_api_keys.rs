@@ -2,7 +2,7 @@
 //! once, no tier escalation, other users' keys are 404.
 
 use crate::common::{TestApp, json};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use reqwest::{Method, StatusCode};
 
 async fn create(app: &TestApp, key: &str, body: serde_json::Value) -> reqwest::Response {
@@ -146,7 +146,7 @@ async fn auth2_tier_escalation_is_refused() {
             Tier::Admin,
             None,
             Some(Tier::Manage),
-            &clawy_core::Caller::system(),
+            &clawy_core::Actor::system(),
         )
         .await
         .unwrap_err();

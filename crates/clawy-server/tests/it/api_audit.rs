@@ -1,7 +1,7 @@
 //! `GET /api/v1/audit` (ACCESS-3 groundwork): own events only, newest first, paged.
 
 use crate::common::{ED25519_PUB, TestApp, json};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]
@@ -60,6 +60,8 @@ async fn access3_audit_lists_own_events_newest_first_without_secrets() {
     }
 }
 
+/// The one pagination rule on the audit log (the cursor was `before`/`next_before`
+/// before every list shared the rule; the assertions are the same).
 #[tokio::test]
 async fn audit_pages_with_limit_and_before() {
     let app = TestApp::start().await;
@@ -77,10 +79,10 @@ async fn audit_pages_with_limit_and_before() {
     }
     let first = json(app.get_with_key("/api/v1/audit?limit=2", &admin).await).await;
     assert_eq!(first["events"].as_array().unwrap().len(), 2);
-    let cursor = first["next_before"].as_i64().unwrap();
+    let cursor: i64 = first["next_after"].as_str().unwrap().parse().unwrap();
     assert_eq!(cursor, first["events"][1]["id"].as_i64().unwrap());
     let second = json(
-        app.get_with_key(&format!("/api/v1/audit?limit=2&before={cursor}"), &admin)
+        app.get_with_key(&format!("/api/v1/audit?limit=2&after={cursor}"), &admin)
             .await,
     )
     .await;
@@ -93,7 +95,20 @@ async fn audit_pages_with_limit_and_before() {
     assert_eq!(second_ids.len(), 2);
     assert!(second_ids.iter().all(|id| *id < cursor));
     // Past the end: empty page, no cursor.
-    let end = json(app.get_with_key("/api/v1/audit?before=1", &admin).await).await;
+    let end = json(app.get_with_key("/api/v1/audit?after=1", &admin).await).await;
     assert!(end["events"].as_array().unwrap().is_empty());
-    assert!(end["next_before"].is_null());
+    assert!(end["next_after"].is_null());
+    // The same rule on every list: a limit outside 1–500 is refused, not clamped.
+    for path in [
+        "/api/v1/audit",
+        "/api/v1/instances",
+        "/api/v1/ssh-keys",
+        "/api/v1/api-keys",
+        "/api/v1/plans",
+        "/api/v1/regions",
+    ] {
+        let resp = app.get_with_key(&format!("{path}?limit=501"), &admin).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        assert_eq!(json(resp).await["error"]["field"], "limit", "{path}");
+    }
 }

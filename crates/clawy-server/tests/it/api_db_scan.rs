@@ -1,4 +1,4 @@
-//! Issue 2 check (AUTH-1, AUTH-2, AUTH-3): after a full flow, no text or blob column of
+//! Secrets at rest (AUTH-1, AUTH-2, AUTH-3): after a full flow, no text or blob column of
 //! any table holds a plaintext password, session id, API key or reset token — on SQLite
 //! and on PostgreSQL (`CLAWY_TEST_DB=postgres`).
 

@@ -2,7 +2,7 @@
 //! messages deliberate).
 
 use crate::common::{TestApp, json};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]

@@ -7,9 +7,9 @@
 //! runner's part with a direct state update (marked where it does).
 
 use crate::common::{TestApp, TestUser, json, random_ed25519_pub};
-use clawy_core::Caller as AuditCaller;
+use clawy_core::Actor;
 use clawy_core::SecretString;
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::metrics::MetricSample;
 use clawy_proto::agent::{HostInfo, HostNetwork, Resources};
@@ -20,7 +20,7 @@ use reqwest::{Method, StatusCode};
 pub async fn fake_host(
     app: &TestApp,
     name: &str,
-    country: &str,
+    region: &str,
     capacity: Resources,
     third_octet: u8,
 ) -> String {
@@ -28,13 +28,13 @@ pub async fn fake_host(
         .core
         .hosts()
         .register(
-            &AuditCaller::system(),
+            &Actor::system(),
             RegisterHost {
                 name: name.to_string(),
                 url: format!("https://127.0.0.1:{}", 9000 + u16::from(third_octet)),
                 fingerprint: vec!["AB"; 32].join(":"),
                 token: SecretString::from(format!("agent-token-{name}")),
-                country: country.to_string(),
+                region: region.to_string(),
                 site: "lab1".to_string(),
                 enabled: true,
             },
@@ -47,7 +47,7 @@ pub async fn fake_host(
             &host.id,
             &HostInfo {
                 hostname: name.to_string(),
-                location: format!("{country}-lab1"),
+                location: format!("{region}-lab1"),
                 driver: "qemu".into(),
                 accelerator: "tcg".into(),
                 cpu_cores: capacity.vcpus,
@@ -84,12 +84,7 @@ pub const ROOMY: Resources = Resources {
 pub async fn ssh_key(app: &TestApp, user: &TestUser) -> String {
     app.core
         .ssh_keys()
-        .add(
-            user.id(),
-            "laptop",
-            &random_ed25519_pub(),
-            &AuditCaller::system(),
-        )
+        .add(user.id(), "laptop", &random_ed25519_pub(), &Actor::system())
         .await
         .unwrap()
         .id
@@ -109,7 +104,7 @@ pub async fn instance_of(app: &TestApp, user: &TestUser, name: &str) -> String {
     app.core
         .instances()
         .create(
-            &AuditCaller::system(),
+            &Actor::system(),
             user.id(),
             clawy_core::instances::CreateInstance {
                 name: name.to_string(),
@@ -826,7 +821,12 @@ async fn operator_disables_a_host_and_placement_stops_using_it() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err["code"], "no_capacity");
     // The change is in the audit log under the operator's name.
-    let events = app.core.audit().list_all(50, None).await.unwrap();
+    let events = app
+        .core
+        .audit()
+        .list(clawy_core::audit::Scope::All, 50, None)
+        .await
+        .unwrap();
     assert!(
         events
             .iter()

@@ -1,7 +1,7 @@
 //! `GET /api/v1/me` and how callers authenticate (AUTH-2, AUTH-3).
 
 use crate::common::{TestApp, json};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ async fn auth2_revoked_key_is_401_at_once() {
     );
     app.core
         .api_keys()
-        .revoke(user.id(), &id, &clawy_core::Caller::system())
+        .revoke(user.id(), &id, &clawy_core::Actor::system())
         .await
         .unwrap();
     let resp = app.get_with_key("/api/v1/me", &key).await;
@@ -202,7 +202,7 @@ async fn auth5_trusted_proxy_forwards_the_client_address() {
     let events = app
         .core
         .audit()
-        .list_for_user(user.id(), 1, None)
+        .list(clawy_core::audit::Scope::User(user.id()), 1, None)
         .await
         .unwrap();
     assert_eq!(events[0].client_addr.as_deref(), Some("192.0.2.77"));

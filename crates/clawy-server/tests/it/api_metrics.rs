@@ -1,7 +1,7 @@
 //! `/healthz` and `/metrics` (operators or loopback only).
 
 use crate::common::{TestApp, json};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]
@@ -47,7 +47,7 @@ async fn metrics_for_loopback_counts_requests() {
         .authenticate(
             &user.email,
             &clawy_core::SecretString::from("wrong-password-123".to_owned()),
-            &clawy_core::Caller::anonymous(TestApp::client_info()),
+            &clawy_core::Actor::anonymous(TestApp::client_info()),
         )
         .await
         .unwrap_err();

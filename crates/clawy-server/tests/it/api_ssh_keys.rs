@@ -1,7 +1,7 @@
 //! `/api/v1/ssh-keys` (AUTH-4 groundwork): validation messages people can act on.
 
 use crate::common::{ED25519_PUB, ED25519_PUB_2, RSA_2048_PUB, TestApp, json, pasted_private_key};
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use reqwest::{Method, StatusCode};
 
 async fn add(app: &TestApp, key: &str, name: &str, public_key: &str) -> reqwest::Response {

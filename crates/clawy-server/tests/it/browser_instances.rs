@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clawy_core::Caller as AuditCaller;
+use clawy_core::Actor;
 use clawy_core::SecretString;
 use clawy_core::hosts::RegisterHost;
 use clawy_testkit::agent::{AgentOptions, TestAgent};
@@ -66,12 +66,7 @@ async fn browser_instance_pages_and_operator_pages() {
     ssh_key(&app, &user).await;
     app.core
         .ssh_keys()
-        .add(
-            user.id(),
-            "work laptop",
-            ED25519_PUB,
-            &AuditCaller::system(),
-        )
+        .add(user.id(), "work laptop", ED25519_PUB, &Actor::system())
         .await
         .unwrap();
     let browser = Browser::start().await.expect("chromium via chromedriver");
@@ -213,13 +208,13 @@ async fn browser_instance_becomes_running_on_a_real_agent() {
         .core
         .hosts()
         .register(
-            &AuditCaller::system(),
+            &Actor::system(),
             RegisterHost {
                 name: "lab-1".into(),
                 url: host.agent.base_url.clone(),
                 fingerprint: host.agent.fingerprint.clone(),
                 token: SecretString::from(host.agent.token.clone()),
-                country: "DE".into(),
+                region: "DE".into(),
                 site: "lab".into(),
                 enabled: true,
             },
@@ -242,7 +237,7 @@ async fn browser_instance_becomes_running_on_a_real_agent() {
     app.core
         .plans()
         .create(
-            &AuditCaller::system(),
+            &Actor::system(),
             clawy_core::plans::PlanSpec {
                 name: "tiny".into(),
                 vcpus: 1,

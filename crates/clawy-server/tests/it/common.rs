@@ -8,8 +8,8 @@
 
 #![allow(dead_code)]
 
-use clawy_core::api_keys::Tier;
-use clawy_core::audit::{Caller, ClientInfo};
+use clawy_core::actor::Tier;
+use clawy_core::{Actor, ClientInfo};
 use clawy_core::{Core, ManualClock, SecretString, ServerConfig, User};
 use clawy_server::AppState;
 use clawy_testkit::db::TestDatabase;
@@ -269,7 +269,7 @@ impl TestApp {
                 &email,
                 &SecretString::from(password.clone()),
                 operator,
-                &Caller::system(),
+                &Actor::system(),
             )
             .await
             .expect("create user");
@@ -291,7 +291,7 @@ impl TestApp {
                 tier,
                 None,
                 None,
-                &Caller::system(),
+                &Actor::system(),
             )
             .await
             .expect("create key");
@@ -314,7 +314,7 @@ impl TestApp {
                 tier,
                 Some(expires_at),
                 None,
-                &Caller::system(),
+                &Actor::system(),
             )
             .await
             .expect("create key");

@@ -1,7 +1,7 @@
 //! Every response carries the security headers; HSTS only for an https base URL.
 
 use crate::common::TestApp;
-use clawy_core::api_keys::Tier;
+use clawy_core::actor::Tier;
 use reqwest::Method;
 
 const PATHS: &[(&str, &str)] = &[

@@ -13,7 +13,6 @@ mod api_metrics;
 mod api_openapi;
 mod api_security_reports;
 mod api_ssh_keys;
-mod authz_instances;
 mod authz_matrix;
 mod browser;
 mod browser_instances;

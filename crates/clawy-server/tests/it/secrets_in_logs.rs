@@ -2,8 +2,8 @@
 //! logged (debug level, all crates) for every secret the flow created.
 
 use crate::common::{TestApp, captured_logs, json, strong_password};
+use clawy_core::Actor;
 use clawy_core::SecretString;
-use clawy_core::audit::Caller;
 use reqwest::{Method, StatusCode};
 
 /// Every secret a full flow handled.
@@ -45,7 +45,7 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
         .signup(
             &email,
             &SecretString::from(p1.clone()),
-            &Caller::anonymous(client.clone()),
+            &Actor::anonymous(client.clone()),
         )
         .await
         .unwrap();
@@ -59,7 +59,7 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
             .authenticate(
                 &email,
                 &SecretString::from(wrong),
-                &Caller::anonymous(client.clone())
+                &Actor::anonymous(client.clone())
             )
             .await
             .is_err()
@@ -70,7 +70,7 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
         .authenticate(
             &email,
             &SecretString::from(p1.clone()),
-            &Caller::anonymous(client.clone()),
+            &Actor::anonymous(client.clone()),
         )
         .await
         .map(|_| user)
@@ -138,7 +138,7 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
             &SecretString::from(p1.clone()),
             &SecretString::from(p2.clone()),
             None,
-            &Caller::user(&user, client.clone()),
+            &user.actor(client.clone()),
         )
         .await
         .unwrap();
@@ -146,7 +146,7 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
     // Password reset by the mailed link.
     app.core
         .accounts()
-        .request_password_reset(&email, &Caller::anonymous(client.clone()))
+        .request_password_reset(&email, &Actor::anonymous(client.clone()))
         .await
         .unwrap();
     let mail = app
@@ -181,7 +181,7 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
         .complete_password_reset(
             &SecretString::from(token),
             &SecretString::from(p3.clone()),
-            &Caller::anonymous(client.clone()),
+            &Actor::anonymous(client.clone()),
         )
         .await
         .unwrap();

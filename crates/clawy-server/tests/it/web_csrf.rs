@@ -132,18 +132,11 @@ async fn auth3_signed_out_forms_need_the_csrf_cookie() {
 async fn auth3_get_never_changes_state() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
-    let (key_id, secret) = app
-        .with_api_key(&user, clawy_core::api_keys::Tier::Read)
-        .await;
+    let (key_id, secret) = app.with_api_key(&user, clawy_core::actor::Tier::Read).await;
     let ssh = app
         .core
         .ssh_keys()
-        .add(
-            user.id(),
-            "k",
-            ED25519_PUB,
-            &clawy_core::audit::Caller::system(),
-        )
+        .add(user.id(), "k", ED25519_PUB, &clawy_core::Actor::system())
         .await
         .unwrap();
     let mut web = WebClient::new(&app);

@@ -239,7 +239,7 @@ async fn auth3_lifecycle_forms_need_the_csrf_token_and_delete_needs_the_name() {
     let events = app
         .core
         .audit()
-        .list_for_instance(&id, 50, None)
+        .list(clawy_core::audit::Scope::Instance(&id), 50, None)
         .await
         .unwrap();
     assert!(
@@ -259,7 +259,7 @@ async fn auth3_lifecycle_forms_need_the_csrf_token_and_delete_needs_the_name() {
     let events = app
         .core
         .audit()
-        .list_for_instance(&id, 50, None)
+        .list(clawy_core::audit::Scope::Instance(&id), 50, None)
         .await
         .unwrap();
     let deleted = events
@@ -391,7 +391,7 @@ async fn access3_operator_pages_404_for_others_list_hosts_and_record_views() {
     let events = app
         .core
         .audit()
-        .list_for_instance(&id, 50, None)
+        .list(clawy_core::audit::Scope::Instance(&id), 50, None)
         .await
         .unwrap();
     assert!(

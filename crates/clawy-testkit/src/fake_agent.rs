@@ -1,6 +1,6 @@
 //! An in-process FAKE host agent, for the fleet-scale benchmark and the
-//! PostgreSQL two-runner test ONLY (issue 4 allows a fake that "answers the agent API
-//! instantly" for the benchmark). It speaks the real agent API shape over HTTPS with a
+//! PostgreSQL two-runner tests ONLY (a fake that answers the agent API instantly, where
+//! hundreds of real guests could not run on one machine). It speaks the real agent API shape over HTTPS with a
 //! self-signed certificate (the agent's own TLS code), checks the bearer token, keeps
 //! VMs in memory, and counts calls so tests can prove no job ran twice. It runs no
 //! VM; nothing in the product uses it.

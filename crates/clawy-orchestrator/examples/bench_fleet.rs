@@ -1,6 +1,6 @@
-//! Fleet-scale benchmark (issue 4): 10,000 instances on 200 hosts, with FAKE agents.
+//! Fleet-scale benchmark: 10,000 instances on 200 hosts, with FAKE agents.
 //!
-//! The agents are the in-process fake (`clawy_orchestrator::fake_agent`), which
+//! The agents are the in-process fake (`clawy_testkit::fake_agent`), which
 //! answers the agent API over HTTPS instantly; it exists for this benchmark only and
 //! says nothing about real VM start times (see `scripts/bench-agent.sh` for those).
 //! Hosts are registered through the real hosts API; instances are inserted directly
@@ -21,15 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clawy_core::api_keys::Tier;
-use clawy_core::audit::Caller;
+use clawy_core::Actor;
+use clawy_core::actor::Tier;
 use clawy_core::config::ServerConfig;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::{Core, SecretString};
 use clawy_orchestrator::clients::AgentClients;
-use clawy_orchestrator::fake_agent::FakeAgent;
 use clawy_orchestrator::{Poller, Reconciler};
 use clawy_proto::agent::{PortForward, Protocol, Resources, VmSpec, VmState};
+use clawy_testkit::fake_agent::FakeAgent;
 
 const PASSWORD: &str = "Quartz-lantern-47-orbit!";
 
@@ -137,13 +137,13 @@ async fn main() -> anyhow::Result<()> {
         let host = core
             .hosts()
             .register(
-                &Caller::system(),
+                &Actor::system(),
                 RegisterHost {
                     name: format!("fake-{i}"),
                     url: agent.base_url.clone(),
                     fingerprint: agent.fingerprint.clone(),
                     token: SecretString::from(agent.token.clone()),
-                    country: "DE".into(),
+                    region: "DE".into(),
                     site: format!("f{i}"),
                     enabled: true,
                 },
@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 &format!("u{u}@bench.test"),
                 &SecretString::from(PASSWORD.to_string()),
                 false,
-                &Caller::system(),
+                &Actor::system(),
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -188,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
             "ops@bench.test",
             &SecretString::from(PASSWORD.to_string()),
             true,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -328,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
             Tier::Read,
             None,
             None,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -343,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
             Tier::Admin,
             None,
             None,
-            &Caller::system(),
+            &Actor::system(),
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -3,6 +3,10 @@
 //! letters, digits and inner hyphens only (LDH), so a name can never carry a
 //! placeholder (`{…}`), a path separator, a quote, a wildcard or whitespace into a
 //! generated file or a file-system path.
+//!
+//! Shared by the agent's edge (Caddy JSON, the loopback DNS responder, certificate
+//! storage), the orchestrator's DNS publisher and `clawy_core::names` (instance and
+//! host names): hostnames are wire data, and one rule keeps the three in step.
 
 use std::fmt;
 
@@ -27,8 +31,9 @@ pub enum NameError {
     BadEmail { what: &'static str },
 }
 
-/// True for one DNS label in the strict form the edge accepts.
-pub fn is_ldh_label(label: &str) -> bool {
+/// True for one DNS label in the strict form Clawy accepts everywhere:
+/// `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`.
+pub fn is_dns_label(label: &str) -> bool {
     let b = label.as_bytes();
     !b.is_empty()
         && b.len() <= 63
@@ -58,7 +63,7 @@ impl DnsName {
         let mut count = 0;
         let mut last = "";
         for label in s.split('.') {
-            if !is_ldh_label(label) {
+            if !is_dns_label(label) {
                 return Err(NameError::BadLabel {
                     what,
                     label: label.chars().take(70).collect(),

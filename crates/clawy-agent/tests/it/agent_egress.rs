@@ -33,7 +33,7 @@ use clawy_testkit::netns::Netns;
 
 use super::agent_network::{read_probe, spawn_http_echo, wait_http};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawy");
+const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
 const SUBNET: &str = "10.77.6";
 const GW: &str = "10.77.6.1";
 const HOST_UPLINK: &str = "203.0.113.1";

@@ -12,7 +12,7 @@ use clawy_proto::agent::{PortForward, Protocol, VmSpec, VmState, VmStatus};
 use clawy_testkit::agent::{AgentOptions, TestAgent};
 use clawy_testkit::netns::Netns;
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawy");
+const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
 const GRACEFUL_STOP_TIMEOUT_SECS: u64 = 60;
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 test@clawy";

@@ -1,6 +1,7 @@
-//! The agent's HTTPS listener before authentication (issue 11, item 7): 2,000
-//! idle TCP connections and idle TLS sessions do not keep a real client out, and
-//! they are closed once their timeouts pass.
+//! The agent's HTTPS listener before authentication (its limits are in
+//! docs/DECISIONS.md, "Listener limits before auth"): 2,000 idle TCP connections
+//! and idle TLS sessions do not keep a real client out, and they are closed once
+//! their timeouts pass.
 //!
 //! The agent starts with a soft open-files limit of 1024 (a common default), so
 //! without its own limit raise and connection handling this many idle sockets
@@ -15,7 +16,7 @@ use clawy_testkit::agent::{AgentOptions, TestAgent};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawy");
+const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
 const IDLE_TCP: usize = 2000;
 const IDLE_TLS: usize = 20;
 /// Seconds, as configured below, for the handshake and for idle sessions.

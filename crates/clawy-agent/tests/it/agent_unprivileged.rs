@@ -13,7 +13,7 @@ use clawy_agent_client::AgentClient;
 use clawy_proto::agent::{VmSpec, VmState};
 use clawy_testkit::agent::{AgentOptions, TestAgent};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawy");
+const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
 
 fn spec(id: &str, n: u8, image: &str) -> VmSpec {
     VmSpec {

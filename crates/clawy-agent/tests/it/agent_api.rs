@@ -11,7 +11,7 @@ use clawy_testkit::agent::{AgentOptions, TestAgent};
 use clawy_testkit::netns::Netns;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawy");
+const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 test@clawy";
 
@@ -545,7 +545,7 @@ fn config_unknown_key_is_named() {
     )
     .unwrap();
     let out = Command::new(BIN)
-        .args(["agent", "--config"])
+        .args(["--config"])
         .arg(&cfg)
         .arg("fingerprint")
         .output()

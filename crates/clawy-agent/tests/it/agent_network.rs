@@ -21,7 +21,7 @@ use clawy_proto::agent::{PortForward, Protocol, VmSpec};
 use clawy_testkit::agent::{AgentOptions, TestAgent};
 use clawy_testkit::netns::Netns;
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawy");
+const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
 const SUBNET: &str = "10.77.2";
 const GW: &str = "10.77.2.1";
 const HOST_UPLINK: &str = "203.0.113.1";
