@@ -107,7 +107,11 @@ add_mod() {
   order+=("$(basename "$f")")
 }
 # button + evdev: the ACPI power button as an input event for acpid (graceful stop).
-for m in virtio virtio_ring virtio_pci virtio_blk virtio_net isofs vfat nls_cp437 nls_ascii button evdev; do add_mod "$m"; done
+# ata_piix + sr_mod and virtio_scsi: the cloud-init drive as Proxmox VE attaches it
+# (an IDE or SCSI CD-ROM on the i440fx machine PVE uses by default; pve-sim does
+# the same), so the guest can stand in for a PVE template too.
+for m in virtio virtio_ring virtio_pci virtio_blk virtio_net isofs vfat nls_cp437 nls_ascii button evdev \
+  ata_piix sr_mod virtio_scsi sd_mod; do add_mod "$m"; done
 printf '%s\n' "${order[@]}" > "$root/etc/modules.order"
 
 # dropbear and the shared libraries it links (from the unpacked packages or the

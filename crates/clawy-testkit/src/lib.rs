@@ -12,4 +12,5 @@ pub mod netns;
 pub mod nft;
 pub mod openclaw_image;
 pub mod postgres;
+pub mod pve_sim;
 pub mod smtp;
