@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -26,8 +27,9 @@ use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::crypto::{Token, random_token, sha256_hex};
 use crate::db::b2i;
-use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+use crate::error::{CoreError, DomainError, ErrorKind, InternalError, internal_from};
 use crate::mail::Mail;
+use crate::page::{Keyset, Page, PageRequest, created_cursor};
 use crate::throttle::ThrottleError;
 
 pub const PASSWORD_MIN_CHARS: usize = 12;
@@ -244,6 +246,13 @@ pub(crate) fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> 
 
 const USER_COLS: &str = "id, email, is_operator, created_at";
 
+/// Users in the order they signed up; equal times by email, which is unique.
+const USER_ORDER: Keyset = Keyset {
+    time: "created_at",
+    key: "email",
+    newest_first: false,
+};
+
 pub struct Accounts<'a> {
     pub(crate) core: &'a Core,
 }
@@ -313,12 +322,8 @@ impl Accounts<'_> {
         .bind(now)
         .execute(self.core.store().pool())
         .await;
-        match res {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                return Err(AccountError::EmailTaken);
-            }
-            Err(e) => return Err(e.into()),
+        if crate::db::unique_violation(res)? {
+            return Err(AccountError::EmailTaken);
         }
         Ok(User {
             id,
@@ -371,7 +376,7 @@ impl Accounts<'_> {
     ) -> Result<User, AccountError> {
         // An invalid address is treated like an unknown one (same answer, same time).
         let email_key = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
-        let found = self.find_with_hash(&email_key).await?;
+        let found = self.find_with_hash("email", &email_key).await?;
         let user_id = found.as_ref().map(|(u, _)| u.id.clone());
 
         if let Err(e) = self
@@ -442,7 +447,7 @@ impl Accounts<'_> {
         actor: &Actor,
     ) -> Result<(), AccountError> {
         let (user, hash) = self
-            .find_with_hash_by_id(user_id)
+            .find_with_hash("id", user_id)
             .await?
             .ok_or(AccountError::NotFound)?;
         self.core
@@ -618,14 +623,9 @@ impl Accounts<'_> {
     }
 
     pub async fn get_user(&self, user_id: &str) -> Result<User, AccountError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLS} FROM users WHERE id = $1"
-        )))
-        .bind(user_id)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(AccountError::NotFound)?;
-        Ok(user_from_row(&row)?)
+        self.find("id", user_id)
+            .await?
+            .ok_or(AccountError::NotFound)
     }
 
     /// Emails of many users in one query (operator lists: one lookup per page, not
@@ -661,50 +661,53 @@ impl Accounts<'_> {
 
     /// Looks a user up by (normalised) email.
     pub async fn find_by_email(&self, email: &str) -> Result<Option<User>, AccountError> {
-        let email = email.trim().to_lowercase();
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLS} FROM users WHERE email = $1"
-        )))
-        .bind(&email)
-        .fetch_optional(self.core.store().pool())
-        .await?;
-        Ok(row.as_ref().map(user_from_row).transpose()?)
+        self.find("email", &email.trim().to_lowercase()).await
     }
 
-    async fn find_with_hash(&self, email: &str) -> Result<Option<(User, String)>, AccountError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLS}, password_hash FROM users WHERE email = $1"
-        )))
-        .bind(email)
-        .fetch_optional(self.core.store().pool())
-        .await?;
-        match row {
-            Some(r) => Ok(Some((user_from_row(&r)?, r.try_get("password_hash")?))),
-            None => Ok(None),
-        }
+    /// The user whose `column` (`id` or `email`, never a caller's string) is `value`.
+    async fn find(&self, column: &'static str, value: &str) -> Result<Option<User>, AccountError> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE {column} = $1");
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value);
+        self.core.store().optional_row(q, user_from_row).await
     }
 
-    async fn find_with_hash_by_id(&self, id: &str) -> Result<Option<(User, String)>, AccountError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLS}, password_hash FROM users WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(self.core.store().pool())
-        .await?;
-        match row {
-            Some(r) => Ok(Some((user_from_row(&r)?, r.try_get("password_hash")?))),
-            None => Ok(None),
-        }
+    /// [`Accounts::find`] with the stored password hash, for the checks that need it.
+    async fn find_with_hash(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<(User, String)>, AccountError> {
+        let sql = format!("SELECT {USER_COLS}, password_hash FROM users WHERE {column} = $1");
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value);
+        let with_hash =
+            |r: &AnyRow| Ok::<_, sqlx::Error>((user_from_row(r)?, r.try_get("password_hash")?));
+        self.core.store().optional_row(q, with_hash).await
     }
 
-    /// All users, oldest first (operators' users page).
+    /// A page of users, oldest first (operators' users page). Ties in sign-up time
+    /// are broken by email, which is unique.
+    pub async fn page_users(&self, req: &PageRequest) -> Result<Page<User>, CoreError> {
+        let select = format!("SELECT {USER_COLS} FROM users");
+        let cursor = |u: &User| created_cursor(u.created_at.timestamp_millis(), &u.email);
+        let store = self.core.store();
+        store
+            .page::<_, _, AccountError>(
+                USER_ORDER,
+                req,
+                (&select, ""),
+                |q| q,
+                user_from_row,
+                cursor,
+            )
+            .await
+    }
+
+    /// All users, oldest first.
     pub async fn list_users(&self) -> Result<Vec<User>, AccountError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {USER_COLS} FROM users ORDER BY created_at, email"
-        )))
-        .fetch_all(self.core.store().pool())
-        .await?;
-        Ok(rows.iter().map(user_from_row).collect::<Result<_, _>>()?)
+        )));
+        self.core.store().rows(q, user_from_row).await
     }
 
     pub async fn count_users(&self) -> Result<i64, AccountError> {

@@ -299,21 +299,31 @@ impl Audit<'_> {
         rows: i64,
         before: Option<i64>,
     ) -> Result<Vec<AuditEvent>, InternalError> {
-        let (filter, value) = match scope {
-            Scope::User(id) => ("user_id = $3 AND ", id),
-            Scope::Instance(id) => ("instance_id = $3 AND ", id),
-            Scope::All => ("$3 = $3 AND ", ""),
-        };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let (filter, value) = scope.filter(3);
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, at, user_id, instance_id, actor, action, client_addr, detail FROM audit_events \
-             WHERE {filter}id < $1 ORDER BY id DESC LIMIT $2"
+             WHERE {filter} AND id < $1 ORDER BY id DESC LIMIT $2"
         )))
         .bind(before.unwrap_or(i64::MAX))
         .bind(rows)
-        .bind(value)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        rows.iter().map(event_from_row).collect()
+        .bind(value);
+        self.core.store().rows(q, event_from_row).await
+    }
+
+    /// How many events `scope` holds (the overview's figure).
+    pub async fn count(&self, scope: Scope<'_>) -> Result<i64, InternalError> {
+        let (filter, value) = scope.filter(1);
+        let sql = format!("SELECT COUNT(*) AS n FROM audit_events WHERE {filter}");
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value);
+        let n = |r: &sqlx::any::AnyRow| r.try_get::<i64, _>("n");
+        Ok(self
+            .core
+            .store()
+            .rows::<_, _, InternalError>(q, n)
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(0))
     }
 
     /// Appends an instance event (ACCESS-3) outside a transaction; the owner reads it
@@ -346,6 +356,18 @@ pub enum Scope<'a> {
     User(&'a str),
     Instance(&'a str),
     All,
+}
+
+impl Scope<'_> {
+    /// The scope's condition on placeholder `$n`, and the value to bind there (every
+    /// scope binds one, so the statements number their values alike).
+    fn filter(&self, n: usize) -> (String, &str) {
+        match self {
+            Scope::User(id) => (format!("user_id = ${n}"), id),
+            Scope::Instance(id) => (format!("instance_id = ${n}"), id),
+            Scope::All => (format!("${n} = ${n}"), ""),
+        }
+    }
 }
 
 /// Rows for the in-crate lists, which keep their historic clamp to 1..=500.

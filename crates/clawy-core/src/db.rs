@@ -9,7 +9,7 @@
 //! `sslmode=verify-full&sslrootcert=/path/ca.crt` gives an encrypted, verified
 //! connection.
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::any::{AnyPoolOptions, AnyRow, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use crate::config::ServerConfig;
 use crate::crypto::create_private_dir;
-use crate::error::{DomainError, ErrorKind, InternalError};
+use crate::error::{CoreError, DomainError, ErrorKind, InternalError};
+use crate::page::{Keyset, Page, PageRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -139,6 +140,92 @@ impl Store {
     pub async fn ping(&self) -> Result<(), InternalError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Every row of `query`, each turned into a `T` by `from_row`: the one way the
+    /// handles read a list (a mapping error is the caller's error, like a query's).
+    pub(crate) async fn rows<T, M, E>(
+        &self,
+        query: Query<'_>,
+        from_row: impl Fn(&AnyRow) -> Result<T, M>,
+    ) -> Result<Vec<T>, E>
+    where
+        E: From<sqlx::Error> + From<M>,
+    {
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter().map(|r| from_row(r).map_err(E::from)).collect()
+    }
+
+    /// The first row of `query` as a `T`, if there is one (the lookups by a unique
+    /// key, which have at most one).
+    pub(crate) async fn optional_row<T, M, E>(
+        &self,
+        query: Query<'_>,
+        from_row: impl Fn(&AnyRow) -> Result<T, M>,
+    ) -> Result<Option<T>, E>
+    where
+        E: From<sqlx::Error> + From<M>,
+    {
+        let rows = self.rows::<T, M, E>(query, from_row).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// One page of a list in `keyset` order (the one pagination rule, `crate::page`).
+    /// `select` is the query up to its WHERE clause, `filters` its own conditions
+    /// (values from `$4`, bound by `bind`; empty for none); `cursor` is an item's
+    /// `<ms>:<key>`.
+    pub(crate) async fn page<T, M, E>(
+        &self,
+        keyset: Keyset,
+        req: &PageRequest,
+        (select, filters): (&str, &str),
+        bind: impl FnOnce(Query<'static>) -> Query<'static>,
+        from_row: impl Fn(&AnyRow) -> Result<T, M>,
+        cursor: impl Fn(&T) -> String,
+    ) -> Result<Page<T>, CoreError>
+    where
+        E: From<sqlx::Error> + From<M> + DomainError,
+    {
+        let (ms, key) = keyset.start(req).map_err(CoreError::new)?;
+        let and = if filters.is_empty() { "" } else { " AND " };
+        let sql = format!("{select} WHERE {filters}{and}{}", keyset.tail());
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms)
+            .bind(key)
+            .bind(req.fetch());
+        let items = self
+            .rows::<T, M, E>(bind(q), from_row)
+            .await
+            .map_err(CoreError::new)?;
+        Ok(Page::from_fetched(items, req, cursor))
+    }
+
+    /// The first row of `query` as a `T`, or `missing` (the caller's "not found").
+    pub(crate) async fn row_or<T, M, E>(
+        &self,
+        query: Query<'_>,
+        from_row: impl Fn(&AnyRow) -> Result<T, M>,
+        missing: E,
+    ) -> Result<T, E>
+    where
+        E: From<sqlx::Error> + From<M>,
+    {
+        self.optional_row::<T, M, E>(query, from_row)
+            .await?
+            .ok_or(missing)
+    }
+}
+
+/// A statement with its bound values, as `sqlx::query(…).bind(…)` builds it.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Whether a write failed because it would break a unique constraint (a name or
+/// fingerprint that exists already): `Ok(true)` then, the write's own error otherwise.
+pub(crate) fn unique_violation<T>(res: Result<T, sqlx::Error>) -> Result<bool, sqlx::Error> {
+    match res {
+        Ok(_) => Ok(false),
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(true),
+        Err(e) => Err(e),
     }
 }
 

@@ -20,13 +20,14 @@ use crate::Core;
 use crate::actor::Actor;
 use crate::audit::{AuditAction, record_instance_event};
 use crate::clock::ms_to_datetime;
+use crate::db::Query;
 use crate::error::{CoreError, DomainError, ErrorKind, InternalError, internal_from};
 use crate::hosts::{HOST_COLS, LOAD_JOIN, load_from_row};
 use crate::ipam::{IpamError, allocate_in};
 use crate::jobs::{begin_write, enqueue_in};
 use crate::lifecycle::{JobKind, JobState, LifecycleAction, decide};
 use crate::names::is_dns_label;
-use crate::page::{Page, PageRequest, created_cursor};
+use crate::page::{Keyset, Page, PageRequest, created_cursor};
 use crate::placement::{Need, PlacementError, Strategy, choose_host};
 use crate::plans::PlanError;
 use crate::ssh_keys::SshKeyError;
@@ -297,13 +298,12 @@ pub(crate) fn instance_from_row(r: &sqlx::any::AnyRow) -> Result<Instance, Inter
     })
 }
 
-/// Cursor `"<created_at_ms>:<id>"`.
-fn parse_cursor(c: Option<&str>) -> (i64, String) {
-    match c.and_then(|c| c.split_once(':')) {
-        Some((ms, id)) => (ms.parse().unwrap_or(i64::MIN), id.to_string()),
-        None => (i64::MIN, String::new()),
-    }
-}
+/// Instances in the order they were created (ties by id).
+const INSTANCE_ORDER: Keyset = Keyset {
+    time: "i.created_at",
+    key: "i.id",
+    newest_first: false,
+};
 
 fn cursor_of(i: &Instance) -> String {
     created_cursor(i.created_at.timestamp_millis(), &i.id)
@@ -541,100 +541,112 @@ impl Instances<'_> {
     /// One of the owner's instances (deleted ones too, with state `deleted`); another
     /// user's instance is [`InstanceError::NotFound`].
     pub async fn get(&self, owner_id: &str, id: &str) -> Result<Instance, InstanceError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE i.id = $1 AND i.owner_id = $2"
-        )))
-        .bind(id)
-        .bind(owner_id)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(InstanceError::NotFound)?;
-        Ok(instance_from_row(&row)?)
+        self.get_scoped(id, Some(owner_id)).await
     }
 
     /// Any instance by id: for operators and the orchestrator only.
     pub async fn get_any(&self, id: &str) -> Result<Instance, InstanceError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE i.id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(InstanceError::NotFound)?;
-        Ok(instance_from_row(&row)?)
+        self.get_scoped(id, None).await
     }
 
-    /// The owner's instances that are not deleted, oldest first, one indexed query.
-    /// `after` is the previous page's `next_cursor`; `limit` is clamped to 1..=500.
+    /// The instance `id`, when `owner` is given only if it is theirs.
+    async fn get_scoped(&self, id: &str, owner: Option<&str>) -> Result<Instance, InstanceError> {
+        let owned = if owner.is_some() {
+            " AND i.owner_id = $2"
+        } else {
+            ""
+        };
+        let sql = format!("SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE i.id = $1{owned}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+        if let Some(owner) = owner {
+            q = q.bind(owner);
+        }
+        self.core
+            .store()
+            .row_or(q, instance_from_row, InstanceError::NotFound)
+            .await
+    }
+
+    /// The owner's instances that are not deleted, oldest first (server-side callers:
+    /// `limit` is clamped; `after` is a previous page's `next_after`).
     pub async fn list_for_owner(
         &self,
         owner_id: &str,
         limit: u32,
         after: Option<&str>,
-    ) -> Result<InstancePage, InstanceError> {
-        let limit = limit.clamp(1, 500);
-        let (ams, aid) = parse_cursor(after);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE i.owner_id = $1 AND i.deleted_at IS NULL \
-             AND (i.created_at > $2 OR (i.created_at = $2 AND i.id > $3)) \
-             ORDER BY i.created_at, i.id LIMIT $4"
-        )))
-        .bind(owner_id)
-        .bind(ams)
-        .bind(aid)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        page(rows, limit)
+    ) -> Result<InstancePage, CoreError> {
+        self.page_for_owner(owner_id, &PageRequest::first(limit).continuing(after))
+            .await
     }
 
-    /// Every instance (operators), oldest first, filtered and paginated.
+    /// Every instance (operators, the reconciler), oldest first, filtered; as
+    /// [`Instances::list_for_owner`].
     pub async fn list_all(
         &self,
         filter: &ListFilter,
         limit: u32,
         after: Option<&str>,
-    ) -> Result<InstancePage, InstanceError> {
-        let limit = limit.clamp(1, 500);
-        let (ams, aid) = parse_cursor(after);
-        // Unused filters compare against themselves ($n IS NULL) so one statement serves all.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE (i.created_at > $1 OR (i.created_at = $1 AND i.id > $2)) \
-             AND ($3 = '' OR i.host_id = $3) AND ($4 = '' OR i.owner_id = $4) AND ($5 = '' OR i.state = $5) \
-             AND ($6 = 1 OR i.deleted_at IS NULL) ORDER BY i.created_at, i.id LIMIT $7"
-        )))
-        .bind(ams)
-        .bind(aid)
-        .bind(filter.host_id.clone().unwrap_or_default())
-        .bind(filter.owner_id.clone().unwrap_or_default())
-        .bind(filter.state.map(|s| s.as_str().to_string()).unwrap_or_default())
-        .bind(i64::from(filter.include_deleted))
-        .bind(i64::from(limit) + 1)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        page(rows, limit)
+    ) -> Result<InstancePage, CoreError> {
+        self.page_all(filter, &PageRequest::first(limit).continuing(after))
+            .await
     }
 
-    /// A page of the owner's instances (the one pagination rule, `crate::page`).
+    /// A page of the owner's instances that are not deleted (the one pagination
+    /// rule, `crate::page`).
     pub async fn page_for_owner(
         &self,
         owner_id: &str,
         req: &PageRequest,
     ) -> Result<Page<Instance>, CoreError> {
-        req.created_cursor().map_err(CoreError::new)?;
-        let page = self.list_for_owner(owner_id, req.limit(), req.after());
-        page.await.map_err(CoreError::new)
+        let filter = ListFilter {
+            owner_id: Some(owner_id.to_string()),
+            ..ListFilter::default()
+        };
+        self.page_all(&filter, req).await
     }
 
-    /// A page of every instance (operators), filtered.
+    /// A page of every instance (operators), filtered, oldest first. Each filter that
+    /// is set adds its own condition; an unset one adds nothing (no sentinel value
+    /// stands for "any", so an empty owner id can never widen a list).
     pub async fn page_all(
         &self,
         filter: &ListFilter,
         req: &PageRequest,
     ) -> Result<Page<Instance>, CoreError> {
-        req.created_cursor().map_err(CoreError::new)?;
-        let page = self.list_all(filter, req.limit(), req.after());
-        page.await.map_err(CoreError::new)
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        let columns = [
+            ("i.host_id", filter.host_id.clone()),
+            ("i.owner_id", filter.owner_id.clone()),
+            ("i.state", filter.state.map(|s| s.as_str().to_string())),
+        ];
+        for (column, value) in columns {
+            if let Some(v) = value {
+                values.push(v);
+                conditions.push(format!("{column} = ${}", values.len() + 3));
+            }
+        }
+        if !filter.include_deleted {
+            conditions.push("i.deleted_at IS NULL".to_string());
+        }
+        let select = format!("SELECT {INSTANCE_COLS} {INSTANCE_FROM}");
+        let bind = |mut q: Query<'static>| {
+            for v in values {
+                q = q.bind(v);
+            }
+            q
+        };
+        self.core
+            .store()
+            .page::<_, _, InstanceError>(
+                INSTANCE_ORDER,
+                req,
+                (&select, &conditions.join(" AND ")),
+                bind,
+                instance_from_row,
+                cursor_of,
+            )
+            .await
     }
 
     /// The instances on a host that are not deleted (reconciler), by id.
@@ -826,16 +838,4 @@ impl CreateTry {
             CreateTry::Fatal(InstanceError::Internal(InternalError::Database(e)))
         }
     }
-}
-
-fn page(rows: Vec<sqlx::any::AnyRow>, limit: u32) -> Result<InstancePage, InstanceError> {
-    let items = rows
-        .iter()
-        .map(instance_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Page::from_fetched(
-        items,
-        &PageRequest::first(limit),
-        cursor_of,
-    ))
 }

@@ -9,8 +9,9 @@
 //! - `next_after`: set when more items follow, absent on the last page. Lists fetch
 //!   `limit + 1` rows to know, so a full last page does not promise a next one.
 //!
-//! Cursors are opaque to clients; inside they are `<created_at ms>:<id>` (lists by
-//! creation) or an event id (the audit log).
+//! Cursors are opaque to clients; inside they are `<ms>:<key>` (lists read in SQL
+//! by a [`Keyset`]: a time column and a unique key), an event id (the audit log) or
+//! an item's key (short lists paged in memory).
 //!
 //! A leaf module: it imports only `error`.
 
@@ -71,6 +72,13 @@ impl PageRequest {
         }
     }
 
+    /// The same request, continuing after `after` (a server-side caller's own cursor
+    /// from a previous page).
+    pub fn continuing(mut self, after: Option<&str>) -> Self {
+        self.after = after.filter(|a| !a.is_empty()).map(str::to_string);
+        self
+    }
+
     pub fn limit(&self) -> u32 {
         self.limit
     }
@@ -84,7 +92,7 @@ impl PageRequest {
         i64::from(self.limit) + 1
     }
 
-    /// The cursor of a list ordered by creation: `(created_at ms, id)`, or the start.
+    /// The cursor of a [`Keyset`] list: `(ms, key)`, or the start.
     pub fn created_cursor(&self) -> Result<Option<(i64, String)>, PageError> {
         match self.after() {
             None => Ok(None),
@@ -136,9 +144,47 @@ impl PageRequest {
     }
 }
 
-/// A cursor for a list ordered by creation.
+/// A cursor for a [`Keyset`] list: the item's time (ms) and key.
 pub fn created_cursor(created_at_ms: i64, id: &str) -> String {
     format!("{created_at_ms}:{id}")
+}
+
+/// The order of a list read page by page in SQL: by a time column (unix ms), ties
+/// broken by a unique key column, oldest or newest first. Continuing "after" an item
+/// compares against its `(time, key)`, so a page never repeats or skips a row that
+/// existed when the list was first read, however many pages came before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyset {
+    pub time: &'static str,
+    pub key: &'static str,
+    pub newest_first: bool,
+}
+
+impl Keyset {
+    /// The end of a page query's WHERE clause: the condition that continues after
+    /// the cursor (`$1` time, `$2` key), the order, and `LIMIT $3`. A query using it
+    /// numbers its own values from `$4`.
+    pub fn tail(&self) -> String {
+        let (t, k) = (self.time, self.key);
+        let (op, dir) = if self.newest_first {
+            ('<', "DESC")
+        } else {
+            ('>', "ASC")
+        };
+        format!(
+            "({t} {op} $1 OR ({t} = $1 AND {k} {op} $2)) ORDER BY {t} {dir}, {k} {dir} LIMIT $3"
+        )
+    }
+
+    /// The values of `$1` and `$2`: the cursor, or a start before every row.
+    pub fn start(&self, req: &PageRequest) -> Result<(i64, String), PageError> {
+        let before_all = if self.newest_first {
+            i64::MAX
+        } else {
+            i64::MIN
+        };
+        Ok(req.created_cursor()?.unwrap_or((before_all, String::new())))
+    }
 }
 
 /// One page of a list.
@@ -206,6 +252,33 @@ mod tests {
         assert_eq!(r("x:abc").created_cursor(), Err(PageError::InvalidCursor));
         assert_eq!(r("41").id_cursor(), Ok(Some(41)));
         assert_eq!(r("x").id_cursor(), Err(PageError::InvalidCursor));
+    }
+
+    #[test]
+    fn keyset_continues_after_the_cursor_in_its_direction() {
+        let oldest = Keyset {
+            time: "created_at",
+            key: "id",
+            newest_first: false,
+        };
+        assert_eq!(
+            oldest.tail(),
+            "(created_at > $1 OR (created_at = $1 AND id > $2)) ORDER BY created_at ASC, id ASC LIMIT $3"
+        );
+        let newest = Keyset {
+            newest_first: true,
+            ..oldest
+        };
+        assert!(
+            newest
+                .tail()
+                .starts_with("(created_at < $1 OR (created_at = $1 AND id < $2))")
+        );
+        let start = PageRequest::first(5);
+        assert_eq!(oldest.start(&start), Ok((i64::MIN, String::new())));
+        assert_eq!(newest.start(&start), Ok((i64::MAX, String::new())));
+        let next = PageRequest::new(None, Some("12:abc".into())).unwrap_or(start);
+        assert_eq!(newest.start(&next), Ok((12, "abc".to_string())));
     }
 
     #[test]

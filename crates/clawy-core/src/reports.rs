@@ -13,8 +13,9 @@ use crate::actor::Actor;
 use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::crypto::random_bytes;
-use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+use crate::error::{CoreError, DomainError, ErrorKind, InternalError, internal_from};
 use crate::mail::Mail;
+use crate::page::{Keyset, Page, PageRequest, created_cursor};
 use crate::throttle::ThrottleError;
 
 pub const TITLE_MAX_CHARS: usize = 200;
@@ -119,6 +120,13 @@ fn report_from_row(r: &sqlx::any::AnyRow) -> Result<Report, sqlx::Error> {
 
 const COLS: &str = "id, tracking_id, reporter_email, title, body, client_addr, created_at";
 
+/// Reports, newest first.
+const REPORT_ORDER: Keyset = Keyset {
+    time: "created_at",
+    key: "id",
+    newest_first: true,
+};
+
 pub struct Reports<'a> {
     pub(crate) core: &'a Core,
 }
@@ -222,12 +230,30 @@ impl Reports<'_> {
         if !viewer.is_operator {
             return Err(ReportError::Forbidden);
         }
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM security_reports ORDER BY created_at DESC, id"
-        )))
-        .fetch_all(self.core.store().pool())
-        .await?;
-        Ok(rows.iter().map(report_from_row).collect::<Result<_, _>>()?)
+        )));
+        self.core.store().rows(q, report_from_row).await
+    }
+
+    /// A page of reports, newest first (operators only).
+    pub async fn page(&self, viewer: &User, req: &PageRequest) -> Result<Page<Report>, CoreError> {
+        if !viewer.is_operator {
+            return Err(CoreError::new(ReportError::Forbidden));
+        }
+        let select = format!("SELECT {COLS} FROM security_reports");
+        let cursor = |r: &Report| created_cursor(r.created_at.timestamp_millis(), &r.id);
+        self.core
+            .store()
+            .page::<_, _, ReportError>(
+                REPORT_ORDER,
+                req,
+                (&select, ""),
+                |q| q,
+                report_from_row,
+                cursor,
+            )
+            .await
     }
 
     /// One report by tracking id (operators only).
@@ -235,13 +261,13 @@ impl Reports<'_> {
         if !viewer.is_operator {
             return Err(ReportError::Forbidden);
         }
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM security_reports WHERE tracking_id = $1"
         )))
-        .bind(tracking_id.trim().to_ascii_uppercase())
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(ReportError::NotFound)?;
-        Ok(report_from_row(&row)?)
+        .bind(tracking_id.trim().to_ascii_uppercase());
+        self.core
+            .store()
+            .row_or(q, report_from_row, ReportError::NotFound)
+            .await
     }
 }

@@ -23,8 +23,10 @@ use crate::actor::{Actor, ClientInfo};
 use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
 use crate::crypto::{Token, constant_time_eq, random_token, sha256, sha256_hex};
-use crate::error::{DomainError, ErrorKind, InternalError, internal_from};
+use crate::db::Query;
+use crate::error::{CoreError, DomainError, ErrorKind, InternalError, internal_from};
 use crate::names::truncate_chars;
+use crate::page::{Keyset, Page, PageRequest, created_cursor};
 
 /// Cookie name for the session (the `__Host-` prefix requires `Secure`, `Path=/` and
 /// no `Domain`).
@@ -118,6 +120,13 @@ pub fn verify_csrf(expected: &str, presented: &str) -> bool {
 pub struct Sessions<'a> {
     pub(crate) core: &'a Core,
 }
+
+/// Sessions, most recently used first.
+const SESSION_ORDER: Keyset = Keyset {
+    time: "s.last_seen_at",
+    key: "s.id",
+    newest_first: true,
+};
 
 const SESSION_COLS: &str = "s.id AS s_id, s.user_id AS s_user_id, s.created_at AS s_created_at, \
      s.last_seen_at AS s_last_seen_at, s.client_addr AS s_client_addr, s.user_agent AS s_user_agent";
@@ -245,6 +254,35 @@ impl Sessions<'_> {
                 .await?;
         }
         Ok(())
+    }
+
+    /// A page of the user's live sessions, most recently used first (ties by id).
+    /// Expired ones are removed first. The order is by a time that use moves forward,
+    /// so a session used between two page reads can move to the first page (and be
+    /// missed by a reader further on); a person has few sessions, so this is the
+    /// order worth showing, not a stable one.
+    pub async fn page_for_user(
+        &self,
+        user_id: &str,
+        req: &PageRequest,
+    ) -> Result<Page<Session>, CoreError> {
+        self.purge_expired_for(user_id)
+            .await
+            .map_err(CoreError::new)?;
+        let select = format!("SELECT {SESSION_COLS} FROM sessions s");
+        let owner = |q: Query<'static>| q.bind(user_id.to_string());
+        let cursor = |s: &Session| created_cursor(s.last_seen_at.timestamp_millis(), &s.id);
+        self.core
+            .store()
+            .page::<_, _, SessionError>(
+                SESSION_ORDER,
+                req,
+                (&select, "s.user_id = $4"),
+                owner,
+                |r| self.session_from_row(r),
+                cursor,
+            )
+            .await
     }
 
     /// The user's live sessions, most recently used first. Expired ones are removed.

@@ -3,6 +3,7 @@
 //! owner reads in the job history, so it names the step and never a secret.
 
 use clawy_agent_client::ClientError;
+use clawy_core::error::CoreError;
 use clawy_core::hosts::HostError;
 use clawy_core::instances::InstanceError;
 use clawy_core::jobs::JobError;
@@ -20,6 +21,10 @@ pub enum OrchestratorError {
     Job(#[from] JobError),
     #[error("metrics: {0}")]
     Metrics(#[from] MetricsError),
+    /// A read through a core handle that answers with the generic domain error (a
+    /// page of instances).
+    #[error("{0}")]
+    Core(#[from] CoreError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("{0}")]

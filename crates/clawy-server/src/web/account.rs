@@ -1,7 +1,7 @@
 //! `/account`: change password, list and revoke sessions (AUTH-1, AUTH-3).
 
 use axum::Router;
-use axum::extract::{Form, Path};
+use axum::extract::{Form, Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use clawy_core::SecretString;
@@ -13,6 +13,7 @@ use super::context::{CsrfOnly, Flash, SignedIn, redirect_with_flash};
 use super::error::field_error;
 use super::render::page;
 use super::{FieldErrors, INVALID_FORM, WebError, WebResult, show_time};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -36,42 +37,39 @@ struct SessionRow {
     last_seen_iso: String,
 }
 
+/// The account page: the password form (with `errors` after a failed change) and a
+/// page of the sessions, most recently used first.
 async fn render_account(
     page_: &mut SignedIn,
+    q: &PageQuery,
     status: StatusCode,
     errors: FieldErrors,
 ) -> WebResult {
     let SignedIn { web, session } = page_;
-    let sessions = web
-        .state
-        .core
-        .sessions()
-        .list_for_user(&session.user.id)
-        .await?;
-    let rows: Vec<SessionRow> = sessions
-        .into_iter()
-        .map(|s| {
-            let (created, created_iso) = show_time(s.created_at);
-            let (last_seen, last_seen_iso) = show_time(s.last_seen_at);
-            SessionRow {
-                current: s.id == session.session.id,
-                browser: describe_user_agent(s.user_agent.as_deref()),
-                id: s.id,
-                user_agent: s.user_agent,
-                client_addr: s.client_addr,
-                created,
-                created_iso,
-                last_seen,
-                last_seen_iso,
-            }
-        })
-        .collect();
+    let req = q.request()?;
+    let sessions = web.state.core.sessions();
+    let listed = sessions.page_for_user(&session.user.id, &req).await?;
+    let (rows, pager) = q.rows("/account", listed, |s| {
+        let (created, created_iso) = show_time(s.created_at);
+        let (last_seen, last_seen_iso) = show_time(s.last_seen_at);
+        SessionRow {
+            current: s.id == session.session.id,
+            browser: describe_user_agent(s.user_agent.as_deref()),
+            id: s.id,
+            user_agent: s.user_agent,
+            client_addr: s.client_addr,
+            created,
+            created_iso,
+            last_seen,
+            last_seen_iso,
+        }
+    });
     let layout = web.layout("Account", "account");
     let resp = page(
         status,
         "account.html",
         &layout,
-        context! { sessions => rows, errors => errors },
+        context! { sessions => rows, pager, errors => errors },
     );
     Ok(web.finish(resp))
 }
@@ -116,8 +114,8 @@ fn describe_user_agent(ua: Option<&str>) -> String {
     }
 }
 
-async fn account_page(mut page_: SignedIn) -> WebResult {
-    render_account(&mut page_, StatusCode::OK, FieldErrors::new()).await
+async fn account_page(mut page_: SignedIn, Query(q): Query<PageQuery>) -> WebResult {
+    render_account(&mut page_, &q, StatusCode::OK, FieldErrors::new()).await
 }
 
 #[derive(Default, Deserialize)]
@@ -174,7 +172,7 @@ async fn change_password(mut page_: SignedIn, Form(f): Form<PasswordForm>) -> We
             }
         }
     }
-    render_account(&mut page_, status, errors).await
+    render_account(&mut page_, &PageQuery::default(), status, errors).await
 }
 
 async fn revoke_session(

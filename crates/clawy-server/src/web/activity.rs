@@ -1,16 +1,18 @@
-//! `/activity`: the signed-in person's audit events (ACCESS-3 groundwork).
+//! `/activity`: the signed-in person's audit events, newest first, a page at a time
+//! (ACCESS-3).
 
 use axum::Router;
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
 use clawy_core::audit::Scope;
-use clawy_core::page::PageRequest;
 use minijinja::context;
 use serde::Serialize;
 
 use super::context::SignedIn;
 use super::render::page;
 use super::{WebResult, show_time};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -27,9 +29,6 @@ struct EventRow {
     detail: String,
 }
 
-/// How many events the page shows (newest first).
-const PAGE_SIZE: u32 = 200;
-
 /// The stored actor (`user:<email>`, `api_key:<prefix>`, `operator:<email>`, `system`,
 /// `anonymous`) in words, from the reader's point of view.
 fn describe_actor(actor: &str, own_email: &str) -> String {
@@ -44,34 +43,30 @@ fn describe_actor(actor: &str, own_email: &str) -> String {
     }
 }
 
-async fn activity_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
-    let (user_id, email) = (session.user.id.clone(), session.user.email.clone());
-    let events: Vec<EventRow> = web
-        .state
-        .core
-        .audit()
-        .page(Scope::User(&user_id), &PageRequest::first(PAGE_SIZE))
-        .await?
-        .items
-        .into_iter()
-        .map(|e| {
-            let (at, at_iso) = show_time(e.at);
-            EventRow {
-                at,
-                at_iso,
-                event: e.label().to_owned(),
-                actor: describe_actor(&e.actor, &email),
-                client_addr: e.client_addr.clone(),
-                detail: e.detail.clone(),
-            }
-        })
-        .collect();
+async fn activity_page(
+    SignedIn { mut web, session }: SignedIn,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
+    let (user_id, email) = (&session.user.id, &session.user.email);
+    let scope = Scope::User(user_id);
+    let page_ = web.state.core.audit().page(scope, &q.request()?).await?;
+    let (events, pager) = q.rows("/activity", page_, |e| {
+        let (at, at_iso) = show_time(e.at);
+        EventRow {
+            at,
+            at_iso,
+            event: e.label().to_owned(),
+            actor: describe_actor(&e.actor, email),
+            client_addr: e.client_addr,
+            detail: e.detail,
+        }
+    });
     let layout = web.layout("Activity", "activity");
     Ok(web.finish(page(
         StatusCode::OK,
         "activity.html",
         &layout,
-        context! { events },
+        context! { events, pager },
     )))
 }
 

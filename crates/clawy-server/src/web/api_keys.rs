@@ -2,7 +2,7 @@
 //! on the response to the POST that made it (`no-store`), and never again.
 
 use axum::Router;
-use axum::extract::{Form, Path};
+use axum::extract::{Form, Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use chrono::NaiveDate;
@@ -15,6 +15,7 @@ use super::context::{CsrfOnly, Flash, SignedIn, Web, redirect_with_flash};
 use super::error::field_error;
 use super::render::page;
 use super::{FieldErrors, INVALID_FORM, WebResult, show_time};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -85,19 +86,18 @@ impl Default for CreateForm {
 async fn render_list(
     web: &mut Web,
     user_id: &str,
+    q: &PageQuery,
     status: StatusCode,
     form: &CreateForm,
     errors: FieldErrors,
 ) -> WebResult {
     let now = web.state.core.now();
-    let keys: Vec<KeyRow> = web
-        .state
-        .core
-        .api_keys()
-        .list(user_id)
-        .await?
-        .into_iter()
-        .map(|k| {
+    let all = web.state.core.api_keys().list(user_id).await?;
+    let (keys, pager) = q.rows_of(
+        "/api-keys",
+        all,
+        |k| k.id.clone(),
+        |k| {
             let (created, created_iso) = show_time(k.created_at);
             let last = k.last_used_at.map(show_time);
             let exp = k.expires_at.map(show_time);
@@ -114,22 +114,26 @@ async fn render_list(
                 expires: exp.as_ref().map(|e| e.0.clone()),
                 expires_iso: exp.map(|e| e.1),
             }
-        })
-        .collect();
+        },
+    )?;
     let layout = web.layout("API keys", "api_keys");
     let resp = page(
         status,
         "api_keys.html",
         &layout,
-        context! { keys, form, errors, tiers => TIERS },
+        context! { keys, form, errors, tiers => TIERS, pager },
     );
     Ok(web.finish(resp))
 }
 
-async fn list_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
+async fn list_page(
+    SignedIn { mut web, session }: SignedIn,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
     render_list(
         &mut web,
         &session.user.id,
+        &q,
         StatusCode::OK,
         &CreateForm::default(),
         FieldErrors::new(),
@@ -204,7 +208,15 @@ async fn create(SignedIn { mut web, session }: SignedIn, Form(f): Form<CreateFor
             }
         }
     }
-    render_list(&mut web, &user_id, status, &f, errors).await
+    render_list(
+        &mut web,
+        &user_id,
+        &PageQuery::default(),
+        status,
+        &f,
+        errors,
+    )
+    .await
 }
 
 async fn regenerate(

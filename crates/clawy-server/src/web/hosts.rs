@@ -13,19 +13,20 @@ use clawy_core::audit::AuditAction;
 use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::hosts::RegisterHost;
 use clawy_core::instances::ListFilter;
-use clawy_core::page::PageRequest;
+
 use clawy_orchestrator::registration::register_host;
 use minijinja::context;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashMap;
 
 use super::charts::format_bytes;
 use super::context::{OperatorPage, Web};
 use super::error::on_form;
-use super::instances::{InstanceView, render_detail};
+use super::instances::{InstanceView, RangeQuery, render_detail};
 use super::render::page;
 use super::{FieldErrors, WebResult, show_time};
 use crate::ops::instances::many_to_wire;
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -70,18 +71,17 @@ struct RegisterForm {
 
 async fn render_hosts(
     web: &mut Web,
+    q: &PageQuery,
     status: StatusCode,
     form: &RegisterForm,
     errors: FieldErrors,
 ) -> WebResult {
-    let hosts: Vec<HostRow> = web
-        .state
-        .core
-        .hosts()
-        .list_with_load()
-        .await?
-        .into_iter()
-        .map(|h| {
+    let all = web.state.core.hosts().list_with_load().await?;
+    let (hosts, pager) = q.rows_of(
+        "/operator/hosts",
+        all,
+        |h| h.host.id.clone(),
+        |h| {
             let (last_contact, last_contact_iso) = match h.host.last_contact_at.map(show_time) {
                 Some((a, b)) => (Some(a), Some(b)),
                 None => (None, None),
@@ -114,22 +114,26 @@ async fn render_hosts(
                     h.allocated.disk_gib, h.host.capacity.disk_gib
                 ),
             }
-        })
-        .collect();
+        },
+    )?;
     let allowed_countries = web.state.core.config().allowed_countries.join(", ");
     let layout = web.layout("Operator · Hosts", "operator");
     let resp = page(
         status,
         "hosts.html",
         &layout,
-        context! { hosts, form, errors, allowed_countries, subnav => "hosts" },
+        context! { hosts, pager, form, errors, allowed_countries, subnav => "hosts" },
     );
     Ok(web.finish(resp))
 }
 
-async fn hosts_page(OperatorPage { mut web, .. }: OperatorPage) -> WebResult {
+async fn hosts_page(
+    OperatorPage { mut web, .. }: OperatorPage,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
     render_hosts(
         &mut web,
+        &q,
         StatusCode::OK,
         &RegisterForm::default(),
         FieldErrors::new(),
@@ -183,7 +187,7 @@ async fn register(op: OperatorPage, body: Bytes) -> WebResult {
             let mut errors = FieldErrors::new();
             let message = e.to_string();
             let status = on_form(e, key, message, &mut errors)?;
-            render_hosts(&mut web, status, &form, errors).await
+            render_hosts(&mut web, &PageQuery::default(), status, &form, errors).await
         }
     }
 }
@@ -212,19 +216,12 @@ async fn disable(op: OperatorPage, Path(id): Path<String>, body: Bytes) -> WebRe
     set_enabled(op, id, &body, false).await
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct PageQuery {
-    after: Option<String>,
-    range: Option<String>,
-}
-
 async fn instances_page(
     OperatorPage { mut web, .. }: OperatorPage,
     Query(q): Query<PageQuery>,
 ) -> WebResult {
     let state = web.state.clone();
-    // The one pagination rule (default page of 50, `after` from the "next" link).
-    let req = PageRequest::new(None, q.after)?;
+    let req = q.request()?;
     let page_ = state
         .core
         .instances()
@@ -239,13 +236,13 @@ async fn instances_page(
         v.owner_email = emails.get(&i.owner_id).cloned();
         instances.push(v);
     }
-    let next_after = page_.next_after;
+    let pager = q.pager("/operator/instances", page_.next_after.as_deref());
     let layout = web.layout("Operator · Instances", "operator");
     let resp = page(
         StatusCode::OK,
         "instances_operator.html",
         &layout,
-        context! { instances, next_after, subnav => "instances" },
+        context! { instances, pager, subnav => "instances" },
     );
     Ok(web.finish(resp))
 }
@@ -253,7 +250,7 @@ async fn instances_page(
 async fn instance_page(
     op: OperatorPage,
     Path(id): Path<String>,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<RangeQuery>,
 ) -> WebResult {
     let actor = op.actor();
     let OperatorPage {

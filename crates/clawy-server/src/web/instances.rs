@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use clawy_core::instances::{Instance, InstanceError};
 use clawy_core::lifecycle::LifecycleAction;
-use clawy_core::page::{MAX_LIMIT, PageRequest};
+use clawy_core::page::{Page, PageRequest};
 use clawy_core::placement::PlacementError;
 use clawy_proto::api as wire;
 use minijinja::{Value, context};
@@ -30,6 +30,7 @@ use super::error::on_form;
 use super::render::page;
 use super::{FieldErrors, WebError, WebResult, show_time};
 use crate::ops::instances::{RANGES, many_to_wire, one_to_wire, parse_range, request};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 
 /// Seconds between self-refreshes while a state is changing.
@@ -157,26 +158,27 @@ async fn view_one(state: &AppState, inst: &Instance) -> InstanceView {
     InstanceView::from_wire(one_to_wire(&state.core, inst).await)
 }
 
-/// The signed-in person's instances as views (one query plus the host labels).
+/// A page of the signed-in person's instances as views (one query plus the host
+/// labels), and the cursor of the next page.
 pub async fn views_for_owner(
     state: &AppState,
     owner_id: &str,
-) -> Result<Vec<InstanceView>, WebError> {
-    // One page at the largest size: quotas keep an owner's list well below it.
-    let page = state
-        .core
-        .instances()
-        .page_for_owner(owner_id, &PageRequest::first(MAX_LIMIT))
-        .await?;
-    Ok(many_to_wire(&state.core, &page.items)
-        .await?
-        .into_iter()
-        .map(InstanceView::from_wire)
-        .collect())
+    req: &PageRequest,
+) -> Result<Page<InstanceView>, WebError> {
+    let page = state.core.instances().page_for_owner(owner_id, req).await?;
+    let views = many_to_wire(&state.core, &page.items).await?;
+    Ok(Page {
+        items: views.into_iter().map(InstanceView::from_wire).collect(),
+        next_after: page.next_after,
+    })
 }
 
-async fn list_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
-    let instances = views_for_owner(&web.state, &session.user.id).await?;
+async fn list_page(
+    SignedIn { mut web, session }: SignedIn,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
+    let listed = views_for_owner(&web.state, &session.user.id, &q.request()?).await?;
+    let (instances, pager) = q.rows("/instances", listed, |v| v);
     let refresh = instances
         .iter()
         .any(InstanceView::needs_refresh)
@@ -186,7 +188,7 @@ async fn list_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
         StatusCode::OK,
         "instances.html",
         &layout,
-        context! { instances, refresh },
+        context! { instances, pager, refresh },
     );
     Ok(web.finish(resp))
 }
@@ -396,8 +398,8 @@ async fn create(SignedIn { mut web, session }: SignedIn, body: Bytes) -> WebResu
 // ----- detail -------------------------------------------------------------------------
 
 #[derive(Debug, Default, Deserialize)]
-struct RangeQuery {
-    range: Option<String>,
+pub(super) struct RangeQuery {
+    pub(super) range: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -518,29 +520,27 @@ async fn charts_for(
     Ok(out)
 }
 
-async fn events_for(state: &AppState, instance_id: &str) -> Result<Vec<EventView>, WebError> {
-    let events = state
-        .core
-        .audit()
-        .list(
-            clawy_core::audit::Scope::Instance(instance_id),
-            RECENT_EVENTS,
-            None,
-        )
-        .await?;
-    Ok(events
-        .into_iter()
-        .map(|e| {
-            let (at, at_iso) = show_time(e.at);
-            EventView {
-                at,
-                at_iso,
-                event: e.label().to_string(),
-                actor: e.actor,
-                detail: e.detail,
-            }
-        })
-        .collect())
+/// The instance's newest events (a first page of [`RECENT_EVENTS`]) and whether
+/// older ones exist.
+async fn events_for(
+    state: &AppState,
+    instance_id: &str,
+) -> Result<(Vec<EventView>, bool), WebError> {
+    let scope = clawy_core::audit::Scope::Instance(instance_id);
+    let first = PageRequest::first(RECENT_EVENTS);
+    let page = state.core.audit().page(scope, &first).await?;
+    let more = page.next_after.is_some();
+    let events = page.map(|e| {
+        let (at, at_iso) = show_time(e.at);
+        EventView {
+            at,
+            at_iso,
+            event: e.label().to_string(),
+            actor: e.actor,
+            detail: e.detail,
+        }
+    });
+    Ok((events.items, more))
 }
 
 /// Renders the detail page; `can_act` shows the lifecycle buttons (owner only).
@@ -564,7 +564,7 @@ pub async fn render_detail(
             .map(|u| u.email);
     }
     let charts = charts_for(&web.state, inst, range).await?;
-    let events = events_for(&web.state, &inst.id).await?;
+    let (events, more_events) = events_for(&web.state, &inst.id).await?;
     let refresh = i.needs_refresh().then_some(REFRESH_SECS);
     // Nothing more to do on an instance that is going away.
     let can_act = can_act && !matches!(i.state, "deleted" | "deleting");
@@ -574,7 +574,7 @@ pub async fn render_detail(
         "instances_show.html",
         &layout,
         context! {
-            i, charts, events, refresh, can_act, range, ranges => RANGES,
+            i, charts, events, more_events, refresh, can_act, range, ranges => RANGES,
             back_href => back.0, back_label => back.1,
         },
     );

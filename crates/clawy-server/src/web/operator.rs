@@ -1,7 +1,9 @@
-//! Operator pages: users and vulnerability reports (REPORT-1). Everyone else gets the
-//! ordinary 404, so the pages' existence is not revealed.
+//! Operator pages: users and vulnerability reports (REPORT-1), a page at a time by
+//! the one pagination rule. Everyone else gets the ordinary 404, so the pages'
+//! existence is not revealed.
 
 use axum::Router;
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::routing::get;
 use minijinja::context;
@@ -10,6 +12,7 @@ use serde::Serialize;
 use super::context::OperatorPage;
 use super::render::page;
 use super::{WebResult, show_time};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -30,30 +33,28 @@ struct UserRow {
     created_iso: String,
 }
 
-async fn users_page(OperatorPage { mut web, .. }: OperatorPage) -> WebResult {
-    let users: Vec<UserRow> = web
-        .state
-        .core
-        .accounts()
-        .list_users()
-        .await?
-        .into_iter()
-        .map(|u| {
-            let (created, created_iso) = show_time(u.created_at);
-            UserRow {
-                email: u.email,
-                is_operator: u.is_operator,
-                created,
-                created_iso,
-            }
-        })
-        .collect();
+async fn users_page(
+    OperatorPage { mut web, .. }: OperatorPage,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
+    let accounts = web.state.core.accounts();
+    let total = accounts.count_users().await?;
+    let page_ = accounts.page_users(&q.request()?).await?;
+    let (users, pager) = q.rows("/operator/users", page_, |u| {
+        let (created, created_iso) = show_time(u.created_at);
+        UserRow {
+            email: u.email,
+            is_operator: u.is_operator,
+            created,
+            created_iso,
+        }
+    });
     let layout = web.layout("Operator · Users", "operator");
     Ok(web.finish(page(
         StatusCode::OK,
         "operator_users.html",
         &layout,
-        context! { users, subnav => "users" },
+        context! { users, total, pager, subnav => "users" },
     )))
 }
 
@@ -68,32 +69,33 @@ struct ReportRow {
     created_iso: String,
 }
 
-async fn reports_page(OperatorPage { mut web, operator }: OperatorPage) -> WebResult {
-    let reports: Vec<ReportRow> = web
+async fn reports_page(
+    OperatorPage { mut web, operator }: OperatorPage,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
+    let page_ = web
         .state
         .core
         .reports()
-        .list(&operator)
-        .await?
-        .into_iter()
-        .map(|r| {
-            let (created, created_iso) = show_time(r.created_at);
-            ReportRow {
-                tracking_id: r.tracking_id,
-                title: r.title,
-                details: r.body,
-                reporter_email: r.reporter_email,
-                client_addr: r.client_addr,
-                created,
-                created_iso,
-            }
-        })
-        .collect();
+        .page(&operator, &q.request()?)
+        .await?;
+    let (reports, pager) = q.rows("/operator/reports", page_, |r| {
+        let (created, created_iso) = show_time(r.created_at);
+        ReportRow {
+            tracking_id: r.tracking_id,
+            title: r.title,
+            details: r.body,
+            reporter_email: r.reporter_email,
+            client_addr: r.client_addr,
+            created,
+            created_iso,
+        }
+    });
     let layout = web.layout("Operator · Reports", "operator");
     Ok(web.finish(page(
         StatusCode::OK,
         "operator_reports.html",
         &layout,
-        context! { reports, subnav => "reports" },
+        context! { reports, pager, subnav => "reports" },
     )))
 }

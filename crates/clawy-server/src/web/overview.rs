@@ -3,6 +3,7 @@
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use clawy_core::page::PageRequest;
 use minijinja::context;
 
 use super::WebResult;
@@ -25,11 +26,13 @@ async fn home(mut web: Web) -> WebResult {
     let api_key_count = core.api_keys().list(user_id).await?.len();
     let event_count = core
         .audit()
-        .list(clawy_core::audit::Scope::User(user_id), 500, None)
-        .await?
-        .len();
-    // The person's instances replace the empty state once there are some.
-    let instances = super::instances::views_for_owner(&web.state, user_id).await?;
+        .count(clawy_core::audit::Scope::User(user_id))
+        .await?;
+    // The person's instances (the first page) replace the empty state once there are
+    // some; the instances page has the rest.
+    let first = PageRequest::new(None, None)?;
+    let listed = super::instances::views_for_owner(&web.state, user_id, &first).await?;
+    let (instances, more_instances) = (listed.items, listed.next_after.is_some());
     let refresh = instances
         .iter()
         .any(super::instances::InstanceView::needs_refresh)
@@ -39,7 +42,7 @@ async fn home(mut web: Web) -> WebResult {
         StatusCode::OK,
         "overview.html",
         &layout,
-        context! { ssh_key_count, api_key_count, event_count, instances, refresh },
+        context! { ssh_key_count, api_key_count, event_count, instances, more_instances, refresh },
     );
     Ok(web.finish(resp))
 }

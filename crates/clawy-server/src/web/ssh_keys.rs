@@ -1,7 +1,7 @@
 //! `/ssh-keys`: list, add, delete the public keys installed on the user's VMs (AUTH-4).
 
 use axum::Router;
-use axum::extract::{Form, Path};
+use axum::extract::{Form, Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use clawy_core::ssh_keys::SshKeyError;
@@ -12,6 +12,7 @@ use super::context::{CsrfOnly, Flash, SignedIn, Web, redirect_with_flash};
 use super::error::field_error;
 use super::render::page;
 use super::{FieldErrors, WebResult, show_time};
+use crate::pagination::PageQuery;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -42,18 +43,17 @@ struct AddForm {
 async fn render_list(
     web: &mut Web,
     user_id: &str,
+    q: &PageQuery,
     status: StatusCode,
     form: &AddForm,
     errors: FieldErrors,
 ) -> WebResult {
-    let keys: Vec<KeyRow> = web
-        .state
-        .core
-        .ssh_keys()
-        .list(user_id)
-        .await?
-        .into_iter()
-        .map(|k| {
+    let all = web.state.core.ssh_keys().list(user_id).await?;
+    let (keys, pager) = q.rows_of(
+        "/ssh-keys",
+        all,
+        |k| k.id.clone(),
+        |k| {
             let (created, created_iso) = show_time(k.created_at);
             KeyRow {
                 id: k.id,
@@ -63,22 +63,26 @@ async fn render_list(
                 created,
                 created_iso,
             }
-        })
-        .collect();
+        },
+    )?;
     let layout = web.layout("SSH keys", "ssh_keys");
     let resp = page(
         status,
         "ssh_keys.html",
         &layout,
-        context! { keys, form, errors },
+        context! { keys, form, errors, pager },
     );
     Ok(web.finish(resp))
 }
 
-async fn list_page(SignedIn { mut web, session }: SignedIn) -> WebResult {
+async fn list_page(
+    SignedIn { mut web, session }: SignedIn,
+    Query(q): Query<PageQuery>,
+) -> WebResult {
     render_list(
         &mut web,
         &session.user.id,
+        &q,
         StatusCode::OK,
         &AddForm::default(),
         FieldErrors::new(),
@@ -117,7 +121,15 @@ async fn add(SignedIn { mut web, session }: SignedIn, Form(f): Form<AddForm>) ->
     } else {
         f
     };
-    render_list(&mut web, &user_id, status, &form, errors).await
+    render_list(
+        &mut web,
+        &user_id,
+        &PageQuery::default(),
+        status,
+        &form,
+        errors,
+    )
+    .await
 }
 
 async fn delete(

@@ -22,5 +22,6 @@ mod web_auth;
 mod web_csrf;
 mod web_instances;
 mod web_pages;
+mod web_pagination;
 mod web_security;
 mod web_support;
