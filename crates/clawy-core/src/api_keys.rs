@@ -320,27 +320,25 @@ impl ApiKeys<'_> {
 
     /// The user's keys that are not revoked (expired ones included), newest first.
     pub async fn list(&self, user_id: &str) -> Result<Vec<ApiKey>, ApiKeyError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLS} FROM api_keys k WHERE k.user_id = $1 AND k.revoked_at IS NULL \
              ORDER BY k.created_at DESC, k.id"
         )))
-        .bind(user_id)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        rows.iter().map(key_from_row).collect()
+        .bind(user_id);
+        self.core.store().rows(q, key_from_row).await
     }
 
     /// One of the user's keys; another user's key is [`ApiKeyError::NotFound`].
     pub async fn get(&self, user_id: &str, key_id: &str) -> Result<ApiKey, ApiKeyError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLS} FROM api_keys k WHERE k.id = $1 AND k.user_id = $2 AND k.revoked_at IS NULL"
         )))
         .bind(key_id)
-        .bind(user_id)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(ApiKeyError::NotFound)?;
-        key_from_row(&row)
+        .bind(user_id);
+        self.core
+            .store()
+            .row_or(q, key_from_row, ApiKeyError::NotFound)
+            .await
     }
 
     /// Replaces the key's secret: the old secret stops working in the same UPDATE that
@@ -356,28 +354,23 @@ impl ApiKeys<'_> {
         check_tier(creator_tier, existing.tier)?;
         let key = generate_key(existing.tier);
         let prefix = display_prefix(key.expose());
-        let res = sqlx::query(
+        let update = sqlx::query(
             "UPDATE api_keys SET key_hash = $1, prefix = $2, last_used_at = NULL \
              WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL",
         )
         .bind(sha256_hex(key.expose()))
         .bind(&prefix)
         .bind(key_id)
-        .bind(user_id)
-        .execute(self.core.store().pool())
+        .bind(user_id);
+        let detail = format!("{}… → {prefix}… \"{}\"", existing.prefix, existing.name);
+        self.change_own(
+            update,
+            user_id,
+            actor,
+            AuditAction::ApiKeyRegenerated,
+            &detail,
+        )
         .await?;
-        if res.rows_affected() == 0 {
-            return Err(ApiKeyError::NotFound);
-        }
-        self.core
-            .audit()
-            .record(
-                Some(user_id),
-                actor,
-                AuditAction::ApiKeyRegenerated,
-                &format!("{}… → {prefix}… \"{}\"", existing.prefix, existing.name),
-            )
-            .await?;
         Ok(NewApiKey {
             key,
             api_key: ApiKey {
@@ -396,26 +389,33 @@ impl ApiKeys<'_> {
         actor: &Actor,
     ) -> Result<(), ApiKeyError> {
         let existing = self.get(user_id, key_id).await?;
-        let res = sqlx::query(
+        let update = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
         )
         .bind(self.core.now_ms())
         .bind(key_id)
-        .bind(user_id)
-        .execute(self.core.store().pool())
-        .await?;
+        .bind(user_id);
+        let detail = format!("{}… \"{}\"", existing.prefix, existing.name);
+        self.change_own(update, user_id, actor, AuditAction::ApiKeyRevoked, &detail)
+            .await
+    }
+
+    /// Runs `update` (scoped to the user's live key) and records it in the user's
+    /// audit log; a key that is gone, revoked or someone else's is `NotFound`.
+    async fn change_own(
+        &self,
+        update: crate::db::Query<'_>,
+        user_id: &str,
+        actor: &Actor,
+        action: AuditAction,
+        detail: &str,
+    ) -> Result<(), ApiKeyError> {
+        let res = update.execute(self.core.store().pool()).await?;
         if res.rows_affected() == 0 {
             return Err(ApiKeyError::NotFound);
         }
-        self.core
-            .audit()
-            .record(
-                Some(user_id),
-                actor,
-                AuditAction::ApiKeyRevoked,
-                &format!("{}… \"{}\"", existing.prefix, existing.name),
-            )
-            .await?;
+        let audit = self.core.audit();
+        audit.record(Some(user_id), actor, action, detail).await?;
         Ok(())
     }
 

@@ -359,12 +359,8 @@ impl Hosts<'_> {
         .bind(now)
         .execute(self.core.store().pool())
         .await;
-        match res {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                return Err(HostError::Duplicate);
-            }
-            Err(e) => return Err(e.into()),
+        if crate::db::unique_violation(res)? {
+            return Err(HostError::Duplicate);
         }
         self.core
             .audit()
@@ -379,56 +375,48 @@ impl Hosts<'_> {
     }
 
     pub async fn get(&self, id: &str) -> Result<Host, HostError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {HOST_COLS} FROM hosts h WHERE h.id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(HostError::NotFound)?;
-        Ok(host_from_row(&row)?)
+        self.get_where("h.id", id).await
     }
 
     pub async fn get_by_name(&self, name: &str) -> Result<Host, HostError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {HOST_COLS} FROM hosts h WHERE h.name = $1"
-        )))
-        .bind(name)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(HostError::NotFound)?;
-        Ok(host_from_row(&row)?)
+        self.get_where("h.name", name).await
+    }
+
+    /// The host whose `column` (`h.id` or `h.name`, never a caller's string) is `value`.
+    async fn get_where(&self, column: &'static str, value: &str) -> Result<Host, HostError> {
+        let sql = format!("SELECT {HOST_COLS} FROM hosts h WHERE {column} = $1");
+        let q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value);
+        self.core
+            .store()
+            .row_or(q, host_from_row, HostError::NotFound)
+            .await
     }
 
     /// All hosts, by name.
     pub async fn list(&self) -> Result<Vec<Host>, HostError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {HOST_COLS} FROM hosts h ORDER BY h.name"
-        )))
-        .fetch_all(self.core.store().pool())
-        .await?;
-        Ok(rows.iter().map(host_from_row).collect::<Result<_, _>>()?)
+        )));
+        self.core.store().rows(q, host_from_row).await
     }
 
     /// All hosts with their allocation (operator view): one query.
     pub async fn list_with_load(&self) -> Result<Vec<HostLoad>, HostError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {HOST_COLS}, l.n, l.a_vcpus, l.a_mem, l.a_disk FROM hosts h {LOAD_JOIN} ORDER BY h.name"
-        )))
-        .fetch_all(self.core.store().pool())
-        .await?;
-        Ok(rows.iter().map(load_from_row).collect::<Result<_, _>>()?)
+        )));
+        self.core.store().rows(q, load_from_row).await
     }
 
     pub async fn get_with_load(&self, id: &str) -> Result<HostLoad, HostError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {HOST_COLS}, l.n, l.a_vcpus, l.a_mem, l.a_disk FROM hosts h {LOAD_JOIN} WHERE h.id = $1"
         )))
-        .bind(id)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(HostError::NotFound)?;
-        Ok(load_from_row(&row)?)
+        .bind(id);
+        self.core
+            .store()
+            .row_or(q, load_from_row, HostError::NotFound)
+            .await
     }
 
     /// Enables or disables placement on a host (existing instances keep running).
@@ -589,22 +577,19 @@ impl Hosts<'_> {
     /// Opens the host's token for the orchestrator's agent client. Never expose this
     /// through an API or a page.
     pub async fn agent_target(&self, id: &str) -> Result<AgentTarget, HostError> {
-        let row = sqlx::query("SELECT id, url, fingerprint, token_sealed FROM hosts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.core.store().pool())
-            .await?
-            .ok_or(HostError::NotFound)?;
-        self.target_from_row(&row)
+        let q = sqlx::query("SELECT id, url, fingerprint, token_sealed FROM hosts WHERE id = $1")
+            .bind(id);
+        self.core
+            .store()
+            .row_or(q, |r| self.target_from_row(r), HostError::NotFound)
+            .await
     }
 
     /// Targets of every host (enabled or not: disabled hosts still run instances that
     /// the reconciler and the metrics poller look after).
     pub async fn agent_targets(&self) -> Result<Vec<AgentTarget>, HostError> {
-        let rows =
-            sqlx::query("SELECT id, url, fingerprint, token_sealed FROM hosts ORDER BY name")
-                .fetch_all(self.core.store().pool())
-                .await?;
-        rows.iter().map(|r| self.target_from_row(r)).collect()
+        let q = sqlx::query("SELECT id, url, fingerprint, token_sealed FROM hosts ORDER BY name");
+        self.core.store().rows(q, |r| self.target_from_row(r)).await
     }
 
     fn target_from_row(&self, r: &sqlx::any::AnyRow) -> Result<AgentTarget, HostError> {

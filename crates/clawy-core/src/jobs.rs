@@ -346,19 +346,12 @@ impl Jobs<'_> {
     ) -> Result<(), JobError> {
         let now = self.core.now_ms();
         let mut tx = begin_write(self.core.store()).await?;
-        let res = sqlx::query(
+        let update = sqlx::query(
             "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1, lease_until = NULL, \
              last_error = NULL WHERE id = $2 AND lease_owner = $3 AND state = 'running'",
         )
-        .bind(now)
-        .bind(&job.id)
-        .bind(worker)
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Err(JobError::LeaseLost);
-        }
-        self.close_attempt(&mut tx, job, now, "succeeded", None)
+        .bind(now);
+        self.end_attempt(&mut tx, job, worker, update, now, None)
             .await?;
         if state == InstanceState::Deleted {
             // Allocations are released only now: the VM is confirmed gone.
@@ -414,40 +407,24 @@ impl Jobs<'_> {
             .saturating_add(dur_ms(jitter));
         let error = crate::names::truncate_chars(error, 500);
         let mut tx = begin_write(self.core.store()).await?;
-        let res = sqlx::query(
+        let update = sqlx::query(
             "UPDATE jobs SET state = 'queued', run_after = $1, lease_owner = NULL, lease_until = NULL, \
              last_error = $2, updated_at = $3 WHERE id = $4 AND lease_owner = $5 AND state = 'running'",
         )
         .bind(run_after)
         .bind(&error)
-        .bind(now)
-        .bind(&job.id)
-        .bind(worker)
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Err(JobError::LeaseLost);
-        }
-        self.close_attempt(&mut tx, job, now, "failed", Some(&error))
+        .bind(now);
+        self.end_attempt(&mut tx, job, worker, update, now, Some(&error))
             .await?;
-        if let Some(owner) = self.owner_of(&mut tx, &job.instance_id).await? {
-            record_instance_event(
-                &mut tx,
-                now,
-                &owner,
-                &job.instance_id,
-                &Actor::system(),
-                AuditAction::JobRetry,
-                &format!(
-                    "{} attempt {} of {} failed: {error}; next try in {} s",
-                    job.kind.as_str(),
-                    job.attempts,
-                    job.max_attempts,
-                    (run_after - now + 999) / 1000
-                ),
-            )
+        let detail = format!(
+            "{} attempt {} of {} failed: {error}; next try in {} s",
+            job.kind.as_str(),
+            job.attempts,
+            job.max_attempts,
+            (run_after - now + 999) / 1000
+        );
+        self.job_event(&mut tx, job, now, AuditAction::JobRetry, &detail)
             .await?;
-        }
         tx.commit().await?;
         Ok(FailOutcome::Retrying {
             run_after: ms_to_datetime(run_after),
@@ -458,38 +435,21 @@ impl Jobs<'_> {
         let now = self.core.now_ms();
         let error = crate::names::truncate_chars(error, 500);
         let mut tx = begin_write(self.core.store()).await?;
-        let res = sqlx::query(
+        let update = sqlx::query(
             "UPDATE jobs SET state = 'failed', finished_at = $1, updated_at = $1, lease_until = NULL, \
              last_error = $2 WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
         )
         .bind(now)
-        .bind(&error)
-        .bind(&job.id)
-        .bind(worker)
-        .execute(&mut *tx)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Err(JobError::LeaseLost);
-        }
-        self.close_attempt(&mut tx, job, now, "failed", Some(&error))
+        .bind(&error);
+        self.end_attempt(&mut tx, job, worker, update, now, Some(&error))
             .await?;
         let reason = format!(
             "{} failed after {} attempts: {error}",
             job.kind.as_str(),
             job.attempts.min(job.max_attempts)
         );
-        if let Some(owner) = self.owner_of(&mut tx, &job.instance_id).await? {
-            record_instance_event(
-                &mut tx,
-                now,
-                &owner,
-                &job.instance_id,
-                &Actor::system(),
-                AuditAction::JobFailed,
-                &reason,
-            )
+        self.job_event(&mut tx, job, now, AuditAction::JobFailed, &reason)
             .await?;
-        }
         self.set_state_in(
             &mut tx,
             &job.instance_id,
@@ -502,14 +462,14 @@ impl Jobs<'_> {
     }
 
     pub async fn get(&self, id: &str) -> Result<Job, JobError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLS} FROM jobs WHERE id = $1"
         )))
-        .bind(id)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(JobError::NotFound)?;
-        Ok(job_from_row(&row)?)
+        .bind(id);
+        self.core
+            .store()
+            .row_or(q, job_from_row, JobError::NotFound)
+            .await
     }
 
     /// The instance's jobs with every attempt, oldest first. Callers scope by owner
@@ -578,13 +538,11 @@ impl Jobs<'_> {
 
     /// Unfinished jobs of one instance, in order.
     pub async fn unfinished_for_instance(&self, instance_id: &str) -> Result<Vec<Job>, JobError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLS} FROM jobs WHERE instance_id = $1 AND state IN ('queued', 'running') ORDER BY seq"
         )))
-        .bind(instance_id)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        Ok(rows.iter().map(job_from_row).collect::<Result<_, _>>()?)
+        .bind(instance_id);
+        self.core.store().rows(q, job_from_row).await
     }
 
     /// Inserts a job outside any other change (the reconciler repairing drift, e.g.
@@ -636,14 +594,32 @@ impl Jobs<'_> {
         Ok(())
     }
 
-    async fn close_attempt(
+    /// Ends the worker's running job: runs `update` (a jobs UPDATE whose last two
+    /// values, bound here, are the job id and the worker), which must still find the
+    /// job leased to the worker (else `LeaseLost`, and the caller's transaction is
+    /// dropped); then closes its attempt, `failed` with `error` or `succeeded`.
+    async fn end_attempt<'q>(
         &self,
         conn: &mut sqlx::AnyConnection,
-        job: &Job,
+        job: &'q Job,
+        worker: &'q str,
+        update: crate::db::Query<'q>,
         now: i64,
-        outcome: &str,
         error: Option<&str>,
     ) -> Result<(), JobError> {
+        let updated = update
+            .bind(&job.id)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(JobError::LeaseLost);
+        }
+        let outcome = if error.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        };
         sqlx::query(
             "UPDATE job_attempts SET finished_at = $1, outcome = $2, error = $3 \
              WHERE job_id = $4 AND attempt = $5 AND finished_at IS NULL",
@@ -655,6 +631,22 @@ impl Jobs<'_> {
         .bind(i64::from(job.attempts))
         .execute(&mut *conn)
         .await?;
+        Ok(())
+    }
+
+    /// An event about `job` on its instance, for the instance's owner.
+    async fn job_event(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        job: &Job,
+        now: i64,
+        action: AuditAction,
+        detail: &str,
+    ) -> Result<(), JobError> {
+        if let Some(owner) = self.owner_of(conn, &job.instance_id).await? {
+            let (instance, actor) = (&job.instance_id, &Actor::system());
+            record_instance_event(conn, now, &owner, instance, actor, action, detail).await?;
+        }
         Ok(())
     }
 

@@ -137,24 +137,26 @@ pub struct Plans<'a> {
 impl Plans<'_> {
     /// All plans, smallest first.
     pub async fn list(&self) -> Result<Vec<Plan>, PlanError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM plans ORDER BY vcpus, memory_mib, disk_gib, name"
-        )))
-        .fetch_all(self.core.store().pool())
-        .await?;
-        Ok(rows.iter().map(plan_from_row).collect::<Result<_, _>>()?)
+        )));
+        self.core.store().rows(q, plan_from_row).await
     }
 
     /// A plan by name (what the API takes) or id.
     pub async fn get(&self, name_or_id: &str) -> Result<Plan, PlanError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM plans WHERE name = $1 OR id = $1 ORDER BY (name = $1) DESC LIMIT 1"
         )))
-        .bind(name_or_id)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or_else(|| PlanError::NotFound(name_or_id.to_string()))?;
-        Ok(plan_from_row(&row)?)
+        .bind(name_or_id);
+        self.core
+            .store()
+            .row_or(
+                q,
+                plan_from_row,
+                PlanError::NotFound(name_or_id.to_string()),
+            )
+            .await
     }
 
     /// The operator's `default_plan`.
@@ -165,31 +167,19 @@ impl Plans<'_> {
     pub async fn create(&self, actor: &Actor, spec: PlanSpec) -> Result<Plan, PlanError> {
         let spec = validate(&spec)?;
         let id = uuid::Uuid::new_v4().to_string();
-        let now = self.core.now_ms();
-        let res = sqlx::query(
-            "INSERT INTO plans (id, name, vcpus, memory_mib, disk_gib, created_at, updated_at) \
+        let insert = sqlx::query(
+            "INSERT INTO plans (name, vcpus, memory_mib, disk_gib, id, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        );
+        let insert = bind_spec(insert, &spec).bind(&id).bind(self.core.now_ms());
+        self.save(
+            insert,
+            actor,
+            AuditAction::PlanCreated,
+            &describe(&spec),
+            &id,
         )
-        .bind(&id)
-        .bind(&spec.name)
-        .bind(i64::from(spec.vcpus))
-        .bind(spec.memory_mib as i64)
-        .bind(spec.disk_gib as i64)
-        .bind(now)
-        .execute(self.core.store().pool())
-        .await;
-        match res {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                return Err(PlanError::Duplicate);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.core
-            .audit()
-            .record(None, actor, AuditAction::PlanCreated, &describe(&spec))
-            .await?;
-        self.get(&id).await
+        .await
     }
 
     /// Changes a plan's name or numbers. Existing instances keep what they were
@@ -202,34 +192,40 @@ impl Plans<'_> {
     ) -> Result<Plan, PlanError> {
         let spec = validate(&spec)?;
         let current = self.get(name_or_id).await?;
-        let res = sqlx::query(
+        let update = sqlx::query(
             "UPDATE plans SET name = $1, vcpus = $2, memory_mib = $3, disk_gib = $4, updated_at = $5 WHERE id = $6",
+        );
+        let update = bind_spec(update, &spec)
+            .bind(self.core.now_ms())
+            .bind(&current.id);
+        let detail = format!("{} -> {}", current.name, describe(&spec));
+        self.save(
+            update,
+            actor,
+            AuditAction::PlanUpdated,
+            &detail,
+            &current.id,
         )
-        .bind(&spec.name)
-        .bind(i64::from(spec.vcpus))
-        .bind(spec.memory_mib as i64)
-        .bind(spec.disk_gib as i64)
-        .bind(self.core.now_ms())
-        .bind(&current.id)
-        .execute(self.core.store().pool())
-        .await;
-        match res {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                return Err(PlanError::Duplicate);
-            }
-            Err(e) => return Err(e.into()),
+        .await
+    }
+
+    /// Runs a plan's INSERT or UPDATE (a name that exists already is `Duplicate`),
+    /// records it, and reads the plan `id` back as stored.
+    async fn save(
+        &self,
+        write: crate::db::Query<'_>,
+        actor: &Actor,
+        action: AuditAction,
+        detail: &str,
+        id: &str,
+    ) -> Result<Plan, PlanError> {
+        let res = write.execute(self.core.store().pool()).await;
+        if crate::db::unique_violation(res)? {
+            return Err(PlanError::Duplicate);
         }
-        self.core
-            .audit()
-            .record(
-                None,
-                actor,
-                AuditAction::PlanUpdated,
-                &format!("{} -> {}", current.name, describe(&spec)),
-            )
-            .await?;
-        self.get(&current.id).await
+        let audit = self.core.audit();
+        audit.record(None, actor, action, detail).await?;
+        self.get(id).await
     }
 
     pub async fn delete(&self, actor: &Actor, name_or_id: &str) -> Result<(), PlanError> {
@@ -244,6 +240,14 @@ impl Plans<'_> {
             .await?;
         Ok(())
     }
+}
+
+/// Binds a plan's name and numbers to `$1`–`$4` (both writes number them alike).
+fn bind_spec<'q>(q: crate::db::Query<'q>, spec: &'q PlanSpec) -> crate::db::Query<'q> {
+    q.bind(&spec.name)
+        .bind(i64::from(spec.vcpus))
+        .bind(spec.memory_mib as i64)
+        .bind(spec.disk_gib as i64)
 }
 
 fn describe(spec: &PlanSpec) -> String {

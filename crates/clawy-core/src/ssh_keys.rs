@@ -253,12 +253,8 @@ impl SshKeys<'_> {
         .bind(now)
         .execute(self.core.store().pool())
         .await;
-        match res {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-                return Err(SshKeyError::Duplicate);
-            }
-            Err(e) => return Err(e.into()),
+        if crate::db::unique_violation(res)? {
+            return Err(SshKeyError::Duplicate);
         }
         self.core
             .audit()
@@ -282,26 +278,24 @@ impl SshKeys<'_> {
 
     /// The user's keys, oldest first.
     pub async fn list(&self, user_id: &str) -> Result<Vec<SshKey>, SshKeyError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM ssh_keys WHERE user_id = $1 ORDER BY created_at, id"
         )))
-        .bind(user_id)
-        .fetch_all(self.core.store().pool())
-        .await?;
-        Ok(rows.iter().map(key_from_row).collect::<Result<_, _>>()?)
+        .bind(user_id);
+        self.core.store().rows(q, key_from_row).await
     }
 
     /// One of the user's keys; another user's key is [`SshKeyError::NotFound`].
     pub async fn get(&self, user_id: &str, key_id: &str) -> Result<SshKey, SshKeyError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM ssh_keys WHERE id = $1 AND user_id = $2"
         )))
         .bind(key_id)
-        .bind(user_id)
-        .fetch_optional(self.core.store().pool())
-        .await?
-        .ok_or(SshKeyError::NotFound)?;
-        Ok(key_from_row(&row)?)
+        .bind(user_id);
+        self.core
+            .store()
+            .row_or(q, key_from_row, SshKeyError::NotFound)
+            .await
     }
 
     /// Deletes one of the user's keys.

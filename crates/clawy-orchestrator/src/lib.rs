@@ -48,6 +48,59 @@ pub(crate) async fn bounded<T>(
     }
 }
 
+/// A bounded call to a host's agent by a pass over the fleet (poller, reconciler).
+/// A failure marks the host unreachable, so its instances show `unknown` with the
+/// last contact, and is `None`: the pass moves on to the next host (a host that does
+/// not answer is not proof of anything else).
+pub(crate) async fn ask_host<T>(
+    core: &Core,
+    host_id: &str,
+    call: impl std::future::Future<Output = Result<T, clawy_agent_client::ClientError>>,
+) -> Result<Option<T>, OrchestratorError> {
+    match bounded(call).await {
+        Ok(answer) => Ok(Some(answer)),
+        Err(e) => {
+            core.hosts().mark_contact(host_id, Err(&e)).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Runs `pass` on `task` every `interval` until `shutdown` turns true: the
+/// reconciler's and the poller's loop. A failed pass is logged and the next one
+/// comes on time.
+fn every<T, R, F, Fut>(
+    name: &'static str,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    task: Arc<T>,
+    pass: F,
+) -> tokio::task::JoinHandle<()>
+where
+    T: Send + Sync + 'static,
+    R: std::fmt::Debug,
+    F: Fn(Arc<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<R, OrchestratorError>> + Send,
+{
+    tokio::spawn(async move {
+        while !*shutdown.borrow() {
+            let started = std::time::Instant::now();
+            match pass(task.clone()).await {
+                Ok(r) => tracing::debug!(
+                    ?r,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "{name} pass"
+                ),
+                Err(e) => tracing::warn!(error = %e, "{name} pass failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    })
+}
+
 /// Environment variable overriding the job lease in seconds.
 pub const LEASE_ENV: &str = "CLAWY_JOB_LEASE_SECS";
 
@@ -145,10 +198,12 @@ impl Orchestrator {
         let poller = Arc::new(Poller::new(core, clients, config.host_concurrency));
         let mut tasks = runner.spawn(rx.clone());
         if let Some(i) = config.reconcile_interval {
-            tasks.push(reconciler.spawn(i, rx.clone()));
+            let pass = |r: Arc<Reconciler>| async move { r.reconcile_once().await };
+            tasks.push(every("reconcile", i, rx.clone(), reconciler.clone(), pass));
         }
         if let Some(i) = config.metrics_interval {
-            tasks.push(poller.spawn(i, rx));
+            let pass = |p: Arc<Poller>| async move { p.poll_once().await };
+            tasks.push(every("metrics poll", i, rx, poller.clone(), pass));
         }
         tracing::info!(workers = config.runner.workers, worker_prefix = %config.runner.worker_prefix, "orchestrator started");
         OrchestratorHandle {

@@ -9,14 +9,12 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clawy_core::Core;
 use clawy_core::hosts::AgentTarget;
 use clawy_core::metrics::{HealthUpdate, MetricSample};
 use clawy_proto::agent::{VmState, VmStatus};
 use futures::StreamExt;
-use tokio::sync::watch;
 
 use crate::clients::AgentClients;
 use crate::error::OrchestratorError;
@@ -91,26 +89,6 @@ impl Poller {
         }
     }
 
-    pub fn spawn(
-        self: &Arc<Self>,
-        interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            while !*shutdown.borrow() {
-                match me.poll_once().await {
-                    Ok(r) => tracing::debug!(?r, "metrics poll"),
-                    Err(e) => tracing::warn!(error = %e, "metrics poll failed"),
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-        })
-    }
-
     /// One poll of every host, then downsampling and purge.
     pub async fn poll_once(&self) -> Result<PollReport, OrchestratorError> {
         let targets = self.core.hosts().agent_targets().await?;
@@ -138,38 +116,25 @@ impl Poller {
     }
 
     async fn poll_host(&self, target: AgentTarget) -> Result<PollReport, OrchestratorError> {
-        let mut report = PollReport {
+        let unreachable = PollReport {
             hosts: 1,
-            ..Default::default()
+            hosts_unreachable: 1,
+            samples: 0,
         };
         let client = self.clients.for_target(&target)?;
-        let info = match crate::bounded(client.host()).await {
-            Ok(i) => i,
-            Err(e) => {
-                report.hosts_unreachable = 1;
-                self.core
-                    .hosts()
-                    .mark_contact(&target.host_id, Err(&e.to_string()))
-                    .await?;
-                return Ok(report);
-            }
+        let host = &target.host_id;
+        let Some(info) = crate::ask_host(&self.core, host, client.host()).await? else {
+            return Ok(unreachable);
         };
         // Capacity, network and reachability (placement reads these).
         self.core
             .hosts()
             .update_info(&target.host_id, &info)
             .await?;
-        let vms = match crate::bounded(client.list_vms()).await {
-            Ok(l) => l.vms,
-            Err(e) => {
-                report.hosts_unreachable = 1;
-                self.core
-                    .hosts()
-                    .mark_contact(&target.host_id, Err(&e.to_string()))
-                    .await?;
-                return Ok(report);
-            }
+        let Some(list) = crate::ask_host(&self.core, host, client.list_vms()).await? else {
+            return Ok(unreachable);
         };
+        let vms = list.vms;
         let known: HashSet<String> = self
             .core
             .instances()
@@ -191,7 +156,10 @@ impl Poller {
             .map(|v| health_of(v, now))
             .collect();
         self.core.metrics().record_health_many(&health).await?;
-        report.samples = samples.len();
-        Ok(report)
+        Ok(PollReport {
+            hosts: 1,
+            hosts_unreachable: 0,
+            samples: samples.len(),
+        })
     }
 }

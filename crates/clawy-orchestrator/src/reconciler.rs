@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clawy_core::Actor;
 use clawy_core::Core;
@@ -37,7 +37,6 @@ use clawy_core::instances::{DesiredPower, Instance, InstanceState, ListFilter};
 use clawy_core::jobs::JobKind;
 use clawy_proto::agent::{ErrorCode, VmState, VmStatus};
 use futures::StreamExt;
-use tokio::sync::watch;
 
 use crate::clients::AgentClients;
 use crate::error::OrchestratorError;
@@ -97,32 +96,6 @@ impl Reconciler {
             concurrency: concurrency.max(1),
             flagged: Mutex::new(HashSet::new()),
         }
-    }
-
-    /// Runs a pass every `interval` until `shutdown` turns true.
-    pub fn spawn(
-        self: &Arc<Self>,
-        interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            while !*shutdown.borrow() {
-                let started = Instant::now();
-                match me.reconcile_once().await {
-                    Ok(r) => tracing::debug!(
-                        ?r,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "reconcile pass"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-        })
     }
 
     /// One pass over every host.
@@ -186,23 +159,19 @@ impl Reconciler {
         instances: Vec<Instance>,
         busy: &HashSet<String>,
     ) -> Result<ReconcileReport, OrchestratorError> {
+        let client = self.clients.for_target(&target)?;
+        let Some(list) = crate::ask_host(&self.core, &target.host_id, client.list_vms()).await?
+        else {
+            return Ok(ReconcileReport {
+                hosts: 1,
+                hosts_unreachable: 1,
+                ..Default::default()
+            });
+        };
+        let vms = list.vms;
         let mut report = ReconcileReport {
             hosts: 1,
             ..Default::default()
-        };
-        let client = self.clients.for_target(&target)?;
-        let vms = match crate::bounded(client.list_vms()).await {
-            Ok(l) => l.vms,
-            Err(e) => {
-                // Its instances show `unknown` with the last contact; nothing else
-                // changes (a host that does not answer is not proof of anything).
-                report.hosts_unreachable = 1;
-                self.core
-                    .hosts()
-                    .mark_contact(&target.host_id, Err(&e.to_string()))
-                    .await?;
-                return Ok(report);
-            }
         };
         self.core
             .hosts()
@@ -249,42 +218,33 @@ impl Reconciler {
         report: &mut ReconcileReport,
     ) -> Result<(), OrchestratorError> {
         let vm_up = matches!(vm.state, VmState::Running | VmState::Paused);
-        match inst.desired_power {
-            DesiredPower::Running if !vm_up => {
-                if self.still_idle(inst).await? {
-                    self.core
-                        .jobs()
-                        .enqueue(
-                            &Actor::reconciler(),
-                            &inst.id,
-                            JobKind::Start,
-                            &format!(
-                                "the VM was {:?} on its host but should run; restarting it",
-                                vm.state
-                            )
-                            .to_lowercase(),
-                        )
-                        .await?;
-                    report.starts_enqueued += 1;
+        let power_repair = match inst.desired_power {
+            DesiredPower::Running if !vm_up => Some((
+                JobKind::Start,
+                format!(
+                    "the VM was {:?} on its host but should run; restarting it",
+                    vm.state
+                )
+                .to_lowercase(),
+            )),
+            DesiredPower::Stopped if vm_up => Some((
+                JobKind::Stop,
+                "the VM was running on its host but should be stopped; stopping it".to_owned(),
+            )),
+            _ => None,
+        };
+        if let Some((kind, reason)) = power_repair {
+            if self.still_idle(inst).await? {
+                self.core
+                    .jobs()
+                    .enqueue(&Actor::reconciler(), &inst.id, kind, &reason)
+                    .await?;
+                match kind {
+                    JobKind::Start => report.starts_enqueued += 1,
+                    _ => report.stops_enqueued += 1,
                 }
-                return Ok(());
             }
-            DesiredPower::Stopped if vm_up => {
-                if self.still_idle(inst).await? {
-                    self.core
-                        .jobs()
-                        .enqueue(
-                            &Actor::reconciler(),
-                            &inst.id,
-                            JobKind::Stop,
-                            "the VM was running on its host but should be stopped; stopping it",
-                        )
-                        .await?;
-                    report.stops_enqueued += 1;
-                }
-                return Ok(());
-            }
-            _ => {}
+            return Ok(());
         }
         // NET-5: the forwards on the host must be exactly the allocation's.
         let mut want: Vec<_> = inst.ssh_port_forward().into_iter().collect();

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -119,6 +120,10 @@ impl FakeAgent {
             .route("/v1/vms/{id}/stop", post(stop))
             .route("/v1/vms/{id}/reboot", post(start))
             .route("/v1/vms/{id}/probe", get(probe))
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                authorize,
+            ))
             .with_state(shared);
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
@@ -238,179 +243,126 @@ fn api_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
         .into_response()
 }
 
-#[allow(clippy::result_large_err)] // a test fake: clarity over size
-fn authorized(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// Every request passes here first: a fake that is down answers 503, a wrong or
+/// missing token 401, as the real agent would.
+async fn authorize(State(shared): State<Shared>, req: Request, next: Next) -> Response {
     if shared.down.load(Ordering::SeqCst) {
-        return Err(api_error(
+        return api_error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal,
             "fake agent is down",
-        ));
+        );
     }
     let expected = format!("Bearer {}", shared.token);
-    let ok = headers
+    let ok = req
+        .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.as_bytes() == expected.as_bytes());
-    if ok {
-        Ok(())
-    } else {
-        Err(api_error(
+    if !ok {
+        return api_error(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
             "missing or wrong token",
-        ))
+        );
+    }
+    next.run(req).await
+}
+
+impl Shared {
+    /// Runs `f` on the fake's state (a poisoned lock is a 500).
+    fn with(&self, f: impl FnOnce(&mut FakeState) -> Response) -> Response {
+        match self.state.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(_) => api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                "poisoned",
+            ),
+        }
     }
 }
 
-#[allow(clippy::result_large_err)]
-fn locked(shared: &Shared) -> Result<std::sync::MutexGuard<'_, FakeState>, Response> {
-    shared.state.lock().map_err(|_| {
-        api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::Internal,
-            "poisoned",
-        )
+fn no_such_vm() -> Response {
+    api_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such VM")
+}
+
+async fn host(State(shared): State<Shared>) -> Response {
+    shared.with(|s| {
+        let mut info = s.info.clone();
+        info.vm_count = s.vms.len() as u64;
+        Json(info).into_response()
     })
 }
 
-async fn host(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&shared, &headers) {
-        return r;
-    }
-    match locked(&shared) {
-        Ok(s) => {
-            let mut info = s.info.clone();
-            info.vm_count = s.vms.len() as u64;
-            Json(info).into_response()
-        }
-        Err(r) => r,
-    }
+async fn list(State(shared): State<Shared>) -> Response {
+    shared.with(|s| {
+        s.counters.lists += 1;
+        let vms = s.vms.values().cloned().collect();
+        Json(VmList { vms }).into_response()
+    })
 }
 
-async fn list(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorized(&shared, &headers) {
-        return r;
-    }
-    match locked(&shared) {
-        Ok(mut s) => {
-            s.counters.lists += 1;
-            let vms = s.vms.values().cloned().collect();
-            Json(VmList { vms }).into_response()
-        }
-        Err(r) => r,
-    }
-}
-
-async fn get_vm(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = authorized(&shared, &headers) {
-        return r;
-    }
-    match locked(&shared) {
-        Ok(s) => match s.vms.get(&id) {
-            Some(vm) => Json(vm.clone()).into_response(),
-            None => api_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such VM"),
-        },
-        Err(r) => r,
-    }
+async fn get_vm(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
+    shared.with(|s| match s.vms.get(&id) {
+        Some(vm) => Json(vm.clone()).into_response(),
+        None => no_such_vm(),
+    })
 }
 
 async fn ensure(
     State(shared): State<Shared>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Json(spec): Json<VmSpec>,
 ) -> Response {
-    if let Err(r) = authorized(&shared, &headers) {
-        return r;
-    }
-    let mut s = match locked(&shared) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    *s.counters.ensure_calls.entry(id.clone()).or_default() += 1;
-    if let Some(vm) = s.vms.get_mut(&id) {
-        vm.spec = spec;
-        return (StatusCode::OK, Json(vm.clone())).into_response();
-    }
-    *s.counters.creates.entry(id.clone()).or_default() += 1;
-    let vm = status_of(&id, spec, VmState::Defined);
-    s.vms.insert(id, vm.clone());
-    (StatusCode::CREATED, Json(vm)).into_response()
-}
-
-async fn set_state(shared: &Shared, headers: &HeaderMap, id: &str, state: VmState) -> Response {
-    if let Err(r) = authorized(shared, headers) {
-        return r;
-    }
-    let mut s = match locked(shared) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if state == VmState::Running {
-        s.counters.starts += 1;
-    }
-    match s.vms.get(id).cloned() {
-        Some(vm) => {
-            let vm = status_of(id, vm.spec, state);
-            s.vms.insert(id.to_string(), vm.clone());
-            Json(vm).into_response()
+    shared.with(|s| {
+        *s.counters.ensure_calls.entry(id.clone()).or_default() += 1;
+        if let Some(vm) = s.vms.get_mut(&id) {
+            vm.spec = spec;
+            return (StatusCode::OK, Json(vm.clone())).into_response();
         }
-        None => api_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such VM"),
-    }
+        *s.counters.creates.entry(id.clone()).or_default() += 1;
+        let vm = status_of(&id, spec, VmState::Defined);
+        s.vms.insert(id, vm.clone());
+        (StatusCode::CREATED, Json(vm)).into_response()
+    })
 }
 
-async fn start(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    set_state(&shared, &headers, &id, VmState::Running).await
-}
-
-async fn stop(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    set_state(&shared, &headers, &id, VmState::Stopped).await
-}
-
-async fn delete(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = authorized(&shared, &headers) {
-        return r;
-    }
-    match locked(&shared) {
-        Ok(mut s) => {
-            s.counters.deletes += 1;
-            s.vms.remove(&id);
-            StatusCode::NO_CONTENT.into_response()
+fn set_state(shared: &Shared, id: &str, state: VmState) -> Response {
+    shared.with(|s| {
+        if state == VmState::Running {
+            s.counters.starts += 1;
         }
-        Err(r) => r,
-    }
+        match s.vms.get(id).cloned() {
+            Some(vm) => {
+                let vm = status_of(id, vm.spec, state);
+                s.vms.insert(id.to_string(), vm.clone());
+                Json(vm).into_response()
+            }
+            None => no_such_vm(),
+        }
+    })
 }
 
-async fn probe(
-    State(shared): State<Shared>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = authorized(&shared, &headers) {
-        return r;
-    }
-    match locked(&shared) {
-        Ok(s) => match s.vms.get(&id).and_then(|v| v.health.clone()) {
-            Some(h) => Json(h).into_response(),
-            None => api_error(StatusCode::CONFLICT, ErrorCode::Conflict, "not running"),
-        },
-        Err(r) => r,
-    }
+async fn start(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
+    set_state(&shared, &id, VmState::Running)
+}
+
+async fn stop(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
+    set_state(&shared, &id, VmState::Stopped)
+}
+
+async fn delete(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
+    shared.with(|s| {
+        s.counters.deletes += 1;
+        s.vms.remove(&id);
+        StatusCode::NO_CONTENT.into_response()
+    })
+}
+
+async fn probe(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
+    shared.with(|s| match s.vms.get(&id).and_then(|v| v.health.clone()) {
+        Some(h) => Json(h).into_response(),
+        None => api_error(StatusCode::CONFLICT, ErrorCode::Conflict, "not running"),
+    })
 }

@@ -293,19 +293,19 @@ impl QemuDriver {
         std::fs::set_permissions(&p.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_internal(&p.dir))?;
         disk::create_overlay(&base, &p.overlay, spec.disk_gib).await?;
-        seed::build_iso(
-            id,
-            spec,
-            self.gateway(spec)?,
-            &self.config.nameservers,
-            &p.seed_work,
-            &p.seed,
-        )
-        .await?;
+        self.build_seed(id, spec, p).await?;
         private_files(p)?;
         self.ensure_network(id, spec).await?;
         self.write_power(p, Power::Defined)?;
         self.write_spec(p, spec)
+    }
+
+    /// The VM's NoCloud seed, built again from `spec` (create, and any change of a
+    /// stopped VM).
+    async fn build_seed(&self, id: &str, spec: &VmSpec, p: &VmPaths) -> Result<(), AgentError> {
+        let gateway = self.gateway(spec)?;
+        let nameservers = &self.config.nameservers;
+        Ok(seed::build_iso(id, spec, gateway, nameservers, &p.seed_work, &p.seed).await?)
     }
 
     fn write_spec(&self, p: &VmPaths, spec: &VmSpec) -> Result<(), AgentError> {
@@ -347,15 +347,7 @@ impl QemuDriver {
             ));
         }
         disk::grow(&p.overlay, spec.disk_gib).await?;
-        seed::build_iso(
-            id,
-            spec,
-            self.gateway(spec)?,
-            &self.config.nameservers,
-            &p.seed_work,
-            &p.seed,
-        )
-        .await?;
+        self.build_seed(id, spec, p).await?;
         self.ensure_network(id, spec).await?;
         self.write_spec(p, spec)
     }
