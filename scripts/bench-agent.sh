@@ -84,7 +84,6 @@ listen = "127.0.0.1:0"
 state_dir = "$work/state"
 images_dir = "$(dirname "$image")"
 location = "BENCH"
-accelerator = "$ACCEL"
 stop_timeout_secs = 2
 max_vcpus = 64
 max_memory_mib = 65536
@@ -93,6 +92,12 @@ max_disk_gib = 1000
 [network]
 subnet = "10.91.0.0/24"
 uplink = "up0"
+
+[driver]
+kind = "qemu"
+
+[driver.qemu]
+accelerator = "$ACCEL"
 EOF
 token=$("$bin" agent --config "$work/agent.toml" token create --name bench 2>/dev/null)
 ip netns exec "$H" "$bin" agent --config "$work/agent.toml" run >"$work/agent.out" 2>"$work/agent.log" &

@@ -44,6 +44,12 @@ pub enum ClientError {
 
 impl ClientError {
     /// The API error code, if the agent answered with one.
+    /// The agent answered `busy`: a hypervisor lock or a task still running.
+    /// Retry the same call later; never a failure of the VM.
+    pub fn is_busy(&self) -> bool {
+        self.code() == Some(ErrorCode::Busy)
+    }
+
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(*code),
@@ -143,7 +149,12 @@ impl AgentClient {
     /// `base_url` like `https://10.0.0.5:8443`; `fingerprint` as printed by
     /// `clawy agent fingerprint`.
     pub fn new(base_url: &str, fingerprint: &str, token: &str) -> Result<Self, ClientError> {
-        Self::with_timeout(base_url, fingerprint, token, Duration::from_secs(180))
+        Self::with_timeout(
+            base_url,
+            fingerprint,
+            token,
+            Duration::from_secs(clawy_proto::agent::CLIENT_TIMEOUT_SECS),
+        )
     }
 
     pub fn with_timeout(

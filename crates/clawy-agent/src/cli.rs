@@ -10,9 +10,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::api::{ApiState, router};
-use crate::config::{AgentConfig, ProcessEnv};
+use crate::config::{AgentConfig, DriverConfig, ProcessEnv};
+use crate::drivers::Driver;
 use crate::drivers::qemu::QemuDriver;
 use crate::executor::Executor;
+use crate::network::Network;
 use crate::tokens::TokenVerifier;
 
 #[derive(Args, Debug)]
@@ -130,16 +132,44 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let rt = runtime()?;
     rt.block_on(async move {
-        let driver = QemuDriver::new(config.clone())
+        // The executor owns the host network (bridge, taps, nftables).
+        let network = match &config.network {
+            Some(net_cfg) => {
+                let net = Network::new(net_cfg.clone())?;
+                net.ensure_host()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("preparing the host network: {e}"))?;
+                Some(Arc::new(net))
+            }
+            None => None,
+        };
+        let driver: Arc<dyn Driver> = match &config.driver {
+            DriverConfig::Qemu(q) => {
+                let driver = QemuDriver::new(config.clone(), q.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("starting the qemu driver: {e}"))?;
+                tracing::info!(accelerator = driver.accel().as_str(), "qemu driver ready");
+                Arc::new(driver)
+            }
+            DriverConfig::Proxmox(_) => {
+                anyhow::bail!("driver.kind = \"proxmox\": this build has no proxmox driver yet")
+            }
+        };
+        let executor = Arc::new(Executor::with_network(config.clone(), driver, network));
+        executor
+            .reconcile_ports()
             .await
-            .map_err(|e| anyhow::anyhow!("starting the qemu driver: {e}"))?;
-        tracing::info!(accelerator = driver.accel().as_str(), "qemu driver ready");
-        let executor = Arc::new(Executor::new(config.clone(), Arc::new(driver)));
+            .map_err(|e| anyhow::anyhow!("registering running VMs' taps: {e}"))?;
         let state = ApiState {
             executor,
             tokens: Arc::new(TokenVerifier::new(&config.state_dir)),
         };
-        let app = router(state, Duration::from_secs(config.stop_timeout_secs + 60));
+        // One timeout story: the executor answers within its budget (busy when a
+        // task outlives it); this limit only catches what would not.
+        let app = router(
+            state,
+            Duration::from_secs(clawy_proto::agent::OPERATION_TIMEOUT_SECS),
+        );
         let listener = crate::server::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;

@@ -28,7 +28,7 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
         message: message.into(),
@@ -56,12 +56,8 @@ struct FileConfig {
     max_vcpus: Option<u64>,
     max_memory_mib: Option<u64>,
     max_disk_gib: Option<u64>,
-    accelerator: Option<AccelChoice>,
     stop_timeout_secs: Option<u64>,
-    qemu_binary: Option<PathBuf>,
-    pin_cpus: Option<bool>,
     nameservers: Option<Vec<std::net::Ipv4Addr>>,
-    qemu_uid_range: Option<String>,
     max_connections: Option<u64>,
     tls_handshake_timeout_secs: Option<u64>,
     header_read_timeout_secs: Option<u64>,
@@ -69,6 +65,61 @@ struct FileConfig {
     /// Host network (bridge, NAT, forwards); absent = VMs get no NIC and the agent
     /// touches no interface (used by API-only tests).
     network: Option<crate::network::NetworkConfig>,
+    /// `[driver]`: which hypervisor, and its own keys in `[driver.qemu]` or
+    /// `[driver.proxmox]`.
+    driver: Option<DriverFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriverFile {
+    kind: Option<DriverKind>,
+    qemu: Option<QemuFile>,
+    proxmox: Option<crate::drivers::proxmox::config::ProxmoxFile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DriverKind {
+    #[default]
+    Qemu,
+    Proxmox,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QemuFile {
+    binary: Option<PathBuf>,
+    accelerator: Option<AccelChoice>,
+    pin_cpus: Option<bool>,
+    uid_range: Option<String>,
+}
+
+/// `[driver.qemu]`: one local QEMU process per VM.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    pub binary: PathBuf,
+    pub accelerator: AccelChoice,
+    /// ISO-2 (optional): pin each VM's QEMU to host CPUs no other VM uses.
+    pub pin_cpus: bool,
+    /// ISO-4: ids for the VMs' QEMU processes (one per VM).
+    pub uid_range: UidRange,
+}
+
+/// The hypervisor the agent drives, with that driver's own settings.
+#[derive(Debug, Clone)]
+pub enum DriverConfig {
+    Qemu(QemuConfig),
+    Proxmox(Box<crate::drivers::proxmox::config::ProxmoxConfig>),
+}
+
+impl DriverConfig {
+    pub fn kind(&self) -> DriverKind {
+        match self {
+            DriverConfig::Qemu(_) => DriverKind::Qemu,
+            DriverConfig::Proxmox(_) => DriverKind::Proxmox,
+        }
+    }
 }
 
 /// ISO-4: the numeric user and group ids the agent hands out, one per VM, to run
@@ -126,7 +177,7 @@ impl UidRange {
                 if let (Some(name), Some(Ok(id))) = (name, id.map(str::parse::<u32>)) {
                     if self.contains(id) {
                         return Err(invalid(
-                            "qemu_uid_range",
+                            "driver.qemu.uid_range",
                             format!("id {id} is already used by `{name}` in /etc/{file}"),
                         ));
                     }
@@ -150,7 +201,7 @@ impl UidRange {
                 let end = start + count.saturating_sub(1);
                 if start <= u64::from(self.end) && end >= u64::from(self.start) {
                     return Err(invalid(
-                        "qemu_uid_range",
+                        "driver.qemu.uid_range",
                         format!("overlaps `{name}`'s subordinate ids {start}-{end} in /etc/{file}"),
                     ));
                 }
@@ -193,18 +244,13 @@ pub struct AgentConfig {
     pub max_vcpus: u64,
     pub max_memory_mib: u64,
     pub max_disk_gib: u64,
-    pub accelerator: AccelChoice,
-    /// How long a graceful (ACPI) stop may take before QEMU is told to quit.
+    /// How long a graceful (ACPI) stop may take before the VM is forced off.
     pub stop_timeout_secs: u64,
-    pub qemu_binary: PathBuf,
-    /// ISO-2 (optional): pin each VM's QEMU to host CPUs no other VM uses.
-    pub pin_cpus: bool,
     /// DNS servers written into every VM's network-config (none by default).
     pub nameservers: Vec<std::net::Ipv4Addr>,
-    /// ISO-4: ids for the VMs' QEMU processes (one per VM).
-    pub qemu_uid_range: UidRange,
     pub http: HttpLimits,
     pub network: Option<crate::network::NetworkConfig>,
+    pub driver: DriverConfig,
 }
 
 /// Source of environment variables, injectable for tests.
@@ -318,35 +364,54 @@ impl AgentConfig {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
-        let accelerator = match env.var("CLAWY_AGENT_ACCELERATOR") {
-            Some(v) => match v.as_str() {
-                "auto" => AccelChoice::Auto,
-                "kvm" => AccelChoice::Kvm,
-                "tcg" => AccelChoice::Tcg,
-                _ => return Err(invalid("accelerator", "must be auto, kvm or tcg")),
-            },
-            None => file.accelerator.unwrap_or_default(),
-        };
         let stop_timeout_secs = num(
             "stop_timeout_secs",
             "CLAWY_AGENT_STOP_TIMEOUT_SECS",
             file.stop_timeout_secs,
         )?
         .unwrap_or(30);
-        let pin_cpus = match env.var("CLAWY_AGENT_PIN_CPUS") {
+        // One timeout story: a stop must fit in the operation budget every caller
+        // derives its own timeouts from (clawy_proto::agent::OPERATION_TIMEOUT_SECS).
+        if stop_timeout_secs == 0 || stop_timeout_secs > MAX_STOP_TIMEOUT_SECS {
+            return Err(invalid(
+                "stop_timeout_secs",
+                format!("must be between 1 and {MAX_STOP_TIMEOUT_SECS}"),
+            ));
+        }
+        let driver_file = file.driver.unwrap_or_default();
+        let kind = match env.var("CLAWY_AGENT_DRIVER") {
             Some(v) => match v.as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => return Err(invalid("pin_cpus", "must be true or false")),
+                "qemu" => DriverKind::Qemu,
+                "proxmox" => DriverKind::Proxmox,
+                _ => return Err(invalid("driver.kind", "must be qemu or proxmox")),
             },
-            None => file.pin_cpus.unwrap_or(false),
+            None => driver_file.kind.unwrap_or_default(),
         };
-        let qemu_binary = file
-            .qemu_binary
-            .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64"));
-        let qemu_uid_range = match file.qemu_uid_range {
-            Some(text) => UidRange::parse(&text).map_err(|m| invalid("qemu_uid_range", m))?,
-            None => DEFAULT_QEMU_UID_RANGE,
+        let driver = match kind {
+            DriverKind::Qemu => {
+                if driver_file.proxmox.is_some() {
+                    return Err(invalid(
+                        "driver.proxmox",
+                        "given, but driver.kind is qemu; set kind = \"proxmox\" or remove the section",
+                    ));
+                }
+                DriverConfig::Qemu(qemu_config(driver_file.qemu.unwrap_or_default(), env)?)
+            }
+            DriverKind::Proxmox => {
+                if driver_file.qemu.is_some() {
+                    return Err(invalid(
+                        "driver.qemu",
+                        "given, but driver.kind is proxmox; remove the section",
+                    ));
+                }
+                let Some(p) = driver_file.proxmox else {
+                    return Err(invalid(
+                        "driver.proxmox",
+                        "driver.kind is proxmox but the [driver.proxmox] section is missing",
+                    ));
+                };
+                DriverConfig::Proxmox(Box::new(p.validate(file.network.as_ref())?))
+            }
         };
         let secs = |key: &str, v: Option<u64>, default: std::time::Duration| match v {
             Some(0) => Err(invalid(key, "must be at least 1 second")),
@@ -384,16 +449,62 @@ impl AgentConfig {
             max_vcpus,
             max_memory_mib,
             max_disk_gib,
-            accelerator,
             stop_timeout_secs,
-            qemu_binary,
-            pin_cpus,
             nameservers: file.nameservers.unwrap_or_default(),
-            qemu_uid_range,
             http,
             network: file.network,
+            driver,
         })
     }
+
+    /// The `[driver.qemu]` settings when that is the driver in use.
+    pub fn qemu(&self) -> Option<&QemuConfig> {
+        match &self.driver {
+            DriverConfig::Qemu(q) => Some(q),
+            DriverConfig::Proxmox(_) => None,
+        }
+    }
+}
+
+/// Longest graceful stop: leaves 30 s of the operation budget for the rest of
+/// the request (forcing off, status).
+pub const MAX_STOP_TIMEOUT_SECS: u64 = clawy_proto::agent::OPERATION_TIMEOUT_SECS - 30;
+
+fn qemu_config(file: QemuFile, env: &dyn Env) -> Result<QemuConfig, ConfigError> {
+    let accelerator = match env.var("CLAWY_AGENT_ACCELERATOR") {
+        Some(v) => match v.as_str() {
+            "auto" => AccelChoice::Auto,
+            "kvm" => AccelChoice::Kvm,
+            "tcg" => AccelChoice::Tcg,
+            _ => {
+                return Err(invalid(
+                    "driver.qemu.accelerator",
+                    "must be auto, kvm or tcg",
+                ));
+            }
+        },
+        None => file.accelerator.unwrap_or_default(),
+    };
+    let pin_cpus = match env.var("CLAWY_AGENT_PIN_CPUS") {
+        Some(v) => match v.as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => return Err(invalid("driver.qemu.pin_cpus", "must be true or false")),
+        },
+        None => file.pin_cpus.unwrap_or(false),
+    };
+    let uid_range = match file.uid_range {
+        Some(text) => UidRange::parse(&text).map_err(|m| invalid("driver.qemu.uid_range", m))?,
+        None => DEFAULT_QEMU_UID_RANGE,
+    };
+    Ok(QemuConfig {
+        binary: file
+            .binary
+            .unwrap_or_else(|| PathBuf::from("qemu-system-x86_64")),
+        accelerator,
+        pin_cpus,
+        uid_range,
+    })
 }
 
 /// What the machine has (cores, RAM, the state filesystem's size).
@@ -485,12 +596,13 @@ mod tests {
     fn iso4_qemu_uid_range_is_validated_and_must_be_unused() {
         let env = MapEnv(HashMap::new());
         let c = AgentConfig::from_toml("state_dir = \"/tmp\"", &env).unwrap();
-        assert_eq!(c.qemu_uid_range, DEFAULT_QEMU_UID_RANGE);
+        assert_eq!(c.qemu().unwrap().uid_range, DEFAULT_QEMU_UID_RANGE);
         for bad in ["0-100", "70000-69999", "x-1", "70000", "70000-2147483648"] {
-            let err = AgentConfig::from_toml(&format!("qemu_uid_range = \"{bad}\""), &env)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("`qemu_uid_range`"), "{bad}: {err}");
+            let err =
+                AgentConfig::from_toml(&format!("[driver.qemu]\nuid_range = \"{bad}\""), &env)
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains("`driver.qemu.uid_range`"), "{bad}: {err}");
         }
         let etc = tempfile::tempdir().unwrap();
         let r = UidRange::parse("100000-165535").unwrap();
@@ -498,10 +610,7 @@ mod tests {
         r.check_unused(etc.path()).unwrap();
         std::fs::write(etc.path().join("subuid"), "alice:100000:65536\n").unwrap();
         let err = r.check_unused(etc.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("qemu_uid_range") && err.contains("alice"),
-            "{err}"
-        );
+        assert!(err.contains("uid_range") && err.contains("alice"), "{err}");
         std::fs::remove_file(etc.path().join("subuid")).unwrap();
         std::fs::write(etc.path().join("group"), "vm:x:120000:\n").unwrap();
         let err = r.check_unused(etc.path()).unwrap_err().to_string();
@@ -533,6 +642,46 @@ mod tests {
         let c = AgentConfig::from_toml("state_dir = \"/tmp\"", &MapEnv(HashMap::new())).unwrap();
         assert!(c.listen.ip().is_loopback());
         assert!(c.max_vcpus >= 1);
-        assert_eq!(c.accelerator, AccelChoice::Auto);
+        assert_eq!(c.qemu().unwrap().accelerator, AccelChoice::Auto);
+    }
+
+    #[test]
+    fn driver_sections() {
+        let env = MapEnv(HashMap::new());
+        let c = AgentConfig::from_toml(
+            "[driver]\nkind = \"qemu\"\n[driver.qemu]\nbinary = \"/usr/bin/q\"\naccelerator = \"tcg\"\npin_cpus = true\n",
+            &env,
+        )
+        .unwrap();
+        let q = c.qemu().unwrap();
+        assert_eq!(q.binary, PathBuf::from("/usr/bin/q"));
+        assert_eq!(q.accelerator, AccelChoice::Tcg);
+        assert!(q.pin_cpus);
+        // The old top-level keys are refused by name.
+        for old in [
+            "accelerator = \"tcg\"",
+            "qemu_binary = \"/x\"",
+            "pin_cpus = true",
+        ] {
+            let key = old.split(' ').next().unwrap();
+            let err = AgentConfig::from_toml(old, &env).unwrap_err().to_string();
+            assert!(err.contains(key), "{old}: {err}");
+        }
+        let err = AgentConfig::from_toml("[driver.qemu]\nbogus = 1\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let err = AgentConfig::from_toml("[driver]\nkind = \"proxmox\"\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("driver.proxmox"), "{err}");
+        let err = AgentConfig::from_toml("[driver]\nkind = \"xen\"\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("xen") || err.contains("kind"), "{err}");
+        let err = AgentConfig::from_toml("stop_timeout_secs = 100000\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stop_timeout_secs"), "{err}");
     }
 }

@@ -34,6 +34,10 @@ pub enum AgentError {
     PayloadTooLarge,
     #[error("the operation timed out")]
     Timeout,
+    /// Retryable: a hypervisor lock, a lock timeout, or a task still running when
+    /// the request's budget ran out. The caller repeats the same call later.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -53,6 +57,7 @@ impl AgentError {
             AgentError::BadRequest(_) => ErrorCode::BadRequest,
             AgentError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             AgentError::Timeout => ErrorCode::Timeout,
+            AgentError::Busy(_) => ErrorCode::Busy,
             AgentError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -66,6 +71,7 @@ impl AgentError {
             AgentError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AgentError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AgentError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            AgentError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             AgentError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +110,12 @@ impl IntoResponse for AgentError {
                 axum::http::HeaderValue::from_static("close"),
             );
         }
+        if matches!(self, AgentError::Busy(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
         if matches!(self, AgentError::Unauthorized) {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -134,6 +146,16 @@ mod tests {
         });
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(e.body().error.field.as_deref(), Some("vcpus"));
+    }
+
+    #[test]
+    fn busy_is_retryable_503() {
+        let resp = AgentError::Busy("VM is locked (clone)".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            resp.headers().get(axum::http::header::RETRY_AFTER).unwrap(),
+            "5"
+        );
     }
 
     #[test]

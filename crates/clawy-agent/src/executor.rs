@@ -1,20 +1,37 @@
 //! The only place that acts on the machine. API handlers parse requests into a
 //! [`VmAction`] and hand it here; the executor validates, checks capacity (ISO-2),
-//! serializes changes, drives the driver (polling its tasks) and adds the health
-//! probe to status answers.
+//! renders the cloud-init seed, owns the host network (bridge, taps, nftables),
+//! drives the driver (polling its tasks) and adds the health probe to status
+//! answers.
+//!
+//! Concurrency: one lock per VM, never a host-wide lock while a hypervisor task
+//! runs. Capacity and address checks take the short `placement` lock only to
+//! compare the spec with what the driver holds plus what concurrent ensures have
+//! reserved, and to reserve; the driver then runs without it, so two creates (or a
+//! create and a delete of different VMs) proceed in parallel while ISO-2 stays
+//! exact.
+//!
+//! Timeouts: every request finishes within its budget, derived from
+//! `clawy_proto::agent::OPERATION_TIMEOUT_SECS`. A hypervisor task still running
+//! when the budget ends answers `busy`: the task goes on, and the same idempotent
+//! call repeated later finds it (the driver resumes, never re-dispatches).
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clawy_proto::agent::{HealthProbe, HostInfo, Resources, VmList, VmSpec, VmState, VmStatus};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
+use crate::cloudinit::{self, SeedContext, SeedFiles};
 use crate::config::AgentConfig;
-use crate::drivers::{Driver, Op, TaskState};
+use crate::drivers::{Driver, Op, TapOwner, TaskId, TaskState};
 use crate::error::AgentError;
+use crate::network::{MacAddr, Network};
 use crate::probe;
-use crate::spec::{validate_spec, validate_vm_id};
+use crate::spec::{VmId, validate_spec};
 
 /// Everything the API can ask for. There is deliberately no variant that reads
 /// guest files, runs commands or opens a console (ACCESS-2).
@@ -22,13 +39,13 @@ use crate::spec::{validate_spec, validate_vm_id};
 pub enum VmAction {
     HostInfo,
     List,
-    Get { id: String },
-    Ensure { id: String, spec: Box<VmSpec> },
-    Start { id: String },
-    Stop { id: String },
-    Reboot { id: String },
-    Delete { id: String },
-    Probe { id: String },
+    Get { id: VmId },
+    Ensure { id: VmId, spec: Box<VmSpec> },
+    Start { id: VmId },
+    Stop { id: VmId },
+    Reboot { id: VmId },
+    Delete { id: VmId },
+    Probe { id: VmId },
 }
 
 #[derive(Debug)]
@@ -42,43 +59,122 @@ pub enum Outcome {
     Deleted,
 }
 
+/// The part of the operation budget the executor may spend; the rest is for the
+/// answer to reach the caller before the HTTP layer's own limit.
+pub const EXECUTOR_BUDGET: Duration =
+    Duration::from_secs(clawy_proto::agent::OPERATION_TIMEOUT_SECS - 10);
+
 pub struct Executor {
     config: Arc<AgentConfig>,
     driver: Arc<dyn Driver>,
-    /// Serializes ensure/delete so capacity and port checks see a stable host.
+    network: Option<Arc<Network>>,
+    /// Held only while comparing a spec with the host and reserving it (never
+    /// across a hypervisor task).
     placement: Mutex<()>,
-    /// One lock per VM so power operations on a VM never interleave.
-    vm_locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Specs of ensures in flight, counted by capacity and address checks until
+    /// the driver reports them (ISO-2 exact under concurrency).
+    reserved: std::sync::Mutex<HashMap<VmId, VmSpec>>,
+    /// One lock per VM so operations on a VM never interleave.
+    vm_locks: std::sync::Mutex<HashMap<VmId, Arc<Mutex<()>>>>,
     probe_timeout: Duration,
-    task_timeout: Duration,
+    budget: Duration,
+}
+
+/// Removes a reservation when the ensure that made it ends, however it ends.
+struct Reservation<'a> {
+    map: &'a std::sync::Mutex<HashMap<VmId, VmSpec>>,
+    id: VmId,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(&self.id);
+        }
+    }
 }
 
 impl Executor {
     pub fn new(config: Arc<AgentConfig>, driver: Arc<dyn Driver>) -> Self {
+        Self::with_network(config, driver, None)
+    }
+
+    /// `network` is the host network the executor owns (None: VMs get no NIC).
+    pub fn with_network(
+        config: Arc<AgentConfig>,
+        driver: Arc<dyn Driver>,
+        network: Option<Arc<Network>>,
+    ) -> Self {
         Executor {
             config,
             driver,
+            network,
             placement: Mutex::new(()),
+            reserved: std::sync::Mutex::new(HashMap::new()),
             vm_locks: std::sync::Mutex::new(HashMap::new()),
             probe_timeout: Duration::from_secs(2),
-            task_timeout: Duration::from_secs(600),
+            budget: EXECUTOR_BUDGET,
         }
+    }
+
+    /// Shorter budget (tests of the `busy` answer).
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
     }
 
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.driver
     }
 
-    fn vm_lock(&self, id: &str) -> Arc<Mutex<()>> {
+    /// After an agent restart: registers the hypervisor taps of VMs that are
+    /// running (they may have been restarted by the hypervisor meanwhile, e.g.
+    /// `onboot` after a node reboot), so they can talk again.
+    pub async fn reconcile_ports(&self) -> Result<(), AgentError> {
+        if self.driver.tap_owner() != TapOwner::Hypervisor || self.network.is_none() {
+            return Ok(());
+        }
+        for vm in self.driver.list_vms().await? {
+            if vm.state == VmState::Running {
+                let Ok(id) = VmId::parse(&vm.id) else {
+                    continue;
+                };
+                if let Err(e) = self.register_port(&id, &vm.spec).await {
+                    tracing::warn!(vm = %id, error = %e, "registering the VM's tap failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn vm_lock(&self, id: &VmId) -> Arc<Mutex<()>> {
         match self.vm_locks.lock() {
-            Ok(mut m) => m.entry(id.to_string()).or_default().clone(),
-            // A poisoned map only means a panic elsewhere; a fresh lock is still safe
-            // because the placement lock guards ensure/delete.
+            Ok(mut m) => m.entry(id.clone()).or_default().clone(),
+            // A poisoned map only means a panic elsewhere; a fresh lock still keeps
+            // capacity exact (reservations are checked under `placement`).
             Err(_) => Arc::new(Mutex::new(())),
         }
     }
 
+    /// The VM's lock, waited for at most until `deadline` (then `busy`: another
+    /// operation on this VM is still running).
+    async fn lock_vm(
+        &self,
+        id: &VmId,
+        deadline: Instant,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, AgentError> {
+        let lock = self.vm_lock(id);
+        tokio::time::timeout_at(deadline, lock.lock_owned())
+            .await
+            .map_err(|_| {
+                AgentError::Busy(format!(
+                    "another operation on VM `{id}` is still running; repeat the call"
+                ))
+            })
+    }
+
     pub async fn execute(&self, action: VmAction) -> Result<Outcome, AgentError> {
+        let deadline = Instant::now() + self.budget;
         match action {
             VmAction::HostInfo => Ok(Outcome::Host(Box::new(self.host_info().await?))),
             VmAction::List => {
@@ -89,33 +185,19 @@ impl Executor {
                 Ok(Outcome::Vms(VmList { vms }))
             }
             VmAction::Get { id } => {
-                validate_vm_id(&id)?;
                 let mut vm = self.driver.vm_status(&id).await?;
                 self.add_probe(&mut vm).await;
                 Ok(Outcome::Vm(Box::new(vm)))
             }
             VmAction::Probe { id } => {
-                validate_vm_id(&id)?;
                 let vm = self.driver.vm_status(&id).await?;
                 Ok(Outcome::Probe(self.probe(&vm.spec).await))
             }
-            VmAction::Ensure { id, spec } => self.ensure(&id, &spec).await,
-            VmAction::Start { id } => self.power(&id, PowerOp::Start).await,
-            VmAction::Stop { id } => self.power(&id, PowerOp::Stop).await,
-            VmAction::Reboot { id } => self.power(&id, PowerOp::Reboot).await,
-            VmAction::Delete { id } => {
-                validate_vm_id(&id)?;
-                let _placement = self.placement.lock().await;
-                let lock = self.vm_lock(&id);
-                let _vm = lock.lock().await;
-                loop {
-                    match self.driver.delete_vm(&id).await? {
-                        Op::Done => break,
-                        Op::Task(t) => self.wait_task(&t).await?,
-                    }
-                }
-                Ok(Outcome::Deleted)
-            }
+            VmAction::Ensure { id, spec } => self.ensure(&id, &spec, deadline).await,
+            VmAction::Start { id } => self.power(&id, PowerOp::Start, deadline).await,
+            VmAction::Stop { id } => self.power(&id, PowerOp::Stop, deadline).await,
+            VmAction::Reboot { id } => self.power(&id, PowerOp::Reboot, deadline).await,
+            VmAction::Delete { id } => self.delete(&id, deadline).await,
         }
     }
 
@@ -155,33 +237,78 @@ impl Executor {
         }
     }
 
-    async fn ensure(&self, id: &str, spec: &VmSpec) -> Result<Outcome, AgentError> {
-        validate_vm_id(id)?;
+    /// Host-side facts for the seed.
+    fn seed_context(&self, spec: &VmSpec) -> Result<SeedContext, AgentError> {
+        let gateway = match &self.config.network {
+            Some(n) => n.subnet.gateway(),
+            None => cloudinit::default_gateway(spec).map_err(AgentError::internal)?,
+        };
+        Ok(SeedContext {
+            gateway,
+            prefix_len: 24,
+            nameservers: self.config.nameservers.clone(),
+        })
+    }
+
+    fn seed(&self, id: &VmId, spec: &VmSpec) -> Result<SeedFiles, AgentError> {
+        cloudinit::render(id, spec, &self.seed_context(spec)?).map_err(AgentError::internal)
+    }
+
+    async fn ensure(
+        &self,
+        id: &VmId,
+        spec: &VmSpec,
+        deadline: Instant,
+    ) -> Result<Outcome, AgentError> {
         validate_spec(spec, self.config.network.as_ref())?;
-        let _placement = self.placement.lock().await;
-        let lock = self.vm_lock(id);
-        let _vm = lock.lock().await;
-        let specs = self.driver.specs().await?;
-        let existing = specs.iter().find(|(i, _)| i == id).map(|(_, s)| s);
-        if existing == Some(spec) {
-            // Idempotent: the same spec again changes nothing.
-            let mut vm = self.driver.vm_status(id).await?;
-            self.add_probe(&mut vm).await;
-            return Ok(Outcome::Vm(Box::new(vm)));
-        }
-        let others: Vec<&VmSpec> = specs
-            .iter()
-            .filter(|(i, _)| i != id)
-            .map(|(_, s)| s)
-            .collect();
-        self.check_capacity(&others, spec)?;
-        check_addresses(&specs, id, spec)?;
+        let _vm = self.lock_vm(id, deadline).await?;
+        let (existing, _reservation) = {
+            let _placement = tokio::time::timeout_at(deadline, self.placement.lock())
+                .await
+                .map_err(|_| AgentError::Busy("the host is busy; repeat the call".into()))?;
+            let specs = self.driver.specs().await?;
+            let existing = specs.iter().find(|(i, _)| i == id).map(|(_, s)| s.clone());
+            if existing.as_ref() == Some(spec) {
+                drop(_placement);
+                // Idempotent: the same spec again changes nothing on the
+                // hypervisor; the network is made to match (an agent restart or
+                // an interrupted earlier call may have left it behind).
+                self.ensure_network(id, spec).await?;
+                let mut vm = self.driver.vm_status(id).await?;
+                self.add_probe(&mut vm).await;
+                return Ok(Outcome::Vm(Box::new(vm)));
+            }
+            // What the host holds plus what concurrent ensures reserved; a
+            // reservation wins over the driver's view of the same VM.
+            let mut all: HashMap<VmId, VmSpec> = specs.into_iter().collect();
+            if let Ok(r) = self.reserved.lock() {
+                all.extend(r.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            all.remove(id);
+            let others: Vec<(&VmId, &VmSpec)> = all.iter().collect();
+            self.check_capacity(others.iter().map(|(_, s)| *s), spec)?;
+            check_addresses(&others, spec)?;
+            let mut r = self
+                .reserved
+                .lock()
+                .map_err(|_| AgentError::internal("reservation map poisoned"))?;
+            r.insert(id.clone(), spec.clone());
+            (
+                existing,
+                Reservation {
+                    map: &self.reserved,
+                    id: id.clone(),
+                },
+            )
+        };
+        let seed = self.seed(id, spec)?;
         loop {
-            match self.driver.ensure_vm(id, spec).await? {
+            match self.driver.ensure_vm(id, spec, &seed).await? {
                 Op::Done => break,
-                Op::Task(t) => self.wait_task(&t).await?,
+                Op::Task(t) => self.wait_task(&t, deadline).await?,
             }
         }
+        self.ensure_network(id, spec).await?;
         let vm = self.driver.vm_status(id).await?;
         Ok(if existing.is_none() {
             Outcome::Created(Box::new(vm))
@@ -190,10 +317,51 @@ impl Executor {
         })
     }
 
-    /// ISO-2: the sum over all defined VMs (this one with its new spec) must fit
-    /// the configured capacity; the error names the resource.
-    fn check_capacity(&self, others: &[&VmSpec], spec: &VmSpec) -> Result<(), AgentError> {
-        let used = allocated(others.iter().copied());
+    /// The VM's port forwards (NET-5), and its port on the bridge: the agent's
+    /// own tap is created and registered here; a hypervisor's tap only exists
+    /// while the VM runs and is registered after start.
+    async fn ensure_network(&self, id: &VmId, spec: &VmSpec) -> Result<(), AgentError> {
+        let Some(net) = &self.network else {
+            return Ok(());
+        };
+        let (mac, ip) = addresses(spec)?;
+        match self.driver.tap_owner() {
+            TapOwner::Agent => {
+                net.ensure_tap(id.as_str(), mac, ip).await?;
+            }
+            TapOwner::Hypervisor => {
+                if self.driver.vm_status(id).await?.state == VmState::Running {
+                    self.register_port(id, spec).await?;
+                }
+            }
+        }
+        net.set_port_forwards(id.as_str(), ip, &spec.port_forwards)
+            .await?;
+        Ok(())
+    }
+
+    /// Registers the hypervisor's tap of a running VM (ISO-3: until then the port
+    /// can send nothing).
+    async fn register_port(&self, id: &VmId, spec: &VmSpec) -> Result<(), AgentError> {
+        let Some(net) = &self.network else {
+            return Ok(());
+        };
+        let (mac, ip) = addresses(spec)?;
+        let Some(tap) = self.driver.hypervisor_tap(id).await? else {
+            return Err(AgentError::NotFound(id.to_string()));
+        };
+        net.register_hypervisor_tap(&tap, mac, ip).await?;
+        Ok(())
+    }
+
+    /// ISO-2: the sum over all defined and reserved VMs (this one with its new
+    /// spec) must fit the configured capacity; the error names the resource.
+    fn check_capacity<'a>(
+        &self,
+        others: impl Iterator<Item = &'a VmSpec>,
+        spec: &VmSpec,
+    ) -> Result<(), AgentError> {
+        let used = allocated(others);
         let cap = self.capacity();
         let checks = [
             ("vcpus", used.vcpus, u64::from(spec.vcpus), cap.vcpus),
@@ -216,10 +384,65 @@ impl Executor {
         Ok(())
     }
 
-    async fn power(&self, id: &str, op: PowerOp) -> Result<Outcome, AgentError> {
-        validate_vm_id(id)?;
-        let lock = self.vm_lock(id);
-        let _vm = lock.lock().await;
+    async fn delete(&self, id: &VmId, deadline: Instant) -> Result<Outcome, AgentError> {
+        let _vm = self.lock_vm(id, deadline).await?;
+        // The port's name and address, before the VM (and the hypervisor's
+        // knowledge of its tap) is gone.
+        let spec = self
+            .driver
+            .specs()
+            .await?
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, s)| s);
+        let port = match self.driver.tap_owner() {
+            TapOwner::Agent => Some(Network::tap_name(id.as_str())),
+            TapOwner::Hypervisor => self.driver.hypervisor_tap(id).await?,
+        };
+        loop {
+            match self.driver.delete_vm(id).await? {
+                Op::Done => break,
+                Op::Task(t) => self.wait_task(&t, deadline).await?,
+            }
+        }
+        if let Some(net) = &self.network {
+            let port = match (port, &spec) {
+                (Some(p), _) => Some(p),
+                // A retried delete after the VM went: find its port by address.
+                (None, Some(s)) => match s.private_ip.parse::<Ipv4Addr>() {
+                    Ok(ip) => net.port_of(ip).await?,
+                    Err(_) => None,
+                },
+                (None, None) => None,
+            };
+            match port {
+                Some(p) => net.remove_vm_port(id.as_str(), &p).await?,
+                None => net.remove_vm(id.as_str()).await?,
+            }
+        }
+        Ok(Outcome::Deleted)
+    }
+
+    async fn power(
+        &self,
+        id: &VmId,
+        op: PowerOp,
+        deadline: Instant,
+    ) -> Result<Outcome, AgentError> {
+        let _vm = self.lock_vm(id, deadline).await?;
+        if op == PowerOp::Start && self.driver.tap_owner() == TapOwner::Agent {
+            // The agent's tap exists and is registered before the VM's first frame.
+            if let (Some(_), Some((_, spec))) = (
+                &self.network,
+                self.driver
+                    .specs()
+                    .await?
+                    .into_iter()
+                    .find(|(i, _)| i == id),
+            ) {
+                self.ensure_network(id, &spec).await?;
+            }
+        }
         loop {
             let r = match op {
                 PowerOp::Start => self.driver.start_vm(id).await?,
@@ -228,16 +451,24 @@ impl Executor {
             };
             match r {
                 Op::Done => break,
-                Op::Task(t) => self.wait_task(&t).await?,
+                Op::Task(t) => self.wait_task(&t, deadline).await?,
             }
         }
         let vm = self.driver.vm_status(id).await?;
+        if matches!(op, PowerOp::Start | PowerOp::Reboot)
+            && self.driver.tap_owner() == TapOwner::Hypervisor
+            && vm.state == VmState::Running
+        {
+            // A (re)started PVE VM has a fresh tap: isolate and register it.
+            self.register_port(id, &vm.spec).await?;
+        }
         Ok(Outcome::Vm(Box::new(vm)))
     }
 
-    async fn wait_task(&self, task: &crate::drivers::TaskId) -> Result<(), AgentError> {
-        let deadline = tokio::time::Instant::now() + self.task_timeout;
-        let mut delay = Duration::from_millis(100);
+    /// Polls a task until it ends or the request's budget does (`busy`: the task
+    /// goes on and the repeated call picks it up).
+    async fn wait_task(&self, task: &TaskId, deadline: Instant) -> Result<(), AgentError> {
+        let mut delay = Duration::from_millis(50);
         loop {
             match self.driver.poll_task(task).await? {
                 TaskState::Succeeded => return Ok(()),
@@ -249,11 +480,14 @@ impl Executor {
                 }
                 TaskState::Running => {}
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(AgentError::Timeout);
+            if Instant::now() + delay >= deadline {
+                return Err(AgentError::Busy(format!(
+                    "hypervisor task {} is still running; repeat the call",
+                    task.0
+                )));
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            delay = (delay * 2).min(Duration::from_millis(500));
         }
     }
 
@@ -268,11 +502,20 @@ impl Executor {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PowerOp {
     Start,
     Stop,
     Reboot,
+}
+
+fn addresses(spec: &VmSpec) -> Result<(MacAddr, Ipv4Addr), AgentError> {
+    let mac: MacAddr = spec
+        .mac
+        .parse()
+        .map_err(|e: crate::network::MacParseError| AgentError::internal(e))?;
+    let ip: Ipv4Addr = spec.private_ip.parse().map_err(AgentError::internal)?;
+    Ok((mac, ip))
 }
 
 fn allocated<'a>(specs: impl Iterator<Item = &'a VmSpec>) -> Resources {
@@ -290,8 +533,8 @@ fn allocated<'a>(specs: impl Iterator<Item = &'a VmSpec>) -> Resources {
 }
 
 /// Another VM already holding the address, MAC or a host port is a conflict.
-fn check_addresses(specs: &[(String, VmSpec)], id: &str, spec: &VmSpec) -> Result<(), AgentError> {
-    for (other_id, other) in specs.iter().filter(|(i, _)| i != id) {
+fn check_addresses(others: &[(&VmId, &VmSpec)], spec: &VmSpec) -> Result<(), AgentError> {
+    for (other_id, other) in others {
         if other.private_ip == spec.private_ip {
             return Err(AgentError::Conflict(format!(
                 "private_ip {} is used by VM `{other_id}`",
@@ -320,12 +563,24 @@ fn check_addresses(specs: &[(String, VmSpec)], id: &str, spec: &VmSpec) -> Resul
     Ok(())
 }
 
+impl From<crate::network::NetworkError> for AgentError {
+    fn from(e: crate::network::NetworkError) -> Self {
+        use crate::network::NetworkError as N;
+        match e {
+            N::AddressConflict { .. } | N::PortConflict { .. } => {
+                AgentError::Conflict(e.to_string())
+            }
+            other => AgentError::internal(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::config::Env;
-    use crate::drivers::{Machine, TaskId};
+    use crate::drivers::Machine;
     use async_trait::async_trait;
     use std::sync::Mutex as StdMutex;
 
@@ -337,18 +592,21 @@ mod tests {
     }
 
     /// A driver shaped like Proxmox VE: creating a VM is a clone task that must be
-    /// polled, after which `ensure_vm` is called again and finishes the job.
+    /// polled (for `task_time`), after which `ensure_vm` is called again and
+    /// finishes the job. Tasks of different VMs run side by side.
     #[derive(Default)]
     struct TaskDriver {
-        vms: StdMutex<HashMap<String, VmSpec>>,
-        cloning: StdMutex<Option<(String, VmSpec, u32)>>,
+        vms: StdMutex<HashMap<VmId, VmSpec>>,
+        /// VM → (spec, when its clone task ends).
+        cloning: StdMutex<HashMap<VmId, (VmSpec, Instant)>>,
         calls: StdMutex<Vec<String>>,
         fail_task: bool,
+        task_time: Duration,
     }
 
-    fn status(id: &str, spec: &VmSpec) -> VmStatus {
+    fn status(id: &VmId, spec: &VmSpec) -> VmStatus {
         VmStatus {
-            id: id.into(),
+            id: id.to_string(),
             state: VmState::Defined,
             spec: spec.clone(),
             uptime_secs: None,
@@ -371,6 +629,9 @@ mod tests {
         fn accelerator(&self) -> &str {
             "kvm"
         }
+        fn tap_owner(&self) -> TapOwner {
+            TapOwner::Hypervisor
+        }
         async fn machine(&self) -> Result<Machine, AgentError> {
             Ok(Machine {
                 cpu_cores: 8,
@@ -378,43 +639,53 @@ mod tests {
                 disk_gib: 500,
             })
         }
-        async fn specs(&self) -> Result<Vec<(String, VmSpec)>, AgentError> {
+        async fn specs(&self) -> Result<Vec<(VmId, VmSpec)>, AgentError> {
             Ok(self.vms.lock().unwrap().clone().into_iter().collect())
         }
-        async fn ensure_vm(&self, id: &str, spec: &VmSpec) -> Result<Op, AgentError> {
+        async fn ensure_vm(
+            &self,
+            id: &VmId,
+            spec: &VmSpec,
+            _seed: &SeedFiles,
+        ) -> Result<Op, AgentError> {
             self.calls.lock().unwrap().push(format!("ensure {id}"));
             if self.vms.lock().unwrap().contains_key(id) {
                 return Ok(Op::Done);
             }
             let mut cloning = self.cloning.lock().unwrap();
-            match cloning.take() {
+            match cloning.get(id) {
                 // The clone task finished: the VM exists now.
-                Some((cid, s, _)) if cid == id => {
-                    self.vms.lock().unwrap().insert(cid, s);
+                Some((s, until)) if Instant::now() >= *until => {
+                    let s = s.clone();
+                    cloning.remove(id);
+                    self.vms.lock().unwrap().insert(id.clone(), s);
                     Ok(Op::Done)
                 }
-                _ => {
-                    *cloning = Some((id.to_string(), spec.clone(), 0));
+                Some(_) => Ok(Op::Task(TaskId(format!("UPID:node:clone:{id}")))),
+                None => {
+                    cloning.insert(id.clone(), (spec.clone(), Instant::now() + self.task_time));
                     Ok(Op::Task(TaskId(format!("UPID:node:clone:{id}"))))
                 }
             }
         }
-        async fn start_vm(&self, _: &str) -> Result<Op, AgentError> {
+        async fn start_vm(&self, _: &VmId) -> Result<Op, AgentError> {
             Ok(Op::Done)
         }
-        async fn stop_vm(&self, _: &str) -> Result<Op, AgentError> {
+        async fn stop_vm(&self, _: &VmId) -> Result<Op, AgentError> {
             Ok(Op::Done)
         }
-        async fn reboot_vm(&self, _: &str) -> Result<Op, AgentError> {
+        async fn reboot_vm(&self, _: &VmId) -> Result<Op, AgentError> {
             Ok(Op::Done)
         }
-        async fn delete_vm(&self, id: &str) -> Result<Op, AgentError> {
+        async fn delete_vm(&self, id: &VmId) -> Result<Op, AgentError> {
             self.vms.lock().unwrap().remove(id);
             Ok(Op::Done)
         }
-        async fn vm_status(&self, id: &str) -> Result<VmStatus, AgentError> {
+        async fn vm_status(&self, id: &VmId) -> Result<VmStatus, AgentError> {
             let vms = self.vms.lock().unwrap();
-            let spec = vms.get(id).ok_or_else(|| AgentError::NotFound(id.into()))?;
+            let spec = vms
+                .get(id)
+                .ok_or_else(|| AgentError::NotFound(id.to_string()))?;
             Ok(status(id, spec))
         }
         async fn list_vms(&self) -> Result<Vec<VmStatus>, AgentError> {
@@ -429,18 +700,21 @@ mod tests {
         async fn poll_task(&self, task: &TaskId) -> Result<TaskState, AgentError> {
             self.calls.lock().unwrap().push(format!("poll {}", task.0));
             if self.fail_task {
+                let id = task.0.rsplit(':').next().unwrap();
+                self.cloning
+                    .lock()
+                    .unwrap()
+                    .remove(&VmId::parse(id).unwrap());
                 return Ok(TaskState::Failed("clone failed: storage full".into()));
             }
-            let mut cloning = self.cloning.lock().unwrap();
-            let Some((_, _, polls)) = cloning.as_mut() else {
-                return Ok(TaskState::Succeeded);
-            };
-            *polls += 1;
-            Ok(if *polls < 2 {
-                TaskState::Running
-            } else {
-                TaskState::Succeeded
+            let id = VmId::parse(task.0.rsplit(':').next().unwrap()).unwrap();
+            Ok(match self.cloning.lock().unwrap().get(&id) {
+                Some((_, until)) if Instant::now() < *until => TaskState::Running,
+                _ => TaskState::Succeeded,
             })
+        }
+        async fn forget_seed(&self, _: &VmId) -> Result<(), AgentError> {
+            Ok(())
         }
     }
 
@@ -465,31 +739,35 @@ mod tests {
         }
     }
 
+    fn id(s: &str) -> VmId {
+        VmId::parse(s).unwrap()
+    }
+
+    fn ensure(i: &str, s: VmSpec) -> VmAction {
+        VmAction::Ensure {
+            id: id(i),
+            spec: Box::new(s),
+        }
+    }
+
+    const CAP: &str = "max_vcpus = 8\nmax_memory_mib = 8192\nmax_disk_gib = 100\n";
+
     #[tokio::test]
     async fn task_based_driver_is_polled_then_called_again() {
-        let driver = Arc::new(TaskDriver::default());
-        let ex = executor(
-            driver.clone(),
-            "max_vcpus = 8\nmax_memory_mib = 8192\nmax_disk_gib = 100\n",
-        );
+        let driver = Arc::new(TaskDriver {
+            task_time: Duration::from_millis(120),
+            ..TaskDriver::default()
+        });
+        let ex = executor(driver.clone(), CAP);
         let out = ex
-            .execute(VmAction::Ensure {
-                id: "vm-1".into(),
-                spec: Box::new(spec("10.1.1.10", 2)),
-            })
+            .execute(ensure("vm-1", spec("10.1.1.10", 2)))
             .await
             .unwrap();
         assert!(matches!(out, Outcome::Created(_)));
         let calls = driver.calls.lock().unwrap().clone();
-        assert_eq!(
-            calls,
-            [
-                "ensure vm-1",
-                "poll UPID:node:clone:vm-1",
-                "poll UPID:node:clone:vm-1",
-                "ensure vm-1"
-            ]
-        );
+        assert_eq!(calls.first().unwrap(), "ensure vm-1");
+        assert_eq!(calls.last().unwrap(), "ensure vm-1");
+        assert!(calls.iter().filter(|c| c.starts_with("poll")).count() >= 2);
     }
 
     #[tokio::test]
@@ -498,15 +776,9 @@ mod tests {
             fail_task: true,
             ..TaskDriver::default()
         });
-        let ex = executor(
-            driver.clone(),
-            "max_vcpus = 8\nmax_memory_mib = 8192\nmax_disk_gib = 100\n",
-        );
+        let ex = executor(driver.clone(), CAP);
         let err = ex
-            .execute(VmAction::Ensure {
-                id: "vm-1".into(),
-                spec: Box::new(spec("10.1.1.10", 2)),
-            })
+            .execute(ensure("vm-1", spec("10.1.1.10", 2)))
             .await
             .unwrap_err();
         assert!(
@@ -514,6 +786,103 @@ mod tests {
             "{err}"
         );
         assert!(driver.vms.lock().unwrap().is_empty());
+        // The reservation went with the failed attempt.
+        assert!(ex.reserved.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_task_outliving_the_budget_answers_busy_and_the_retry_finishes() {
+        let driver = Arc::new(TaskDriver {
+            task_time: Duration::from_millis(600),
+            ..TaskDriver::default()
+        });
+        let ex = executor(driver.clone(), CAP).with_budget(Duration::from_millis(200));
+        let err = ex
+            .execute(ensure("vm-1", spec("10.1.1.10", 2)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AgentError::Busy(_)), "{err}");
+        assert_eq!(err.code(), clawy_proto::agent::ErrorCode::Busy);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let out = ex
+            .execute(ensure("vm-1", spec("10.1.1.10", 2)))
+            .await
+            .unwrap();
+        assert!(matches!(out, Outcome::Created(_)), "{out:?}");
+        // One clone was dispatched, not two.
+        let dispatched = driver
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| *c == "ensure vm-1")
+            .count();
+        assert!(dispatched >= 2);
+        assert_eq!(driver.vms.lock().unwrap().len(), 1);
+    }
+
+    /// No host-wide lock while tasks run: 8 creates whose clone takes 300 ms each
+    /// finish in far less than 8 × 300 ms.
+    #[tokio::test]
+    async fn creates_of_different_vms_run_in_parallel() {
+        let driver = Arc::new(TaskDriver {
+            task_time: Duration::from_millis(300),
+            ..TaskDriver::default()
+        });
+        let ex = Arc::new(executor(
+            driver.clone(),
+            "max_vcpus = 64\nmax_memory_mib = 65536\nmax_disk_gib = 1000\n",
+        ));
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (10..18)
+            .map(|n| {
+                let ex = ex.clone();
+                tokio::spawn(async move {
+                    ex.execute(ensure(&format!("vm-{n}"), spec(&format!("10.1.1.{n}"), 1)))
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await.unwrap().unwrap(), Outcome::Created(_)));
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1200), "took {took:?}");
+        assert_eq!(driver.vms.lock().unwrap().len(), 8);
+    }
+
+    /// ISO-2 exact under concurrency: 12 concurrent creates of 2 vCPUs each on a
+    /// host with 8 — exactly 4 succeed, the rest are refused, and nothing beyond
+    /// the capacity is ever defined.
+    #[tokio::test]
+    async fn iso2_capacity_is_exact_under_concurrent_creates() {
+        let driver = Arc::new(TaskDriver {
+            task_time: Duration::from_millis(200),
+            ..TaskDriver::default()
+        });
+        let ex = Arc::new(executor(driver.clone(), CAP));
+        let tasks: Vec<_> = (10..22)
+            .map(|n| {
+                let ex = ex.clone();
+                tokio::spawn(async move {
+                    ex.execute(ensure(&format!("vm-{n}"), spec(&format!("10.1.1.{n}"), 2)))
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(AgentError::CapacityExceeded {
+                    resource: "vcpus", ..
+                }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok, 4);
+        let vcpus: u32 = driver.vms.lock().unwrap().values().map(|s| s.vcpus).sum();
+        assert_eq!(vcpus, 8);
     }
 
     #[tokio::test]
@@ -523,10 +892,6 @@ mod tests {
             driver.clone(),
             "max_vcpus = 3\nmax_memory_mib = 8192\nmax_disk_gib = 100\n",
         );
-        let ensure = |id: &str, s: VmSpec| VmAction::Ensure {
-            id: id.into(),
-            spec: Box::new(s),
-        };
         ex.execute(ensure("vm-1", spec("10.1.1.10", 2)))
             .await
             .unwrap();
@@ -555,7 +920,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        ex.execute(VmAction::Delete { id: "vm-1".into() })
+        ex.execute(VmAction::Delete { id: id("vm-1") })
             .await
             .unwrap();
         // Same address as another VM: conflict.

@@ -1,8 +1,10 @@
 //! clawy-agent: the host agent. `api` parses requests into `executor::VmAction`s;
-//! only the `executor` acts, through a `drivers::Driver` (qemu now, proxmox later)
-//! and the host `network`. See docs/ARCHITECTURE.md.
+//! only the `executor` acts, through a `drivers::Driver` (qemu or proxmox), the
+//! host `network` and the driver-independent `cloudinit` seed. See
+//! docs/ARCHITECTURE.md.
 pub mod api;
 pub mod cli;
+pub mod cloudinit;
 pub mod config;
 pub mod drivers;
 pub mod edge;

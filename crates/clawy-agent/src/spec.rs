@@ -45,6 +45,42 @@ pub fn validate_vm_id(id: &str) -> Result<(), SpecError> {
     }
 }
 
+/// A VM id checked once, at the API edge ([`VmId::parse`]): everything past the
+/// edge takes a `VmId`, so no path, tap, snippet or PVE tag is built from an
+/// unchecked string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VmId(String);
+
+impl VmId {
+    pub fn parse(id: &str) -> Result<Self, SpecError> {
+        validate_vm_id(id)?;
+        Ok(VmId(id.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for VmId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for VmId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for VmId {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        VmId::parse(s)
+    }
+}
+
 /// Base images are names inside the images dir, never paths.
 pub fn validate_image_name(name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
@@ -303,8 +339,10 @@ mod tests {
     #[test]
     fn vm_ids() {
         validate_vm_id("vm-1").unwrap();
+        assert_eq!(VmId::parse("vm-1").unwrap().as_str(), "vm-1");
         for bad in ["", "A", "a/b", "..", "-x", &"a".repeat(65)] {
             assert!(validate_vm_id(bad).is_err(), "{bad}");
+            assert!(VmId::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -358,9 +358,10 @@ fn agent_config_toml(layout: &AgentLayout, args: &UpArgs, uplink: &str) -> anyho
     let text = format!(
         "# Written by `clawy up` at every start; edit the flags, not this file.\n\
          listen = {listen}\nstate_dir = {state}\nimages_dir = {images}\n\
-         location = \"DE-local\"\naccelerator = {accel}\n\n\
+         location = \"DE-local\"\n\n\
          [network]\nbridge = \"clawybr0\"\nsubnet = {subnet}\nuplink = {uplink}\n\
-         ssh_port_range = {ports}\n",
+         ssh_port_range = {ports}\n\n\
+         [driver]\nkind = \"qemu\"\n\n[driver.qemu]\naccelerator = {accel}\n",
         listen = s(&args.agent_listen.to_string()),
         state = q(&layout.state_dir)?,
         images = q(&layout.images_dir)?,

@@ -431,6 +431,51 @@ impl Jobs<'_> {
         })
     }
 
+    /// The host was busy (a hypervisor lock, or a task that outlived the
+    /// request): queue the job again after `after` without counting the attempt
+    /// (`max_attempts` grows with it), so a busy host never sends an instance to
+    /// `error`. The attempt is closed as `busy` and the reason kept in
+    /// `last_error`; no instance event (a lock is routine).
+    pub async fn defer(
+        &self,
+        job: &Job,
+        worker: &str,
+        reason: &str,
+        after: Duration,
+    ) -> Result<(), JobError> {
+        let now = self.core.now_ms();
+        let run_after = now.saturating_add(dur_ms(after));
+        let reason = crate::names::truncate_chars(reason, 500);
+        let mut tx = begin_write(self.core.store()).await?;
+        let res = sqlx::query(
+            "UPDATE jobs SET state = 'queued', run_after = $1, lease_owner = NULL, lease_until = NULL, \
+             last_error = $2, updated_at = $3, max_attempts = max_attempts + 1 \
+             WHERE id = $4 AND lease_owner = $5 AND state = 'running'",
+        )
+        .bind(run_after)
+        .bind(&reason)
+        .bind(now)
+        .bind(&job.id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(JobError::LeaseLost);
+        }
+        sqlx::query(
+            "UPDATE job_attempts SET finished_at = $1, outcome = 'busy', error = $2 \
+             WHERE job_id = $3 AND attempt = $4 AND finished_at IS NULL",
+        )
+        .bind(now)
+        .bind(&reason)
+        .bind(&job.id)
+        .bind(i64::from(job.attempts))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn give_up(&self, job: &Job, worker: &str, error: &str) -> Result<(), JobError> {
         let now = self.core.now_ms();
         let error = crate::names::truncate_chars(error, 500);

@@ -32,6 +32,12 @@ pub enum OrchestratorError {
 }
 
 impl OrchestratorError {
+    /// The agent answered `busy` (a hypervisor lock, or a task that outlived the
+    /// request): the job is deferred, never failed.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, OrchestratorError::Agent(e) if e.is_busy())
+    }
+
     /// True when the agent could not be reached at all (the host is unreachable).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, OrchestratorError::Agent(ClientError::Transport(_)))

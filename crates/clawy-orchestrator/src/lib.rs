@@ -141,7 +141,8 @@ impl OrchestratorConfig {
             reconcile_interval: Some(Duration::from_secs(c.reconcile_interval_secs.max(1))),
             metrics_interval: Some(Duration::from_secs(c.metrics_interval_secs.max(1))),
             host_concurrency: 32,
-            agent_timeout: Duration::from_secs(180),
+            // Derived from the agent's operation budget, like every agent timeout.
+            agent_timeout: Duration::from_secs(clawy_proto::agent::CLIENT_TIMEOUT_SECS),
         }
     }
 }

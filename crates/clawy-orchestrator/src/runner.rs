@@ -41,6 +41,8 @@ pub struct RunnerConfig {
     /// How long after a (re)start the runner keeps probing the gateway so health
     /// shows as soon as the guest answers, not at the next metrics poll.
     pub watch_health: Duration,
+    /// Pause before a job whose host answered `busy` runs again.
+    pub busy_backoff: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -53,6 +55,7 @@ impl Default for RunnerConfig {
             wait_running: Duration::from_secs(120),
             state_poll: Duration::from_millis(250),
             watch_health: Duration::from_secs(180),
+            busy_backoff: Duration::from_secs(5),
         }
     }
 }
@@ -86,6 +89,9 @@ impl std::fmt::Debug for JobRunner {
 pub enum JobOutcome {
     Succeeded,
     Retrying,
+    /// The host answered `busy`: queued again after `busy_backoff`, the attempt
+    /// not counted.
+    Deferred,
     GaveUp,
     /// Another worker holds the job now (our lease expired): we stopped touching it.
     LeaseLost,
@@ -172,6 +178,26 @@ impl JobRunner {
         match result {
             Ok(()) => JobOutcome::Succeeded,
             Err(OrchestratorError::Job(JobError::LeaseLost)) => JobOutcome::LeaseLost,
+            Err(e) if e.is_busy() => {
+                // Busy is not failure: the same step runs again after a pause,
+                // without using up an attempt, and the instance never goes to
+                // `error` for it.
+                let msg = e.to_string();
+                tracing::info!(job = %job.id, kind = job.kind.as_str(), error = %msg, "host busy; job deferred");
+                match self
+                    .core
+                    .jobs()
+                    .defer(job, worker, &msg, self.config.busy_backoff)
+                    .await
+                {
+                    Ok(()) => JobOutcome::Deferred,
+                    Err(JobError::LeaseLost) => JobOutcome::LeaseLost,
+                    Err(e) => {
+                        tracing::error!(job = %job.id, error = %e, "deferring the job failed");
+                        JobOutcome::Deferred
+                    }
+                }
+            }
             Err(e) => {
                 let msg = e.to_string();
                 tracing::warn!(job = %job.id, kind = job.kind.as_str(), error = %msg, "job attempt failed");

@@ -12,6 +12,17 @@ pub const API_PREFIX: &str = "/v1";
 /// probe connects to it (ACCESS-2: health comes from probes of listening ports).
 pub const GATEWAY_PORT: u16 = 18789;
 
+/// The one timeout every other one derives from: the agent finishes or hands
+/// back every request within this many seconds (a hypervisor task that is still
+/// running then answers `busy`: the task goes on, and the same idempotent call
+/// repeated later picks it up). The agent's graceful stop fits inside it, the
+/// client waits [`CLIENT_TIMEOUT_SECS`], and the job runner backs off on `busy`.
+pub const OPERATION_TIMEOUT_SECS: u64 = 120;
+
+/// The agent client's whole-request timeout: the operation budget plus room for
+/// the connection and the answer.
+pub const CLIENT_TIMEOUT_SECS: u64 = OPERATION_TIMEOUT_SECS + 30;
+
 /// Desired shape of one VM: `PUT /v1/vms/{id}` ensures the VM matches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +197,9 @@ pub enum ErrorCode {
     BadRequest,
     PayloadTooLarge,
     Timeout,
+    /// Retryable: the VM is locked by a hypervisor task or the task outlived the
+    /// request. Never a failure of the instance.
+    Busy,
     Internal,
 }
 
@@ -200,6 +214,7 @@ impl ErrorCode {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
         }
     }

@@ -26,7 +26,16 @@ pub struct AgentOptions {
     pub extra_toml: String,
     /// A `[network]` section body; `None` = no network (no interface is touched).
     pub network_toml: Option<String>,
+    /// The `[driver]` sections (`[driver]`, `[driver.qemu]` or
+    /// `[driver.proxmox]`); the default is the qemu driver with TCG.
+    pub driver_toml: String,
     pub stop_timeout_secs: u64,
+}
+
+/// `[driver]` for the qemu driver with TCG plus `extra` lines in `[driver.qemu]`
+/// (e.g. `pin_cpus = true`).
+pub fn qemu_driver_toml(extra: &str) -> String {
+    format!("[driver]\nkind = \"qemu\"\n[driver.qemu]\naccelerator = \"tcg\"\n{extra}\n")
 }
 
 impl Default for AgentOptions {
@@ -35,6 +44,7 @@ impl Default for AgentOptions {
             images_dir: None,
             extra_toml: String::new(),
             network_toml: None,
+            driver_toml: qemu_driver_toml(""),
             stop_timeout_secs: 3,
         }
     }
@@ -73,7 +83,7 @@ impl TestAgent {
             .unwrap_or_else(|| dir.path().join("images"));
         std::fs::create_dir_all(&images_dir)?;
         let mut toml = format!(
-            "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nimages_dir = \"{}\"\nlocation = \"TEST-lab1\"\naccelerator = \"tcg\"\nstop_timeout_secs = {}\n{}\n",
+            "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nimages_dir = \"{}\"\nlocation = \"TEST-lab1\"\nstop_timeout_secs = {}\n{}\n",
             state_dir.display(),
             images_dir.display(),
             opts.stop_timeout_secs,
@@ -84,6 +94,8 @@ impl TestAgent {
             toml.push_str(net);
             toml.push('\n');
         }
+        toml.push('\n');
+        toml.push_str(&opts.driver_toml);
         let config_path = dir.path().join("agent.toml");
         std::fs::write(&config_path, toml)?;
         let log_path = dir.path().join("agent.log");

@@ -43,6 +43,7 @@ struct Shared {
     state: Arc<Mutex<FakeState>>,
     token: Arc<String>,
     down: Arc<AtomicBool>,
+    busy: Arc<AtomicBool>,
 }
 
 /// One fake agent listening on `127.0.0.1:<port>`.
@@ -52,6 +53,7 @@ pub struct FakeAgent {
     pub token: String,
     state: Arc<Mutex<FakeState>>,
     down: Arc<AtomicBool>,
+    busy: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -107,10 +109,12 @@ impl FakeAgent {
             info,
         }));
         let down = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicBool::new(false));
         let shared = Shared {
             state: state.clone(),
             token: Arc::new(token.clone()),
             down: down.clone(),
+            busy: busy.clone(),
         };
         let app = Router::new()
             .route("/v1/host", get(host))
@@ -136,6 +140,7 @@ impl FakeAgent {
             token,
             state,
             down,
+            busy,
             task,
             _dir: dir,
         })
@@ -160,6 +165,12 @@ impl FakeAgent {
     /// While down, every request is answered 503 (the host looks unreachable).
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// While busy, every request is answered the agent's retryable `busy` (503),
+    /// as a host whose hypervisor holds a lock does.
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::SeqCst);
     }
 
     /// Changes a VM's state behind the control plane's back (a crash, a stop).
@@ -251,6 +262,13 @@ async fn authorize(State(shared): State<Shared>, req: Request, next: Next) -> Re
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal,
             "fake agent is down",
+        );
+    }
+    if shared.busy.load(Ordering::SeqCst) {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Busy,
+            "busy: VM is locked (clone)",
         );
     }
     let expected = format!("Bearer {}", shared.token);

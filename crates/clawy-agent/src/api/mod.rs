@@ -16,7 +16,7 @@ use clawy_proto::agent::VmSpec;
 
 use crate::error::AgentError;
 use crate::executor::{Executor, Outcome, VmAction};
-use crate::spec::SpecError;
+use crate::spec::{SpecError, VmId};
 use crate::tokens::TokenVerifier;
 
 /// Largest request body: a spec with keys and user data fits easily.
@@ -146,8 +146,21 @@ async fn list_vms(State(s): State<ApiState>) -> Response {
     run(&s, VmAction::List).await
 }
 
+/// The VM id is parsed here, once: past this point only a [`VmId`] travels.
+fn vm_id(raw: &str) -> Result<VmId, AgentError> {
+    VmId::parse(raw).map_err(AgentError::InvalidSpec)
+}
+
+/// Parses the id, then runs the action it builds.
+async fn run_for(state: &ApiState, raw: &str, action: impl FnOnce(VmId) -> VmAction) -> Response {
+    match vm_id(raw) {
+        Ok(id) => run(state, action(id)).await,
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn get_vm(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    run(&s, VmAction::Get { id }).await
+    run_for(&s, &id, |id| VmAction::Get { id }).await
 }
 
 async fn ensure_vm(
@@ -155,6 +168,10 @@ async fn ensure_vm(
     Path(id): Path<String>,
     body: Result<Json<VmSpec>, JsonRejection>,
 ) -> Response {
+    let id = match vm_id(&id) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
     let spec = match body {
         Ok(Json(spec)) => spec,
         Err(rej) => return json_rejection(rej).into_response(),
@@ -200,23 +217,23 @@ fn unknown_field(detail: &str) -> Option<String> {
 }
 
 async fn delete_vm(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    run(&s, VmAction::Delete { id }).await
+    run_for(&s, &id, |id| VmAction::Delete { id }).await
 }
 
 async fn start_vm(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    run(&s, VmAction::Start { id }).await
+    run_for(&s, &id, |id| VmAction::Start { id }).await
 }
 
 async fn stop_vm(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    run(&s, VmAction::Stop { id }).await
+    run_for(&s, &id, |id| VmAction::Stop { id }).await
 }
 
 async fn reboot_vm(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    run(&s, VmAction::Reboot { id }).await
+    run_for(&s, &id, |id| VmAction::Reboot { id }).await
 }
 
 async fn probe_vm(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    run(&s, VmAction::Probe { id }).await
+    run_for(&s, &id, |id| VmAction::Probe { id }).await
 }
 
 #[cfg(test)]

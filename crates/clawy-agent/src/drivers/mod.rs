@@ -3,7 +3,7 @@
 //! The trait is shaped for two very different back ends:
 //! - `qemu`: local processes. Every call finishes before it returns, so it answers
 //!   [`Op::Done`].
-//! - `proxmox` (later): PVE's REST API, where clone, start, stop, resize and delete
+//! - `proxmox`: PVE's REST API, where clone, start, stop, resize and delete
 //!   are asynchronous tasks identified by a UPID, VMs are locked while a task runs
 //!   (`lock: clone`), and new VMs are linked clones of a template. Such a driver
 //!   answers [`Op::Task`] with the UPID, and the executor polls
@@ -14,14 +14,35 @@
 //!
 //! Drivers hold no desired state of their own beyond what the hypervisor stores
 //! (QEMU: the state dir; PVE: the VM config), so an agent restart loses nothing.
-//! Validation, capacity and locking happen in the executor, not here.
+//! Validation, capacity, locking, the host network (bridge, taps, nftables) and the
+//! cloud-init seed's content belong to the executor, not here: a driver receives
+//! the rendered [`SeedFiles`] and packs them the way its hypervisor needs (QEMU: a
+//! NoCloud ISO; PVE: `cicustom` snippets).
+//!
+//! Every method may be called concurrently for different VMs (the executor holds
+//! one lock per VM, never a host-wide one while a task runs).
 
+pub mod proxmox;
 pub mod qemu;
 
 use async_trait::async_trait;
 use clawy_proto::agent::{VmSpec, VmStatus};
 
+use crate::cloudinit::SeedFiles;
 use crate::error::AgentError;
+use crate::spec::VmId;
+
+/// Who puts the VM's port on the Clawy bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapOwner {
+    /// The executor creates `Network::tap_name(id)` before start; the driver
+    /// plugs the VM into it (qemu).
+    Agent,
+    /// The hypervisor creates its own tap at start and joins it to the bridge
+    /// (PVE: `tap<vmid>i0`); the executor registers it after start
+    /// ([`Driver::hypervisor_tap`]). Until then it can send nothing.
+    Hypervisor,
+}
 
 /// Identifier of a hypervisor task still running (a PVE UPID).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,25 +79,40 @@ pub trait Driver: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Accelerator in use (`kvm`/`tcg`), as probed at start-up.
     fn accelerator(&self) -> &str;
+    /// Who creates the VM's port on the Clawy bridge.
+    fn tap_owner(&self) -> TapOwner;
     /// What the machine has.
     async fn machine(&self) -> Result<Machine, AgentError>;
     /// Specs of every defined VM (cheap; used for capacity and conflicts).
-    async fn specs(&self) -> Result<Vec<(String, VmSpec)>, AgentError>;
-    /// Create the VM or bring its definition in line with `spec`. Does not change
-    /// the power state, except that changing port forwards applies live.
-    async fn ensure_vm(&self, id: &str, spec: &VmSpec) -> Result<Op, AgentError>;
+    async fn specs(&self) -> Result<Vec<(VmId, VmSpec)>, AgentError>;
+    /// Create the VM or bring its definition in line with `spec`, with `seed` as
+    /// its cloud-init seed. Does not change the power state.
+    async fn ensure_vm(&self, id: &VmId, spec: &VmSpec, seed: &SeedFiles)
+    -> Result<Op, AgentError>;
     /// Start; a running VM is left alone.
-    async fn start_vm(&self, id: &str) -> Result<Op, AgentError>;
+    async fn start_vm(&self, id: &VmId) -> Result<Op, AgentError>;
     /// Graceful stop (ACPI), forced after the configured timeout; a stopped VM is
     /// left alone.
-    async fn stop_vm(&self, id: &str) -> Result<Op, AgentError>;
+    async fn stop_vm(&self, id: &VmId) -> Result<Op, AgentError>;
     /// Reset a running VM; a stopped VM is an error (`conflict`).
-    async fn reboot_vm(&self, id: &str) -> Result<Op, AgentError>;
-    /// Stop and destroy everything of the VM (disk, seed, network). Absent is fine.
-    async fn delete_vm(&self, id: &str) -> Result<Op, AgentError>;
+    async fn reboot_vm(&self, id: &VmId) -> Result<Op, AgentError>;
+    /// Stop and destroy everything of the VM the hypervisor holds (disk, seed).
+    /// Absent is fine. The executor removes its network afterwards.
+    async fn delete_vm(&self, id: &VmId) -> Result<Op, AgentError>;
     /// Status without the health probe (the executor adds it).
-    async fn vm_status(&self, id: &str) -> Result<VmStatus, AgentError>;
+    async fn vm_status(&self, id: &VmId) -> Result<VmStatus, AgentError>;
     async fn list_vms(&self) -> Result<Vec<VmStatus>, AgentError>;
     /// State of a task returned in [`Op::Task`].
     async fn poll_task(&self, task: &TaskId) -> Result<TaskState, AgentError>;
+    /// [`TapOwner::Hypervisor`]: the name of the VM's tap on the Clawy bridge while
+    /// it runs (`None` when the VM does not exist).
+    async fn hypervisor_tap(&self, _id: &VmId) -> Result<Option<String>, AgentError> {
+        Ok(None)
+    }
+    /// Removes every copy of the VM's cloud-init seed the hypervisor keeps once
+    /// the guest has read it (the seed will carry secrets): qemu deletes its seed
+    /// ISO, proxmox its snippet files and the VM's cloud-init drive. The VM must
+    /// be stopped or the guest must already have booted once; a later start then
+    /// boots without a seed (cloud-init keeps what it applied). Idempotent.
+    async fn forget_seed(&self, id: &VmId) -> Result<(), AgentError>;
 }

@@ -195,7 +195,7 @@ impl NetworkConfig {
     }
 }
 
-fn validate_ifname(key: &'static str, name: &str) -> Result<(), ConfigError> {
+pub(crate) fn validate_ifname(key: &'static str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= IFNAME_MAX
         && name

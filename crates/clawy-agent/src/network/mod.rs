@@ -47,6 +47,8 @@ pub enum NetworkError {
     },
     #[error(transparent)]
     Parse(#[from] ParseError),
+    #[error("{0}")]
+    Port(String),
     #[error("{ip} is not a VM address in {subnet}")]
     AddressOutsideSubnet { ip: Ipv4Addr, subnet: Subnet },
     #[error("{what} {value} is already registered to interface {tap}")]
@@ -199,8 +201,40 @@ impl Network {
         mac: MacAddr,
         ip: Ipv4Addr,
     ) -> Result<String, NetworkError> {
-        self.check_vm_ip(ip)?;
         let tap = Self::tap_name(vm_id);
+        self.register(&tap, mac, ip, true).await?;
+        Ok(tap)
+    }
+
+    /// A tap the hypervisor created and joined to the bridge (Proxmox VE's
+    /// `tap<vmid>i0`): until this runs it can send nothing at all (an unregistered
+    /// port, see docs/NETWORK.md); this isolates the port and registers its only
+    /// allowed (MAC, IP) pair. Idempotent. The tap must already be a port of the
+    /// Clawy bridge: a name on another bridge is refused.
+    pub async fn register_hypervisor_tap(
+        &self,
+        tap: &str,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+    ) -> Result<(), NetworkError> {
+        config::validate_ifname("hypervisor tap", tap)?;
+        if tap.starts_with(TAP_PREFIX) {
+            return Err(NetworkError::Port(format!(
+                "`{tap}`: hypervisor taps may not use the agent's own prefix {TAP_PREFIX}"
+            )));
+        }
+        self.register(tap, mac, ip, false).await
+    }
+
+    async fn register(
+        &self,
+        tap: &str,
+        mac: MacAddr,
+        ip: Ipv4Addr,
+        create: bool,
+    ) -> Result<(), NetworkError> {
+        self.check_vm_ip(ip)?;
+        let tap = tap.to_string();
         let mut st = self.loaded_state().await?;
         if let Some(other) = st
             .elements
@@ -219,15 +253,22 @@ impl Network {
                 tap: other.tap.clone(),
             });
         }
-        if !self.link_exists(&tap).await? {
-            self.run("ip", &["tuntap", "add", "dev", &tap, "mode", "tap"])
-                .await?;
+        if create {
+            if !self.link_exists(&tap).await? {
+                self.run("ip", &["tuntap", "add", "dev", &tap, "mode", "tap"])
+                    .await?;
+            }
+            self.run(
+                "ip",
+                &["link", "set", "dev", &tap, "master", &self.cfg.bridge],
+            )
+            .await?;
+        } else if self.master_of(&tap).await?.as_deref() != Some(self.cfg.bridge.as_str()) {
+            return Err(NetworkError::Port(format!(
+                "`{tap}` is not a port of {}",
+                self.cfg.bridge
+            )));
         }
-        self.run(
-            "ip",
-            &["link", "set", "dev", &tap, "master", &self.cfg.bridge],
-        )
-        .await?;
         // ISO-3 (L2): isolated bridge ports cannot exchange frames with each other,
         // only with the bridge itself (the gateway).
         self.run("bridge", &["link", "set", "dev", &tap, "isolated", "on"])
@@ -254,7 +295,8 @@ impl Network {
             let mut script = delete_pairs_script(&l2, &stale);
             script.push_str(&format!(
                 "add element bridge {l2} allowed {{ \"{tap}\" . {mac} . {ip} }}\n\
-                 add element bridge {l2} vm_macs {{ {mac} }}\n"
+                 add element bridge {l2} vm_macs {{ {mac} }}\n\
+                 add element bridge {l2} vm_ports {{ \"{tap}\" }}\n"
             ));
             self.nft_script(&script).await?;
             for a in &stale {
@@ -262,14 +304,39 @@ impl Network {
             }
             st.elements.allowed.insert(wanted);
         }
-        Ok(tap)
+        Ok(())
+    }
+
+    /// The port `ip` is registered to, if any.
+    pub async fn port_of(&self, ip: Ipv4Addr) -> Result<Option<String>, NetworkError> {
+        let st = self.loaded_state().await?;
+        Ok(st
+            .elements
+            .allowed
+            .iter()
+            .find(|a| a.ip == ip)
+            .map(|a| a.tap.clone()))
+    }
+
+    /// The bridge a link is a port of, if any.
+    async fn master_of(&self, link: &str) -> Result<Option<String>, NetworkError> {
+        if !self.link_exists(link).await? {
+            return Ok(None);
+        }
+        let out = self.run("ip", &["-o", "link", "show", "dev", link]).await?;
+        Ok(out
+            .split_whitespace()
+            .skip_while(|w| *w != "master")
+            .nth(1)
+            .map(str::to_string))
     }
 
     /// Removes the VM's tap and its anti-spoof registration (its forwards stay;
     /// see `remove_vm`). Idempotent.
     pub async fn remove_tap(&self, vm_id: &str) -> Result<(), NetworkError> {
         let mut st = self.loaded_state().await?;
-        self.remove_tap_locked(&mut st, vm_id).await
+        self.remove_tap_locked(&mut st, &Self::tap_name(vm_id))
+            .await
     }
 
     /// Replaces the VM's inbound forwards (NET-5) with exactly `forwards`, all to
@@ -341,8 +408,14 @@ impl Network {
     /// Removes everything the VM has on the host network: forwards, anti-spoof
     /// registration, tap. Idempotent.
     pub async fn remove_vm(&self, vm_id: &str) -> Result<(), NetworkError> {
+        self.remove_vm_port(vm_id, &Self::tap_name(vm_id)).await
+    }
+
+    /// [`Network::remove_vm`] for a VM whose port is `tap` (a hypervisor's tap is
+    /// unregistered but not deleted: the hypervisor owns it).
+    pub async fn remove_vm_port(&self, vm_id: &str, tap: &str) -> Result<(), NetworkError> {
         let mut st = self.loaded_state().await?;
-        let tap = Self::tap_name(vm_id);
+        let tap = tap.to_string();
         let mut ips = st.vm_ips.remove(vm_id).unwrap_or_default();
         ips.extend(
             st.elements
@@ -356,7 +429,7 @@ impl Network {
             .filter(|e| ips.contains(&e.ip))
             .collect();
         self.apply_forwards(&mut st, &remove, &[]).await?;
-        self.remove_tap_locked(&mut st, vm_id).await
+        self.remove_tap_locked(&mut st, &tap).await
     }
 
     /// The forwards as nftables holds them now.
@@ -419,8 +492,7 @@ impl Network {
         Ok(st)
     }
 
-    async fn remove_tap_locked(&self, st: &mut State, vm_id: &str) -> Result<(), NetworkError> {
-        let tap = Self::tap_name(vm_id);
+    async fn remove_tap_locked(&self, st: &mut State, tap: &str) -> Result<(), NetworkError> {
         let stale: Vec<AllowedPair> = st
             .elements
             .allowed
@@ -435,8 +507,8 @@ impl Network {
                 st.elements.allowed.remove(a);
             }
         }
-        if self.link_exists(&tap).await? {
-            self.run("ip", &["link", "del", "dev", &tap]).await?;
+        if tap.starts_with(TAP_PREFIX) && self.link_exists(tap).await? {
+            self.run("ip", &["link", "del", "dev", tap]).await?;
         }
         Ok(())
     }
@@ -624,6 +696,12 @@ fn delete_pairs_script(l2: &str, pairs: &[AllowedPair]) -> String {
     let macs: BTreeSet<MacAddr> = pairs.iter().map(|a| a.mac).collect();
     for mac in macs {
         script.push_str(&format!("delete element bridge {l2} vm_macs {{ {mac} }}\n"));
+    }
+    let ports: BTreeSet<&str> = pairs.iter().map(|a| a.tap.as_str()).collect();
+    for port in ports {
+        script.push_str(&format!(
+            "delete element bridge {l2} vm_ports {{ \"{port}\" }}\n"
+        ));
     }
     script
 }

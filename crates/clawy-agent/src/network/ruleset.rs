@@ -213,6 +213,19 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
         let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
     }
     let _ = writeln!(s, "  }}");
+    // Every registered port by name: the agent's own taps and the hypervisor's
+    // (`tap<vmid>i0`), which no name pattern of ours covers.
+    let _ = writeln!(s, "  set vm_ports {{\n    type ifname");
+    let ports: BTreeSet<String> = elements
+        .allowed
+        .iter()
+        .map(|a| format!("\"{}\"", a.tap))
+        .collect();
+    if !ports.is_empty() {
+        let ports: Vec<String> = ports.into_iter().collect();
+        let _ = writeln!(s, "    elements = {{ {} }}", ports.join(", "));
+    }
+    let _ = writeln!(s, "  }}");
     let _ = writeln!(s, "  set vm_macs {{\n    type ether_addr");
     let macs: BTreeSet<String> = elements.allowed.iter().map(|a| a.mac.to_string()).collect();
     if !macs.is_empty() {
@@ -238,6 +251,7 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
         s,
         "  chain prerouting {{\n    type filter hook prerouting priority filter; policy accept;\n    \
          iifname \"{taps}\" jump from_vm\n    \
+         iifname @vm_ports jump from_vm\n    \
          ether saddr @vm_macs drop comment \"ISO-3: a VM's MAC from a port that is not its tap\"\n    \
          ether type arp arp saddr ip {subnet} drop comment \"ISO-3: unregistered port\"\n    \
          ether type arp arp daddr ip {subnet} drop comment \"ISO-3: unregistered port\"\n    \
@@ -258,14 +272,17 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
         s,
         "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    \
          iifname \"{taps}\" drop comment \"ISO-3: no VM-to-VM at L2\"\n    \
-         oifname \"{taps}\" drop comment \"ISO-3: no other port reaches a VM\"\n  }}"
+         oifname \"{taps}\" drop comment \"ISO-3: no other port reaches a VM\"\n    \
+         iifname @vm_ports drop comment \"ISO-3: no VM-to-VM at L2\"\n    \
+         oifname @vm_ports drop comment \"ISO-3: no other port reaches a VM\"\n  }}"
     );
     // No IPv6 (router advertisements, DHCPv6, neighbour discovery) nor anything
     // else but IPv4 and ARP from the host to the VMs either.
     let _ = writeln!(
         s,
         "  chain output {{\n    type filter hook output priority filter; policy accept;\n    \
-         oifname \"{taps}\" ether type != {{ ip, arp }} drop comment \"no IPv6 toward VMs\"\n  }}\n}}"
+         oifname \"{taps}\" ether type != {{ ip, arp }} drop comment \"no IPv6 toward VMs\"\n    \
+         oifname @vm_ports ether type != {{ ip, arp }} drop comment \"no IPv6 toward VMs\"\n  }}\n}}"
     );
     s
 }
@@ -501,6 +518,8 @@ mod tests {
         // L2: taps to the strict chain, other ports kept off our addresses.
         let pre = chain(&s, "bridge clawy_l2", "prerouting");
         assert_eq!(pre[0], "iifname \"clawyt*\" jump from_vm");
+        // A hypervisor's tap (PVE's tap<vmid>i0) once registered: same strict chain.
+        assert_eq!(pre[1], "iifname @vm_ports jump from_vm");
         assert!(
             pre.iter()
                 .any(|r| r.starts_with("ether saddr @vm_macs drop"))

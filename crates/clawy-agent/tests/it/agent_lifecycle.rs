@@ -67,7 +67,8 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
         // Long on purpose: the stop below must finish by the guest powering off on
         // the ACPI request, far sooner than this.
         stop_timeout_secs: GRACEFUL_STOP_TIMEOUT_SECS,
-        extra_toml: "pin_cpus = true\n".into(),
+        driver_toml: clawy_testkit::agent::qemu_driver_toml("pin_cpus = true"),
+        ..AgentOptions::default()
     };
     let mut agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
         .await

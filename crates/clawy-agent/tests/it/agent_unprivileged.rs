@@ -80,7 +80,10 @@ async fn iso4_each_qemu_runs_as_its_own_user_and_cannot_open_another_vms_disk() 
     let image_name = image.file_name().unwrap().to_str().unwrap().to_string();
     let opts = AgentOptions {
         images_dir: Some(images_dir),
-        extra_toml: "max_vcpus = 4\nqemu_uid_range = \"1900100000-1900100099\"\n".into(),
+        extra_toml: "max_vcpus = 4\n".into(),
+        driver_toml: clawy_testkit::agent::qemu_driver_toml(
+            "uid_range = \"1900100000-1900100099\"",
+        ),
         ..AgentOptions::default()
     };
     let mut agent = TestAgent::start(Path::new(BIN), opts, None).await.unwrap();

@@ -108,6 +108,79 @@ async fn iso3_tap_is_an_isolated_port_with_one_registered_source() {
     net.remove_tap("vm-a").await.unwrap();
 }
 
+/// A hypervisor's own tap (Proxmox VE creates `tap<vmid>i0` and joins it to the
+/// bridge): the agent registers it — isolated port, one allowed source pair, a
+/// `vm_ports` element so the strict L2 chain applies — refuses a tap that is
+/// not a port of the Clawy bridge, and on removal unregisters it without
+/// deleting the hypervisor's interface.
+#[tokio::test]
+async fn iso3_hypervisor_tap_is_registered_isolated_and_unregistered() {
+    let ns = Netns::new("nethvtap").unwrap();
+    let net = Network::in_netns(cfg(), ns.name()).unwrap();
+    net.ensure_host().await.unwrap();
+    // What PVE does at VM start.
+    ns.exec(&["ip", "tuntap", "add", "dev", "tap101i0", "mode", "tap"])
+        .unwrap();
+    let err = net
+        .register_hypervisor_tap("tap101i0", mac(20), ip(20))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a port of clawybr0"), "{err}");
+    ns.exec(&["ip", "link", "set", "dev", "tap101i0", "master", "clawybr0"])
+        .unwrap();
+    // The agent's own prefix is not for hypervisor taps.
+    assert!(
+        net.register_hypervisor_tap("clawyt123", mac(20), ip(20))
+            .await
+            .is_err()
+    );
+    net.register_hypervisor_tap("tap101i0", mac(20), ip(20))
+        .await
+        .unwrap();
+    net.register_hypervisor_tap("tap101i0", mac(20), ip(20))
+        .await
+        .unwrap();
+    let link = ns
+        .exec(&["bridge", "-d", "link", "show", "dev", "tap101i0"])
+        .unwrap();
+    assert!(link.contains("isolated on"), "{link}");
+    let allowed = ns
+        .exec(&["nft", "list", "set", "bridge", "clawy_l2", "allowed"])
+        .unwrap();
+    assert_eq!(allowed.matches("tap101i0").count(), 1, "{allowed}");
+    let ports = ns
+        .exec(&["nft", "list", "set", "bridge", "clawy_l2", "vm_ports"])
+        .unwrap();
+    assert!(ports.contains("\"tap101i0\""), "{ports}");
+    assert_eq!(
+        net.port_of(ip(20)).await.unwrap().as_deref(),
+        Some("tap101i0")
+    );
+    // An agent restart keeps the registration (elements survive the reload).
+    let net2 = Network::in_netns(cfg(), ns.name()).unwrap();
+    net2.ensure_host().await.unwrap();
+    let ports = ns
+        .exec(&["nft", "list", "set", "bridge", "clawy_l2", "vm_ports"])
+        .unwrap();
+    assert!(ports.contains("\"tap101i0\""), "{ports}");
+    net2.remove_vm_port("vm-p", "tap101i0").await.unwrap();
+    let ports = ns
+        .exec(&["nft", "list", "set", "bridge", "clawy_l2", "vm_ports"])
+        .unwrap();
+    assert!(!ports.contains("tap101i0"), "{ports}");
+    let allowed = ns
+        .exec(&["nft", "list", "set", "bridge", "clawy_l2", "allowed"])
+        .unwrap();
+    assert!(!allowed.contains("tap101i0"), "{allowed}");
+    // The hypervisor's interface is the hypervisor's to delete.
+    assert!(
+        ns.output(&["ip", "link", "show", "tap101i0"])
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
 #[tokio::test]
 async fn net5_forwards_replace_conflict_and_remove_without_new_rules() {
     let ns = Netns::new("netfwd").unwrap();

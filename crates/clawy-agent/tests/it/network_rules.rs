@@ -160,6 +160,14 @@ async fn iso3_iso5_rules_read_back_in_order_with_their_verdicts() {
         "{:#?}",
         lines(pre)
     );
+    // A hypervisor's tap (PVE's tap<vmid>i0), once registered, gets the same
+    // strict chain.
+    assert_eq!(
+        pre[1].line(),
+        "iifname == @vm_ports => jump from_vm",
+        "{:#?}",
+        lines(pre)
+    );
     must_find(pre, &["ether saddr == @vm_macs", "=> drop"]);
     for field in ["arp saddr ip", "arp daddr ip", "ip saddr", "ip daddr"] {
         must_find(pre, &[&format!("{field} == 10.88.5.0/24"), "=> drop"]);
@@ -178,13 +186,18 @@ async fn iso3_iso5_rules_read_back_in_order_with_their_verdicts() {
         lines(l2fwd),
         vec![
             "iifname == clawyt* => drop".to_string(),
-            "oifname == clawyt* => drop".to_string()
+            "oifname == clawyt* => drop".to_string(),
+            "iifname == @vm_ports => drop".to_string(),
+            "oifname == @vm_ports => drop".to_string(),
         ]
     );
     // No IPv6 (nor anything but IPv4/ARP) toward VMs, and none on the bridge.
     assert_eq!(
         lines(&l2["output"]),
-        vec!["oifname == clawyt* · ether type != {ip,arp} => drop".to_string()]
+        vec![
+            "oifname == clawyt* · ether type != {ip,arp} => drop".to_string(),
+            "oifname == @vm_ports · ether type != {ip,arp} => drop".to_string(),
+        ]
     );
     let v6 = ns
         .exec(&["ip", "-6", "addr", "show", "dev", "clawybr0"])

@@ -65,7 +65,7 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
         reconcile_interval: None,
         metrics_interval: None,
         host_concurrency: 4,
-        agent_timeout: Duration::from_secs(60),
+        agent_timeout: Duration::from_secs(clawy_proto::agent::CLIENT_TIMEOUT_SECS),
     };
     let orch = Orchestrator::start(core.clone(), config);
     let caller = Actor::system();

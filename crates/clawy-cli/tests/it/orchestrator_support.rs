@@ -97,6 +97,7 @@ impl AgentHost {
                 "subnet = \"{subnet3}.0/24\"\nuplink = \"up0\"\nssh_port_range = \"{ports}\"\n"
             )),
             stop_timeout_secs: 3,
+            ..AgentOptions::default()
         };
         let agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
             .await

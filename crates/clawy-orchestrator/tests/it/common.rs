@@ -30,6 +30,7 @@ pub fn runner_config(prefix: &str) -> RunnerConfig {
         wait_running: Duration::from_secs(5),
         state_poll: Duration::from_millis(20),
         watch_health: Duration::from_secs(5),
+        busy_backoff: Duration::from_secs(5),
     }
 }
 

@@ -223,6 +223,58 @@ async fn unreachable_host_backs_off_then_recovers() {
     assert_eq!(events.iter().filter(|e| e.action == "job_retry").count(), 2);
 }
 
+/// Busy is not failure: a host answering `busy` (a hypervisor lock) defers the
+/// job without using up attempts, far more often than `max_attempts`, and the
+/// instance never goes to `error`.
+#[tokio::test]
+async fn busy_host_defers_without_failing_the_instance() {
+    let f = Fixture::new().await;
+    let agent = fake("DE-fra1", "10.90.7").await;
+    f.host("fra1", &agent, "DE").await;
+    let user = f.user("owner@example.com").await;
+    let inst = f.create(&user, "alpha").await;
+    agent.set_busy(true);
+    let runner = f.runner("t");
+    let max = f.core.jobs().history(&inst.id).await.unwrap()[0]
+        .job
+        .max_attempts;
+    for _ in 0..(max + 3) {
+        let (_, outcome) = runner.run_one("w").await.unwrap().unwrap();
+        assert_eq!(outcome, JobOutcome::Deferred);
+        let got = f.core.instances().get(&user.id, &inst.id).await.unwrap();
+        assert_ne!(got.state, InstanceState::Error);
+        // Not runnable again before the busy pause has passed.
+        assert!(runner.run_one("w").await.unwrap().is_none());
+        f.clock.advance(Duration::from_secs(6));
+    }
+    let job = &f.core.jobs().history(&inst.id).await.unwrap()[0].job;
+    assert_eq!(job.state, JobState::Queued);
+    assert!(
+        job.last_error.as_deref().unwrap().contains("locked"),
+        "{job:?}"
+    );
+    agent.set_busy(false);
+    let (_, outcome) = runner.run_one("w").await.unwrap().unwrap();
+    assert_eq!(outcome, JobOutcome::Succeeded);
+    assert_eq!(
+        f.core
+            .instances()
+            .get(&user.id, &inst.id)
+            .await
+            .unwrap()
+            .state,
+        InstanceState::Running
+    );
+    // No retry events for a routine lock.
+    let events = f
+        .core
+        .audit()
+        .list(clawy_core::audit::Scope::Instance(&inst.id), 100, None)
+        .await
+        .unwrap();
+    assert_eq!(events.iter().filter(|e| e.action == "job_retry").count(), 0);
+}
+
 #[tokio::test]
 async fn gives_up_into_error_and_retry_requeues() {
     let f = Fixture::new().await;

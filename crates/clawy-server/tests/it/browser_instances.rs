@@ -180,6 +180,7 @@ async fn real_host() -> RealHost {
                 .to_string(),
         ),
         stop_timeout_secs: 3,
+        ..AgentOptions::default()
     };
     let agent = TestAgent::start(Path::new(&clawy_bin()), opts, Some(&ns))
         .await

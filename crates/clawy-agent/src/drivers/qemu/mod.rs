@@ -23,7 +23,6 @@ pub mod seed;
 pub mod stats;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,11 +35,12 @@ use rustix::process::Pid;
 use self::accel::Accel;
 use self::process::LaunchPlan;
 use self::qmp::Qmp;
-use super::{Driver, Machine, Op, TaskId, TaskState};
-use crate::config::{AgentConfig, HostResources};
+use super::{Driver, Machine, Op, TapOwner, TaskId, TaskState};
+use crate::cloudinit::SeedFiles;
+use crate::config::{AgentConfig, HostResources, QemuConfig};
 use crate::error::AgentError;
-use crate::network::{MacAddr, Network};
-use crate::spec::SpecError;
+use crate::network::Network;
+use crate::spec::{SpecError, VmId};
 
 const QMP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -62,17 +62,6 @@ impl From<disk::DiskError> for AgentError {
 impl From<seed::SeedError> for AgentError {
     fn from(e: seed::SeedError) -> Self {
         AgentError::internal(e)
-    }
-}
-impl From<crate::network::NetworkError> for AgentError {
-    fn from(e: crate::network::NetworkError) -> Self {
-        use crate::network::NetworkError as N;
-        match e {
-            N::AddressConflict { .. } | N::PortConflict { .. } => {
-                AgentError::Conflict(e.to_string())
-            }
-            other => AgentError::internal(other),
-        }
     }
 }
 
@@ -120,8 +109,11 @@ struct VmPaths {
 
 pub struct QemuDriver {
     config: Arc<AgentConfig>,
+    qemu: QemuConfig,
     accel: Accel,
-    network: Option<Arc<Network>>,
+    /// VMs get a NIC on the agent's tap only when the host network is configured
+    /// (the executor creates and registers that tap).
+    with_network: bool,
     /// Previous CPU sample per VM for CPU % (instant, ticks).
     cpu_samples: std::sync::Mutex<HashMap<String, (Instant, u64)>>,
     /// Held from choosing pinned CPUs until QEMU runs, so two VMs started at the
@@ -130,15 +122,14 @@ pub struct QemuDriver {
 }
 
 impl QemuDriver {
-    /// Probe the accelerator, prepare the state dir and the host network. Running
-    /// VMs from before an agent restart are simply found again in the state dir.
-    pub async fn new(config: Arc<AgentConfig>) -> Result<Self, AgentError> {
-        let accel = accel::choose(config.accelerator, &config.qemu_binary)
+    /// Probe the accelerator and prepare the state dir. Running VMs from before an
+    /// agent restart are simply found again in the state dir.
+    pub async fn new(config: Arc<AgentConfig>, qemu: QemuConfig) -> Result<Self, AgentError> {
+        let accel = accel::choose(qemu.accelerator, &qemu.binary)
             .await
             .map_err(AgentError::internal)?;
         if rustix::process::geteuid().is_root() {
-            config
-                .qemu_uid_range
+            qemu.uid_range
                 .check_unused(Path::new("/etc"))
                 .map_err(|e| AgentError::Internal(e.to_string()))?;
         }
@@ -146,23 +137,16 @@ impl QemuDriver {
         std::fs::create_dir_all(&vms).map_err(io_internal(&vms))?;
         std::fs::set_permissions(&vms, std::fs::Permissions::from_mode(0o700))
             .map_err(io_internal(&vms))?;
-        let network = match &config.network {
-            Some(net_cfg) => {
-                let net = Network::new(net_cfg.clone())?;
-                net.ensure_host().await?;
-                Some(Arc::new(net))
-            }
-            None => None,
-        };
         let driver = QemuDriver {
+            with_network: config.network.is_some(),
             config,
+            qemu,
             accel,
-            network,
             cpu_samples: std::sync::Mutex::new(HashMap::new()),
             start_lock: tokio::sync::Mutex::new(()),
         };
         for (id, _) in driver.read_specs()? {
-            let p = driver.paths(&id);
+            let p = driver.paths(id.as_str());
             let alive = driver.live_pid(&p).is_some();
             tracing::info!(vm = %id, alive, power = driver.read_power(&p).as_str(), "re-adopted VM");
         }
@@ -208,7 +192,7 @@ impl QemuDriver {
         }
     }
 
-    fn read_specs(&self) -> Result<Vec<(String, VmSpec)>, AgentError> {
+    fn read_specs(&self) -> Result<Vec<(VmId, VmSpec)>, AgentError> {
         let vms = self.config.state_dir.join("vms");
         let mut out = Vec::new();
         let entries = match std::fs::read_dir(&vms) {
@@ -220,10 +204,10 @@ impl QemuDriver {
             let Some(id) = entry.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            if crate::spec::validate_vm_id(&id).is_err() {
+            let Ok(id) = VmId::parse(&id) else {
                 continue;
-            }
-            if let Some(spec) = self.read_spec(&self.paths(&id))? {
+            };
+            if let Some(spec) = self.read_spec(&self.paths(id.as_str()))? {
                 out.push((id, spec));
             }
         }
@@ -261,29 +245,12 @@ impl QemuDriver {
         }
     }
 
-    fn gateway(&self, spec: &VmSpec) -> Result<Ipv4Addr, AgentError> {
-        match &self.network {
-            Some(n) => Ok(n.gateway()),
-            None => Ok(seed::default_gateway(spec)?),
-        }
+    /// The agent's tap for this VM (the executor created and registered it).
+    fn tap(&self, id: &str) -> Option<String> {
+        self.with_network.then(|| Network::tap_name(id))
     }
 
-    /// Tap with this VM's registered MAC/IP and its port forwards (NET-5).
-    async fn ensure_network(&self, id: &str, spec: &VmSpec) -> Result<Option<String>, AgentError> {
-        let Some(net) = &self.network else {
-            return Ok(None);
-        };
-        let mac: MacAddr = spec
-            .mac
-            .parse()
-            .map_err(|e: crate::network::MacParseError| AgentError::internal(e))?;
-        let ip: Ipv4Addr = spec.private_ip.parse().map_err(AgentError::internal)?;
-        let tap = net.ensure_tap(id, mac, ip).await?;
-        net.set_port_forwards(id, ip, &spec.port_forwards).await?;
-        Ok(Some(tap))
-    }
-
-    async fn create(&self, id: &str, spec: &VmSpec, p: &VmPaths) -> Result<(), AgentError> {
+    async fn create(&self, spec: &VmSpec, seed: &SeedFiles, p: &VmPaths) -> Result<(), AgentError> {
         let base = self.base_image(spec)?;
         // A directory without spec.json is an interrupted creation: start over.
         if p.dir.exists() {
@@ -293,19 +260,10 @@ impl QemuDriver {
         std::fs::set_permissions(&p.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_internal(&p.dir))?;
         disk::create_overlay(&base, &p.overlay, spec.disk_gib).await?;
-        self.build_seed(id, spec, p).await?;
+        seed::build_iso(seed, &p.seed_work, &p.seed).await?;
         private_files(p)?;
-        self.ensure_network(id, spec).await?;
         self.write_power(p, Power::Defined)?;
         self.write_spec(p, spec)
-    }
-
-    /// The VM's NoCloud seed, built again from `spec` (create, and any change of a
-    /// stopped VM).
-    async fn build_seed(&self, id: &str, spec: &VmSpec, p: &VmPaths) -> Result<(), AgentError> {
-        let gateway = self.gateway(spec)?;
-        let nameservers = &self.config.nameservers;
-        Ok(seed::build_iso(id, spec, gateway, nameservers, &p.seed_work, &p.seed).await?)
     }
 
     fn write_spec(&self, p: &VmPaths, spec: &VmSpec) -> Result<(), AgentError> {
@@ -315,9 +273,9 @@ impl QemuDriver {
 
     async fn update(
         &self,
-        id: &str,
         old: &VmSpec,
         spec: &VmSpec,
+        seed: &SeedFiles,
         p: &VmPaths,
     ) -> Result<(), AgentError> {
         if old.base_image != spec.base_image {
@@ -337,8 +295,8 @@ impl QemuDriver {
             &a == spec
         };
         if only_forwards {
-            // NET-5: forwards change live, the VM keeps running.
-            self.ensure_network(id, spec).await?;
+            // NET-5: forwards change live (the executor applies them), the VM
+            // keeps running.
             return self.write_spec(p, spec);
         }
         if self.live_pid(p).is_some() {
@@ -347,8 +305,8 @@ impl QemuDriver {
             ));
         }
         disk::grow(&p.overlay, spec.disk_gib).await?;
-        self.build_seed(id, spec, p).await?;
-        self.ensure_network(id, spec).await?;
+        seed::build_iso(seed, &p.seed_work, &p.seed).await?;
+        private_files(p)?;
         self.write_spec(p, spec)
     }
 
@@ -440,7 +398,7 @@ impl QemuDriver {
             let (then, prev_ticks) = prev?;
             stats::cpu_percent(prev_ticks, ticks, now.duration_since(then).as_secs_f64())
         });
-        let tap = self.network.as_ref().map(|_| Network::tap_name(id));
+        let tap = self.tap(id);
         let net = tap.as_deref().and_then(stats::tap_bytes);
         VmStatus {
             id: id.to_string(),
@@ -469,8 +427,8 @@ impl QemuDriver {
         };
         let mut used = std::collections::BTreeSet::new();
         for (other, _) in self.read_specs()? {
-            let op = self.paths(&other);
-            if other == id || self.live_pid(&op).is_none() {
+            let op = self.paths(other.as_str());
+            if other.as_str() == id || self.live_pid(&op).is_none() {
                 continue;
             }
             used.extend(read_cpus(&op.cpus));
@@ -499,7 +457,7 @@ impl QemuDriver {
         if !rustix::process::geteuid().is_root() {
             return Ok(None);
         }
-        let range = self.config.qemu_uid_range;
+        let range = self.qemu.uid_range;
         let read = |path: &Path| -> Option<u32> {
             std::fs::read_to_string(path)
                 .ok()?
@@ -513,7 +471,7 @@ impl QemuDriver {
         }
         let mut used = std::collections::BTreeSet::new();
         for (other, _) in self.read_specs()? {
-            used.extend(read(&self.paths(&other).uid));
+            used.extend(read(&self.paths(other.as_str()).uid));
         }
         let id = (range.start..=range.end)
             .find(|id| !used.contains(id))
@@ -618,6 +576,10 @@ impl Driver for QemuDriver {
         self.accel.as_str()
     }
 
+    fn tap_owner(&self) -> TapOwner {
+        TapOwner::Agent
+    }
+
     async fn machine(&self) -> Result<Machine, AgentError> {
         let h = HostResources::detect(&self.config.state_dir);
         Ok(Machine {
@@ -627,21 +589,27 @@ impl Driver for QemuDriver {
         })
     }
 
-    async fn specs(&self) -> Result<Vec<(String, VmSpec)>, AgentError> {
+    async fn specs(&self) -> Result<Vec<(VmId, VmSpec)>, AgentError> {
         self.read_specs()
     }
 
-    async fn ensure_vm(&self, id: &str, spec: &VmSpec) -> Result<Op, AgentError> {
-        let p = self.paths(id);
+    async fn ensure_vm(
+        &self,
+        id: &VmId,
+        spec: &VmSpec,
+        seed: &SeedFiles,
+    ) -> Result<Op, AgentError> {
+        let p = self.paths(id.as_str());
         match self.read_spec(&p)? {
-            None => self.create(id, spec, &p).await?,
+            None => self.create(spec, seed, &p).await?,
             Some(old) if &old == spec => {}
-            Some(old) => self.update(id, &old, spec, &p).await?,
+            Some(old) => self.update(&old, spec, seed, &p).await?,
         }
         Ok(Op::Done)
     }
 
-    async fn start_vm(&self, id: &str) -> Result<Op, AgentError> {
+    async fn start_vm(&self, id: &VmId) -> Result<Op, AgentError> {
+        let id = id.as_str();
         let (p, spec) = self.load_spec(id)?;
         if self.live_pid(&p).is_some() {
             // Already running; a paused VM is resumed.
@@ -657,7 +625,7 @@ impl Driver for QemuDriver {
             }
         }
         let _starting = self.start_lock.lock().await;
-        let tap = self.ensure_network(id, &spec).await?;
+        let tap = self.tap(id);
         // ISO-4: root-only disk and seed (VMs made by older agents included).
         private_files(&p)?;
         let run_as = self.vm_uid(&p)?;
@@ -667,11 +635,11 @@ impl Driver for QemuDriver {
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
             overlay: p.overlay.clone(),
-            seed: p.seed.clone(),
+            seed: p.seed.exists().then(|| p.seed.clone()),
             qmp_socket: p.qmp.clone(),
             pidfile: p.pid.clone(),
             nic: tap.map(|t| (t, spec.mac.to_ascii_lowercase())),
-            cpus: if self.config.pin_cpus {
+            cpus: if self.qemu.pin_cpus {
                 Some(self.choose_cpus(id, spec.vcpus as usize, &p)?)
             } else {
                 None
@@ -679,14 +647,15 @@ impl Driver for QemuDriver {
             run_as,
             log: p.log.clone(),
         };
-        let child = process::spawn(&self.config.qemu_binary, &plan)?;
+        let child = process::spawn(&self.qemu.binary, &plan)?;
         let pid = self.wait_started(id, child, &p, run_as).await?;
         self.write_power(&p, Power::Running)?;
         tracing::info!(vm = %id, pid = pid.as_raw_nonzero().get(), accel = self.accel.as_str(), "VM started");
         Ok(Op::Done)
     }
 
-    async fn stop_vm(&self, id: &str) -> Result<Op, AgentError> {
+    async fn stop_vm(&self, id: &VmId) -> Result<Op, AgentError> {
+        let id = id.as_str();
         let (p, _) = self.load_spec(id)?;
         // Record the request first: QEMU going away from here on is not a crash.
         self.write_power(&p, Power::Stopped)?;
@@ -707,7 +676,8 @@ impl Driver for QemuDriver {
         Ok(Op::Done)
     }
 
-    async fn reboot_vm(&self, id: &str) -> Result<Op, AgentError> {
+    async fn reboot_vm(&self, id: &VmId) -> Result<Op, AgentError> {
+        let id = id.as_str();
         let (p, _) = self.load_spec(id)?;
         // A guest that powered itself off is settled as stopped first.
         self.qmp_state(id, &p).await;
@@ -719,7 +689,8 @@ impl Driver for QemuDriver {
         Ok(Op::Done)
     }
 
-    async fn delete_vm(&self, id: &str) -> Result<Op, AgentError> {
+    async fn delete_vm(&self, id: &VmId) -> Result<Op, AgentError> {
+        let id = id.as_str();
         let p = self.paths(id);
         if !p.dir.exists() {
             return Ok(Op::Done);
@@ -728,9 +699,6 @@ impl Driver for QemuDriver {
         self.write_power(&p, Power::Stopped)?;
         if let Some(pid) = self.live_pid(&p) {
             self.force_stop(pid, &p).await;
-        }
-        if let Some(net) = &self.network {
-            net.remove_vm(id).await?;
         }
         // ISO-4: overlay, seed and everything else of the VM go with the directory.
         std::fs::remove_dir_all(&p.dir).map_err(io_internal(&p.dir))?;
@@ -741,7 +709,8 @@ impl Driver for QemuDriver {
         Ok(Op::Done)
     }
 
-    async fn vm_status(&self, id: &str) -> Result<VmStatus, AgentError> {
+    async fn vm_status(&self, id: &VmId) -> Result<VmStatus, AgentError> {
+        let id = id.as_str();
         let (p, spec) = self.load_spec(id)?;
         let qmp_state = self.qmp_state(id, &p).await;
         Ok(self.status_of(id, spec, &p, qmp_state))
@@ -750,9 +719,9 @@ impl Driver for QemuDriver {
     async fn list_vms(&self) -> Result<Vec<VmStatus>, AgentError> {
         let mut out = Vec::new();
         for (id, spec) in self.read_specs()? {
-            let p = self.paths(&id);
-            let qmp_state = self.qmp_state(&id, &p).await;
-            out.push(self.status_of(&id, spec, &p, qmp_state));
+            let p = self.paths(id.as_str());
+            let qmp_state = self.qmp_state(id.as_str(), &p).await;
+            out.push(self.status_of(id.as_str(), spec, &p, qmp_state));
         }
         Ok(out)
     }
@@ -761,14 +730,33 @@ impl Driver for QemuDriver {
         // Every qemu operation completes before it returns; no task ids exist.
         Err(AgentError::NotFound(format!("task {}", task.0)))
     }
+
+    async fn forget_seed(&self, id: &VmId) -> Result<(), AgentError> {
+        let (p, _) = self.load_spec(id.as_str())?;
+        if self.live_pid(&p).is_some() {
+            // QEMU holds the ISO open; the guest re-reads it at every boot.
+            return Err(AgentError::Conflict(format!(
+                "VM `{id}` is running; stop it before its seed is removed"
+            )));
+        }
+        match std::fs::remove_file(&p.seed) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_internal(&p.seed)(e)),
+        }
+    }
 }
 
 /// ISO-4: the disk and seed readable by root alone (QEMU opens them before it
 /// drops to the VM's uid; nothing else needs them).
 fn private_files(p: &VmPaths) -> Result<(), AgentError> {
     for f in [&p.overlay, &p.seed] {
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_internal(f))?;
+        match std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            // A forgotten seed is simply absent.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && f == &p.seed => {}
+            Err(e) => return Err(io_internal(f)(e)),
+        }
     }
     Ok(())
 }

@@ -50,7 +50,8 @@ pub struct LaunchPlan {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub overlay: PathBuf,
-    pub seed: PathBuf,
+    /// The NoCloud seed ISO; `None` once it was forgotten (`forget_seed`).
+    pub seed: Option<PathBuf>,
     pub qmp_socket: PathBuf,
     pub pidfile: PathBuf,
     /// Tap interface and MAC; `None` = no NIC at all.
@@ -122,9 +123,11 @@ pub fn build_argv(plan: &LaunchPlan) -> Vec<String> {
             &plan.overlay,
             "if=virtio,format=qcow2,cache=none,discard=unmap",
         ),
-        "-drive".into(),
-        drive(&plan.seed, "if=virtio,format=raw,readonly=on"),
     ];
+    if let Some(seed) = &plan.seed {
+        a.push("-drive".into());
+        a.push(drive(seed, "if=virtio,format=raw,readonly=on"));
+    }
     match &plan.nic {
         Some((tap, mac)) => {
             a.push("-netdev".into());
@@ -255,7 +258,7 @@ mod tests {
             vcpus: 2,
             memory_mib: 512,
             overlay: "/s/vms/vm-1/overlay.qcow2".into(),
-            seed: "/s/vms/vm-1/seed.iso".into(),
+            seed: Some("/s/vms/vm-1/seed.iso".into()),
             qmp_socket: "/s/vms/vm-1/qmp.sock".into(),
             pidfile: "/s/vms/vm-1/qemu.pid".into(),
             nic: Some(("clawyt0123456789".into(), "52:54:00:aa:bb:cc".into())),
