@@ -574,6 +574,28 @@ impl Hosts<'_> {
         Ok(())
     }
 
+    /// Marks many hosts reachable (their agents answered) in one statement per 500
+    /// hosts: a reconcile pass writes once, not once per host (issue 13). Unknown
+    /// ids are ignored (a host deleted during the pass).
+    pub async fn mark_reachable_many(&self, ids: &[String]) -> Result<(), HostError> {
+        let now = self.core.now_ms();
+        for chunk in ids.chunks(500) {
+            let list = (0..chunk.len())
+                .map(|k| format!("${}", k + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE hosts SET reachable = 1, last_contact_at = $1, last_error = NULL WHERE id IN ({list})"
+            )))
+            .bind(now);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            q.execute(self.core.store().pool()).await?;
+        }
+        Ok(())
+    }
+
     /// Opens the host's token for the orchestrator's agent client. Never expose this
     /// through an API or a page.
     pub async fn agent_target(&self, id: &str) -> Result<AgentTarget, HostError> {

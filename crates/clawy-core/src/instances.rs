@@ -663,6 +663,21 @@ impl Instances<'_> {
             .collect::<Result<_, _>>()?)
     }
 
+    /// The ids of the instances on a host that are not deleted (the poller: one
+    /// indexed query per host, no joins; the samples of a VM the database does not
+    /// know are dropped).
+    pub async fn ids_on_host(&self, host_id: &str) -> Result<Vec<String>, InstanceError> {
+        let rows =
+            sqlx::query("SELECT id FROM instances WHERE host_id = $1 AND state <> 'deleted'")
+                .bind(host_id)
+                .fetch_all(self.core.store().pool())
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// How many instances the owner has (not deleted), for quota displays.
     pub async fn count_for_owner(&self, owner_id: &str) -> Result<u64, InstanceError> {
         let n: i64 = sqlx::query(

@@ -33,7 +33,7 @@ use clawy_core::Actor;
 use clawy_core::Core;
 use clawy_core::audit::AuditAction;
 use clawy_core::hosts::AgentTarget;
-use clawy_core::instances::{DesiredPower, Instance, InstanceState, ListFilter};
+use clawy_core::instances::{DesiredPower, Instance, InstanceState};
 use clawy_core::jobs::JobKind;
 use clawy_proto::agent::{ErrorCode, VmState, VmStatus};
 use futures::StreamExt;
@@ -102,44 +102,38 @@ impl Reconciler {
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, OrchestratorError> {
         let started = Instant::now();
         let targets = self.core.hosts().agent_targets().await?;
-        // DB snapshot first (see the module docs): instances by host, busy instances.
+        // DB snapshot first (see the module docs): busy instances for the whole
+        // fleet in one query; each host's instances right before its agent is asked
+        // (one indexed query per host: the statements of a pass grow with hosts,
+        // never with instances per host, and a replica reads only its own hosts).
         let busy = self.busy_instances().await?;
-        // All live instances in pages of 500 (a few queries for a whole fleet rather
-        // than one per host), grouped by host.
-        let mut by_host: HashMap<String, Vec<Instance>> = HashMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .core
-                .instances()
-                .list_all(&ListFilter::default(), 500, after.as_deref())
-                .await?;
-            for inst in page.items {
-                by_host.entry(inst.host_id.clone()).or_default().push(inst);
-            }
-            match page.next_after {
-                Some(c) => after = Some(c),
-                None => break,
-            }
-        }
         let snapshot_ms = started.elapsed().as_millis() as u64;
         let busy = &busy;
         let mut report = ReconcileReport::default();
-        let results: Vec<Result<ReconcileReport, OrchestratorError>> =
+        let results: Vec<Result<(String, ReconcileReport), OrchestratorError>> =
             futures::stream::iter(targets)
-                .map(|t| {
-                    let instances = by_host.remove(&t.host_id).unwrap_or_default();
-                    async move { self.reconcile_host(t, instances, busy).await }
+                .map(|t| async move {
+                    let host = t.host_id.clone();
+                    self.reconcile_host(t, busy).await.map(|r| (host, r))
                 })
                 .buffer_unordered(self.concurrency)
                 .collect()
                 .await;
+        let mut answered = Vec::new();
         for r in results {
             match r {
-                Ok(r) => report.merge(r),
+                Ok((host, r)) => {
+                    if r.hosts_unreachable == 0 {
+                        answered.push(host);
+                    }
+                    report.merge(r);
+                }
                 Err(e) => tracing::warn!(error = %e, "reconciling a host failed"),
             }
         }
+        // Every host that answered, marked reachable in one statement (not one write
+        // per host per pass).
+        self.core.hosts().mark_reachable_many(&answered).await?;
         tracing::debug!(
             snapshot_ms,
             total_ms = started.elapsed().as_millis() as u64,
@@ -156,10 +150,17 @@ impl Reconciler {
     async fn reconcile_host(
         &self,
         target: AgentTarget,
-        instances: Vec<Instance>,
         busy: &HashSet<String>,
     ) -> Result<ReconcileReport, OrchestratorError> {
         let client = self.clients.for_target(&target)?;
+        let instances: Vec<Instance> = self
+            .core
+            .instances()
+            .list_by_host(&target.host_id)
+            .await?
+            .into_iter()
+            .filter(|i| i.state != InstanceState::Deleted)
+            .collect();
         let Some(list) = crate::ask_host(&self.core, &target.host_id, client.list_vms()).await?
         else {
             return Ok(ReconcileReport {
@@ -173,10 +174,6 @@ impl Reconciler {
             hosts: 1,
             ..Default::default()
         };
-        self.core
-            .hosts()
-            .mark_contact(&target.host_id, Ok(()))
-            .await?;
         report.vms_seen = vms.len();
         let vms: HashMap<String, VmStatus> = vms.into_iter().map(|v| (v.id.clone(), v)).collect();
         let known: HashSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
