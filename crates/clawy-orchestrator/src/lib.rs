@@ -4,6 +4,8 @@
 //! - [`runner`]: the durable job runner (N workers, leases, idempotent steps);
 //! - [`reconciler`]: desired vs. actual state on every host, repairs and flags;
 //! - [`poller`]: metrics samples, gateway health, host capacity/reachability;
+//! - [`leases`]: host leases sharing the reconciler's and poller's hosts among
+//!   replicas on one PostgreSQL;
 //! - [`registration`]: registering a host agent over the pinned connection;
 //! - [`crash`]: crash-injection points for the crash tests;
 //!
@@ -14,6 +16,7 @@ pub mod clients;
 pub mod crash;
 pub mod dns;
 pub mod error;
+pub mod leases;
 pub mod poller;
 pub mod reconciler;
 pub mod registration;
@@ -118,6 +121,9 @@ pub struct OrchestratorConfig {
     pub host_concurrency: usize,
     /// Bound of every agent request.
     pub agent_timeout: Duration,
+    /// Host leases across replicas (PostgreSQL only; `None` = this process polls and
+    /// reconciles every host). From `CLAWY_HOST_LEASE_SECS`.
+    pub host_lease: Option<Duration>,
 }
 
 impl OrchestratorConfig {
@@ -143,6 +149,11 @@ impl OrchestratorConfig {
             host_concurrency: 32,
             // Derived from the agent's operation budget, like every agent timeout.
             agent_timeout: Duration::from_secs(clawy_proto::agent::CLIENT_TIMEOUT_SECS),
+            host_lease: match core.store().backend() {
+                clawy_core::db::Backend::Postgres => leases::lease_from_env(),
+                // One SQLite file has one writer: a single replica (DECISIONS).
+                clawy_core::db::Backend::Sqlite => None,
+            },
         }
     }
 }
@@ -151,6 +162,7 @@ impl OrchestratorConfig {
 pub struct OrchestratorHandle {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub leases: Option<Arc<leases::HostLeases>>,
     pub runner: Arc<JobRunner>,
     pub reconciler: Arc<Reconciler>,
     pub poller: Arc<Poller>,
@@ -172,6 +184,11 @@ impl OrchestratorHandle {
         for t in self.tasks {
             let _ = t.await;
         }
+        if let Some(l) = &self.leases {
+            if let Err(e) = l.release_all().await {
+                tracing::warn!(error = %e, "releasing host leases failed (they expire)");
+            }
+        }
     }
 }
 
@@ -191,13 +208,34 @@ impl Orchestrator {
             clients.clone(),
             config.runner.clone(),
         ));
-        let reconciler = Arc::new(Reconciler::new(
-            core.clone(),
-            clients.clone(),
-            config.host_concurrency,
-        ));
-        let poller = Arc::new(Poller::new(core, clients, config.host_concurrency));
+        let leases = config.host_lease.map(|lease| {
+            Arc::new(leases::HostLeases::new(
+                core.clone(),
+                config.runner.worker_prefix.clone(),
+                lease,
+            ))
+        });
+        let mut reconciler =
+            Reconciler::new(core.clone(), clients.clone(), config.host_concurrency);
+        let mut poller = Poller::new(core, clients, config.host_concurrency);
         let mut tasks = runner.spawn(rx.clone());
+        if let Some(l) = &leases {
+            reconciler = reconciler.with_leases(l.clone());
+            if let Some(i) = config.metrics_interval {
+                poller = poller.with_leases(l.clone(), i);
+            }
+            let pass = |l: Arc<leases::HostLeases>| async move { l.refresh().await };
+            tasks.push(every(
+                "host leases",
+                l.refresh_every(),
+                rx.clone(),
+                l.clone(),
+                pass,
+            ));
+            tracing::info!(replica = %l.replica(), "host leases on");
+        }
+        let reconciler = Arc::new(reconciler);
+        let poller = Arc::new(poller);
         if let Some(i) = config.reconcile_interval {
             let pass = |r: Arc<Reconciler>| async move { r.reconcile_once().await };
             tasks.push(every("reconcile", i, rx.clone(), reconciler.clone(), pass));
@@ -210,6 +248,7 @@ impl Orchestrator {
         OrchestratorHandle {
             shutdown: tx,
             tasks,
+            leases,
             runner,
             reconciler,
             poller,

@@ -20,6 +20,7 @@ use futures::StreamExt;
 
 use crate::clients::AgentClients;
 use crate::error::OrchestratorError;
+use crate::leases::HostLeases;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollReport {
@@ -32,6 +33,9 @@ pub struct Poller {
     core: Arc<Core>,
     clients: Arc<AgentClients>,
     concurrency: usize,
+    /// With replicas: only the hosts this replica leases, each at most once per
+    /// `interval` across all replicas (`crate::leases`).
+    leases: Option<(Arc<HostLeases>, std::time::Duration)>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -88,12 +92,25 @@ impl Poller {
             core,
             clients,
             concurrency: concurrency.max(1),
+            leases: None,
         }
+    }
+
+    /// Polls only the hosts leased by this replica, and each host at most once per
+    /// `interval` whichever replica holds it.
+    pub fn with_leases(mut self, leases: Arc<HostLeases>, interval: std::time::Duration) -> Self {
+        self.leases = Some((leases, interval));
+        self
     }
 
     /// One poll of every host, then downsampling and purge.
     pub async fn poll_once(&self) -> Result<PollReport, OrchestratorError> {
-        let targets = self.core.hosts().agent_targets().await?;
+        let mut targets = self.core.hosts().agent_targets().await?;
+        if let Some((leases, interval)) = &self.leases {
+            leases.owned().await?;
+            let slots = leases.claim_polls(*interval).await?;
+            targets.retain(|t| slots.contains(&t.host_id));
+        }
         let results: Vec<Result<PollReport, OrchestratorError>> = futures::stream::iter(targets)
             .map(|t| async move { self.poll_host(t).await })
             .buffer_unordered(self.concurrency)

@@ -40,6 +40,7 @@ use futures::StreamExt;
 
 use crate::clients::AgentClients;
 use crate::error::OrchestratorError;
+use crate::leases::HostLeases;
 
 /// What one pass saw and did (tests and the benchmark read it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub struct Reconciler {
     concurrency: usize,
     /// (host id, vm id) already flagged by this process: flag once, not every pass.
     flagged: Mutex<HashSet<(String, String)>>,
+    /// With replicas: only the hosts this replica leases (`crate::leases`).
+    leases: Option<Arc<HostLeases>>,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -95,13 +98,24 @@ impl Reconciler {
             clients,
             concurrency: concurrency.max(1),
             flagged: Mutex::new(HashSet::new()),
+            leases: None,
         }
+    }
+
+    /// Reconciles only the hosts leased by this replica.
+    pub fn with_leases(mut self, leases: Arc<HostLeases>) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     /// One pass over every host.
     pub async fn reconcile_once(&self) -> Result<ReconcileReport, OrchestratorError> {
         let started = Instant::now();
-        let targets = self.core.hosts().agent_targets().await?;
+        let mut targets = self.core.hosts().agent_targets().await?;
+        if let Some(leases) = &self.leases {
+            let mine = leases.owned().await?;
+            targets.retain(|t| mine.contains(&t.host_id));
+        }
         // DB snapshot first (see the module docs): busy instances for the whole
         // fleet in one query; each host's instances right before its agent is asked
         // (one indexed query per host: the statements of a pass grow with hosts,

@@ -114,6 +114,7 @@ async fn data2_iso2_two_agents_placement_exhaustion_and_unknown_host() {
             metrics_interval: None,
             host_concurrency: 4,
             agent_timeout: Duration::from_secs(clawy_proto::agent::CLIENT_TIMEOUT_SECS),
+            host_lease: None,
         },
     );
     wait_for("all four running", Duration::from_secs(240), || async {

@@ -66,6 +66,7 @@ async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
         metrics_interval: None,
         host_concurrency: 4,
         agent_timeout: Duration::from_secs(clawy_proto::agent::CLIENT_TIMEOUT_SECS),
+        host_lease: None,
     };
     let orch = Orchestrator::start(core.clone(), config);
     let caller = Actor::system();

@@ -87,17 +87,39 @@ async fn fleet_scale_statements_per_pass_do_not_grow_with_instances_per_host() {
     );
 }
 
-struct Fleet {
-    agents: Vec<FakeAgent>,
-    hosts: Vec<String>,
-    owner: clawy_core::User,
-    next: usize,
+pub struct Fleet {
+    pub agents: Vec<FakeAgent>,
+    pub hosts: Vec<String>,
+    pub owner: clawy_core::User,
+    pub next: usize,
 }
 
 impl Fleet {
+    /// `hosts` fake agents registered as hosts in DE, no instances yet.
+    pub async fn start(f: &Fixture, hosts: usize) -> Fleet {
+        let mut fleet = Fleet {
+            agents: Vec::new(),
+            hosts: Vec::new(),
+            owner: f.user("fleet@example.com").await,
+            next: 0,
+        };
+        for h in 0..hosts {
+            let agent = fake(
+                &format!("DE-s{h}"),
+                &format!("10.{}.{}", 100 + h / 256, h % 256),
+            )
+            .await;
+            fleet
+                .hosts
+                .push(f.host(&format!("s{h}"), &agent, "DE").await);
+            fleet.agents.push(agent);
+        }
+        fleet
+    }
+
     /// Adds `per_host` running instances (inserted directly, valid allocation) to
     /// every host, and the matching VM to its fake agent.
-    async fn add(&mut self, f: &Fixture, per_host: usize) {
+    pub async fn add(&mut self, f: &Fixture, per_host: usize) {
         let plan = f.core.plans().get("small").await.unwrap();
         let now = f.core.now_ms();
         let mut tx = f.core.store().pool().begin().await.unwrap();
@@ -187,24 +209,7 @@ async fn counted_fleet() {
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CountStatements))
         .unwrap();
     let f = Fixture::new().await;
-    let mut agents = Vec::new();
-    let mut hosts = Vec::new();
-    for h in 0..HOSTS {
-        let agent = fake(
-            &format!("DE-s{h}"),
-            &format!("10.{}.{}", 100 + h / 256, h % 256),
-        )
-        .await;
-        hosts.push(f.host(&format!("s{h}"), &agent, "DE").await);
-        agents.push(agent);
-    }
-    let owner = f.user("fleet@example.com").await;
-    let mut fleet = Fleet {
-        agents,
-        hosts,
-        owner,
-        next: 0,
-    };
+    let mut fleet = Fleet::start(&f, HOSTS).await;
     fleet.add(&f, FEW).await;
     let poller = Poller::new(f.core.clone(), f.clients.clone(), 8);
     // Warm-up: the first poll of a database starts the rollup watermark.

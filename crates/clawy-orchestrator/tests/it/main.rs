@@ -7,6 +7,7 @@
 mod common;
 mod dns_knot;
 mod fleet_scale;
+mod host_leases;
 mod postgres_two_runners;
 mod reconcile_fake;
 mod runner_fake;
