@@ -27,6 +27,7 @@ use clawy_core::config::ServerConfig;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::{Core, SecretString};
 use clawy_orchestrator::clients::AgentClients;
+use clawy_orchestrator::leases::HostLeases;
 use clawy_orchestrator::{Poller, Reconciler};
 use clawy_proto::agent::{PortForward, Protocol, Resources, VmSpec, VmState};
 use clawy_testkit::fake_agent::FakeAgent;
@@ -309,6 +310,37 @@ async fn main() -> anyhow::Result<()> {
         ms(poll),
         pr.samples
     );
+    // A second single-replica pass (same state as the two-replica pass below: every
+    // instance has health and samples already), then, on PostgreSQL, two replicas
+    // (two pollers, each with its own host leases) polling the fleet at once.
+    let t = Instant::now();
+    poller.poll_once().await?;
+    let single = t.elapsed();
+    println!("metrics poll pass, 1 replica: {:.0} ms", ms(single));
+    if core.store().backend() == clawy_core::Backend::Postgres {
+        let lease = Duration::from_secs(60);
+        let a = Arc::new(HostLeases::new(core.clone(), "bench-a".into(), lease));
+        let b = Arc::new(HostLeases::new(core.clone(), "bench-b".into(), lease));
+        // a takes all, b joins, a hands back its surplus, b takes it.
+        a.refresh().await?;
+        b.refresh().await?;
+        a.refresh().await?;
+        let (na, nb) = (a.refresh().await?, b.refresh().await?);
+        let pa = Poller::new(core.clone(), clients.clone(), 32).with_leases(a, Duration::ZERO);
+        let pb = Poller::new(core.clone(), clients.clone(), 32).with_leases(b, Duration::ZERO);
+        let t = Instant::now();
+        let (ra, rb) = tokio::join!(pa.poll_once(), pb.poll_once());
+        let two = t.elapsed();
+        let (ra, rb) = (ra?, rb?);
+        if ra.hosts + rb.hosts != args.hosts {
+            bail!("two replicas polled {} + {} hosts", ra.hosts, rb.hosts);
+        }
+        println!(
+            "metrics poll pass, 2 replicas ({na} + {nb} hosts): {:.0} ms, ratio to 1 replica {:.2}",
+            ms(two),
+            two.as_secs_f64() / single.as_secs_f64()
+        );
+    }
     println!(
         "bench process RSS (orchestrator + {} fake agents holding {} fake VMs): {} MiB",
         args.hosts,

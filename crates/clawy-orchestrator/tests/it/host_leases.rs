@@ -96,7 +96,7 @@ async fn host_leases_share_hosts_and_survive_a_killed_replica() {
     children[0].kill().unwrap();
     children[0].wait().unwrap();
     let killed = now_ms();
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
     let end = now_ms();
     for c in children.iter_mut().skip(1) {
         drop(c.stdin.take()); // graceful: the child shuts down
@@ -112,8 +112,9 @@ async fn host_leases_share_hosts_and_survive_a_killed_replica() {
     }
     assert_eq!(by_host.len(), HOSTS, "every host polled");
     // Picked up within the lease period, plus one refresh (lease/3) and one poll
-    // interval, plus 2 s for this loaded machine.
-    let pickup = (LEASE_SECS as i64) * 1000 + (LEASE_SECS as i64) * 1000 / 3 + INTERVAL_MS + 2_000;
+    // interval, plus 4 s for a pass on a loaded machine (the suite runs this next to
+    // other tests on 2 shared cores, where a 200-host pass takes seconds).
+    let pickup = (LEASE_SECS as i64) * 1000 + (LEASE_SECS as i64) * 1000 / 3 + INTERVAL_MS + 4_000;
     for (host, ats) in &by_host {
         assert!(
             ats.iter().any(|at| *at > started && *at < killed),
