@@ -101,8 +101,12 @@ async fn host_leases_share_hosts_and_survive_a_killed_replica() {
     for c in children.iter_mut().skip(1) {
         drop(c.stdin.take()); // graceful: the child shuts down
     }
+    // Wait without blocking the runtime: the fake agents are served by this test's
+    // runtime, and a child finishing its pass needs them to answer.
     for c in children.iter_mut().skip(1) {
-        let _ = c.wait();
+        while c.try_wait().unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     let polls = polls(&f).await;
