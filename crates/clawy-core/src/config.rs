@@ -529,6 +529,9 @@ impl ServerConfig {
                 "must start with sqlite:// or postgres:// (MySQL is not supported)".to_string(),
             );
         }
+        if let Err(message) = check_postgres_tls(&self.database_url) {
+            return bad("database_url", message);
+        }
         if !self.security_contact.contains('@') && !self.security_contact.starts_with("https://") {
             return bad(
                 "security_contact",
@@ -686,6 +689,56 @@ impl ServerConfig {
         c.bcrypt_cost = MIN_TEST_BCRYPT_COST;
         c.insecure_test_mode = true;
         c
+    }
+}
+
+/// DATA-4: a PostgreSQL server that is not on this machine is reached only with
+/// `sslmode=verify-full` (encrypted, certificate chain AND host name checked). The
+/// weaker modes (`disable`, `allow`, `prefer`, `require`, `verify-ca`) and a missing
+/// `sslmode` (libpq's default `prefer` silently falls back to plain text) are refused.
+/// A loopback server (`localhost`, 127.0.0.0/8, `::1`) or a unix socket (`host=/…`)
+/// never leaves the machine, so any mode is accepted there.
+fn check_postgres_tls(url: &str) -> Result<(), String> {
+    if url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    let parsed = Url::parse(url).map_err(|e| format!("is not a postgres:// URL ({e})"))?;
+    let mut sslmode = None;
+    let mut socket_host = false;
+    for (k, v) in parsed.query_pairs() {
+        match k.as_ref() {
+            // The last one wins in libpq and sqlx alike.
+            "sslmode" => sslmode = Some(v.to_ascii_lowercase()),
+            "host" if v.starts_with('/') => socket_host = true,
+            _ => {}
+        }
+    }
+    // `postgres:` is not a "special" scheme for the URL standard, so an IPv4 host comes
+    // back as a domain string: parse it here.
+    let loopback = match parsed.host() {
+        None => true,
+        Some(url::Host::Domain(d)) => {
+            d.is_empty()
+                || d.eq_ignore_ascii_case("localhost")
+                || d.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+    };
+    if loopback || socket_host {
+        return Ok(());
+    }
+    match sslmode.as_deref() {
+        Some("verify-full") => Ok(()),
+        Some(m) => Err(format!(
+            "sslmode={m} is refused for a PostgreSQL server that is not on this machine: \
+             use sslmode=verify-full&sslrootcert=/path/to/ca.crt (DATA-4)"
+        )),
+        None => Err(
+            "has no sslmode for a PostgreSQL server that is not on this machine: add \
+             sslmode=verify-full&sslrootcert=/path/to/ca.crt (DATA-4)"
+                .to_string(),
+        ),
     }
 }
 

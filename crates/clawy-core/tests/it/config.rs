@@ -194,3 +194,48 @@ fn config_auth_5_client_address_from_trusted_proxies_only() {
         ip("127.0.0.1")
     );
 }
+
+#[test]
+fn config_data_4_remote_postgres_needs_sslmode_verify_full() {
+    let load = |url: &str| {
+        ServerConfig::from_toml_and_env(&format!("database_url = \"{url}\"\n"), None, &env(&[]))
+    };
+    for bad in [
+        "postgres://u:p@db.example.com/clawy?sslmode=disable",
+        "postgres://u:p@db.example.com/clawy?sslmode=require",
+        "postgres://u:p@db.example.com/clawy?sslmode=verify-ca&sslrootcert=/ca.crt",
+        "postgres://u:p@db.example.com/clawy",
+        "postgresql://u:p@192.0.2.10:5432/clawy?sslmode=prefer",
+        // The last sslmode is the one libpq and sqlx use.
+        "postgres://u:p@db.example.com/clawy?sslmode=verify-full&sslmode=disable",
+    ] {
+        let err = load(bad).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "database_url",
+                    ..
+                }
+            ),
+            "{bad}: {err:?}"
+        );
+        assert!(
+            msg.contains("database_url") && msg.contains("sslmode=verify-full"),
+            "{bad}: the message names the key and the fix: {msg}"
+        );
+    }
+    for ok in [
+        "postgres://u:p@db.example.com/clawy?sslmode=verify-full&sslrootcert=/etc/clawy/pg-ca.crt",
+        "postgres://u:p@db.example.com/clawy?sslmode=VERIFY-FULL",
+        // Loopback and unix sockets never leave the machine.
+        "postgres://u:p@localhost:5432/clawy",
+        "postgres://u:p@127.0.0.1/clawy?sslmode=disable",
+        "postgres://u:p@[::1]/clawy?sslmode=disable",
+        "postgres://u@db/clawy?host=/var/run/postgresql",
+        "sqlite:///var/lib/clawy/clawy.db",
+    ] {
+        assert!(load(ok).is_ok(), "{ok}: {:?}", load(ok).err());
+    }
+}

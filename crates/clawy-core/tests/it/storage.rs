@@ -88,6 +88,61 @@ async fn data_4_postgres_connection_is_tls_verified() {
     );
 }
 
+/// DATA-4: with the wrong CA, the connection fails on the certificate itself (not on
+/// a password, a refused connection or a timeout).
+#[tokio::test]
+async fn data_4_postgres_with_a_wrong_ca_fails_on_the_certificate() {
+    let t = TestCore::new().await;
+    if !is_postgres() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.crt");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
+        ])
+        .args([
+            "ec_paramgen_curve:prime256v1",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=Not the test CA",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl made a CA");
+    let mut url = url::Url::parse(t.db.url()).unwrap();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "sslrootcert" {
+                other_ca.display().to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    assert!(url.as_str().contains("sslmode=verify-full"));
+    let err = match clawy_core::Store::connect_url(url.as_str()).await {
+        Ok(_) => panic!("a server certificate from another CA was accepted"),
+        Err(e) => e,
+    };
+    let msg = format!("{err} {err:?}").to_ascii_lowercase();
+    assert!(
+        msg.contains("certificate")
+            && (msg.contains("unknownissuer") || msg.contains("unknown issuer")),
+        "the failure names the certificate: {msg}"
+    );
+}
+
 #[tokio::test]
 async fn data_4_secret_key_file_0600_created_once_and_seals() {
     let t = TestCore::new().await;
