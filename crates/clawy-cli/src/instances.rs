@@ -513,6 +513,9 @@ fn deleted_stub(id: &str) -> Instance {
         error_reason: None,
         created_at: epoch,
         updated_at: epoch,
+        hostname: None,
+        https_url: None,
+        dns_records: Vec::new(),
     }
 }
 
@@ -541,6 +544,19 @@ pub fn describe(inst: &Instance) -> String {
     ];
     if let Some(cmd) = &inst.ssh_command {
         pairs.push(("ssh", cmd.clone()));
+    }
+    if let Some(h) = &inst.hostname {
+        pairs.push(("hostname", h.clone()));
+    }
+    if let Some(url) = &inst.https_url {
+        pairs.push(("https", url.clone()));
+    }
+    // ACCESS-1: "DNS records", one line each.
+    for r in &inst.dns_records {
+        pairs.push((
+            "dns record",
+            format!("{} {} {} ({})", r.name, r.record_type, r.value, r.status),
+        ));
     }
     if let Some(reason) = &inst.error_reason {
         pairs.push(("error", reason.clone()));
@@ -585,6 +601,24 @@ mod tests {
             });
         assert_eq!(list.instances.len(), 1);
         assert!(describe(&list.instances[0]).contains("healthy"));
+        let mut i = instance("ok");
+        i.hostname = Some("web-3f2a9c1b.claws.example.com".to_string());
+        i.https_url = Some("https://web-3f2a9c1b.claws.example.com/".to_string());
+        i.dns_records = vec![clawy_proto::api::DnsRecord {
+            name: "web-3f2a9c1b.claws.example.com".to_string(),
+            record_type: "A".to_string(),
+            value: "192.0.2.10".to_string(),
+            status: "published".to_string(),
+        }];
+        let text = describe(&i);
+        assert!(
+            text.contains("https://web-3f2a9c1b.claws.example.com/"),
+            "{text}"
+        );
+        assert!(
+            text.contains("web-3f2a9c1b.claws.example.com A 192.0.2.10 (published)"),
+            "{text}"
+        );
         assert!(looks_like_uuid("0b0e8a36-8c52-4b47-9a43-4c3bb6a9c7de"));
         assert!(!looks_like_uuid("web-1"));
     }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 use crate::error::{DomainError, ErrorKind};
+pub use clawy_proto::names::DnsName;
 
 /// Lowest bcrypt cost accepted in production (AUTH-1).
 pub const MIN_BCRYPT_COST: u32 = 12;
@@ -85,6 +86,11 @@ pub struct ConfigFile {
     pub reconcile_interval_secs: Option<u64>,
     pub metrics_interval_secs: Option<u64>,
     pub base_image: Option<String>,
+    pub instances_domain: Option<String>,
+    pub dns_server: Option<String>,
+    pub dns_zone: Option<String>,
+    pub dns_ttl_secs: Option<u32>,
+    pub dns_timeout_secs: Option<u64>,
 }
 
 #[derive(Clone, Copy)]
@@ -127,6 +133,11 @@ const KEYS: &[(&str, KeyType)] = &[
     ("reconcile_interval_secs", KeyType::Int),
     ("metrics_interval_secs", KeyType::Int),
     ("base_image", KeyType::Str),
+    ("instances_domain", KeyType::Str),
+    ("dns_server", KeyType::Str),
+    ("dns_zone", KeyType::Str),
+    ("dns_ttl_secs", KeyType::Int),
+    ("dns_timeout_secs", KeyType::Int),
 ];
 
 /// The names of all config keys (file) — `CLAWY_` + uppercase is the environment name.
@@ -258,6 +269,25 @@ pub struct ServerConfig {
     pub metrics_interval_secs: u64,
     /// Base image name (in each agent's images directory) new instances boot from.
     pub base_image: String,
+    /// The apex under which every instance gets its public hostname
+    /// `<name>-<short id>.<instances_domain>` (issue 9). `None`: no hostnames, no edge.
+    pub instances_domain: Option<DnsName>,
+    /// RFC 2136 publication of the instances' records (issue 9); `None`: the operator
+    /// points a wildcard record at the host instead (docs/EDGE.md).
+    pub dns: Option<DnsSettings>,
+}
+
+/// Where the control plane publishes instance records. The TSIG secret is not here:
+/// it is handed over once with `clawy admin dns-set-key` and stored sealed (DATA-4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// The operator's authoritative server, `ip:port`.
+    pub server: SocketAddr,
+    /// The zone updated (its SOA owner); `instances_domain` or a parent of it.
+    pub zone: DnsName,
+    pub ttl_secs: u32,
+    /// Bound of every update or query.
+    pub timeout_secs: u64,
 }
 
 fn default_data_dir(env: &BTreeMap<String, String>) -> PathBuf {
@@ -410,8 +440,74 @@ impl ServerConfig {
                 key: "trusted_proxies",
                 message,
             })?;
+        let instances_domain = match f.instances_domain.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(d) => Some(
+                DnsName::parse(&d.to_ascii_lowercase(), "instances_domain", 2).map_err(|e| {
+                    ConfigError::Invalid {
+                        key: "instances_domain",
+                        message: e.to_string(),
+                    }
+                })?,
+            ),
+        };
+        if let Some(d) = &instances_domain {
+            // An instance label (up to 63 characters and a dot) must still fit the
+            // 253-character name.
+            if d.as_str().len() > 253 - 64 {
+                return Err(ConfigError::Invalid {
+                    key: "instances_domain",
+                    message: "is longer than 189 characters (an instance label must fit before it)"
+                        .to_string(),
+                });
+            }
+        }
+        let dns =
+            match f.dns_server.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(server_s) => {
+                    let server: SocketAddr = server_s.parse().map_err(|_| ConfigError::Invalid {
+                    key: "dns_server",
+                    message: format!(
+                        "`{server_s}` is not ip:port such as 192.0.2.53:53 (no host names: the \
+                         publisher must not depend on DNS to find DNS)"
+                    ),
+                })?;
+                    let Some(apex) = instances_domain.clone() else {
+                        return Err(ConfigError::Invalid {
+                            key: "dns_server",
+                            message: "needs instances_domain (the names it publishes)".to_string(),
+                        });
+                    };
+                    let zone =
+                        match f.dns_zone.as_deref().map(str::trim) {
+                            None | Some("") => apex.clone(),
+                            Some(z) => DnsName::parse(&z.to_ascii_lowercase(), "dns_zone", 1)
+                                .map_err(|e| ConfigError::Invalid {
+                                    key: "dns_zone",
+                                    message: e.to_string(),
+                                })?,
+                        };
+                    let inside =
+                        apex == zone || apex.as_str().ends_with(&format!(".{}", zone.as_str()));
+                    if !inside {
+                        return Err(ConfigError::Invalid {
+                            key: "dns_zone",
+                            message: format!("`{zone}` does not contain instances_domain `{apex}`"),
+                        });
+                    }
+                    Some(DnsSettings {
+                        server,
+                        zone,
+                        ttl_secs: f.dns_ttl_secs.unwrap_or(60),
+                        timeout_secs: f.dns_timeout_secs.unwrap_or(5),
+                    })
+                }
+            };
         Ok(ServerConfig {
             config_path: None,
+            instances_domain,
+            dns,
             listen,
             secret_key_file: f
                 .secret_key_file
@@ -616,6 +712,14 @@ impl ServerConfig {
         }
         if self.metrics_interval_secs == 0 {
             return bad("metrics_interval_secs", "must be at least 1".to_string());
+        }
+        if let Some(d) = &self.dns {
+            if d.ttl_secs == 0 || d.ttl_secs > 86_400 {
+                return bad("dns_ttl_secs", "must be between 1 and 86400".to_string());
+            }
+            if d.timeout_secs == 0 || d.timeout_secs > 60 {
+                return bad("dns_timeout_secs", "must be between 1 and 60".to_string());
+            }
         }
         let img = &self.base_image;
         if img.is_empty() || img.contains('/') || img.starts_with('.') {

@@ -168,6 +168,26 @@ pub struct Instance {
     pub host_reachable: bool,
     pub host_last_contact_at: Option<DateTime<Utc>>,
     pub health: Option<InstanceHealth>,
+    /// Public hostname `<name>-<short id>.<instances_domain>` (issue 9); `None` when
+    /// the operator configured no `instances_domain` at its creation. Reserved for
+    /// ever, also after the delete.
+    pub hostname: Option<String>,
+    /// Its DNS records and where their publication stands (ACCESS-1).
+    pub dns: InstanceDns,
+}
+
+/// The records of an instance's hostname as the control plane published them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InstanceDns {
+    /// `pending`, `published`, `removing`, `removed`; `None` without RFC 2136.
+    pub state: Option<String>,
+    /// Published A value (the serving host's public IPv4), if any.
+    pub a: Option<String>,
+    /// Published AAAA value, if any.
+    pub aaaa: Option<String>,
+    /// The last failure, for operators (cleared on success).
+    pub error: Option<String>,
+    pub checked_at: Option<DateTime<Utc>>,
 }
 
 impl Instance {
@@ -242,7 +262,8 @@ pub(crate) const INSTANCE_COLS: &str = "i.id, i.owner_id, i.name, i.plan_id, i.p
     h.name AS host_name, h.reachable AS host_reachable, h.last_contact_at AS host_last_contact_at, \
     ih.checked_at AS health_checked_at, ih.vm_state AS health_vm_state, ih.tcp_ok AS health_tcp_ok, \
     ih.http_status AS health_http_status, ih.latency_ms AS health_latency_ms, \
-    ih.uptime_secs AS health_uptime_secs";
+    ih.uptime_secs AS health_uptime_secs, i.hostname, i.dns_state, i.dns_a, i.dns_aaaa, \
+    i.dns_error, i.dns_checked_at";
 
 fn u64_opt(r: &sqlx::any::AnyRow, col: &str) -> Result<Option<u64>, sqlx::Error> {
     Ok(r.try_get::<Option<i64>, _>(col)?.map(|v| v.max(0) as u64))
@@ -295,6 +316,16 @@ pub(crate) fn instance_from_row(r: &sqlx::any::AnyRow) -> Result<Instance, Inter
             .try_get::<Option<i64>, _>("host_last_contact_at")?
             .map(ms_to_datetime),
         health,
+        hostname: r.try_get("hostname")?,
+        dns: InstanceDns {
+            state: r.try_get("dns_state")?,
+            a: r.try_get("dns_a")?,
+            aaaa: r.try_get("dns_aaaa")?,
+            error: r.try_get("dns_error")?,
+            checked_at: r
+                .try_get::<Option<i64>, _>("dns_checked_at")?
+                .map(ms_to_datetime),
+        },
     })
 }
 
@@ -479,11 +510,21 @@ impl Instances<'_> {
         };
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.core.now_ms();
+        // Issue 9: the public hostname is fixed now; a clash of its short id with an
+        // earlier instance's is a unique violation and this attempt is retried.
+        let hostname = cfg
+            .instances_domain
+            .as_ref()
+            .map(|apex| crate::names::instance_hostname(name, &id, apex));
+        let dns_state = match (&hostname, &cfg.dns) {
+            (Some(_), Some(_)) => Some("pending".to_string()),
+            _ => None,
+        };
         sqlx::query(
             "INSERT INTO instances (id, owner_id, name, plan_id, plan_name, vcpus, memory_mib, disk_gib, \
              region, host_id, private_ip, mac, ssh_port, base_image, state, error_reason, desired_power, \
-             created_at, updated_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-             $13, $14, 'pending', NULL, 'running', $15, $15, NULL)",
+             created_at, updated_at, deleted_at, hostname, dns_state) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+             $8, $9, $10, $11, $12, $13, $14, 'pending', NULL, 'running', $15, $15, NULL, $16, $17)",
         )
         .bind(&id)
         .bind(owner_id)
@@ -500,6 +541,8 @@ impl Instances<'_> {
         .bind(i64::from(alloc.ssh_port))
         .bind(&cfg.base_image)
         .bind(now)
+        .bind(&hostname)
+        .bind(dns_state)
         .execute(&mut *tx)
         .await
         .map_err(CreateTry::from_sqlx)?;

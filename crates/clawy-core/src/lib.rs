@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod dns_records;
 pub mod error;
 pub mod hosts;
 pub mod instances;
@@ -157,6 +158,9 @@ impl Core {
     }
     pub fn jobs(&self) -> jobs::Jobs<'_> {
         jobs::Jobs { core: self }
+    }
+    pub fn dns_records(&self) -> dns_records::DnsRecords<'_> {
+        dns_records::DnsRecords { core: self }
     }
     pub fn metrics(&self) -> metrics::Metrics<'_> {
         metrics::Metrics { core: self }

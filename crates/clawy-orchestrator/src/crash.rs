@@ -19,6 +19,7 @@ pub const PROVISION_POINTS: &[&str] = &[
     "provision:before_ensure",
     "provision:after_ensure",
     "provision:after_start",
+    "provision:before_dns",
     "provision:before_complete",
     "provision:after_complete",
 ];

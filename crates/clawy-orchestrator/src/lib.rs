@@ -8,6 +8,8 @@
 //!   replicas on one PostgreSQL;
 //! - [`registration`]: registering a host agent over the pinned connection;
 //! - [`crash`]: crash-injection points for the crash tests;
+//! - [`dns`], [`dns_sync`]: RFC 2136 publication of instance records and the pass
+//!   that finishes and repairs it (issue 9);
 //!
 //! `clawy server` starts all of it with [`Orchestrator::start`] and stops it with
 //! [`OrchestratorHandle::shutdown`].
@@ -15,6 +17,7 @@
 pub mod clients;
 pub mod crash;
 pub mod dns;
+pub mod dns_sync;
 pub mod error;
 pub mod leases;
 pub mod poller;
@@ -166,6 +169,7 @@ pub struct OrchestratorHandle {
     pub runner: Arc<JobRunner>,
     pub reconciler: Arc<Reconciler>,
     pub poller: Arc<Poller>,
+    pub dns: Arc<dns_sync::DnsSync>,
 }
 
 impl std::fmt::Debug for OrchestratorHandle {
@@ -217,6 +221,7 @@ impl Orchestrator {
         });
         let mut reconciler =
             Reconciler::new(core.clone(), clients.clone(), config.host_concurrency);
+        let dns = Arc::new(dns_sync::DnsSync::new(core.clone()));
         let mut poller = Poller::new(core, clients, config.host_concurrency);
         let mut tasks = runner.spawn(rx.clone());
         if let Some(l) = &leases {
@@ -239,6 +244,12 @@ impl Orchestrator {
         if let Some(i) = config.reconcile_interval {
             let pass = |r: Arc<Reconciler>| async move { r.reconcile_once().await };
             tasks.push(every("reconcile", i, rx.clone(), reconciler.clone(), pass));
+            // The DNS pass runs at the reconciler's pace; every 10th pass reads the
+            // published records back from the server (drift repair).
+            if dns.enabled() {
+                let pass = |d: Arc<dns_sync::DnsSync>| async move { Ok(d.periodic_pass(10).await) };
+                tasks.push(every("dns", i, rx.clone(), dns.clone(), pass));
+            }
         }
         if let Some(i) = config.metrics_interval {
             let pass = |p: Arc<Poller>| async move { p.poll_once().await };
@@ -252,6 +263,7 @@ impl Orchestrator {
             runner,
             reconciler,
             poller,
+            dns,
         }
     }
 }

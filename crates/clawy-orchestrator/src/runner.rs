@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use crate::clients::AgentClients;
 use crate::crash::crash_point;
+use crate::dns_sync::DnsSync;
 use crate::error::OrchestratorError;
 
 /// Tuning of the runner; [`RunnerConfig::default`] suits production.
@@ -74,6 +75,8 @@ pub struct JobRunner {
     core: Arc<Core>,
     clients: Arc<AgentClients>,
     config: RunnerConfig,
+    /// The DNS step (issue 9): best effort, never fails a job.
+    dns: DnsSync,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -100,6 +103,7 @@ pub enum JobOutcome {
 impl JobRunner {
     pub fn new(core: Arc<Core>, clients: Arc<AgentClients>, config: RunnerConfig) -> Self {
         JobRunner {
+            dns: DnsSync::new(core.clone()),
             core,
             clients,
             config,
@@ -258,6 +262,12 @@ impl JobRunner {
         client.start_vm(id).await?;
         crash_point("provision:after_start");
         self.wait_running(client, id).await?;
+        crash_point("provision:before_dns");
+        // Issue 9: the records go out as soon as the VM runs. Idempotent (an upsert);
+        // a failure is left to the DNS pass and never blocks the instance.
+        self.dns
+            .sync_instance(&self.core.instances().get_any(id).await?)
+            .await;
         crash_point("provision:before_complete");
         self.core.jobs().complete(job, worker).await?;
         crash_point("provision:after_complete");
@@ -347,6 +357,12 @@ impl JobRunner {
         crash_point("delete:before_complete");
         self.core.jobs().complete(job, worker).await?;
         crash_point("delete:after_complete");
+        // Issue 9: the VM is gone and the instance deleted: its records go too. A
+        // crash before this line leaves `dns_state` unfinished and the DNS pass
+        // removes them.
+        self.dns
+            .sync_instance(&self.core.instances().get_any(id).await?)
+            .await;
         Ok(())
     }
 

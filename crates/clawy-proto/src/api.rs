@@ -381,6 +381,29 @@ pub struct Instance {
     pub error_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Public hostname `<name>-<short id>.<apex>` (issue 9), served over HTTPS by the
+    /// edge of the instance's host. Absent when the operator runs no edge.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `https://<hostname>/` while the instance is not deleted.
+    #[serde(default)]
+    pub https_url: Option<String>,
+    /// "DNS records" (ACCESS-1): what resolves the hostname, as published.
+    #[serde(default)]
+    pub dns_records: Vec<DnsRecord>,
+}
+
+/// One DNS record of an instance's hostname.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DnsRecord {
+    pub name: String,
+    /// `A` or `AAAA`.
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub value: String,
+    /// `published`, `pending` (being published or retried), `removing`, `removed`, or
+    /// `external` (the operator's own wildcard record, not managed by Clawy).
+    pub status: String,
 }
 
 /// `GET /api/v1/instances`
@@ -527,6 +550,9 @@ pub struct AdminInstance {
     pub owner_id: String,
     pub owner_email: String,
     pub host_id: Option<String>,
+    /// The last DNS publication failure (operators only), e.g. a refused TSIG key.
+    #[serde(default)]
+    pub dns_error: Option<String>,
 }
 
 /// `GET /api/v1/admin/instances?limit=&after=`: oldest first; pass `next_after` as

@@ -50,6 +50,24 @@ pub enum AdminCommand {
         #[arg(long, default_value = "created with clawy admin")]
         name: String,
     },
+    /// Store the TSIG key the control plane signs DNS updates with (issue 9). The
+    /// secret (base64, as in the DNS server's key file) is read from standard input,
+    /// sealed with the operator key (DATA-4) and never shown again.
+    DnsSetKey {
+        /// The key's name as configured on the DNS server, e.g. `clawy-update`.
+        #[arg(long)]
+        key_name: String,
+    },
+    /// Set the public addresses a host's instances' DNS records point at (the
+    /// address of the host's edge). Omitted options clear that record type.
+    HostPublicAddress {
+        /// Host name or id.
+        host: String,
+        #[arg(long)]
+        ipv4: Option<std::net::Ipv4Addr>,
+        #[arg(long)]
+        ipv6: Option<std::net::Ipv6Addr>,
+    },
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -166,7 +184,48 @@ async fn run_admin_command(core: &Core, command: AdminCommand) -> anyhow::Result
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
+        AdminCommand::DnsSetKey { key_name } => {
+            let secret = read_secret_line("TSIG secret (base64)")?;
+            core.dns_records()
+                .set_tsig_key(&key_name, &secret)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot store the TSIG key: {e}"))?;
+            println!("stored the TSIG key {key_name} (sealed; it is not shown again)");
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::HostPublicAddress { host, ipv4, ipv6 } => {
+            core.dns_records()
+                .set_host_addresses(&host, ipv4, ipv6)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot set the addresses: {e}"))?;
+            let show = |o: Option<String>| o.unwrap_or_else(|| "none".to_string());
+            println!(
+                "host {host}: A {} AAAA {} (its instances' records are published again)",
+                show(ipv4.map(|a| a.to_string())),
+                show(ipv6.map(|a| a.to_string()))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// One secret line from stdin (never echoed back, never logged).
+fn read_secret_line(what: &str) -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("{what} (it will be visible as you type, or pipe it in): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = Zeroizing::new(String::new());
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
+    let v = line.trim();
+    if v.is_empty() {
+        anyhow::bail!("no {what} given on standard input");
+    }
+    Ok(SecretString::from(v.to_owned()))
 }
 
 /// One line from stdin, without its line ending. (Echo cannot be turned off without a

@@ -39,6 +39,7 @@ use utoipa::{Modify, OpenApi};
         clawy_proto::api::InstanceState,
         clawy_proto::api::InstanceHealth,
         clawy_proto::api::ServiceHealth,
+        clawy_proto::api::DnsRecord,
         clawy_proto::api::Instance,
         clawy_proto::api::InstanceList,
         clawy_proto::api::CreateInstance,

@@ -239,3 +239,51 @@ fn config_data_4_remote_postgres_needs_sslmode_verify_full() {
         assert!(load(ok).is_ok(), "{ok}: {:?}", load(ok).err());
     }
 }
+
+#[test]
+fn config_issue9_instances_domain_and_dns_settings_are_validated() {
+    let load = |toml: &str| ServerConfig::from_toml_and_env(toml, None, &env(&[]));
+    let c = load("instances_domain = \"Claws.Example.com\"\n").unwrap();
+    assert_eq!(
+        c.instances_domain.as_ref().map(|d| d.as_str()),
+        Some("claws.example.com")
+    );
+    assert!(c.dns.is_none(), "no RFC 2136 without dns_server");
+    let c = load(
+        "instances_domain = \"claws.example.com\"\ndns_server = \"192.0.2.53:53\"\ndns_zone = \"example.com\"\n",
+    )
+    .unwrap();
+    let d = c.dns.unwrap();
+    assert_eq!(d.zone.as_str(), "example.com");
+    assert_eq!((d.ttl_secs, d.timeout_secs), (60, 5));
+    for (toml, key) in [
+        ("instances_domain = \"localhost\"", "instances_domain"),
+        (
+            "instances_domain = \"{http.host}.example\"",
+            "instances_domain",
+        ),
+        (
+            "instances_domain = \"*.claws.example.com\"",
+            "instances_domain",
+        ),
+        ("dns_server = \"192.0.2.53:53\"", "dns_server"),
+        (
+            "instances_domain = \"claws.example.com\"\ndns_server = \"ns1.example.com:53\"",
+            "dns_server",
+        ),
+        (
+            "instances_domain = \"claws.example.com\"\ndns_server = \"192.0.2.53:53\"\ndns_zone = \"other.example\"",
+            "dns_zone",
+        ),
+        (
+            "instances_domain = \"claws.example.com\"\ndns_server = \"192.0.2.53:53\"\ndns_timeout_secs = 0",
+            "dns_timeout_secs",
+        ),
+    ] {
+        let err = load(toml).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+            "{toml}: {err:?}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod dns_jobs;
 mod dns_knot;
 mod fleet_scale;
 mod host_leases;

@@ -289,6 +289,7 @@ pub async fn admin_list(
             owner_id: i.owner_id.clone(),
             owner_email: emails.get(&i.owner_id).cloned().unwrap_or_default(),
             host_id: Some(i.host_id.clone()),
+            dns_error: i.dns.error.clone(),
         });
     }
     Ok(ApiJson(AdminInstancePage {

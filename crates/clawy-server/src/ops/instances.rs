@@ -108,7 +108,35 @@ pub fn to_wire(
         error_reason: inst.error_reason.clone(),
         created_at: inst.created_at,
         updated_at: inst.updated_at,
+        https_url: inst
+            .hostname
+            .as_ref()
+            .filter(|_| state != wire::InstanceState::Deleted)
+            .map(|h| format!("https://{h}/")),
+        dns_records: dns_records(inst),
+        hostname: inst.hostname.clone(),
     }
+}
+
+/// ACCESS-1: the records that resolve the hostname. With RFC 2136 they are the ones
+/// the control plane published (or is publishing); without it the operator's
+/// wildcard record does the job and nothing is listed.
+fn dns_records(inst: &Instance) -> Vec<wire::DnsRecord> {
+    let (Some(host), Some(state)) = (&inst.hostname, &inst.dns.state) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (ty, value) in [("A", &inst.dns.a), ("AAAA", &inst.dns.aaaa)] {
+        if let Some(v) = value {
+            out.push(wire::DnsRecord {
+                name: host.clone(),
+                record_type: ty.to_string(),
+                value: v.clone(),
+                status: state.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// Several instances in wire form, with one look-up of the host labels.

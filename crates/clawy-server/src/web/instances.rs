@@ -79,6 +79,9 @@ pub struct InstanceView {
     pub created: String,
     pub created_iso: String,
     pub owner_email: Option<String>,
+    pub hostname: Option<String>,
+    pub https_url: Option<String>,
+    pub dns_records: Vec<wire::DnsRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +128,9 @@ impl InstanceView {
             private_ip: i.private_ip,
             ssh_port: i.ssh_port,
             ssh_command: i.ssh_command,
+            hostname: i.hostname,
+            https_url: i.https_url,
+            dns_records: i.dns_records,
             gateway: i.health.gateway,
             http_status: i.health.http_status,
             services: i

@@ -401,3 +401,85 @@ async fn access3_operator_pages_404_for_others_list_hosts_and_record_views() {
         "operator view not in the owner's events: {events:?}"
     );
 }
+
+/// Issue 9 / ACCESS-1: the hostname, its HTTPS URL and the "DNS records" in the API,
+/// the dashboard and (for operators only) the last DNS failure.
+#[tokio::test]
+async fn access1_hostname_https_url_and_dns_records_are_shown() {
+    let app = TestApp::builder()
+        .config(|c| {
+            c.instances_domain =
+                Some(clawy_core::config::DnsName::parse("claws.example.com", "t", 2).unwrap());
+        })
+        .start()
+        .await;
+    fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
+    let user = app.with_user().await;
+    let (_, manage) = app
+        .with_api_key(&user, clawy_core::actor::Tier::Manage)
+        .await;
+    let inst = crate::common::json(
+        crate::api_instances::create(&app, &manage, serde_json::json!({"name": "web"})).await,
+    )
+    .await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    let host = format!("web-{}.claws.example.com", &id[..8]);
+    assert_eq!(inst["hostname"], host.as_str());
+    assert_eq!(inst["https_url"], format!("https://{host}/").as_str());
+    assert_eq!(inst["dns_records"], serde_json::json!([]));
+    // What the DNS pass stores once published (tested against knot in the
+    // orchestrator's dns_jobs tests), with a failure text for operators.
+    sqlx::query(
+        "UPDATE instances SET dns_state = 'published', dns_a = '192.0.2.10', \
+         dns_aaaa = '2001:db8::10', dns_error = 'DNS server 192.0.2.53:53 did not answer within 5 s' \
+         WHERE id = $1",
+    )
+    .bind(&id)
+    .execute(app.core.store().pool())
+    .await
+    .unwrap();
+    let one = crate::common::json(
+        app.get_with_key(&format!("/api/v1/instances/{id}"), &manage)
+            .await,
+    )
+    .await;
+    assert_eq!(
+        one["dns_records"],
+        serde_json::json!([
+            {"name": host, "type": "A", "value": "192.0.2.10", "status": "published"},
+            {"name": host, "type": "AAAA", "value": "2001:db8::10", "status": "published"},
+        ])
+    );
+    assert!(
+        one.get("dns_error").is_none(),
+        "owners do not get operator detail"
+    );
+
+    let mut web = WebClient::new(&app);
+    web.login(&user).await;
+    let (status, html) = web.get_text(&format!("/instances/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("DNS records"), "{html}");
+    let url = esc(&format!("https://{host}/"));
+    assert!(html.contains(&format!("href=\"{url}\"")), "{html}");
+    assert!(html.contains(&format!("{host} A 192.0.2.10")), "{html}");
+
+    let op = app.with_operator().await;
+    let (_, op_key) = app.with_api_key(&op, clawy_core::actor::Tier::Admin).await;
+    let list =
+        crate::common::json(app.get_with_key("/api/v1/admin/instances", &op_key).await).await;
+    assert_eq!(
+        list["instances"][0]["dns_error"], "DNS server 192.0.2.53:53 did not answer within 5 s",
+        "{list}"
+    );
+
+    // Deleted: no URL any more (the hostname itself stays reserved and shown).
+    force_state(&app, &id, "deleted").await;
+    let one = crate::common::json(
+        app.get_with_key(&format!("/api/v1/instances/{id}"), &manage)
+            .await,
+    )
+    .await;
+    assert_eq!(one["hostname"], host.as_str());
+    assert!(one["https_url"].is_null());
+}
