@@ -14,6 +14,7 @@ mod api_openapi;
 mod api_security_reports;
 mod api_ssh_keys;
 mod authz_matrix;
+mod behind_caddy;
 mod browser;
 mod browser_instances;
 mod headers;
