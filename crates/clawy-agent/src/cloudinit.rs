@@ -151,6 +151,7 @@ mod tests {
             ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7 me@host".into()],
             user_data: None,
             port_forwards: Vec::<PortForward>::new(),
+            public_hostname: None,
         }
     }
 

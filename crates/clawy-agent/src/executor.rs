@@ -736,6 +736,7 @@ mod tests {
             ssh_authorized_keys: vec![],
             user_data: None,
             port_forwards: vec![],
+            public_hostname: None,
         }
     }
 

@@ -202,6 +202,11 @@ pub fn validate_spec(spec: &VmSpec, network: Option<&NetworkConfig>) -> Result<(
         _ => {}
     }
     validate_hostname(&spec.hostname)?;
+    if let Some(h) = &spec.public_hostname {
+        // The same rule as Caddy's JSON, the DNS responder and certificate paths.
+        clawy_proto::names::DnsName::parse(h, "public_hostname", 2)
+            .map_err(|e| err("public_hostname", e.to_string()))?;
+    }
     if spec.ssh_authorized_keys.len() > MAX_SSH_KEYS {
         return Err(err(
             "ssh_authorized_keys",
@@ -268,6 +273,7 @@ mod tests {
                 host_port: 22010,
                 guest_port: 22,
             }],
+            public_hostname: None,
         }
     }
 
@@ -289,6 +295,23 @@ mod tests {
             (|s| s.mac = "zz:54:00:aa:bb:cc".into(), "mac"),
             (|s| s.private_ip = "192.168.1.2".into(), "private_ip"),
             (|s| s.hostname = "a\nb: c".into(), "hostname"),
+            // Issue 9: a public hostname reaches Caddy's JSON and storage paths.
+            (
+                |s| s.public_hostname = Some("{http.request.host}.claws.test".into()),
+                "public_hostname",
+            ),
+            (
+                |s| s.public_hostname = Some("../../etc.claws.test".into()),
+                "public_hostname",
+            ),
+            (
+                |s| s.public_hostname = Some("Web-1.claws.test".into()),
+                "public_hostname",
+            ),
+            (
+                |s| s.public_hostname = Some("web".into()),
+                "public_hostname",
+            ),
             (
                 |s| s.ssh_authorized_keys = vec!["ssh-ed25519 AAAA\n- evil".into()],
                 "ssh_authorized_keys[0]",

@@ -779,6 +779,7 @@ impl Instances<'_> {
             ssh_authorized_keys: keys.into_iter().map(|k| k.public_key).collect(),
             user_data: None,
             port_forwards: vec![fwd],
+            public_hostname: inst.hostname.clone(),
         })
     }
 

@@ -252,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
                     host_port: port,
                     guest_port: 22,
                 }],
+                public_hostname: None,
             },
             VmState::Running,
         );

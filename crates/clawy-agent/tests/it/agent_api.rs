@@ -44,6 +44,7 @@ fn spec(n: u8) -> VmSpec {
             host_port: 22000 + u16::from(n),
             guest_port: 22,
         }],
+        public_hostname: None,
     }
 }
 

@@ -65,6 +65,7 @@ fn spec(id: &str, ip: &str, mac: &str, image: &str, script: String) -> VmSpec {
         ssh_authorized_keys: vec![],
         user_data: Some(script),
         port_forwards: vec![],
+        public_hostname: None,
     }
 }
 

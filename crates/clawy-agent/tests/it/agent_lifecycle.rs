@@ -90,6 +90,7 @@ async fn iso1_iso4_vm_lifecycle_with_real_guest() {
             host_port: 22010,
             guest_port: 22,
         }],
+        public_hostname: None,
     };
     let (vm, created) = c.ensure_vm("life-a", &spec).await.unwrap();
     assert!(created);
@@ -306,6 +307,7 @@ async fn iso1_guest_powering_itself_off_shows_stopped_not_crashed() {
         ssh_authorized_keys: vec![KEY.into()],
         user_data: Some(clawy_testkit::guest::probe_user_data("sync; poweroff -f")),
         port_forwards: vec![],
+        public_hostname: None,
     };
     c.ensure_vm("off-a", &spec).await.unwrap();
     let vm = c.start_vm("off-a").await.unwrap();

@@ -138,6 +138,7 @@ fn spec(g: &Guest, image: &str, key: &str, user_data: Option<String>) -> VmSpec 
             host_port: g.ssh_port,
             guest_port: 22,
         }],
+        public_hostname: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn spec(id: &str, n: u8, image: &str) -> VmSpec {
         ssh_authorized_keys: vec![],
         user_data: None,
         port_forwards: vec![],
+        public_hostname: None,
     }
 }
 

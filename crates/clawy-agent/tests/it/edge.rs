@@ -733,3 +733,70 @@ async fn bench_routing_cost_10_vs_1000_instances() {
     );
     assert!(at_1000.as_secs_f64() / at_10.as_secs_f64() <= 2.0);
 }
+
+/// Requests completed by `conns` keep-alive clients in `dur`, each sending GETs to
+/// `url` in a loop (one client per connection, so every connection stays busy).
+async fn requests_in(clients: Vec<reqwest::Client>, url: String, dur: Duration) -> u64 {
+    let until = Instant::now() + dur;
+    let mut tasks = vec![];
+    for c in clients {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < until {
+                let r = c.get(&url).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                let _ = r.bytes().await.unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}
+
+/// Issue 9 benchmark: requests per second through the edge (HTTPS, Caddy, the
+/// per-request upstream lookup) against plain HTTP straight to the same gateway
+/// port, same run, same client library, 8 keep-alive connections each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: cargo test -p clawy-agent --test it edge::bench_throughput -- --ignored --nocapture"]
+async fn bench_throughput_through_caddy_vs_direct() {
+    let h = Harness::start_with(None, 100).await;
+    let ip = Ipv4Addr::new(127, 0, 15, 2);
+    let _g = spawn_gateway(ip, h.gateway_port, "t").await;
+    h.edge
+        .set_instance(&host("tp-1"), EdgeState::Running(ip))
+        .unwrap();
+    let name = format!("tp-1.{APEX}");
+    assert_eq!(h.get(&name).await.unwrap().0, 200);
+    let conns = 8;
+    let dur = Duration::from_secs(10);
+    let edge_clients = (0..conns).map(|_| h.client(&name)).collect();
+    let direct_clients = (0..conns)
+        .map(|_| reqwest::Client::builder().build().unwrap())
+        .collect();
+    let url_edge = format!("https://{name}:{}/", h.https.port());
+    let url_direct = format!("http://{ip}:{}/", h.gateway_port);
+    // Warm both paths, then measure one after the other.
+    requests_in(
+        vec![h.client(&name)],
+        url_edge.clone(),
+        Duration::from_secs(1),
+    )
+    .await;
+    let via_edge = requests_in(edge_clients, url_edge, dur).await;
+    let direct = requests_in(direct_clients, url_direct, dur).await;
+    let (e, d) = (
+        via_edge as f64 / dur.as_secs_f64(),
+        direct as f64 / dur.as_secs_f64(),
+    );
+    eprintln!(
+        "throughput: through Caddy (HTTPS) {e:.0} req/s, direct HTTP {d:.0} req/s, ratio {:.2}",
+        e / d
+    );
+    assert!(via_edge > 0 && direct > 0);
+}

@@ -90,6 +90,11 @@ async fn access1_create_publishes_delete_removes_and_hostnames_are_never_reused(
     assert_eq!(got.dns.state.as_deref(), Some("published"));
     assert_eq!(got.dns.a.as_deref(), Some("192.0.2.10"));
     assert_eq!(got.dns.error, None);
+    // The agent learns the hostname its edge serves with the VM spec.
+    assert_eq!(
+        _agent.vm(&inst.id).unwrap().spec.public_hostname.as_deref(),
+        Some(host.as_str())
+    );
 
     // Delete: the record goes once the VM is gone.
     f.core

@@ -170,6 +170,7 @@ impl Fleet {
                             host_port: port,
                             guest_port: 22,
                         }],
+                        public_hostname: None,
                     },
                     VmState::Running,
                 );

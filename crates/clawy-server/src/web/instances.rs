@@ -82,6 +82,8 @@ pub struct InstanceView {
     pub hostname: Option<String>,
     pub https_url: Option<String>,
     pub dns_records: Vec<wire::DnsRecord>,
+    /// The last DNS publication failure: set on operator pages only.
+    pub dns_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,6 +133,7 @@ impl InstanceView {
             hostname: i.hostname,
             https_url: i.https_url,
             dns_records: i.dns_records,
+            dns_error: None,
             gateway: i.health.gateway,
             http_status: i.health.http_status,
             services: i

@@ -473,6 +473,15 @@ async fn access1_hostname_https_url_and_dns_records_are_shown() {
         "{list}"
     );
 
+    let mut opweb = WebClient::new(&app);
+    opweb.login(&op).await;
+    let (status, html) = opweb.get_text("/operator/instances").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("DNS server 192.0.2.53:53 did not answer within 5 s"),
+        "operators see the DNS failure: {html}"
+    );
+
     // Deleted: no URL any more (the hostname itself stays reserved and shown).
     force_state(&app, &id, "deleted").await;
     let one = crate::common::json(
