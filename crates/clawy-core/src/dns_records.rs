@@ -260,19 +260,24 @@ impl DnsRecords<'_> {
         }))
     }
 
-    /// Instances whose publication is not finished: `pending`/`removing`, or deleted
-    /// while still `published` (a crash between the delete and the record removal).
-    /// With `include_published`, every published live instance too (drift checks).
+    /// Instances whose publication is not finished: `pending`/`removing` once their
+    /// VM was provisioned, or deleted while still `published` (a crash between the
+    /// delete and the record removal). With `include_published`, every published
+    /// live instance too (drift checks).
     pub async fn work(&self, include_published: bool) -> Result<Vec<DnsWork>, DnsRecordsError> {
         let extra = if include_published {
-            " OR (i.dns_state = 'published')"
+            " OR i.dns_state = 'published'"
         } else {
             ""
         };
+        // An instance still being provisioned (or whose provisioning failed) is the
+        // job's: its DNS step publishes once the VM runs, so a name never resolves
+        // before there is a VM behind it.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {INSTANCE_COLS} {INSTANCE_FROM} WHERE i.hostname IS NOT NULL AND \
-             i.dns_state IS NOT NULL AND (i.dns_state IN ('pending', 'removing') \
-             OR (i.state = 'deleted' AND i.dns_state <> 'removed'){extra}) ORDER BY i.created_at, i.id"
+             i.dns_state IS NOT NULL AND ((i.state = 'deleted' AND i.dns_state <> 'removed') \
+             OR (i.state NOT IN ('deleted', 'pending', 'provisioning', 'error') AND \
+             (i.dns_state IN ('pending', 'removing'){extra}))) ORDER BY i.created_at, i.id"
         )))
         .fetch_all(self.core.store().pool())
         .await?;

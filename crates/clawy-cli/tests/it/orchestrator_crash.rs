@@ -106,6 +106,11 @@ struct Rig {
 
 impl Rig {
     async fn new(prefix: &str, subnet3: &str) -> Rig {
+        Self::new_with(prefix, subnet3, "").await
+    }
+
+    /// Like [`Rig::new`] with more lines for the server's config file.
+    async fn new_with(prefix: &str, subnet3: &str, extra_toml: &str) -> Rig {
         let db = TestDatabase::new().await.unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -119,7 +124,7 @@ impl Rig {
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ndatabase_url = \"{}\"\n\
                  bcrypt_cost = 4\ninsecure_test_mode = true\nbase_image = \"{}\"\n\
                  instance_quota = 20\njob_workers = 2\nreconcile_interval_secs = 3\n\
-                 metrics_interval_secs = 3\n",
+                 metrics_interval_secs = 3\n{extra_toml}",
                 db.data_dir().display(),
                 db.url(),
                 image_name()
@@ -451,4 +456,85 @@ async fn server_kill_9_at_arbitrary_moments_loses_nothing() {
         cut >= 1,
         "no kill landed inside a job: the test proved nothing"
     );
+}
+
+/// Issue 9: the server killed between "VM running" and "DNS published" (crash point
+/// `provision:before_dns`), and again right after the delete completed, before the
+/// record removal: after each restart the DNS pass converges (the record appears,
+/// then it is gone) and nothing is left for the deleted instance. Real `clawy
+/// server`, real agent and guest, real knot on a loopback port.
+#[tokio::test]
+async fn issue9_crash_between_vm_running_and_dns_published_converges() {
+    let _heavy = HEAVY.lock().await;
+    let knot = clawy_testkit::knot::Knot::start("claws.test")
+        .await
+        .unwrap();
+    let extra = format!(
+        "instances_domain = \"claws.test\"\ndns_server = \"{}\"\ndns_timeout_secs = 2\n",
+        knot.addr()
+    );
+    let rig = Rig::new_with("dnscrash", "10.82.4", &extra).await;
+    rig.core
+        .dns_records()
+        .set_tsig_key(
+            knot.key_name(),
+            &clawy_core::SecretString::from(knot.secret_b64().to_string()),
+        )
+        .await
+        .unwrap();
+    rig.core
+        .dns_records()
+        .set_host_addresses("fra1", Some("192.0.2.44".parse().unwrap()), None)
+        .await
+        .unwrap();
+    let wait_a = |name: String, want: Vec<String>| {
+        let knot = &knot;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let got = knot.kdig(&name, "A").unwrap();
+                if got == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{name}: {got:?}, want {want:?}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+
+    let point = "provision:before_dns";
+    let mut server = rig.server(Some(point)).await;
+    let id = rig.create("d1").await;
+    server.wait_abort(point).await;
+    let inst = rig.core.instances().get(&rig.owner_id, &id).await.unwrap();
+    let host = inst.hostname.clone().unwrap();
+    assert!(
+        knot.kdig(&host, "A").unwrap().is_empty(),
+        "not yet published"
+    );
+    let mut server = rig.server(None).await;
+    rig.wait_state(&id, InstanceState::Running, &server).await;
+    wait_a(host.clone(), vec!["192.0.2.44".to_string()]).await;
+    let inst = rig.core.instances().get(&rig.owner_id, &id).await.unwrap();
+    assert_eq!(inst.dns.state.as_deref(), Some("published"));
+    rig.check_invariants(point).await;
+    server.kill();
+
+    // Killed after the delete completed, before the records were removed.
+    let dpoint = "delete:after_complete";
+    let mut server = rig.server(Some(dpoint)).await;
+    rig.delete(&id).await;
+    server.wait_abort(dpoint).await;
+    assert_eq!(
+        knot.kdig(&host, "A").unwrap(),
+        ["192.0.2.44"],
+        "still there when the server died"
+    );
+    let server = rig.server(None).await;
+    rig.wait_state(&id, InstanceState::Deleted, &server).await;
+    wait_a(host.clone(), vec![]).await;
+    let gone = rig.core.instances().get(&rig.owner_id, &id).await.unwrap();
+    assert_eq!(gone.dns.state.as_deref(), Some("removed"));
+    rig.check_invariants("after the DNS crashes").await;
+    drop(server);
 }
