@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn auth4_user_data_is_key_only() {
+    fn auth_4_user_data_is_key_only() {
         let ud = user_data(&spec());
         assert!(ud.starts_with("#cloud-config\n"));
         assert!(ud.contains("ssh_pwauth: false"));

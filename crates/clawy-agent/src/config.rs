@@ -593,7 +593,7 @@ mod tests {
     }
 
     #[test]
-    fn iso4_qemu_uid_range_is_validated_and_must_be_unused() {
+    fn iso_4_qemu_uid_range_is_validated_and_must_be_unused() {
         let env = MapEnv(HashMap::new());
         let c = AgentConfig::from_toml("state_dir = \"/tmp\"", &env).unwrap();
         assert_eq!(c.qemu().unwrap().uid_range, DEFAULT_QEMU_UID_RANGE);

@@ -856,7 +856,7 @@ mod tests {
     /// host with 8 — exactly 4 succeed, the rest are refused, and nothing beyond
     /// the capacity is ever defined.
     #[tokio::test]
-    async fn iso2_capacity_is_exact_under_concurrent_creates() {
+    async fn iso_2_capacity_is_exact_under_concurrent_creates() {
         let driver = Arc::new(TaskDriver {
             task_time: Duration::from_millis(200),
             ..TaskDriver::default()
@@ -887,7 +887,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn iso2_capacity_counts_every_defined_vm() {
+    async fn iso_2_capacity_counts_every_defined_vm() {
         let driver = Arc::new(TaskDriver::default());
         let ex = executor(
             driver.clone(),

@@ -149,7 +149,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn data3_identity_created_once_private_and_stable() {
+    fn data_3_identity_created_once_private_and_stable() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let first = load_or_create(&state).unwrap();

@@ -241,7 +241,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn data3_tokens_stored_hashed_several_live_revocable() {
+    fn data_3_tokens_stored_hashed_several_live_revocable() {
         let dir = tempfile::tempdir().unwrap();
         let verifier = TokenVerifier::new(dir.path());
         assert!(!verifier.verify("anything"));

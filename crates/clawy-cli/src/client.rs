@@ -271,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn data1_plain_http_only_to_loopback() {
+    fn data_1_plain_http_only_to_loopback() {
         for ok in [
             "http://127.0.0.1:8080",
             "http://[::1]:8080",

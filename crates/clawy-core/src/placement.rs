@@ -229,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn iso2_most_free_spreads_and_first_fit_packs() {
+    fn iso_2_most_free_spreads_and_first_fit_packs() {
         let hosts = vec![
             host("a", "DE", (4, 4096, 40), (1, 1024, 2)),
             host("b", "DE", (4, 4096, 40), (0, 0, 0)),
@@ -241,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn iso2_every_dimension_must_fit() {
+    fn iso_2_every_dimension_must_fit() {
         // vCPUs full, memory full, disk full: none fits.
         let hosts = vec![
             host("cpu", "DE", (2, 4096, 40), (2, 0, 0)),
@@ -254,7 +254,7 @@ mod tests {
     }
 
     #[test]
-    fn data2_location_policy() {
+    fn data_2_location_policy() {
         let hosts = vec![host("us", "US", (8, 8192, 80), (0, 0, 0))];
         // US not allowed at all.
         let e = choose_host(&hosts, &SMALL, "small", "US", &de(), Strategy::MostFree).unwrap_err();
@@ -279,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn iso2_never_overcommits_in_a_fill_loop() {
+    fn iso_2_never_overcommits_in_a_fill_loop() {
         // Property-style: fill random-ish hosts with mixed plans until nothing fits;
         // at every step the chosen host had room, and at the end no host is over.
         let plans = [

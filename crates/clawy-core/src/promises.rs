@@ -215,3 +215,36 @@ pub fn by_id(id: &str) -> Option<&'static Promise> {
 pub fn in_category(category: &str) -> impl Iterator<Item = &'static Promise> + '_ {
     PROMISES.iter().filter(move |p| p.category == category)
 }
+
+/// Promises this build does not yet keep: no automated test proves their mechanism
+/// yet. The `/security` page marks each one "not yet kept" with the reason, and the
+/// coverage test (`tests/it/promises.rs`) requires a named test for every other id
+/// and refuses an id here once a test names it. Short by intent: an entry leaves
+/// when its test lands, never by editing the reason.
+pub const NOT_YET_KEPT: &[NotYetKept] = &[
+    NotYetKept {
+        id: "DATA-5",
+        why: "Delivering your assistant's secrets into your machine only, and erasing them afterwards, is being built; no test proves it yet.",
+    },
+    NotYetKept {
+        id: "NET-1",
+        why: "The firewall inside the machine comes with the full guest image, whose tests are being built; no test proves it yet.",
+    },
+    NotYetKept {
+        id: "NET-2",
+        why: "fail2ban comes with the full guest image, whose tests are being built; no test proves it yet.",
+    },
+];
+
+/// A promise that is published but not yet proven, and why.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct NotYetKept {
+    pub id: &'static str,
+    /// Shown on `/security` beside the promise.
+    pub why: &'static str,
+}
+
+/// Why `id` is not yet kept, or `None` when a test proves it.
+pub fn not_yet_kept(id: &str) -> Option<&'static str> {
+    NOT_YET_KEPT.iter().find(|n| n.id == id).map(|n| n.why)
+}

@@ -243,7 +243,7 @@ mod tests {
 
     /// ACCESS-2: the served routes are exactly this allow-list.
     #[test]
-    fn access2_routes_are_allow_listed() {
+    fn access_2_routes_are_allow_listed() {
         let allowed: &[(&str, &str)] = &[
             ("GET", "/v1/host"),
             ("GET", "/v1/vms"),

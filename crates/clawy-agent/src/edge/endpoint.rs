@@ -220,7 +220,7 @@ mod tests {
 
     /// DATA-1: the ask endpoint's answers.
     #[tokio::test]
-    async fn data1_ask_endpoint() {
+    async fn data_1_ask_endpoint() {
         assert_eq!(
             call("/ask?domain=run.claws.example.com", "x", None).await.0,
             StatusCode::OK

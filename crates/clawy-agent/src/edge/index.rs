@@ -200,7 +200,7 @@ mod tests {
 
     /// DATA-1: `ask` approves exact live names only.
     #[test]
-    fn data1_ask_approves_exact_names_only() {
+    fn data_1_ask_approves_exact_names_only() {
         let i = index();
         assert!(i.approves("a-1.claws.example.com"));
         assert!(i.approves("b-2.claws.example.com"));

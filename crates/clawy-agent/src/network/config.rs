@@ -563,7 +563,7 @@ mod tests {
     }
 
     #[test]
-    fn iso3_subnet_must_be_private_ten_slash_24() {
+    fn iso_3_subnet_must_be_private_ten_slash_24() {
         for bad in [
             "192.168.1.0/24",
             "10.1.2.0/16",
@@ -605,7 +605,7 @@ mod tests {
     }
 
     #[test]
-    fn iso5_egress_lists_parse_and_errors_name_the_key() {
+    fn iso_5_egress_lists_parse_and_errors_name_the_key() {
         let base = "subnet = \"10.0.0.0/24\"\nuplink = \"eth0\"\n";
         let cfg = parse(&format!(
             "{base}blocked_destinations = [\"203.0.113.7\", \"198.51.100.0/24\"]\n\

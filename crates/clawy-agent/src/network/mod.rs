@@ -755,7 +755,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn net5_forward_validation_happens_before_any_command() {
+    async fn net_5_forward_validation_happens_before_any_command() {
         // A netns that does not exist: any command would fail, so these errors
         // prove validation runs first.
         let cfg = NetworkConfig::new("10.1.2.0/24".parse().unwrap(), "eth0");

@@ -488,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn iso3_iso5_rules_in_order_and_ending_in_drop() {
+    fn iso_3_iso_5_rules_in_order_and_ending_in_drop() {
         let s = render(&cfg(), &Elements::default());
         let fwd = chain(&s, "inet clawy", "forward");
         // ISO-3 before conntrack can accept anything (crafted RELATED packets).
@@ -540,7 +540,7 @@ mod tests {
     }
 
     #[test]
-    fn iso5_sets_hold_defaults_extras_and_exceptions() {
+    fn iso_5_sets_hold_defaults_extras_and_exceptions() {
         let mut c = cfg();
         c.blocked_destinations = vec!["198.51.100.99/32".parse().unwrap()];
         c.egress_allow = vec![
@@ -562,7 +562,7 @@ mod tests {
     }
 
     #[test]
-    fn net5_only_mapped_ports_are_dnated() {
+    fn net_5_only_mapped_ports_are_dnated() {
         let s = render(&cfg(), &elements(2));
         assert!(s.contains("iifname \"eth0\" meta l4proto tcp dnat ip to tcp dport map @fwd_tcp"));
         assert!(

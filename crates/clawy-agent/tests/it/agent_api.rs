@@ -81,7 +81,7 @@ fn assert_api_err(
 }
 
 #[tokio::test]
-async fn data3_tokens_missing_wrong_revoked_are_401() {
+async fn data_3_tokens_missing_wrong_revoked_are_401() {
     let images = blank_images();
     let agent = start(images.path(), "").await;
     let good = client(&agent, &agent.token);
@@ -161,7 +161,7 @@ async fn data3_tokens_missing_wrong_revoked_are_401() {
 }
 
 #[tokio::test]
-async fn data3_plain_http_refused() {
+async fn data_3_plain_http_refused() {
     let images = blank_images();
     let agent = start(images.path(), "").await;
     let addr = agent.base_url.trim_start_matches("https://").to_string();
@@ -185,7 +185,7 @@ async fn data3_plain_http_refused() {
 }
 
 #[tokio::test]
-async fn data3_client_pins_the_fingerprint() {
+async fn data_3_client_pins_the_fingerprint() {
     let images = blank_images();
     let agent = start(images.path(), "").await;
     // The CLI prints the same fingerprint the agent printed at start-up.
@@ -338,7 +338,7 @@ async fn invalid_spec_is_422_naming_the_field() {
 }
 
 #[tokio::test]
-async fn iso2_capacity_is_never_overcommitted() {
+async fn iso_2_capacity_is_never_overcommitted() {
     let images = blank_images();
     let agent = start(
         images.path(),
@@ -402,7 +402,7 @@ async fn iso2_capacity_is_never_overcommitted() {
 /// ACCESS-2: the served routes are exactly the allow-list; nothing that reads
 /// guest files, runs commands or opens a console answers.
 #[tokio::test]
-async fn access2_route_enumeration() {
+async fn access_2_route_enumeration() {
     let allowed = [
         ("GET", "/v1/host"),
         ("GET", "/v1/vms"),

@@ -108,7 +108,7 @@ fn victim_script() -> String {
 }
 
 #[tokio::test]
-async fn iso5_iso3_egress_internet_only_icmp_order_and_unregistered_ports() {
+async fn iso_5_iso_3_egress_internet_only_icmp_order_and_unregistered_ports() {
     let image = clawy_testkit::guest::test_guest_image().unwrap();
     let images_dir = image.parent().unwrap().to_path_buf();
     let image_name = image.file_name().unwrap().to_str().unwrap().to_string();
@@ -193,13 +193,13 @@ async fn iso5_iso3_egress_internet_only_icmp_order_and_unregistered_ports() {
     let pa = read_probe(&host, &a_ip, "probe.txt").await;
     let pb = read_probe(&host, &b_ip, "probe.txt").await;
     let show = format!("A: {pa:#?}\nB: {pb:#?}\nagent log:\n{}", agent.log());
-    iso5_guest_reaches_internet_only(&pa, &show);
-    iso3_forged_icmp_error_never_reaches_the_other_vm(&pa, &pb, &show);
+    iso_5_guest_reaches_internet_only(&pa, &show);
+    iso_3_forged_icmp_error_never_reaches_the_other_vm(&pa, &pb, &show);
 
-    iso3_unregistered_bridge_port_reaches_nothing(&host, &b_ip, b_mac, &show).await;
+    iso_3_unregistered_bridge_port_reaches_nothing(&host, &b_ip, b_mac, &show).await;
 }
 
-fn iso5_guest_reaches_internet_only(p: &BTreeMap<String, String>, show: &str) {
+fn iso_5_guest_reaches_internet_only(p: &BTreeMap<String, String>, show: &str) {
     // Positive controls: the internet (masqueraded) and ICMP to it work.
     assert_eq!(p["inet"], HOST_UPLINK, "{show}");
     assert_eq!(p["icmp_inet"], "open", "{show}");
@@ -221,7 +221,7 @@ fn iso5_guest_reaches_internet_only(p: &BTreeMap<String, String>, show: &str) {
     assert_eq!(p["host_uplink"], "closed", "{show}");
 }
 
-fn iso3_forged_icmp_error_never_reaches_the_other_vm(
+fn iso_3_forged_icmp_error_never_reaches_the_other_vm(
     a: &BTreeMap<String, String>,
     b: &BTreeMap<String, String>,
     show: &str,
@@ -235,7 +235,7 @@ fn iso3_forged_icmp_error_never_reaches_the_other_vm(
     assert_eq!(n("icmp_marked"), 0, "{show}");
 }
 
-async fn iso3_unregistered_bridge_port_reaches_nothing(
+async fn iso_3_unregistered_bridge_port_reaches_nothing(
     host: &Netns,
     b_ip: &str,
     b_mac: &str,

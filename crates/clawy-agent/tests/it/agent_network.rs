@@ -267,7 +267,7 @@ fn port_open(ns: &Netns, addr: &str, port: u16) -> bool {
 }
 
 #[tokio::test]
-async fn iso3_net5_two_guests_nat_isolation_and_forwards() {
+async fn iso_3_net_3_net_5_two_guests_nat_isolation_and_forwards() {
     let image = clawy_testkit::guest::test_guest_image().unwrap();
     let images_dir = image.parent().unwrap().to_path_buf();
     let image_name = image.file_name().unwrap().to_str().unwrap().to_string();
@@ -335,14 +335,14 @@ async fn iso3_net5_two_guests_nat_isolation_and_forwards() {
     let log = agent.log();
     for (name, p) in [("A", &pa), ("B", &pb)] {
         let show = format!("guest {name}: {p:?}\nagent log:\n{log}");
-        iso3_reaches_internet_masqueraded(p, &show);
-        iso3_vm_to_vm_blocked(p, &show);
-        iso3_host_only_on_allowed_ports(p, &show);
-        iso3_forged_addresses_blocked(p, &show);
+        iso_3_reaches_internet_masqueraded(p, &show);
+        iso_3_vm_to_vm_blocked(p, &show);
+        iso_3_host_only_on_allowed_ports(p, &show);
+        iso_3_forged_addresses_blocked(p, &show);
     }
 
-    net5_ssh_forward(&internet, &key, &a).await;
-    net5_unforwarded_closed(&internet, &host, &a);
+    net_5_ssh_forward(&internet, &key, &a).await;
+    net_5_unforwarded_closed(&internet, &host, &a);
 
     // NET-5 with a changed set of forwards: one more for A, rule count unchanged.
     let mut more = spec(&a, &image_name, &public_key, Some(probe_script(&a, &b)));
@@ -385,13 +385,13 @@ async fn iso3_net5_two_guests_nat_isolation_and_forwards() {
     assert!(!links.contains(": clawy"), "{links}");
 }
 
-fn iso3_reaches_internet_masqueraded(p: &BTreeMap<String, String>, show: &str) {
+fn iso_3_reaches_internet_masqueraded(p: &BTreeMap<String, String>, show: &str) {
     // The internet namespace saw the host's uplink address, not the private one.
     assert_eq!(p["inet"], HOST_UPLINK, "{show}");
     assert_eq!(p["inet_restored"], HOST_UPLINK, "{show}");
 }
 
-fn iso3_vm_to_vm_blocked(p: &BTreeMap<String, String>, show: &str) {
+fn iso_3_vm_to_vm_blocked(p: &BTreeMap<String, String>, show: &str) {
     // Positive controls: the same pings, to the internet, got through.
     assert_eq!(p["icmp_inet"], "open", "{show}");
     assert_eq!(p["icmp_inet_via_gw"], "open", "{show}");
@@ -409,13 +409,13 @@ fn iso3_vm_to_vm_blocked(p: &BTreeMap<String, String>, show: &str) {
     }
 }
 
-fn iso3_host_only_on_allowed_ports(p: &BTreeMap<String, String>, show: &str) {
+fn iso_3_host_only_on_allowed_ports(p: &BTreeMap<String, String>, show: &str) {
     assert_eq!(p["own_ssh"], "SSH-2.0", "{show}");
     assert_eq!(p["host_allowed"], "hostok", "{show}");
     assert_eq!(p["host_blocked"], "closed", "{show}");
 }
 
-fn iso3_forged_addresses_blocked(p: &BTreeMap<String, String>, show: &str) {
+fn iso_3_forged_addresses_blocked(p: &BTreeMap<String, String>, show: &str) {
     for k in [
         "inet_forged_ip",
         "host_forged_ip",
@@ -427,7 +427,7 @@ fn iso3_forged_addresses_blocked(p: &BTreeMap<String, String>, show: &str) {
     }
 }
 
-async fn net5_ssh_forward(internet: &Netns, key: &Path, a: &Guest) {
+async fn net_5_ssh_forward(internet: &Netns, key: &Path, a: &Guest) {
     // A real key login through the forward on the host's uplink address.
     let mut args = ssh_args(key, a.ssh_port);
     args.extend([format!("root@{HOST_UPLINK}"), "hostname".into()]);
@@ -464,7 +464,7 @@ async fn net5_ssh_forward(internet: &Netns, key: &Path, a: &Guest) {
     );
 }
 
-fn net5_unforwarded_closed(internet: &Netns, host: &Netns, a: &Guest) {
+fn net_5_unforwarded_closed(internet: &Netns, host: &Netns, a: &Guest) {
     // Scan the host's uplink address from outside (netcat-openbsd, one process for
     // all ports): only the two SSH forwards are open.
     let out = internet

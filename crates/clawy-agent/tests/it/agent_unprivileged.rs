@@ -75,7 +75,7 @@ fn open_as(uid: u32, gid: u32, path: &Path) -> Result<(), String> {
 }
 
 #[tokio::test]
-async fn iso4_each_qemu_runs_as_its_own_user_and_cannot_open_another_vms_disk() {
+async fn iso_4_each_qemu_runs_as_its_own_user_and_cannot_open_another_vms_disk() {
     let image = clawy_testkit::guest::test_guest_image().unwrap();
     let images_dir = image.parent().unwrap().to_path_buf();
     let image_name = image.file_name().unwrap().to_str().unwrap().to_string();

@@ -167,7 +167,7 @@ async fn spawn_ws_gateway(ip: Ipv4Addr, port: u16) -> tokio::task::JoinHandle<()
 /// valid for its name (issued on demand), HSTS set; a stopped one shows the
 /// branded page over TLS; refused names get no certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data1_net4_edge_routes_by_host_and_gates_certificates() {
+async fn data_1_net_4_edge_routes_by_host_and_gates_certificates() {
     let h = Harness::start().await;
     let ip_a = Ipv4Addr::new(127, 0, 10, 2);
     let ip_b = Ipv4Addr::new(127, 0, 10, 3);
@@ -333,7 +333,7 @@ async fn edge_unknown_host_is_a_404_page() {
 /// The middle part shows what happens without the cache flush (Caddy 2.6.2
 /// keeps serving the cached certificate), so the test fails if the flush goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data1_delete_removes_certificate_and_handshake_fails() {
+async fn data_1_delete_removes_certificate_and_handshake_fails() {
     let h = Harness::start().await;
     let (ip_a, ip_b) = (Ipv4Addr::new(127, 0, 10, 30), Ipv4Addr::new(127, 0, 10, 31));
     let _ga = spawn_gateway(ip_a, h.gateway_port, "a").await;
@@ -584,7 +584,7 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 /// DATA-1 at scale: `ask` answers as fast with 10,000 instances as with 10
 /// (rounds interleaved so machine noise hits both alike; target: p99 ratio <= 1.5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data1_ask_latency_does_not_grow_with_instances() {
+async fn data_1_ask_latency_does_not_grow_with_instances() {
     let (small, _i1, _t1) = ask_server(10).await;
     let (large, _i2, _t2) = ask_server(10_000).await;
     let client = reqwest::Client::builder()
@@ -624,7 +624,7 @@ async fn data1_ask_latency_does_not_grow_with_instances() {
 /// DATA-1: a flood of random names never gets an approval, and live names
 /// stay approved while it runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data1_ask_stays_correct_under_a_flood() {
+async fn data_1_ask_stays_correct_under_a_flood() {
     let (addr, _index, _t) = ask_server(1000).await;
     let client = reqwest::Client::new();
     let mut flood = vec![];

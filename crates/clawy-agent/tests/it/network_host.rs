@@ -36,7 +36,7 @@ fn ruleset(ns: &Netns) -> String {
 }
 
 #[tokio::test]
-async fn iso3_ensure_host_creates_bridge_tables_and_forwarding_idempotently() {
+async fn iso_3_ensure_host_creates_bridge_tables_and_forwarding_idempotently() {
     let ns = Netns::new("nethost").unwrap();
     let net = Network::in_netns(cfg(), ns.name()).unwrap();
     net.ensure_host().await.unwrap();
@@ -60,7 +60,7 @@ async fn iso3_ensure_host_creates_bridge_tables_and_forwarding_idempotently() {
 }
 
 #[tokio::test]
-async fn iso3_tap_is_an_isolated_port_with_one_registered_source() {
+async fn iso_3_tap_is_an_isolated_port_with_one_registered_source() {
     let ns = Netns::new("nettap").unwrap();
     let net = Network::in_netns(cfg(), ns.name()).unwrap();
     net.ensure_host().await.unwrap();
@@ -114,7 +114,7 @@ async fn iso3_tap_is_an_isolated_port_with_one_registered_source() {
 /// not a port of the Clawy bridge, and on removal unregisters it without
 /// deleting the hypervisor's interface.
 #[tokio::test]
-async fn iso3_hypervisor_tap_is_registered_isolated_and_unregistered() {
+async fn iso_3_hypervisor_tap_is_registered_isolated_and_unregistered() {
     let ns = Netns::new("nethvtap").unwrap();
     let net = Network::in_netns(cfg(), ns.name()).unwrap();
     net.ensure_host().await.unwrap();
@@ -182,7 +182,7 @@ async fn iso3_hypervisor_tap_is_registered_isolated_and_unregistered() {
 }
 
 #[tokio::test]
-async fn net5_forwards_replace_conflict_and_remove_without_new_rules() {
+async fn net_5_forwards_replace_conflict_and_remove_without_new_rules() {
     let ns = Netns::new("netfwd").unwrap();
     let net = Network::in_netns(cfg(), ns.name()).unwrap();
     net.ensure_host().await.unwrap();

@@ -43,7 +43,7 @@ fn set_elements(ns: &Netns, family: &str, table: &str, set: &str) -> String {
 }
 
 #[tokio::test]
-async fn iso3_iso5_rules_read_back_in_order_with_their_verdicts() {
+async fn iso_3_iso_5_rules_read_back_in_order_with_their_verdicts() {
     let ns = Netns::new("netrules").unwrap();
     let net = Network::in_netns(cfg(), ns.name()).unwrap();
     net.ensure_host().await.unwrap();

@@ -25,7 +25,7 @@ fn req(name: &str, region: Option<&str>) -> CreateInstance {
 }
 
 #[tokio::test]
-async fn data2_iso2_two_agents_placement_exhaustion_and_unknown_host() {
+async fn data_2_iso_2_two_agents_placement_exhaustion_and_unknown_host() {
     let _heavy = HEAVY.lock().await;
     let db = TestDatabase::new().await.unwrap();
     // Policy: Germany only (the default).

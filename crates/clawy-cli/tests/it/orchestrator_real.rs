@@ -39,7 +39,7 @@ async fn wait_state(core: &Core, owner: &str, id: &str, want: InstanceState) {
 }
 
 #[tokio::test]
-async fn iso4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
+async fn iso_4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
     let _heavy = HEAVY.lock().await;
     let db = TestDatabase::new().await.unwrap();
     let core = Arc::new(Core::open(control_config(&db)).await.unwrap());

@@ -20,7 +20,7 @@ fn reg(name: &str) -> RegisterHost {
 }
 
 #[tokio::test]
-async fn data3_host_token_is_sealed_and_never_read_back() {
+async fn data_3_host_token_is_sealed_and_never_read_back() {
     let tc = TestCore::new().await;
     let h = tc
         .core
@@ -237,7 +237,7 @@ async fn disabling_a_host_stops_placement_there() {
 }
 
 #[tokio::test]
-async fn data3_agent_credentials_rotate_and_stay_sealed() {
+async fn data_3_agent_credentials_rotate_and_stay_sealed() {
     let tc = TestCore::new().await;
     let h = tc
         .core

@@ -323,7 +323,7 @@ async fn another_users_instance_is_not_found_for_every_call() {
 }
 
 #[tokio::test]
-async fn access3_lifecycle_requests_queue_jobs_idempotently_and_are_events() {
+async fn access_3_lifecycle_requests_queue_jobs_idempotently_and_are_events() {
     let tc = TestCore::new().await;
     de_host(&tc, "a", 1).await;
     let alice = tc.user("alice@example.com").await;

@@ -381,7 +381,7 @@ async fn a_dead_worker_on_the_last_attempt_gives_up_instead_of_running_again() {
 }
 
 #[tokio::test]
-async fn access3_reconciler_repair_is_an_instance_event() {
+async fn access_3_reconciler_repair_is_an_instance_event() {
     let tc = TestCore::new().await;
     de_host(&tc, "a", 1).await;
     let alice = tc.user("alice@example.com").await;

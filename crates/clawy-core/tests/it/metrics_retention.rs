@@ -22,7 +22,7 @@ fn sample(id: &str, at: DateTime<Utc>, cpu: f64, mem: u64) -> MetricSample {
 }
 
 #[tokio::test]
-async fn access1_retention_keeps_rows_per_instance_bounded() {
+async fn access_1_retention_keeps_rows_per_instance_bounded() {
     let tc = TestCore::new().await;
     de_host(&tc, "a", 1).await;
     let alice = tc.user("alice@example.com").await;

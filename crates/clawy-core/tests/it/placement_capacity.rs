@@ -29,7 +29,7 @@ async fn assert_no_overcommit(tc: &TestCore) {
 }
 
 #[tokio::test]
-async fn iso2_fill_until_full_never_overcommits_and_says_no_capacity() {
+async fn iso_2_fill_until_full_never_overcommits_and_says_no_capacity() {
     let tc = quota(1000).await;
     add_host(&tc, "a", "DE", (6, 6000, 60), "10.1.1.0/24", [22000, 22999]).await;
     add_host(&tc, "b", "DE", (3, 9000, 25), "10.1.2.0/24", [22000, 22999]).await;
@@ -82,7 +82,7 @@ async fn iso2_fill_until_full_never_overcommits_and_says_no_capacity() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn iso2_concurrent_creates_never_overcommit_or_share_addresses() {
+async fn iso_2_concurrent_creates_never_overcommit_or_share_addresses() {
     let tc = quota(1000).await;
     // Room for exactly 5 small instances (5 vCPUs) on each of two hosts.
     add_host(
@@ -149,7 +149,7 @@ async fn iso2_concurrent_creates_never_overcommit_or_share_addresses() {
 }
 
 #[tokio::test]
-async fn data2_only_allowed_countries_and_the_requested_region() {
+async fn data_2_only_allowed_countries_and_the_requested_region() {
     let tc = TestCore::with(|c| c.allowed_countries = vec!["DE".into(), "FR".into()]).await;
     add_host(
         &tc,

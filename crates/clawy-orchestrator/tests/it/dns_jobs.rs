@@ -34,7 +34,7 @@ fn a_of(knot: &Knot, name: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn access1_create_publishes_delete_removes_and_hostnames_are_never_reused() {
+async fn access_1_create_publishes_delete_removes_and_hostnames_are_never_reused() {
     let knot = Knot::start("claws.test").await.unwrap();
     let f = fixture(&knot).await;
     let _agent = fake("DE-fra1", "10.91.1").await;
@@ -128,7 +128,7 @@ async fn access1_create_publishes_delete_removes_and_hostnames_are_never_reused(
 }
 
 #[tokio::test]
-async fn access1_dns_down_never_blocks_and_the_pass_converges_and_repairs_drift() {
+async fn access_1_dns_down_never_blocks_and_the_pass_converges_and_repairs_drift() {
     let mut knot = Knot::start("claws.test").await.unwrap();
     let f = fixture(&knot).await;
     let _agent = fake("DE-fra1", "10.91.2").await;

@@ -28,7 +28,7 @@ fn publisher(knot: &Knot, secret: Vec<u8>) -> DnsPublisher {
 }
 
 #[tokio::test]
-async fn access1_dns_records_created_updated_deleted_and_read_back() {
+async fn access_1_dns_records_created_updated_deleted_and_read_back() {
     let knot = Knot::start("claws.test").await.unwrap();
     let p = publisher(&knot, knot.secret());
     let host = name("my-claw-1a2b.claws.test");

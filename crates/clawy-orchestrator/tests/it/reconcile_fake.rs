@@ -48,7 +48,7 @@ async fn reconciler_restarts_a_stopped_vm_that_should_run() {
 }
 
 #[tokio::test]
-async fn net5_reconciler_reapplies_port_forwards() {
+async fn net_5_reconciler_reapplies_port_forwards() {
     let f = Fixture::new().await;
     let agent = fake("DE-fra1", "10.91.2").await;
     f.host("fra1", &agent, "DE").await;
@@ -181,7 +181,7 @@ async fn unreachable_host_shows_unknown_and_recovers() {
 }
 
 #[tokio::test]
-async fn access1_poller_stores_samples_health_and_host_info() {
+async fn access_1_poller_stores_samples_health_and_host_info() {
     let f = Fixture::new().await;
     let agent = fake("DE-fra1", "10.91.6").await;
     let host_id = f.host("fra1", &agent, "DE").await;

@@ -12,7 +12,7 @@ use clawy_proto::agent::VmState;
 use crate::common::{Fixture, fake};
 
 #[tokio::test]
-async fn iso4_provision_stop_start_reboot_delete_frees_allocations() {
+async fn iso_4_provision_stop_start_reboot_delete_frees_allocations() {
     let f = Fixture::new().await;
     let agent = fake("DE-fra1", "10.90.1").await;
     f.host("fra1", &agent, "DE").await;

@@ -373,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn auth2_require_compares_tiers() {
+    fn auth_2_require_compares_tiers() {
         let c = key_caller(false, Tier::Manage);
         assert!(c.require(Tier::Read).is_ok());
         assert!(c.require(Tier::Manage).is_ok());

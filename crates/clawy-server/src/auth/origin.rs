@@ -59,7 +59,7 @@ mod tests {
     }
 
     #[test]
-    fn auth3_origin_must_match_base_url() {
+    fn auth_3_origin_must_match_base_url() {
         let base = Url::parse("https://clawy.example:8443/").unwrap();
         let o = origin_of(&base);
         assert_eq!(o, "https://clawy.example:8443");

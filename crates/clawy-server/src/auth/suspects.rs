@@ -52,7 +52,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auth5_marked_address_is_suspect_for_the_window() {
+    fn auth_5_marked_address_is_suspect_for_the_window() {
         let s = SuspectAddrs::default();
         let a: IpAddr = [192, 0, 2, 1].into();
         let b: IpAddr = [192, 0, 2, 2].into();
@@ -65,7 +65,7 @@ mod tests {
     }
 
     #[test]
-    fn auth5_full_table_fails_safe() {
+    fn auth_5_full_table_fails_safe() {
         let s = SuspectAddrs::default();
         for i in 0..MAX_TRACKED as u32 {
             s.mark(IpAddr::from(i.to_be_bytes()), 0, 1_000_000);

@@ -431,7 +431,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auth3_session_cookie_has_exact_flags() {
+    fn auth_3_session_cookie_has_exact_flags() {
         let c = session_cookie("abc");
         assert_eq!(
             c.to_str().unwrap(),

@@ -15,7 +15,7 @@ async fn create(app: &TestApp, key: &str, body: serde_json::Value) -> reqwest::R
 }
 
 #[tokio::test]
-async fn auth2_key_is_shown_once_and_never_listed() {
+async fn auth_2_key_is_shown_once_and_never_listed() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let (_, admin) = app.with_api_key(&user, Tier::Admin).await;
@@ -59,7 +59,7 @@ async fn auth2_key_is_shown_once_and_never_listed() {
 }
 
 #[tokio::test]
-async fn auth2_regenerate_kills_old_secret_at_once() {
+async fn auth_2_regenerate_kills_old_secret_at_once() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let (_, admin) = app.with_api_key(&user, Tier::Admin).await;
@@ -93,7 +93,7 @@ async fn auth2_regenerate_kills_old_secret_at_once() {
 }
 
 #[tokio::test]
-async fn auth2_key_can_regenerate_itself() {
+async fn auth_2_key_can_regenerate_itself() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let (id, admin) = app.with_api_key(&user, Tier::Admin).await;
@@ -116,7 +116,7 @@ async fn auth2_key_can_regenerate_itself() {
 }
 
 #[tokio::test]
-async fn auth2_tier_escalation_is_refused() {
+async fn auth_2_tier_escalation_is_refused() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let (_, read) = app.with_api_key(&user, Tier::Read).await;
@@ -156,7 +156,7 @@ async fn auth2_tier_escalation_is_refused() {
 }
 
 #[tokio::test]
-async fn auth2_revoke_then_gone() {
+async fn auth_2_revoke_then_gone() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let (_, admin) = app.with_api_key(&user, Tier::Admin).await;

@@ -5,7 +5,7 @@ use clawy_core::actor::Tier;
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]
-async fn access3_audit_lists_own_events_newest_first_without_secrets() {
+async fn access_3_audit_lists_own_events_newest_first_without_secrets() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let other = app.with_user().await;

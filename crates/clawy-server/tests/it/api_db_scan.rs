@@ -54,7 +54,7 @@ async fn tables_and_columns(app: &TestApp) -> Vec<(String, Vec<String>)> {
 }
 
 #[tokio::test]
-async fn auth1_auth2_auth3_database_holds_no_plaintext_secret() {
+async fn auth_1_auth_2_auth_3_database_holds_no_plaintext_secret() {
     let app = TestApp::builder().with_smtp().start().await;
     let secrets = full_flow(&app).await;
     let pool = app.core.store().pool();

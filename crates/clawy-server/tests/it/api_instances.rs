@@ -132,7 +132,7 @@ async fn error_of(resp: reqwest::Response) -> (StatusCode, serde_json::Value) {
 }
 
 #[tokio::test]
-async fn iso2_create_places_on_a_host_and_returns_the_instance() {
+async fn iso_2_create_places_on_a_host_and_returns_the_instance() {
     let app = TestApp::start().await;
     fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
     let user = app.with_user().await;
@@ -308,7 +308,7 @@ async fn quota_is_enforced_per_user() {
 }
 
 #[tokio::test]
-async fn iso2_no_capacity_has_a_clear_message() {
+async fn iso_2_no_capacity_has_a_clear_message() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let (_, manage) = app.with_api_key(&user, Tier::Manage).await;
@@ -399,7 +399,7 @@ async fn another_users_instance_is_404_everywhere() {
 }
 
 #[tokio::test]
-async fn access3_every_action_is_an_event_with_its_actor() {
+async fn access_3_every_action_is_an_event_with_its_actor() {
     let app = TestApp::start().await;
     fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
     let user = app.with_user().await;
@@ -510,7 +510,7 @@ async fn access3_every_action_is_an_event_with_its_actor() {
 }
 
 #[tokio::test]
-async fn access1_metrics_json_per_range() {
+async fn access_1_metrics_json_per_range() {
     let app = TestApp::start().await;
     fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
     let user = app.with_user().await;
@@ -746,7 +746,7 @@ async fn operator_lists_all_instances_in_pages() {
 }
 
 #[tokio::test]
-async fn data3_host_registration_refuses_what_it_cannot_verify() {
+async fn data_3_host_registration_refuses_what_it_cannot_verify() {
     let app = TestApp::start().await;
     let op = app.with_operator().await;
     let (_, op_key) = app.with_api_key(&op, Tier::Admin).await;
@@ -836,7 +836,7 @@ async fn operator_disables_a_host_and_placement_stops_using_it() {
 
 /// DATA-3 end to end: the real agent binary, its printed fingerprint and token.
 #[tokio::test]
-async fn data3_registers_a_real_agent_over_the_pinned_connection() {
+async fn data_3_registers_a_real_agent_over_the_pinned_connection() {
     let bin = clawy_bin();
     let agent = clawy_testkit::agent::TestAgent::start(&bin, Default::default(), None)
         .await

@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use std::time::Duration;
 
 #[tokio::test]
-async fn auth2_me_with_key_reports_tier_and_key() {
+async fn auth_2_me_with_key_reports_tier_and_key() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let (id, key) = app.with_api_key(&user, Tier::Manage).await;
@@ -22,7 +22,7 @@ async fn auth2_me_with_key_reports_tier_and_key() {
 }
 
 #[tokio::test]
-async fn auth3_me_with_session_cookie_has_admin_tier() {
+async fn auth_3_me_with_session_cookie_has_admin_tier() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let s = app.login_session(&user).await;
@@ -40,7 +40,7 @@ async fn auth3_me_with_session_cookie_has_admin_tier() {
 }
 
 #[tokio::test]
-async fn auth2_revoked_key_is_401_at_once() {
+async fn auth_2_revoked_key_is_401_at_once() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let (id, key) = app.with_api_key(&user, Tier::Read).await;
@@ -66,7 +66,7 @@ async fn auth2_revoked_key_is_401_at_once() {
 }
 
 #[tokio::test]
-async fn auth2_expired_key_is_401_by_injected_clock() {
+async fn auth_2_expired_key_is_401_by_injected_clock() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let expires = app.core.now() + chrono::Duration::minutes(10);
@@ -89,7 +89,7 @@ async fn auth2_expired_key_is_401_by_injected_clock() {
 }
 
 #[tokio::test]
-async fn auth3_ended_session_cookie_is_401() {
+async fn auth_3_ended_session_cookie_is_401() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let s = app.login_session(&user).await;
@@ -105,7 +105,7 @@ async fn auth3_ended_session_cookie_is_401() {
 }
 
 #[tokio::test]
-async fn auth5_failed_key_auth_is_throttled_per_address() {
+async fn auth_5_failed_key_auth_is_throttled_per_address() {
     let app = TestApp::builder()
         .config(|c| c.throttle.api_key_ip_max_failures = 3)
         .start()
@@ -140,7 +140,7 @@ async fn auth5_failed_key_auth_is_throttled_per_address() {
 }
 
 #[tokio::test]
-async fn auth5_x_forwarded_for_is_ignored_without_trusted_proxies() {
+async fn auth_5_x_forwarded_for_is_ignored_without_trusted_proxies() {
     // A client cannot escape the per-address counter by inventing addresses.
     let app = TestApp::builder()
         .config(|c| c.throttle.api_key_ip_max_failures = 2)
@@ -162,7 +162,7 @@ async fn auth5_x_forwarded_for_is_ignored_without_trusted_proxies() {
 }
 
 #[tokio::test]
-async fn auth5_trusted_proxy_forwards_the_client_address() {
+async fn auth_5_trusted_proxy_forwards_the_client_address() {
     let app = TestApp::builder()
         .config(|c| {
             c.throttle.api_key_ip_max_failures = 2;

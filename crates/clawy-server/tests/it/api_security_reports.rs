@@ -5,7 +5,7 @@ use crate::common::{TestApp, json};
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]
-async fn report1_report_is_stored_acknowledged_and_mailed() {
+async fn report_1_report_is_stored_acknowledged_and_mailed() {
     let app = TestApp::builder()
         .with_smtp()
         .config(|c| c.security_contact = "security@clawy.test".into())
@@ -44,7 +44,7 @@ async fn report1_report_is_stored_acknowledged_and_mailed() {
 }
 
 #[tokio::test]
-async fn report1_submissions_are_rate_limited_per_address() {
+async fn report_1_submissions_are_rate_limited_per_address() {
     let app = TestApp::builder()
         .config(|c| c.throttle.reports_per_hour = 2)
         .start()
@@ -77,7 +77,7 @@ async fn report1_submissions_are_rate_limited_per_address() {
 }
 
 #[tokio::test]
-async fn report1_invalid_report_names_the_problem() {
+async fn report_1_invalid_report_names_the_problem() {
     let app = TestApp::start().await;
     let resp = app
         .request(Method::POST, "/api/v1/security-reports")

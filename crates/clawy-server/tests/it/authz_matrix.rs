@@ -7,7 +7,7 @@
 //! weakening any authorization check changes at least one cell and fails this test.
 //!
 //! (One table since the two matrices, this file's and `authz_instances.rs`'s
-//! `auth2_auth3_instance_and_operator_authorization_matrix`, were merged; their rows
+//! `auth_2_auth_3_instance_and_operator_authorization_matrix`, were merged; their rows
 //! and expectations are unchanged, the account routes gained the operator columns.)
 
 use crate::api_instances::fake_host;
@@ -285,10 +285,10 @@ async fn run_cell(app: &TestApp, c: &Callers, row: &Row, who: Who) -> u16 {
 }
 
 /// The one matrix over every route of `clawy_server::api::ROUTES`. Merges
-/// `auth2_auth3_instance_and_operator_authorization_matrix` (formerly in
+/// `auth_2_auth_3_instance_and_operator_authorization_matrix` (formerly in
 /// `authz_instances.rs`) into this test.
 #[tokio::test]
-async fn auth2_auth3_authorization_matrix() {
+async fn auth_2_auth_3_authorization_matrix() {
     let app = TestApp::builder()
         // Hundreds of deliberate failures from 127.0.0.1 must not trip AUTH-5 here.
         .config(|c| {
@@ -331,7 +331,7 @@ async fn auth2_auth3_authorization_matrix() {
 }
 
 #[tokio::test]
-async fn auth3_cookie_state_change_needs_same_origin() {
+async fn auth_3_cookie_state_change_needs_same_origin() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let s = app.login_session(&user).await;

@@ -238,7 +238,7 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
 }
 
 #[tokio::test]
-async fn auth1_auth2_no_secret_in_logs() {
+async fn auth_1_auth_2_no_secret_in_logs() {
     let app = TestApp::builder().with_smtp().start().await;
     let secrets = full_flow(&app).await;
     // Give background tasks (mail sending) a moment to log.

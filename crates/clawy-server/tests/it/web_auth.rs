@@ -9,7 +9,7 @@ use crate::common::{TestApp, strong_password};
 use crate::web_support::{SESSION, WebClient, location, set_cookies};
 
 #[tokio::test]
-async fn auth3_login_cookie_flags_exact() {
+async fn auth_3_login_cookie_flags_exact() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);
@@ -30,7 +30,7 @@ async fn auth3_login_cookie_flags_exact() {
 }
 
 #[tokio::test]
-async fn auth3_session_rotated_at_login() {
+async fn auth_3_session_rotated_at_login() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
 
@@ -77,7 +77,7 @@ async fn auth3_session_rotated_at_login() {
 }
 
 #[tokio::test]
-async fn auth3_logout_invalidates_session_server_side() {
+async fn auth_3_logout_invalidates_session_server_side() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);
@@ -104,7 +104,7 @@ async fn auth3_logout_invalidates_session_server_side() {
 }
 
 #[tokio::test]
-async fn auth3_password_change_keeps_this_session_and_ends_others() {
+async fn auth_3_password_change_keeps_this_session_and_ends_others() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut a = WebClient::new(&app);
@@ -151,7 +151,7 @@ async fn auth3_password_change_keeps_this_session_and_ends_others() {
 }
 
 #[tokio::test]
-async fn auth3_wrong_current_password_keeps_form_and_sessions() {
+async fn auth_3_wrong_current_password_keeps_form_and_sessions() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut a = WebClient::new(&app);
@@ -180,7 +180,7 @@ async fn auth3_wrong_current_password_keeps_form_and_sessions() {
 }
 
 #[tokio::test]
-async fn auth3_session_expires_when_idle() {
+async fn auth_3_session_expires_when_idle() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);
@@ -195,7 +195,7 @@ async fn auth3_session_expires_when_idle() {
 }
 
 #[tokio::test]
-async fn auth3_session_expires_after_absolute_timeout() {
+async fn auth_3_session_expires_after_absolute_timeout() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);
@@ -220,7 +220,7 @@ async fn auth3_session_expires_after_absolute_timeout() {
 }
 
 #[tokio::test]
-async fn auth1_failed_login_is_generic_and_keeps_email() {
+async fn auth_1_failed_login_is_generic_and_keeps_email() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);
@@ -256,7 +256,7 @@ async fn auth1_failed_login_is_generic_and_keeps_email() {
 }
 
 #[tokio::test]
-async fn auth5_repeated_failures_get_429_with_retry_after() {
+async fn auth_5_repeated_failures_get_429_with_retry_after() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);
@@ -301,7 +301,7 @@ async fn auth5_repeated_failures_get_429_with_retry_after() {
 }
 
 #[tokio::test]
-async fn auth1_signup_creates_account_and_session() {
+async fn auth_1_signup_creates_account_and_session() {
     let app = TestApp::start().await;
     let mut web = WebClient::new(&app);
     let email = format!(
@@ -368,7 +368,7 @@ async fn auth1_signup_creates_account_and_session() {
 }
 
 #[tokio::test]
-async fn auth3_password_reset_by_mail_ends_every_session() {
+async fn auth_3_password_reset_by_mail_ends_every_session() {
     let app = TestApp::builder().with_smtp().start().await;
     let user = app.with_user().await;
     let mut old = WebClient::new(&app);
@@ -458,7 +458,7 @@ async fn auth3_password_reset_by_mail_ends_every_session() {
 }
 
 #[tokio::test]
-async fn auth5_password_reset_requests_are_rate_limited() {
+async fn auth_5_password_reset_requests_are_rate_limited() {
     let app = TestApp::builder().with_smtp().start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);

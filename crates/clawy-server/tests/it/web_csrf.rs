@@ -8,7 +8,7 @@ use crate::common::{ED25519_PUB, TestApp};
 use crate::web_support::{WebClient, csrf_from};
 
 #[tokio::test]
-async fn auth3_csrf_missing_or_wrong_is_403() {
+async fn auth_3_csrf_missing_or_wrong_is_403() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);
@@ -51,7 +51,7 @@ async fn auth3_csrf_missing_or_wrong_is_403() {
 }
 
 #[tokio::test]
-async fn auth3_cross_site_origin_is_403() {
+async fn auth_3_cross_site_origin_is_403() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);
@@ -100,7 +100,7 @@ async fn auth3_cross_site_origin_is_403() {
 }
 
 #[tokio::test]
-async fn auth3_signed_out_forms_need_the_csrf_cookie() {
+async fn auth_3_signed_out_forms_need_the_csrf_cookie() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     // A login POST without having loaded the form (no double-submit cookie) is refused:
@@ -129,7 +129,7 @@ async fn auth3_signed_out_forms_need_the_csrf_cookie() {
 }
 
 #[tokio::test]
-async fn auth3_get_never_changes_state() {
+async fn auth_3_get_never_changes_state() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let (key_id, secret) = app.with_api_key(&user, clawy_core::actor::Tier::Read).await;

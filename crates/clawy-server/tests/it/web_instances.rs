@@ -156,7 +156,7 @@ async fn no_capacity_is_explained_on_the_form() {
 }
 
 #[tokio::test]
-async fn auth3_lifecycle_forms_need_the_csrf_token_and_delete_needs_the_name() {
+async fn auth_3_lifecycle_forms_need_the_csrf_token_and_delete_needs_the_name() {
     let app = TestApp::start().await;
     fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
     let user = app.with_user().await;
@@ -270,7 +270,7 @@ async fn auth3_lifecycle_forms_need_the_csrf_token_and_delete_needs_the_name() {
 }
 
 #[tokio::test]
-async fn access1_charts_draw_the_stored_samples() {
+async fn access_1_charts_draw_the_stored_samples() {
     let app = TestApp::start().await;
     fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
     let user = app.with_user().await;
@@ -313,7 +313,7 @@ async fn access1_charts_draw_the_stored_samples() {
 }
 
 #[tokio::test]
-async fn access3_operator_pages_404_for_others_list_hosts_and_record_views() {
+async fn access_3_operator_pages_404_for_others_list_hosts_and_record_views() {
     let app = TestApp::start().await;
     let host_id = fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
     let user = app.with_user().await;
@@ -405,7 +405,7 @@ async fn access3_operator_pages_404_for_others_list_hosts_and_record_views() {
 /// Issue 9 / ACCESS-1: the hostname, its HTTPS URL and the "DNS records" in the API,
 /// the dashboard and (for operators only) the last DNS failure.
 #[tokio::test]
-async fn access1_hostname_https_url_and_dns_records_are_shown() {
+async fn access_1_hostname_https_url_and_dns_records_are_shown() {
     let app = TestApp::builder()
         .config(|c| {
             c.instances_domain =

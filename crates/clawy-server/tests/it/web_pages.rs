@@ -61,7 +61,7 @@ async fn login_returns_to_the_page_asked_for() {
 }
 
 #[tokio::test]
-async fn auth2_api_key_is_shown_once() {
+async fn auth_2_api_key_is_shown_once() {
     let app = TestApp::start().await;
     let user = app.with_user().await;
     let mut web = WebClient::new(&app);

@@ -271,7 +271,7 @@ mod tests {
     /// ACCESS-2: no guest agent, no virtio-serial, no readable console; ISO-2: no
     /// balloon, fixed CPUs and memory.
     #[test]
-    fn access2_iso2_argv_has_no_guest_channel_or_balloon() {
+    fn access_2_iso_2_argv_has_no_guest_channel_or_balloon() {
         let argv = build_argv(&plan());
         let joined = argv.join(" ");
         for banned in [
@@ -304,7 +304,7 @@ mod tests {
 
     /// ISO-4: QEMU drops to the VM's own ids, starts paused, and is sandboxed.
     #[test]
-    fn iso4_argv_runs_as_the_vm_user_sandboxed_and_paused() {
+    fn iso_4_argv_runs_as_the_vm_user_sandboxed_and_paused() {
         let argv = build_argv(&plan());
         let runas = argv.iter().position(|a| a == "-runas").unwrap();
         assert_eq!(argv[runas + 1], "1900000007:1900000007");
