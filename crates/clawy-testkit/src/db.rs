@@ -30,6 +30,27 @@ pub fn backend() -> TestBackend {
     }
 }
 
+/// For a test that only means something on one backend (PostgreSQL's TLS, the SQLite
+/// file's mode). Its name contains `postgres_only` or `sqlite_only`, and the run on the
+/// other backend filters it out by name (`-- --skip postgres_only`, as
+/// `scripts/test-all` does), so the runner counts it as filtered out, never as passed.
+/// Run on the wrong backend anyway (a plain `cargo test` has no PostgreSQL), it fails
+/// and says how to run it: a missing backend is never reported as "ok".
+pub fn require_backend(needed: TestBackend) {
+    let have = backend();
+    if have != needed {
+        let (var, skip) = match needed {
+            TestBackend::Postgres => ("CLAWY_TEST_DB=postgres", "postgres_only"),
+            TestBackend::Sqlite => ("CLAWY_TEST_DB=sqlite", "sqlite_only"),
+        };
+        panic!(
+            "this test needs {needed:?} but the run is on {have:?}: run it with {var} \
+             (scripts/start-postgres.sh prints the PostgreSQL settings), or leave it out \
+             of this run with `-- --skip {skip}` as scripts/test-all does"
+        );
+    }
+}
+
 /// A fresh database (and a fresh data directory) that lives as long as this guard.
 #[derive(Debug)]
 pub struct TestDatabase {

@@ -45,11 +45,8 @@ fn start_server(cfg: &Path, log: &Path) -> Proc {
 }
 
 #[tokio::test]
-async fn postgres_two_server_processes_never_run_a_job_twice() {
-    if clawy_testkit::db::backend() != TestBackend::Postgres {
-        eprintln!("skipped: CLAWY_TEST_DB is not postgres");
-        return;
-    }
+async fn postgres_only_two_server_processes_never_run_a_job_twice() {
+    clawy_testkit::db::require_backend(TestBackend::Postgres);
     let db = TestDatabase::new().await.unwrap();
     let mut config = control_config(&db);
     config.instance_quota = 100;

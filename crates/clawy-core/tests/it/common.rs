@@ -110,7 +110,3 @@ pub fn client(ip: &str) -> ClientInfo {
 pub fn caller_for(user: &User) -> Actor {
     user.actor(client("192.0.2.1"))
 }
-
-pub fn is_postgres() -> bool {
-    clawy_testkit::db::backend() == clawy_testkit::db::TestBackend::Postgres
-}

@@ -3,7 +3,7 @@
 use crate::common::*;
 use crate::instances_support::*;
 use clawy_core::hosts::{HostError, RegisterHost};
-use clawy_core::{DomainError, ExposeSecret, SecretString};
+use clawy_core::{DomainError, ExposeSecret, SecretKey, SecretString};
 use sqlx::Row;
 use std::time::Duration;
 
@@ -17,6 +17,14 @@ fn reg(name: &str) -> RegisterHost {
         site: "fra1".into(),
         enabled: true,
     }
+}
+
+/// DATA-4: `sealed` opens with the operator key as the operator holds it (its file)
+/// to `plain`, and with no other key.
+fn assert_sealed_by_operator_key(tc: &TestCore, sealed: &str, plain: &str) {
+    let key = SecretKey::load_or_create(&tc.core.config().secret_key_file).unwrap();
+    assert_eq!(key.open_str(sealed).unwrap().expose_secret(), plain);
+    assert!(SecretKey::generate().open_str(sealed).is_err());
 }
 
 #[tokio::test]
@@ -54,6 +62,15 @@ async fn data_3_host_token_is_sealed_and_never_read_back() {
         }
     }
     assert!(seen_sealed);
+    // Sealed, not merely encoded: the operator key (read from its file) opens the
+    // stored value, and a fresh key does not.
+    let sealed: String = sqlx::query("SELECT token_sealed FROM hosts")
+        .fetch_one(tc.core.store().pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_sealed_by_operator_key(&tc, &sealed, "tok-PLAINTEXT-agent-secret-4f9a1c");
     assert!(!tc.dump_text().await.contains("PLAINTEXT"));
     // Only the orchestrator's target opens it; its Debug is redacted.
     let t = tc.core.hosts().agent_target(&h.id).await.unwrap();
@@ -264,6 +281,7 @@ async fn data_3_agent_credentials_rotate_and_stay_sealed() {
         .try_get(0)
         .unwrap();
     assert!(!sealed.contains("ROTATED"));
+    assert_sealed_by_operator_key(&tc, &sealed, "tok-ROTATED-agent-secret-77aa");
     assert!(
         !tc.dump_text().await.contains("ROTATED"),
         "not in the audit log either"

@@ -49,7 +49,10 @@ async fn auth_1_mail_without_smtp_is_logged_as_not_sent_without_its_body() {
         Err(MailError::NotConfigured)
     ));
     let logged = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    assert!(logged.contains("not sent"), "{logged}");
+    // The capture holds the mailer's line (with the subject, so fields are logged)
+    // before it is searched for the body.
+    assert!(logged.contains("mail not sent"), "{logged}");
+    assert!(logged.contains("Reset your Clawy password"), "{logged}");
     assert!(!logged.contains("SECRET-TOKEN-123"), "{logged}");
 }
 
@@ -72,13 +75,24 @@ async fn auth_1_reset_flow_logs_no_token() {
         .unwrap();
     let start = mail.body.find("token=").unwrap() + 6;
     let token: String = mail.body[start..].chars().take(43).collect();
-    // Give the background sender a moment to log its outcome.
-    for _ in 0..50 {
-        if String::from_utf8_lossy(&buf.0.lock().unwrap()).contains("mail sent") {
-            break;
+    // The background sender logs its outcome after the SMTP sink has the mail; wait
+    // for that line (bounded), so the capture is known to hold the sender's log.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let sent_line = loop {
+        let logged = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        if let Some(l) = logged.lines().find(|l| l.contains("mail sent")) {
+            break l.to_owned();
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the capture never saw the sender's \"mail sent\" line: {logged}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    };
+    assert!(
+        sent_line.contains("kind=\"password_reset\"") || sent_line.contains("kind=password_reset"),
+        "{sent_line}"
+    );
     let logged = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert!(!logged.contains(&token), "reset token leaked into logs");
     assert!(!logged.contains(GOOD_PW), "password leaked into logs");

@@ -75,9 +75,9 @@ async fn iso_2_fill_until_full_never_overcommits_and_says_no_capacity() {
         .instances()
         .create(&caller_for(&alice), &alice.id, req("last"))
         .await;
-    if let Err(e) = e {
-        assert_eq!(e.to_string(), "no capacity in region DE for plan small");
-    }
+    let e = e.expect_err("the hosts are full: even the smallest plan is refused");
+    assert_eq!(e.code(), "no_capacity");
+    assert_eq!(e.to_string(), "no capacity in region DE for plan small");
     assert_no_overcommit(&tc).await;
 }
 

@@ -3,6 +3,7 @@
 use crate::common::*;
 use clawy_core::SecretKey;
 use clawy_core::db::Backend;
+use clawy_testkit::db::{TestBackend, require_backend};
 use sqlx::Row;
 use std::os::unix::fs::PermissionsExt;
 
@@ -11,21 +12,19 @@ fn mode(p: &std::path::Path) -> u32 {
 }
 
 #[tokio::test]
-async fn data_4_sqlite_file_0600_in_dir_0700_with_wal() {
+async fn data_4_sqlite_only_file_0600_in_dir_0700_with_wal() {
+    require_backend(TestBackend::Sqlite);
     let t = TestCore::new().await;
-    let Some(path) = t.db.sqlite_path() else {
-        assert_eq!(t.core.store().backend(), Backend::Postgres);
-        return;
-    };
+    let path = t.db.sqlite_path().unwrap();
     assert_eq!(t.core.store().backend(), Backend::Sqlite);
     assert_eq!(mode(&t.db.data_dir()), 0o700, "data dir");
     assert_eq!(mode(&path), 0o600, "database file");
     // Write something so the WAL exists, then check it too.
     t.user("wal@example.com").await;
     let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
-    if wal.exists() {
-        assert_eq!(mode(&wal) & 0o077, 0, "WAL file not readable by others");
-    }
+    // An open pool in WAL mode keeps the file after a write.
+    assert!(wal.exists(), "{} missing after a write", wal.display());
+    assert_eq!(mode(&wal) & 0o077, 0, "WAL file not readable by others");
     let row = sqlx::query("PRAGMA journal_mode")
         .fetch_one(t.core.store().pool())
         .await
@@ -39,10 +38,8 @@ async fn data_4_sqlite_file_0600_in_dir_0700_with_wal() {
 }
 
 #[tokio::test]
-async fn data_4_existing_sqlite_file_with_wide_permissions_is_tightened() {
-    if is_postgres() {
-        return;
-    }
+async fn data_4_sqlite_only_existing_file_with_wide_permissions_is_tightened() {
+    require_backend(TestBackend::Sqlite);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("x").join("c.db");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
@@ -56,11 +53,9 @@ async fn data_4_existing_sqlite_file_with_wide_permissions_is_tightened() {
 }
 
 #[tokio::test]
-async fn data_4_postgres_connection_is_tls_verified() {
+async fn data_4_postgres_only_connection_is_tls_verified() {
+    require_backend(TestBackend::Postgres);
     let t = TestCore::new().await;
-    if !is_postgres() {
-        return;
-    }
     assert_eq!(t.core.store().backend(), Backend::Postgres);
     assert!(
         t.db.url().contains("sslmode=verify-full"),

@@ -17,11 +17,8 @@ use clawy_testkit::db::{TestBackend, TestDatabase};
 use crate::common::{Fixture, fake, runner_config};
 
 #[tokio::test]
-async fn postgres_two_orchestrators_never_run_a_job_twice() {
-    if clawy_testkit::db::backend() != TestBackend::Postgres {
-        eprintln!("skipped: CLAWY_TEST_DB is not postgres");
-        return;
-    }
+async fn postgres_only_two_orchestrators_never_run_a_job_twice() {
+    clawy_testkit::db::require_backend(TestBackend::Postgres);
     let db = TestDatabase::new().await.unwrap();
     let mut config = ServerConfig::for_tests(&db.data_dir(), db.url());
     config.instance_quota = 100;

@@ -8,10 +8,10 @@
 
 use crate::common::{TestApp, TestUser, json, random_ed25519_pub};
 use clawy_core::Actor;
-use clawy_core::SecretString;
 use clawy_core::actor::Tier;
 use clawy_core::hosts::RegisterHost;
 use clawy_core::metrics::MetricSample;
+use clawy_core::{ExposeSecret, SecretString};
 use clawy_proto::agent::{HostInfo, HostNetwork, Resources};
 use reqwest::{Method, StatusCode};
 
@@ -883,6 +883,15 @@ async fn data_3_registers_a_real_agent_over_the_pinned_connection() {
         .await
         .unwrap();
     assert!(!raw.contains(&agent.token));
+    // Sealed, not merely encoded: the operator key (read from its file) opens it,
+    // a fresh key does not.
+    let operator_key =
+        clawy_core::SecretKey::load_or_create(&app.core.config().secret_key_file).unwrap();
+    assert_eq!(
+        operator_key.open_str(&raw).unwrap().expose_secret(),
+        agent.token
+    );
+    assert!(clawy_core::SecretKey::generate().open_str(&raw).is_err());
     let hosts = json(app.get_with_key("/api/v1/admin/hosts", &op_key).await).await;
     assert_eq!(hosts["hosts"].as_array().unwrap().len(), 1);
     // DATA-3: neither the refused nor the accepted token reached the logs.

@@ -241,9 +241,33 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
 async fn auth_1_auth_2_no_secret_in_logs() {
     let app = TestApp::builder().with_smtp().start().await;
     let secrets = full_flow(&app).await;
-    // Give background tasks (mail sending) a moment to log.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let logs = captured_logs();
+    // Background mail senders log after the sink has the mail: wait (bounded) until
+    // every mail this test's sink received has its "mail sent" line, so the scan
+    // below covers everything the flow logged, however late.
+    let smtp = app.smtp.as_ref().unwrap();
+    let mails = smtp.messages();
+    assert!(!mails.is_empty(), "the flow sends mail");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let logs = loop {
+        let logs = captured_logs();
+        let unlogged: Vec<&str> = mails
+            .iter()
+            .map(|m| m.to.trim_matches(|c| c == '<' || c == '>'))
+            .filter(|to| {
+                !logs
+                    .lines()
+                    .any(|l| l.contains("mail sent") && l.contains(*to))
+            })
+            .collect();
+        if unlogged.is_empty() {
+            break logs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no \"mail sent\" line for {unlogged:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(
         logs.contains("request"),
         "log capture is working: {}",
