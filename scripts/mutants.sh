@@ -19,7 +19,7 @@
 #                    runs out of time is reported, and the run fails only on missed mutants
 #   MUTANTS_TIMEOUT  seconds per test run of one mutant (default 300)
 #   MUTANTS_JOBS     parallel builds (default 1: each job is a full build directory)
-#   MUTANTS_OUT      where results go (default target/mutants/<group>)
+#   MUTANTS_OUT      where results and the shared build directory go (default target/mutants)
 #
 # Exit: 0 no missed mutant (or nothing to test), 1 a mutant was missed or the
 # unmutated tests failed, 2 usage.
@@ -43,7 +43,8 @@ esac
 # tests plus the integration tests by module name, never the slow QEMU suites (their
 # properties are tested by the faster netns and unit tests named here).
 groups=(
-  "agent-network|clawy-agent|crates/clawy-agent/src/network/ruleset.rs crates/clawy-agent/src/network/config.rs|--lib --test it -- --skip agent_ network:: network_rules:: network_host::"
+  "agent-ruleset|clawy-agent|crates/clawy-agent/src/network/ruleset.rs|--lib --test it -- --skip agent_ network:: network_rules:: network_host::"
+  "agent-netconfig|clawy-agent|crates/clawy-agent/src/network/config.rs|--lib --test it -- --skip agent_ network:: network_rules:: network_host::"
   "agent-spec-tokens|clawy-agent|crates/clawy-agent/src/spec.rs crates/clawy-agent/src/tokens.rs|--lib --test it -- spec:: tokens:: agent_api::"
   "agent-routes|clawy-agent|crates/clawy-agent/src/api/mod.rs|--lib --test it -- api:: agent_api::"
   "core-throttle|clawy-core|crates/clawy-core/src/throttle.rs|--lib --test it -- throttle:: accounts:: reports::"
@@ -118,8 +119,12 @@ for g in "${selected[@]}"; do
   pkg=$(field "$g" 2)
   files=$(field "$g" 3)
   read -r -a test_args <<<"$(field "$g" 4)"
+  # Results of a --changed run go apart from the last full run's.
+  out=$out_root/$name
+  [ "$mode" = changed ] && out=$out_root/changed/$name
+  rm -rf "$out"
   args=(mutants --package "$pkg" --timeout "${MUTANTS_TIMEOUT:-300}" --build-timeout 1800
-    --jobs "${MUTANTS_JOBS:-1}" --output "$out_root/$name" --no-shuffle --copy-target=false --gitignore=true)
+    --jobs "${MUTANTS_JOBS:-1}" --output "$out" --no-shuffle --copy-target=false)
   for f in $files; do args+=(--file "$f"); done
   [ -n "$diff_file" ] && args+=(--in-diff "$diff_file")
   left=$budget
@@ -139,14 +144,14 @@ for g in "${selected[@]}"; do
   else
     CARGO_TARGET_DIR=$out_root/build cargo "${args[@]}" -- "${test_args[@]}" || rc=$?
   fi
-  count() { [ -f "$out_root/$name/mutants.out/$1.txt" ] && grep -c . "$out_root/$name/mutants.out/$1.txt" || echo 0; }
+  count() { if [ -f "$out/mutants.out/$1.txt" ]; then grep -c . "$out/mutants.out/$1.txt" || true; else echo 0; fi; }
   line="$name: caught $(count caught), missed $(count missed), timeout $(count timeout), unviable $(count unviable)"
   case $rc in
     0) ;;
-    2) status=1; line+=" — MISSED: $(tr '\n' ';' < "$out_root/$name/mutants.out/missed.txt")" ;;
+    2) status=1; line+=" — MISSED: $(tr '\n' ';' < "$out/mutants.out/missed.txt")" ;;
     3) line+=" (timeouts count as caught: the mutant hung the tests)" ;;
     124 | 130) line+=" — stopped by the time budget; the rest is untested" ;;
-    *) status=1; line+=" — cargo-mutants exit $rc (4: the unmutated tests fail)" ;;
+    *) status=1; line+=" — cargo-mutants exit $rc (1: usage or internal error, 4: the unmutated tests fail)" ;;
   esac
   summary+=("$line")
 done
