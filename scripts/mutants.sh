@@ -45,14 +45,16 @@ esac
 groups=(
   "agent-ruleset|clawy-agent|crates/clawy-agent/src/network/ruleset.rs|--lib --test it -- --skip agent_ network:: network_rules:: network_host::"
   "agent-netconfig|clawy-agent|crates/clawy-agent/src/network/config.rs|--lib --test it -- --skip agent_ network:: network_rules:: network_host::"
-  "agent-spec-tokens|clawy-agent|crates/clawy-agent/src/spec.rs crates/clawy-agent/src/tokens.rs|--lib --test it -- spec:: tokens:: agent_api::"
+  "agent-tokens|clawy-agent|crates/clawy-agent/src/tokens.rs|--lib --test it -- tokens:: agent_api::"
+  "agent-spec|clawy-agent|crates/clawy-agent/src/spec.rs|--lib --test it -- spec:: agent_api::"
   "agent-routes|clawy-agent|crates/clawy-agent/src/api/mod.rs|--lib --test it -- api:: agent_api::"
   "core-throttle|clawy-core|crates/clawy-core/src/throttle.rs|--lib --test it -- throttle:: accounts:: reports::"
   "core-sessions|clawy-core|crates/clawy-core/src/sessions.rs|--lib --test it -- sessions:: accounts::"
   "core-api-keys|clawy-core|crates/clawy-core/src/api_keys.rs|--lib --test it -- api_keys::"
   "core-crypto|clawy-core|crates/clawy-core/src/crypto.rs|--lib --test it -- crypto:: storage:: hosts_registry::"
   "core-accounts|clawy-core|crates/clawy-core/src/accounts.rs|--lib --test it -- accounts:: mail::"
-  "server-auth|clawy-server|crates/clawy-server/src/auth/caller.rs crates/clawy-server/src/auth/origin.rs crates/clawy-server/src/auth/client_addr.rs|--lib --test it -- auth:: api_me:: authz_matrix:: web_csrf::"
+  "server-origin|clawy-server|crates/clawy-server/src/auth/origin.rs|--lib --test it -- auth:: authz_matrix:: web_csrf::"
+  "server-auth|clawy-server|crates/clawy-server/src/auth/caller.rs crates/clawy-server/src/auth/client_addr.rs|--lib --test it -- auth:: api_me:: authz_matrix:: web_csrf::"
   "server-csrf|clawy-server|crates/clawy-server/src/web/context.rs|--lib --test it -- web::context:: web_csrf:: web_auth::"
   "server-routes|clawy-server|crates/clawy-server/src/api/mod.rs|--lib --test it -- api:: authz_matrix::"
 )
