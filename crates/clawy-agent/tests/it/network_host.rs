@@ -57,6 +57,17 @@ async fn iso_3_ensure_host_creates_bridge_tables_and_forwarding_idempotently() {
         .exec(&["ip", "-o", "-4", "addr", "show", "dev", "clawybr0"])
         .unwrap();
     assert_eq!(addr.lines().count(), 1, "{addr}");
+    // Teardown removes the agent's tables and bridge, and nothing of the host's own.
+    ns.exec(&["nft", "add", "table", "inet", "hosts_own"])
+        .unwrap();
+    net.teardown().await.unwrap();
+    let rs = ruleset(&ns);
+    assert!(!rs.contains("clawy"), "{rs}");
+    assert!(rs.contains("table inet hosts_own"), "{rs}");
+    let links = ns.exec(&["ip", "-o", "link", "show"]).unwrap();
+    assert!(!links.contains("clawybr0"), "{links}");
+    // Again, with nothing left to remove.
+    net.teardown().await.unwrap();
 }
 
 #[tokio::test]
