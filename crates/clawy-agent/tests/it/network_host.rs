@@ -48,6 +48,26 @@ async fn iso_3_ensure_host_creates_bridge_tables_and_forwarding_idempotently() {
     assert_eq!(fwd.trim(), "1");
     // What the rules are and in which order: network_rules.rs reads them back.
     let rules = net.rule_count().await.unwrap();
+    // The agent's count is the rules nft itself lists (`-a`: every rule line ends in
+    // its handle, as do the table, chain and set lines).
+    let mut listed = 0;
+    for (family, table) in [("inet", "clawy"), ("bridge", "clawy_l2")] {
+        let text = ns
+            .exec(&["nft", "-a", "list", "table", family, table])
+            .unwrap();
+        listed += text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.contains("# handle "))
+            .filter(|l| {
+                !["table ", "chain ", "set ", "map "]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .count();
+    }
+    assert!(listed > 10, "{listed}");
+    assert_eq!(rules, listed);
     let rs = ruleset(&ns);
     assert!(rs.contains("table inet clawy") && rs.contains("table bridge clawy_l2"));
     // Again: same rules, same single bridge address.
