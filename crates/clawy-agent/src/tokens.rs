@@ -274,4 +274,19 @@ mod tests {
             Err(TokenError::NotFound(_))
         ));
     }
+
+    /// DATA-3: a tokens file that exists but cannot be read is an error, never "no
+    /// tokens yet": creating a token must not replace the live ones, and every
+    /// presented token is refused (fails closed).
+    #[test]
+    fn data_3_unreadable_tokens_file_is_an_error_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join(TOKENS_FILE)).unwrap();
+        assert!(matches!(list(dir.path()), Err(TokenError::Io { .. })));
+        assert!(matches!(
+            create(dir.path(), Some("cp")),
+            Err(TokenError::Io { .. })
+        ));
+        assert!(!TokenVerifier::new(dir.path()).verify("anything"));
+    }
 }
