@@ -148,6 +148,9 @@ for g in "${selected[@]}"; do
   fi
   count() { if [ -f "$out/mutants.out/$1.txt" ]; then grep -c . "$out/mutants.out/$1.txt" || true; else echo 0; fi; }
   line="$name: caught $(count caught), missed $(count missed), timeout $(count timeout), unviable $(count unviable)"
+  if [ "$mode" = changed ] && [ "$rc" = 0 ] && [ ! -s "$out/mutants.out/caught.txt" ] && [ ! -s "$out/mutants.out/unviable.txt" ]; then
+    line="$name: no mutant on the changed lines (changes only in tests or comments)"
+  fi
   case $rc in
     0) ;;
     2) status=1; line+=" — MISSED: $(tr '\n' ';' < "$out/mutants.out/missed.txt")" ;;
