@@ -275,6 +275,25 @@ mod tests {
         ));
     }
 
+    /// DATA-3: token names are short and plain (they are printed by the CLI and
+    /// stored in the tokens file); anything else is refused before a token exists.
+    #[test]
+    fn data_3_token_names_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let long_ok = "a".repeat(64);
+        for good in ["cp-a.1_x", long_ok.as_str()] {
+            create(dir.path(), Some(good)).unwrap();
+        }
+        let too_long = "a".repeat(65);
+        for bad in ["", "a b", "x;rm", "a\nb", "ü", too_long.as_str()] {
+            assert!(
+                matches!(create(dir.path(), Some(bad)), Err(TokenError::BadName)),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(list(dir.path()).unwrap().len(), 2);
+    }
+
     /// DATA-3: a tokens file that exists but cannot be read is an error, never "no
     /// tokens yet": creating a token must not replace the live ones, and every
     /// presented token is refused (fails closed).
