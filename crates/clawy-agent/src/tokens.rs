@@ -294,6 +294,41 @@ mod tests {
         assert_eq!(list(dir.path()).unwrap().len(), 2);
     }
 
+    /// DATA-3: revocation takes effect without a restart even when the tokens file is
+    /// rewritten in place (same inode, same length): the cached hashes are dropped
+    /// whenever the file's modification time changes, however the times fall.
+    #[test]
+    fn data_3_verifier_notices_every_rewrite_of_the_file() {
+        use std::io::Write;
+        use std::time::{Duration, UNIX_EPOCH};
+        let dir = tempfile::tempdir().unwrap();
+        let (_, a) = create(dir.path(), Some("a")).unwrap();
+        let path = dir.path().join(TOKENS_FILE);
+        let with_a = std::fs::read_to_string(&path).unwrap();
+        let without_a = with_a.replace(&hash_hex(a.expose()), &hash_hex("another token"));
+        assert_eq!(with_a.len(), without_a.len());
+        let verifier = TokenVerifier::new(dir.path());
+        let t = 1_700_000_000;
+        // (content, mtime seconds, nanoseconds, a is valid)
+        for (text, secs, nanos, valid) in [
+            (&with_a, t, 5, true),
+            (&without_a, t + 1, 4, false),
+            (&with_a, t + 2, 0, true),
+            (&without_a, t + 3, 0, false),
+        ] {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+            f.set_modified(UNIX_EPOCH + Duration::new(secs, nanos))
+                .unwrap();
+            drop(f);
+            assert_eq!(verifier.verify(a.expose()), valid, "at {secs}.{nanos}");
+        }
+    }
+
     /// DATA-3: a tokens file that exists but cannot be read is an error, never "no
     /// tokens yet": creating a token must not replace the live ones, and every
     /// presented token is refused (fails closed).
