@@ -86,11 +86,9 @@ async fn data_4_postgres_only_connection_is_tls_verified() {
 /// DATA-4: with the wrong CA, the connection fails on the certificate itself (not on
 /// a password, a refused connection or a timeout).
 #[tokio::test]
-async fn data_4_postgres_with_a_wrong_ca_fails_on_the_certificate() {
+async fn data_4_postgres_only_with_a_wrong_ca_fails_on_the_certificate() {
+    require_backend(TestBackend::Postgres);
     let t = TestCore::new().await;
-    if !is_postgres() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let other_ca = dir.path().join("other-ca.crt");
     let status = std::process::Command::new("openssl")
