@@ -15,7 +15,7 @@
 #
 # Environment:
 #   MUTANTS_BASE     branch to diff against (default main)
-#   MUTANTS_BUDGET   seconds for the whole --changed run (default 1800); a group that
+#   MUTANTS_BUDGET   seconds for the whole --changed run (default 900); a group that
 #                    runs out of time is reported, and the run fails only on missed mutants
 #   MUTANTS_TIMEOUT  seconds per test run of one mutant (default 300)
 #   MUTANTS_JOBS     parallel builds (default 1: each job is a full build directory)
@@ -112,7 +112,7 @@ if [ "$mode" = changed ]; then
   selected=("${keep[@]}")
 fi
 
-budget=${MUTANTS_BUDGET:-1800}
+budget=${MUTANTS_BUDGET:-900}
 started=$(date +%s)
 status=0
 summary=()
