@@ -268,7 +268,16 @@ impl Executor {
                 .map_err(|_| AgentError::Busy("the host is busy; repeat the call".into()))?;
             let specs = self.driver.specs().await?;
             let existing = specs.iter().find(|(i, _)| i == id).map(|(_, s)| s.clone());
-            if existing.as_ref() == Some(spec) {
+            // Same spec and the VM is there: nothing to do. (A driver may record a
+            // spec before its VM is complete, e.g. PVE during a clone: then the
+            // driver's ensure finishes it.)
+            let complete = existing.as_ref() == Some(spec)
+                && match self.driver.vm_status(id).await {
+                    Ok(_) => true,
+                    Err(AgentError::NotFound(_)) => false,
+                    Err(e) => return Err(e),
+                };
+            if complete {
                 drop(_placement);
                 // Idempotent: the same spec again changes nothing on the
                 // hypervisor; the network is made to match (an agent restart or

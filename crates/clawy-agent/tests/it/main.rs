@@ -12,3 +12,4 @@ mod agent_unprivileged;
 mod edge;
 mod network_host;
 mod network_rules;
+mod proxmox_driver;
