@@ -13,3 +13,4 @@ mod edge;
 mod network_host;
 mod network_rules;
 mod proxmox_driver;
+mod proxmox_guest;

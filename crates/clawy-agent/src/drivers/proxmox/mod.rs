@@ -745,6 +745,20 @@ impl Driver for ProxmoxDriver {
     }
 
     async fn reboot_vm(&self, id: &VmId) -> Result<Op, AgentError> {
+        // Our reboot task: wait for it, then for the VM to run again (PVE's
+        // reboot is a shutdown, then the node starts it with a fresh tap that the
+        // executor registers once it runs).
+        if let Some(upid) = self.read(id, "upid").filter(|u| u.contains(":qmreboot:")) {
+            if self.task_status(&upid).await? == TaskState::Running {
+                return Ok(Op::Task(TaskId(upid)));
+            }
+            if self.ours(id).await?.status == "running" {
+                self.remove(id, "upid")?;
+                return Ok(Op::Done);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            return Ok(Op::Task(TaskId(upid)));
+        }
         if let Some(op) = self.pending(id).await? {
             return Ok(op);
         }
