@@ -120,6 +120,7 @@ async fn proxmox_vm_lifecycle_with_real_guest_leaves_no_trace() {
         hostname: "pve-a".into(),
         ssh_authorized_keys: vec![],
         user_data: None,
+        public_hostname: None,
         port_forwards: vec![PortForward {
             protocol: Protocol::Tcp,
             host_port: 22210,
