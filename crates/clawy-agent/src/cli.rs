@@ -151,8 +151,16 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
                 tracing::info!(accelerator = driver.accel().as_str(), "qemu driver ready");
                 Arc::new(driver)
             }
-            DriverConfig::Proxmox(_) => {
-                anyhow::bail!("driver.kind = \"proxmox\": this build has no proxmox driver yet")
+            DriverConfig::Proxmox(p) => {
+                let driver = crate::drivers::proxmox::ProxmoxDriver::new(
+                    (**p).clone(),
+                    &config.state_dir,
+                    config.stop_timeout_secs,
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the proxmox driver: {e}"))?;
+                tracing::info!(node = %p.node, api = %p.api_url, "proxmox driver ready");
+                Arc::new(driver)
             }
         };
         let executor = Arc::new(Executor::with_network(config.clone(), driver, network));

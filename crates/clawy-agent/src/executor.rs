@@ -262,22 +262,32 @@ impl Executor {
     ) -> Result<Outcome, AgentError> {
         validate_spec(spec, self.config.network.as_ref())?;
         let _vm = self.lock_vm(id, deadline).await?;
+        // Same spec and the VM is there: nothing to do. (A driver may record a
+        // spec before its VM is complete, e.g. PVE during a clone: then the
+        // driver's ensure finishes it.) Checked before the placement lock: it
+        // may ask the hypervisor, and the placement lock is for quick checks only.
+        let recorded = self.driver.specs().await?;
+        if recorded.iter().any(|(i, s)| i == id && s == spec) {
+            match self.driver.vm_status(id).await {
+                Ok(_) => {
+                    // Idempotent: nothing changes on the hypervisor; the network
+                    // is made to match (an agent restart or an interrupted earlier
+                    // call may have left it behind).
+                    self.ensure_network(id, spec).await?;
+                    let mut vm = self.driver.vm_status(id).await?;
+                    self.add_probe(&mut vm).await;
+                    return Ok(Outcome::Vm(Box::new(vm)));
+                }
+                Err(AgentError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let (existing, _reservation) = {
             let _placement = tokio::time::timeout_at(deadline, self.placement.lock())
                 .await
                 .map_err(|_| AgentError::Busy("the host is busy; repeat the call".into()))?;
             let specs = self.driver.specs().await?;
             let existing = specs.iter().find(|(i, _)| i == id).map(|(_, s)| s.clone());
-            if existing.as_ref() == Some(spec) {
-                drop(_placement);
-                // Idempotent: the same spec again changes nothing on the
-                // hypervisor; the network is made to match (an agent restart or
-                // an interrupted earlier call may have left it behind).
-                self.ensure_network(id, spec).await?;
-                let mut vm = self.driver.vm_status(id).await?;
-                self.add_probe(&mut vm).await;
-                return Ok(Outcome::Vm(Box::new(vm)));
-            }
             // What the host holds plus what concurrent ensures reserved; a
             // reservation wins over the driver's view of the same VM.
             let mut all: HashMap<VmId, VmSpec> = specs.into_iter().collect();

@@ -12,3 +12,5 @@ mod agent_unprivileged;
 mod edge;
 mod network_host;
 mod network_rules;
+mod proxmox_driver;
+mod proxmox_guest;
