@@ -247,6 +247,8 @@ impl Executor {
             gateway,
             prefix_len: 24,
             nameservers: self.config.nameservers.clone(),
+            heartbeat: None,
+            secrets: None,
         })
     }
 

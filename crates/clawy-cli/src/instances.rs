@@ -499,6 +499,7 @@ fn deleted_stub(id: &str) -> Instance {
         private_ip: None,
         ssh_port: None,
         ssh_command: None,
+        gateway_token: None,
         plan: String::new(),
         region: String::new(),
         host_location: None,

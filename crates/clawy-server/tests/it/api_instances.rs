@@ -73,7 +73,7 @@ pub async fn fake_host(
     host.id
 }
 
-/// Room for a few `small` (1 vCPU, 512 MiB, 2 GiB) instances.
+/// Room for a few `tiny` (1 vCPU, 512 MiB, 2 GiB) instances.
 pub const ROOMY: Resources = Resources {
     vcpus: 8,
     memory_mib: 8192,
@@ -157,7 +157,7 @@ async fn iso2_create_places_on_a_host_and_returns_the_instance() {
     // IPAM: the lowest free address after the gateway, the lowest port of the range.
     assert_eq!(inst["private_ip"], "10.77.3.2");
     assert_eq!(inst["ssh_port"], 22000);
-    assert_eq!(inst["ssh_command"], "ssh -p 22000 root@127.0.0.1");
+    assert_eq!(inst["ssh_command"], "ssh -p 22000 claw@127.0.0.1");
     assert_eq!(inst["health"]["gateway"], "unknown");
     assert_eq!(inst["health"]["services"][0]["name"], "gateway");
     assert!(inst["created_at"].is_string());
@@ -168,7 +168,7 @@ async fn iso2_create_places_on_a_host_and_returns_the_instance() {
         create(
             &app,
             &manage,
-            serde_json::json!({"name": "web2", "plan": "small", "region": "de"}),
+            serde_json::json!({"name": "web2", "plan": "tiny", "region": "de"}),
         )
         .await,
     )
@@ -262,7 +262,7 @@ async fn create_validation_names_the_field() {
         create(
             &app,
             &manage,
-            serde_json::json!({"name": "x", "plans": "small"}),
+            serde_json::json!({"name": "x", "plans": "tiny"}),
         )
         .await,
     )
@@ -317,9 +317,9 @@ async fn iso2_no_capacity_has_a_clear_message() {
         error_of(create(&app, &manage, serde_json::json!({"name": "a"})).await).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err["code"], "no_capacity");
-    assert_eq!(err["message"], "no capacity in region DE for plan small");
+    assert_eq!(err["message"], "no capacity in region DE for plan tiny");
 
-    // Room for exactly one small instance: never overcommitted.
+    // Room for exactly one tiny instance: never overcommitted.
     fake_host(
         &app,
         "tiny",
@@ -341,7 +341,7 @@ async fn iso2_no_capacity_has_a_clear_message() {
     let (status, err) =
         error_of(create(&app, &manage, serde_json::json!({"name": "b"})).await).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(err["message"], "no capacity in region DE for plan small");
+    assert_eq!(err["message"], "no capacity in region DE for plan tiny");
     let (_, err) = error_of(
         create(
             &app,
@@ -613,7 +613,8 @@ async fn plans_and_regions() {
     assert_eq!(
         got,
         [
-            ("small".to_string(), 1, 512, 2, true),
+            ("tiny".to_string(), 1, 512, 2, false),
+            ("small".to_string(), 1, 2048, 10, true),
             ("medium".to_string(), 2, 2048, 10, false),
             ("large".to_string(), 4, 8192, 40, false),
         ]

@@ -100,13 +100,13 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
     fill(c, "#f-name", "my-gateway").await;
     c.find(Locator::Css("#f-plan"))
         .await?
-        .select_by_value("small")
+        .select_by_value("tiny")
         .await?;
     click(c, "main form[action='/instances'] button[type=submit]").await;
     wait_h1(c, "my-gateway").await;
     assert_eq!(badge(c).await, "pending");
     let src = c.source().await?;
-    assert!(src.contains("ssh -p 22000 root@127.0.0.1"));
+    assert!(src.contains("ssh -p 22000 claw@127.0.0.1"));
     assert_eq!(src.matches("<svg class=\"chart\"").count(), 4);
     shot(browser, "instances-04-detail-pending").await;
 

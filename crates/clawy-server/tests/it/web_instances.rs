@@ -91,7 +91,7 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
             "/instances",
             &[
                 ("name", "gw"),
-                ("plan", "small"),
+                ("plan", "tiny"),
                 ("region", "DE"),
                 ("ssh_key_ids", &key_id),
             ],
@@ -105,7 +105,7 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
     let (status, html) = web.get_text(&detail).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("<h1>gw</h1>"));
-    assert!(html.contains("ssh -p 22000 root@127.0.0.1"));
+    assert!(html.contains("ssh -p 22000 claw@127.0.0.1"));
     assert!(html.contains("10.77.3.2"));
     assert!(html.contains("badge-state-pending"));
     // Still changing: the page refreshes itself (no script needed).
@@ -124,7 +124,7 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
         .submit(
             "/instances/new",
             "/instances",
-            &[("name", "gw"), ("plan", "small"), ("region", "DE")],
+            &[("name", "gw"), ("plan", "tiny"), ("region", "DE")],
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
@@ -146,12 +146,12 @@ async fn no_capacity_is_explained_on_the_form() {
         .submit(
             "/instances/new",
             "/instances",
-            &[("name", "gw"), ("plan", "small"), ("region", "DE")],
+            &[("name", "gw"), ("plan", "tiny"), ("region", "DE")],
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     let html = resp.text().await.unwrap();
-    assert!(html.contains("There is no capacity in region DE for plan small right now."));
+    assert!(html.contains("There is no capacity in region DE for plan tiny right now."));
     assert!(html.contains("value=\"gw\""));
 }
 
