@@ -148,7 +148,7 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
     // addresses. Traffic to other destinations is untouched.
     let _ = writeln!(
         s,
-        "  chain output {{\n    type nat hook output priority dstnat; policy accept;"
+        "  chain output {{\n    type nat hook output priority -100; policy accept;"
     );
     for proto in [Protocol::Tcp, Protocol::Udp] {
         let p = proto_name(proto);
