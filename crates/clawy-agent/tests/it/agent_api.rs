@@ -627,7 +627,9 @@ async fn data5_secrets_go_into_the_seed_only() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // A VM defined without secrets gets a seed without the gateway config.
+    // A VM defined without secrets gets a seed without the gateway config (the
+    // test host has room for one VM).
+    c.delete_vm("vm-s").await.unwrap();
     c.ensure_vm("vm-t", &spec(4)).await.unwrap();
     let iso = std::fs::read(agent.state_dir().join("vms/vm-t/seed.iso")).unwrap();
     assert!(!String::from_utf8_lossy(&iso).contains("openclaw.json"));

@@ -317,17 +317,17 @@ async fn iso2_no_capacity_has_a_clear_message() {
         error_of(create(&app, &manage, serde_json::json!({"name": "a"})).await).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err["code"], "no_capacity");
-    assert_eq!(err["message"], "no capacity in region DE for plan tiny");
+    assert_eq!(err["message"], "no capacity in region DE for plan small");
 
-    // Room for exactly one tiny instance: never overcommitted.
+    // Room for exactly one instance of the default plan: never overcommitted.
     fake_host(
         &app,
         "tiny",
         "DE",
         Resources {
             vcpus: 1,
-            memory_mib: 512,
-            disk_gib: 2,
+            memory_mib: 2048,
+            disk_gib: 10,
         },
         4,
     )
@@ -341,7 +341,7 @@ async fn iso2_no_capacity_has_a_clear_message() {
     let (status, err) =
         error_of(create(&app, &manage, serde_json::json!({"name": "b"})).await).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert_eq!(err["message"], "no capacity in region DE for plan tiny");
+    assert_eq!(err["message"], "no capacity in region DE for plan small");
     let (_, err) = error_of(
         create(
             &app,
@@ -800,7 +800,7 @@ async fn operator_disables_a_host_and_placement_stops_using_it() {
     );
     assert_eq!(
         h["allocated"],
-        serde_json::json!({"vcpus": 1, "memory_mib": 512, "disk_gib": 2})
+        serde_json::json!({"vcpus": 1, "memory_mib": 2048, "disk_gib": 10})
     );
     assert_eq!(h["instance_count"], 1);
     assert_eq!(h["reachable"], true);

@@ -97,10 +97,28 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
             ],
         )
         .await;
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let detail = location(&resp);
+    // DATA-5: the answer shows the generated gateway token once (no-store) and
+    // links the instance page, which never shows it.
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let created = resp.text().await.unwrap();
+    let token = created
+        .split("<code id=\"gateway-token\" class=\"secret\">")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 43, "{created}");
+    let detail = created
+        .split("href=\"/instances/")
+        .filter_map(|t| t.split('"').next())
+        .find(|id| id.len() == 36)
+        .map(|id| format!("/instances/{id}"))
+        .unwrap();
     let id = detail.trim_start_matches("/instances/").to_string();
     assert_eq!(app.core.instances().ssh_keys(&id).await.unwrap().len(), 1);
+    let (_, page_html) = web.get_text(&detail).await;
+    assert!(!page_html.contains(&token));
 
     let (status, html) = web.get_text(&detail).await;
     assert_eq!(status, StatusCode::OK);
@@ -335,7 +353,7 @@ async fn access3_operator_pages_404_for_others_list_hosts_and_record_views() {
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("fra1-a"));
     assert!(html.contains(&esc("1 / 8 vCPU")));
-    assert!(html.contains(&esc("512 MiB / 8.0 GiB")));
+    assert!(html.contains(&esc("2.0 GiB / 8.0 GiB")));
     assert!(html.contains("<progress class=\"loadbar-bar\""));
     assert!(html.contains("reachable"));
     assert!(
