@@ -416,9 +416,7 @@ mod tests {
 
     #[test]
     fn network_config_has_the_agreed_shape() {
-        let nc = render(&id(), &spec(), &ctx())
-            .unwrap()
-            .network_config;
+        let nc = render(&id(), &spec(), &ctx()).unwrap().network_config;
         assert_eq!(
             nc,
             "version: 2\nethernets:\n  eth0:\n    match:\n      macaddress: \"52:54:00:aa:bb:cc\"\n    set-name: eth0\n    addresses:\n      - 10.42.0.10/24\n    routes:\n      - to: 0.0.0.0/0\n        via: 10.42.0.1\n"
@@ -440,9 +438,7 @@ mod tests {
 
     #[test]
     fn meta_data_names_the_instance() {
-        let md = render(&id(), &spec(), &ctx())
-            .unwrap()
-            .meta_data;
+        let md = render(&id(), &spec(), &ctx()).unwrap().meta_data;
         assert_eq!(md, "instance-id: vm-a\nlocal-hostname: vm-a\n");
     }
 
@@ -607,18 +603,14 @@ mod tests {
     fn extra_user_data_becomes_a_second_mime_part() {
         let mut s = spec();
         s.user_data = Some("#!/bin/sh\necho hi\n".into());
-        let ud = render(&id(), &s, &ctx())
-            .unwrap()
-            .user_data;
+        let ud = render(&id(), &s, &ctx()).unwrap().user_data;
         assert!(ud.starts_with("Content-Type: multipart/mixed; boundary=\""));
         let cc = ud.find("Content-Type: text/cloud-config").unwrap();
         let sh = ud.find("Content-Type: text/x-shellscript").unwrap();
         assert!(cc < sh);
         assert!(ud.contains("#!/bin/sh\necho hi\n"));
         s.user_data = Some("runcmd: [ls]\n".into());
-        let ud = render(&id(), &s, &ctx())
-            .unwrap()
-            .user_data;
+        let ud = render(&id(), &s, &ctx()).unwrap().user_data;
         assert_eq!(ud.matches("text/cloud-config").count(), 2);
     }
 
@@ -631,7 +623,10 @@ mod tests {
             prefix_len: 31,
             ..ctx()
         };
-        assert_eq!(render(&id(), &spec(), &c).unwrap_err(), SeedError::BadPrefix(31));
+        assert_eq!(
+            render(&id(), &spec(), &c).unwrap_err(),
+            SeedError::BadPrefix(31)
+        );
     }
 
     /// The generated user-data passes cloud-init's own schema check (Debian's
@@ -642,12 +637,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (name, ud) in [
             ("full", render_with(&secrets(), &hb()).user_data),
-            (
-                "bare",
-                render(&id(), &spec(), &ctx())
-                    .unwrap()
-                    .user_data,
-            ),
+            ("bare", render(&id(), &spec(), &ctx()).unwrap().user_data),
         ] {
             let p = dir.path().join(name);
             std::fs::write(&p, &ud).unwrap();

@@ -39,18 +39,30 @@ use crate::spec::{VmId, validate_spec};
 pub enum VmAction {
     HostInfo,
     List,
-    Get { id: VmId },
+    Get {
+        id: VmId,
+    },
     /// `secrets` (DATA-5) go into the seed only; `Debug` shows no value.
     Ensure {
         id: VmId,
         spec: Box<VmSpec>,
         secrets: Option<Box<clawy_proto::agent::GuestSecrets>>,
     },
-    Start { id: VmId },
-    Stop { id: VmId },
-    Reboot { id: VmId },
-    Delete { id: VmId },
-    Probe { id: VmId },
+    Start {
+        id: VmId,
+    },
+    Stop {
+        id: VmId,
+    },
+    Reboot {
+        id: VmId,
+    },
+    Delete {
+        id: VmId,
+    },
+    Probe {
+        id: VmId,
+    },
 }
 
 #[derive(Debug)]
