@@ -34,7 +34,7 @@ async fn iso2_fill_until_full_never_overcommits_and_says_no_capacity() {
     add_host(&tc, "a", "DE", (6, 6000, 60), "10.1.1.0/24", [22000, 22999]).await;
     add_host(&tc, "b", "DE", (3, 9000, 25), "10.1.2.0/24", [22000, 22999]).await;
     let alice = tc.user("alice@example.com").await;
-    let plans = ["tiny", "medium", "large", "tiny", "medium"];
+    let plans = ["stand-in", "medium", "large", "stand-in", "medium"];
     let mut created = 0;
     let mut refusals = 0;
     for n in 0..60 {
@@ -223,7 +223,7 @@ async fn regions_mark_default_and_capacity() {
     let tc = TestCore::new().await;
     add_host(
         &tc,
-        "tiny",
+        "stand-in",
         "DE",
         (1, 2048, 10),
         "10.4.1.0/24",
@@ -256,7 +256,7 @@ async fn plans_are_seeded_and_operators_edit_them_without_touching_instances() {
     assert_eq!(
         names,
         vec![
-            ("tiny".into(), 1, 512, 2),
+            ("stand-in".into(), 1, 512, 2),
             ("small".into(), 1, 2048, 10),
             ("medium".into(), 2, 2048, 10),
             ("large".into(), 4, 8192, 40)

@@ -73,7 +73,7 @@ pub async fn fake_host(
     host.id
 }
 
-/// Room for a few `tiny` (1 vCPU, 512 MiB, 2 GiB) instances.
+/// Room for a few `stand-in` (1 vCPU, 512 MiB, 2 GiB) instances.
 pub const ROOMY: Resources = Resources {
     vcpus: 8,
     memory_mib: 8192,
@@ -168,7 +168,7 @@ async fn iso2_create_places_on_a_host_and_returns_the_instance() {
         create(
             &app,
             &manage,
-            serde_json::json!({"name": "web2", "plan": "tiny", "region": "de"}),
+            serde_json::json!({"name": "web2", "plan": "stand-in", "region": "de"}),
         )
         .await,
     )
@@ -262,7 +262,7 @@ async fn create_validation_names_the_field() {
         create(
             &app,
             &manage,
-            serde_json::json!({"name": "x", "plans": "tiny"}),
+            serde_json::json!({"name": "x", "plans": "stand-in"}),
         )
         .await,
     )
@@ -322,7 +322,7 @@ async fn iso2_no_capacity_has_a_clear_message() {
     // Room for exactly one instance of the default plan: never overcommitted.
     fake_host(
         &app,
-        "tiny",
+        "stand-in",
         "DE",
         Resources {
             vcpus: 1,
@@ -613,7 +613,7 @@ async fn plans_and_regions() {
     assert_eq!(
         got,
         [
-            ("tiny".to_string(), 1, 512, 2, false),
+            ("stand-in".to_string(), 1, 512, 2, false),
             ("small".to_string(), 1, 2048, 10, true),
             ("medium".to_string(), 2, 2048, 10, false),
             ("large".to_string(), 4, 8192, 40, false),

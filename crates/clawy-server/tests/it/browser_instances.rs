@@ -100,7 +100,7 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
     fill(c, "#f-name", "my-gateway").await;
     c.find(Locator::Css("#f-plan"))
         .await?
-        .select_by_value("tiny")
+        .select_by_value("stand-in")
         .await?;
     click(c, "main form[action='/instances'] button[type=submit]").await;
     // DATA-5: the gateway token, once, then on to the instance.

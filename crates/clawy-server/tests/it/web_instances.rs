@@ -91,7 +91,7 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
             "/instances",
             &[
                 ("name", "gw"),
-                ("plan", "tiny"),
+                ("plan", "stand-in"),
                 ("region", "DE"),
                 ("ssh_key_ids", &key_id),
             ],
@@ -142,7 +142,7 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
         .submit(
             "/instances/new",
             "/instances",
-            &[("name", "gw"), ("plan", "tiny"), ("region", "DE")],
+            &[("name", "gw"), ("plan", "stand-in"), ("region", "DE")],
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
@@ -164,12 +164,12 @@ async fn no_capacity_is_explained_on_the_form() {
         .submit(
             "/instances/new",
             "/instances",
-            &[("name", "gw"), ("plan", "tiny"), ("region", "DE")],
+            &[("name", "gw"), ("plan", "stand-in"), ("region", "DE")],
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     let html = resp.text().await.unwrap();
-    assert!(html.contains("There is no capacity in region DE for plan tiny right now."));
+    assert!(html.contains("There is no capacity in region DE for plan stand-in right now."));
     assert!(html.contains("value=\"gw\""));
 }
 

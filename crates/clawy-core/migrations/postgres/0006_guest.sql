@@ -2,12 +2,12 @@
 --
 -- Plans: the gateway's RSS is about 1 GB, so a default plan below 2 GiB cannot run
 -- it. The seeded 512 MiB plan keeps its id (instances made with it keep pointing at
--- the same numbers) and is renamed `tiny`: the busybox test stand-in's plan. A new
+-- the same numbers) and is renamed `stand-in`: the busybox test stand-in's plan. A new
 -- `small` (1 vCPU, 2 GiB, 10 GiB) takes its name, unless an operator already
 -- renamed or replaced the seeded rows.
-UPDATE plans SET name = 'tiny'
+UPDATE plans SET name = 'stand-in'
     WHERE id = 'small' AND name = 'small' AND memory_mib = 512
-      AND NOT EXISTS (SELECT 1 FROM plans WHERE name = 'tiny');
+      AND NOT EXISTS (SELECT 1 FROM plans WHERE name = 'stand-in');
 INSERT INTO plans (id, name, vcpus, memory_mib, disk_gib, created_at, updated_at)
     SELECT 'small-2g', 'small', 1, 2048, 10, 0, 0
     WHERE NOT EXISTS (SELECT 1 FROM plans WHERE name = 'small');
