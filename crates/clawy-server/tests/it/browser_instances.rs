@@ -291,6 +291,8 @@ async fn watch_real(
         .select_by_value("tiny")
         .await?;
     click(c, "main form[action='/instances'] button[type=submit]").await;
+    wait_h1(c, "Instance real-gw created").await;
+    click(c, "main a.btn-primary").await;
     wait_h1(c, "real-gw").await;
     let url = c.current_url().await?.to_string();
     let id = url.rsplit('/').next().unwrap().to_string();
