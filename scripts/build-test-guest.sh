@@ -127,7 +127,10 @@ fi
 LD_LIBRARY_PATH=$libpath ldd "$root/usr/sbin/dropbear" | awk '/=> \// { print $3 }' |
   while read -r lib; do cp -L "$lib" "$root/lib/x86_64-linux-gnu/"; done
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
+# `claw` is the owner's user on every guest (the SSH command the platform shows);
+# in the stand-in it is an alias of root with root's keys (dropbear reads the
+# home's authorized_keys).
+printf 'root:x:0:0:root:/root:/bin/sh\nclaw:x:0:0:claw:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 printf '/bin/sh\n' > "$root/etc/shells"
 

@@ -28,6 +28,9 @@ packages=(
   # authoritative DNS server for the RFC 2136 + TSIG tests (knotd, kdig)
   knot knot-dnsutils
   curl ca-certificates openssl
+  # `cloud-init schema` checks the seed generator's user-data (the agent's tests);
+  # it must never configure this machine: masked and disabled below, before install
+  cloud-init
 )
 
 # npm fetches the pinned node/npm tarballs for the guest image (their sha512 is
@@ -39,6 +42,17 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# cloud-init is installed for its schema checker only. Before the package exists,
+# its units are masked (a /dev/null link works without a running systemd) and the
+# generator is told to stay off, so it never runs on this machine, not even at boot.
+if ! dpkg-query -W -f='${Status}' cloud-init 2>/dev/null | grep -q "install ok installed"; then
+  mkdir -p /etc/cloud /etc/systemd/system
+  touch /etc/cloud/cloud-init.disabled
+  for u in cloud-init-local cloud-init cloud-config cloud-final cloud-init-hotplugd; do
+    ln -sfn /dev/null "/etc/systemd/system/$u.service"
+  done
+  ln -sfn /dev/null /etc/systemd/system/cloud-init-hotplugd.socket
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   apt-get update -qq

@@ -204,7 +204,7 @@ impl AgentClient {
         &self,
         method: Method,
         path: &str,
-        body: Option<&VmSpec>,
+        body: Option<&serde_json::Value>,
     ) -> Result<reqwest::Response, ClientError> {
         let mut req = self
             .http
@@ -264,8 +264,28 @@ impl AgentClient {
         id: &str,
         spec: &VmSpec,
     ) -> Result<(VmStatus, bool), ClientError> {
+        self.ensure_vm_with_secrets(id, spec, None).await
+    }
+
+    /// [`AgentClient::ensure_vm`] with the owner's secrets for the VM's first-boot
+    /// seed (DATA-5): sent beside the spec in `secrets`, never inside it.
+    pub async fn ensure_vm_with_secrets(
+        &self,
+        id: &str,
+        spec: &VmSpec,
+        secrets: Option<&clawy_proto::agent::GuestSecrets>,
+    ) -> Result<(VmStatus, bool), ClientError> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(flatten)]
+            spec: &'a VmSpec,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            secrets: Option<&'a clawy_proto::agent::GuestSecrets>,
+        }
+        // Serializing our own types into a Value cannot fail (string keys only).
+        let body = serde_json::to_value(Body { spec, secrets }).unwrap_or_default();
         let resp = self
-            .send(Method::PUT, &format!("/v1/vms/{id}"), Some(spec))
+            .send(Method::PUT, &format!("/v1/vms/{id}"), Some(&body))
             .await?;
         let created = resp.status() == StatusCode::CREATED;
         Ok((Self::json(resp).await?, created))

@@ -39,13 +39,30 @@ use crate::spec::{VmId, validate_spec};
 pub enum VmAction {
     HostInfo,
     List,
-    Get { id: VmId },
-    Ensure { id: VmId, spec: Box<VmSpec> },
-    Start { id: VmId },
-    Stop { id: VmId },
-    Reboot { id: VmId },
-    Delete { id: VmId },
-    Probe { id: VmId },
+    Get {
+        id: VmId,
+    },
+    /// `secrets` (DATA-5) go into the seed only; `Debug` shows no value.
+    Ensure {
+        id: VmId,
+        spec: Box<VmSpec>,
+        secrets: Option<Box<clawy_proto::agent::GuestSecrets>>,
+    },
+    Start {
+        id: VmId,
+    },
+    Stop {
+        id: VmId,
+    },
+    Reboot {
+        id: VmId,
+    },
+    Delete {
+        id: VmId,
+    },
+    Probe {
+        id: VmId,
+    },
 }
 
 #[derive(Debug)]
@@ -193,7 +210,9 @@ impl Executor {
                 let vm = self.driver.vm_status(&id).await?;
                 Ok(Outcome::Probe(self.probe(&vm.spec).await))
             }
-            VmAction::Ensure { id, spec } => self.ensure(&id, &spec, deadline).await,
+            VmAction::Ensure { id, spec, secrets } => {
+                self.ensure(&id, &spec, secrets.map(|s| *s), deadline).await
+            }
             VmAction::Start { id } => self.power(&id, PowerOp::Start, deadline).await,
             VmAction::Stop { id } => self.power(&id, PowerOp::Stop, deadline).await,
             VmAction::Reboot { id } => self.power(&id, PowerOp::Reboot, deadline).await,
@@ -247,20 +266,41 @@ impl Executor {
             gateway,
             prefix_len: 24,
             nameservers: self.config.nameservers.clone(),
+            heartbeat: None,
+            secrets: None,
         })
     }
 
-    fn seed(&self, id: &VmId, spec: &VmSpec) -> Result<SeedFiles, AgentError> {
-        cloudinit::render(id, spec, &self.seed_context(spec)?).map_err(AgentError::internal)
+    /// The VM's seed; with the owner's secrets (DATA-5) only while they are being
+    /// delivered: they reach the rendered files and nothing else of the agent.
+    fn seed(
+        &self,
+        id: &VmId,
+        spec: &VmSpec,
+        secrets: Option<clawy_proto::agent::GuestSecrets>,
+    ) -> Result<SeedFiles, AgentError> {
+        let mut ctx = self.seed_context(spec)?;
+        ctx.secrets = secrets;
+        cloudinit::render(id, spec, &ctx).map_err(AgentError::internal)
     }
 
     async fn ensure(
         &self,
         id: &VmId,
         spec: &VmSpec,
+        secrets: Option<clawy_proto::agent::GuestSecrets>,
         deadline: Instant,
     ) -> Result<Outcome, AgentError> {
         validate_spec(spec, self.config.network.as_ref())?;
+        if let Some(s) = &secrets {
+            // DATA-5: formats checked again here; the error names the field only.
+            s.validate().map_err(|e| {
+                AgentError::InvalidSpec(crate::spec::SpecError {
+                    field: format!("secrets.{}", e.field),
+                    message: e.message.to_string(),
+                })
+            })?;
+        }
         let _vm = self.lock_vm(id, deadline).await?;
         // Same spec and the VM is there: nothing to do. (A driver may record a
         // spec before its VM is complete, e.g. PVE during a clone: then the
@@ -311,7 +351,7 @@ impl Executor {
                 },
             )
         };
-        let seed = self.seed(id, spec)?;
+        let seed = self.seed(id, spec, secrets)?;
         loop {
             match self.driver.ensure_vm(id, spec, &seed).await? {
                 Op::Done => break,
@@ -758,6 +798,7 @@ mod tests {
         VmAction::Ensure {
             id: id(i),
             spec: Box::new(s),
+            secrets: None,
         }
     }
 

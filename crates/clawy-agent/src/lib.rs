@@ -10,6 +10,7 @@ pub mod drivers;
 pub mod edge;
 pub mod error;
 pub mod executor;
+pub mod heartbeat;
 pub mod network;
 pub mod probe;
 pub mod server;

@@ -50,6 +50,16 @@ pub enum InstancesCommand {
         /// SSH key (id or name) to install; repeat for several.
         #[arg(long = "ssh-key", value_name = "ID|NAME")]
         ssh_keys: Vec<String>,
+        /// File holding the Telegram bot token for OpenClaw (`-`: standard input).
+        /// Never a command-line value: other users of the machine can read argv.
+        #[arg(long, value_name = "PATH|-")]
+        telegram_bot_token_file: Option<std::path::PathBuf>,
+        /// Model provider of --model-key-file: anthropic, openai or openrouter.
+        #[arg(long, value_name = "PROVIDER")]
+        model_provider: Option<String>,
+        /// File holding the model provider's API key (`-`: standard input).
+        #[arg(long, value_name = "PATH|-")]
+        model_key_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -142,8 +152,24 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
             plan,
             region,
             ssh_keys,
+            telegram_bot_token_file,
+            model_provider,
+            model_key_file,
             wait,
         } => {
+            if telegram_bot_token_file.as_deref() == Some(std::path::Path::new("-"))
+                && model_key_file.as_deref() == Some(std::path::Path::new("-"))
+            {
+                return Err(CmdError::new(
+                    Exit::Usage,
+                    "only one of --telegram-bot-token-file and --model-key-file can be `-` (standard input)",
+                ));
+            }
+            let telegram_bot_token = telegram_bot_token_file
+                .as_deref()
+                .map(read_secret)
+                .transpose()?;
+            let model_key = model_key_file.as_deref().map(read_secret).transpose()?;
             let mut ids = Vec::new();
             for k in &ssh_keys {
                 ids.push(crate::ssh_keys::find(client, k).await?.id);
@@ -153,11 +179,18 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
                 plan,
                 region,
                 ssh_key_ids: ids,
+                telegram_bot_token,
+                model_provider,
+                model_key,
             };
             let created: Value = client.post("instances", &body).await?;
             let inst: Instance = decode(created.clone())?;
             if !wait.wait {
                 return print_instance(&created, &inst, json, "Creating");
+            }
+            if !json && let Some(t) = &inst.gateway_token {
+                // DATA-5: shown once, before waiting (the later answers hold no token).
+                println!("gateway token (shown once, copy it now): {t}");
             }
             if !json {
                 eprintln!("Creating instance {name} ({})…", inst.id);
@@ -169,6 +202,12 @@ pub async fn run(client: &Client, cmd: InstancesCommand, json: bool) -> CmdResul
                 &wait,
             )
             .await?;
+            let mut raw = raw;
+            if json && let (Some(t), Some(obj)) = (&inst.gateway_token, raw.as_object_mut()) {
+                // DATA-5: the one answer that had it is the create's; keep it in the
+                // one JSON document printed.
+                obj.insert("gateway_token".into(), Value::String(t.clone()));
+            }
             print_instance(&raw, &done, json, "Ready")?;
         }
         InstancesCommand::Show { instance } => {
@@ -499,6 +538,7 @@ fn deleted_stub(id: &str) -> Instance {
         private_ip: None,
         ssh_port: None,
         ssh_command: None,
+        gateway_token: None,
         plan: String::new(),
         region: String::new(),
         host_location: None,
@@ -517,6 +557,24 @@ fn deleted_stub(id: &str) -> Instance {
         https_url: None,
         dns_records: Vec::new(),
     }
+}
+
+/// DATA-5: a secret from a file or standard input (`-`), trimmed; never from argv.
+fn read_secret(path: &std::path::Path) -> Result<String, CmdError> {
+    let text = if path == std::path::Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::io::stdin(), 64 * 1024),
+            &mut s,
+        )
+        .map_err(|e| CmdError::new(Exit::Usage, format!("cannot read standard input: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(path).map_err(|e| {
+            CmdError::new(Exit::Usage, format!("cannot read {}: {e}", path.display()))
+        })?
+    };
+    Ok(text.trim().to_string())
 }
 
 fn print_instance(raw: &Value, inst: &Instance, json: bool, verb: &str) -> CmdResult {
@@ -557,6 +615,9 @@ pub fn describe(inst: &Instance) -> String {
             "dns record",
             format!("{} {} {} ({})", r.name, r.record_type, r.value, r.status),
         ));
+    }
+    if let Some(t) = &inst.gateway_token {
+        pairs.push(("gateway token (shown once)", t.clone()));
     }
     if let Some(reason) = &inst.error_reason {
         pairs.push(("error", reason.clone()));

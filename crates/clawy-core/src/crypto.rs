@@ -7,7 +7,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -144,6 +144,49 @@ impl SecretKey {
             .map_err(|_| CryptoError::Open)
     }
 
+    /// Like [`SecretKey::seal`], bound to `context` (authenticated, not stored): the
+    /// result opens only with the same context, so a sealed value copied to another
+    /// row (e.g. another instance's id) does not open there (DATA-5).
+    pub fn seal_bound(&self, plaintext: &[u8], context: &str) -> String {
+        let mut nonce = [0u8; 24];
+        OsRng.fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: plaintext,
+            aad: context.as_bytes(),
+        };
+        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
+        let ct = self
+            .cipher()
+            .encrypt(XNonce::from_slice(&nonce), payload)
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(24 + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        format!("{SEAL_PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Decrypts a value made by [`SecretKey::seal_bound`] with the same context.
+    pub fn open_bound(
+        &self,
+        sealed: &str,
+        context: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let b64 = sealed.strip_prefix(SEAL_PREFIX).ok_or(CryptoError::Open)?;
+        let raw = URL_SAFE_NO_PAD.decode(b64).map_err(|_| CryptoError::Open)?;
+        if raw.len() < 24 + 16 {
+            return Err(CryptoError::Open);
+        }
+        let (nonce, ct) = raw.split_at(24);
+        let payload = Payload {
+            msg: ct,
+            aad: context.as_bytes(),
+        };
+        self.cipher()
+            .decrypt(XNonce::from_slice(nonce), payload)
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Open)
+    }
+
     /// Decrypts a sealed UTF-8 secret.
     pub fn open_str(&self, sealed: &str) -> Result<SecretString, CryptoError> {
         let bytes = self.open(sealed)?;
@@ -265,5 +308,21 @@ impl Drop for Token {
     fn drop(&mut self) {
         use zeroize::Zeroize;
         self.0.zeroize();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn data5_bound_seal_opens_only_with_its_context() {
+        let k = SecretKey::generate();
+        let sealed = k.seal_bound(b"telegram", "inst-a");
+        assert_eq!(&*k.open_bound(&sealed, "inst-a").unwrap(), b"telegram");
+        assert!(k.open_bound(&sealed, "inst-b").is_err());
+        assert!(k.open(&sealed).is_err());
+        assert!(SecretKey::generate().open_bound(&sealed, "inst-a").is_err());
     }
 }

@@ -51,6 +51,12 @@ pub enum InstanceError {
     SshKeyNotFound(String),
     #[error("No such plan: {0}.")]
     PlanNotFound(String),
+    /// DATA-5: a secret in the wrong format; the message never holds the value.
+    #[error("{field} {message}.")]
+    InvalidSecret {
+        field: &'static str,
+        message: &'static str,
+    },
     #[error(transparent)]
     Placement(#[from] PlacementError),
     #[error("No such instance.")]
@@ -95,6 +101,7 @@ impl DomainError for InstanceError {
             InstanceError::QuotaExceeded { .. } => "quota_exceeded",
             InstanceError::SshKeyNotFound(_) => "not_found",
             InstanceError::PlanNotFound(_) => "not_found",
+            InstanceError::InvalidSecret { .. } => "invalid_secret",
             InstanceError::Placement(p) => p.code(),
             InstanceError::NotFound => "not_found",
             InstanceError::InvalidTransition { .. } => "invalid_state",
@@ -108,6 +115,7 @@ impl DomainError for InstanceError {
             InstanceError::QuotaExceeded { .. } => ErrorKind::Forbidden,
             InstanceError::SshKeyNotFound(_) => ErrorKind::NotFound,
             InstanceError::PlanNotFound(_) => ErrorKind::NotFound,
+            InstanceError::InvalidSecret { field, .. } => ErrorKind::Invalid { field },
             InstanceError::Placement(p) => p.kind(),
             InstanceError::NotFound => ErrorKind::NotFound,
             InstanceError::InvalidTransition { .. } => ErrorKind::Conflict,
@@ -223,6 +231,8 @@ pub struct CreateInstance {
     /// Country code; `None` = the operator's default region.
     pub region: Option<String>,
     pub ssh_key_ids: Vec<String>,
+    /// DATA-5: the owner's optional secrets for the guest's gateway.
+    pub secrets: crate::guest_secrets::OwnerSecrets,
 }
 
 /// Answer to a lifecycle request: the instance and the job inserted for it (`None`
@@ -353,7 +363,21 @@ impl Instances<'_> {
         owner_id: &str,
         req: CreateInstance,
     ) -> Result<Instance, InstanceError> {
+        Ok(self.create_with_token(actor, owner_id, req).await?.0)
+    }
+
+    /// [`Instances::create`], also answering the gateway token the platform generated
+    /// for the guest (DATA-5): the only time anyone sees it. The API's and the
+    /// dashboard's create show it once; nothing can read it again.
+    pub async fn create_with_token(
+        &self,
+        actor: &Actor,
+        owner_id: &str,
+        req: CreateInstance,
+    ) -> Result<(Instance, crate::crypto::Token), InstanceError> {
         let cfg = self.core.config();
+        // DATA-5: formats first, before anything is placed or stored.
+        let secrets = req.secrets.into_guest_secrets()?;
         let name = req.name.trim().to_string();
         if !is_dns_label(&name) {
             return Err(InstanceError::InvalidName);
@@ -403,10 +427,15 @@ impl Instances<'_> {
         let mut last_err = None;
         for _ in 0..CREATE_ATTEMPTS {
             match self
-                .try_create(actor, owner_id, &name, &plan, &region, &need, &keys)
+                .try_create(
+                    actor, owner_id, &name, &plan, &region, &need, &keys, &secrets,
+                )
                 .await
             {
-                Ok(id) => return self.get_any(&id).await,
+                Ok(id) => {
+                    let token = crate::crypto::Token::new(secrets.gateway_token.clone());
+                    return Ok((self.get_any(&id).await?, token));
+                }
                 Err(CreateTry::Fatal(e)) => return Err(e),
                 Err(CreateTry::Clash(e)) => last_err = Some(e),
             }
@@ -426,6 +455,7 @@ impl Instances<'_> {
         region: &str,
         need: &Need,
         keys: &[InstanceSshKey],
+        secrets: &clawy_proto::agent::GuestSecrets,
     ) -> Result<String, CreateTry> {
         let cfg = self.core.config();
         let store = self.core.store();
@@ -560,6 +590,9 @@ impl Instances<'_> {
             .await
             .map_err(CreateTry::from_sqlx)?;
         }
+        crate::guest_secrets::store_in(&mut tx, self.core.secret_key(), &id, secrets, now)
+            .await
+            .map_err(CreateTry::from_sqlx)?;
         enqueue_in(&mut tx, now, &id, JobKind::Provision, &actor.describe())
             .await
             .map_err(CreateTry::from_sqlx)?;

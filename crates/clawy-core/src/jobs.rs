@@ -362,6 +362,11 @@ impl Jobs<'_> {
             .bind(&job.instance_id)
             .execute(&mut *tx)
             .await?;
+            // DATA-5: undelivered secrets of a VM that is gone have no reason to stay.
+            sqlx::query("DELETE FROM instance_guest_secrets WHERE instance_id = $1")
+                .bind(&job.instance_id)
+                .execute(&mut *tx)
+                .await?;
         }
         self.set_state_in(&mut tx, &job.instance_id, state, None)
             .await?;

@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod db;
 pub mod dns_records;
 pub mod error;
+pub mod guest_secrets;
 pub mod hosts;
 pub mod instances;
 pub mod ipam;
@@ -153,6 +154,11 @@ impl Core {
     pub fn regions(&self) -> regions::Regions<'_> {
         regions::Regions { core: self }
     }
+    /// DATA-5: the owner's sealed guest secrets until delivery.
+    pub fn guest_secrets(&self) -> guest_secrets::GuestSecretsStore<'_> {
+        guest_secrets::GuestSecretsStore { core: self }
+    }
+
     pub fn instances(&self) -> instances::Instances<'_> {
         instances::Instances { core: self }
     }

@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let plan = core
         .plans()
-        .get("small")
+        .get("stand-in")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = core.now_ms();

@@ -243,6 +243,17 @@ impl JobRunner {
         result
     }
 
+    async fn pending_secrets(
+        &self,
+        id: &str,
+    ) -> Result<Option<clawy_proto::agent::GuestSecrets>, OrchestratorError> {
+        self.core
+            .guest_secrets()
+            .pending(id)
+            .await
+            .map_err(|e| OrchestratorError::Instance(e.into()))
+    }
+
     async fn provision(
         &self,
         job: &Job,
@@ -255,9 +266,14 @@ impl JobRunner {
             .progress(job, worker, InstanceState::Provisioning)
             .await?;
         let spec = self.core.instances().vm_spec(id).await?;
+        // DATA-5: the owner's secrets, while undelivered, go to the agent beside the
+        // spec (into the seed only); erased once the guest confirms them.
+        let secrets = self.pending_secrets(id).await?;
         crash_point("provision:before_ensure");
         // Idempotent: a retry after a crash finds the VM made by the first attempt.
-        client.ensure_vm(id, &spec).await?;
+        client
+            .ensure_vm_with_secrets(id, &spec, secrets.as_ref())
+            .await?;
         crash_point("provision:after_ensure");
         client.start_vm(id).await?;
         crash_point("provision:after_start");
@@ -298,7 +314,10 @@ impl JobRunner {
                 // The VM vanished from the host: define it again from the stored spec
                 // (same id, same allocation), then start it.
                 let spec = self.core.instances().vm_spec(id).await?;
-                client.ensure_vm(id, &spec).await?;
+                let secrets = self.pending_secrets(id).await?;
+                client
+                    .ensure_vm_with_secrets(id, &spec, secrets.as_ref())
+                    .await?;
                 client.start_vm(id).await?;
             }
             Err(e) => return Err(e.into()),

@@ -366,8 +366,12 @@ pub struct Instance {
     pub private_ip: Option<String>,
     /// Host port forwarded to the guest's SSH port.
     pub ssh_port: Option<u16>,
-    /// Ready to paste, e.g. `ssh -p 22001 clawy@clawy.example`.
+    /// Ready to paste, e.g. `ssh -p 22001 claw@clawy.example`.
     pub ssh_command: Option<String>,
+    /// DATA-5: the token of the guest's OpenClaw gateway, in the create answer only
+    /// (shown once; the platform cannot show it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_token: Option<String>,
     pub plan: String,
     /// Country code of the region.
     pub region: String,
@@ -416,8 +420,8 @@ pub struct InstanceList {
     pub next_after: Option<String>,
 }
 
-/// `POST /api/v1/instances`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `POST /api/v1/instances`. `Debug` shows no secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
     /// A DNS label: lowercase letters, digits and `-`, 1–63 characters, unique per user.
@@ -431,6 +435,31 @@ pub struct CreateInstance {
     /// Ids of the caller's SSH keys to install (copied at create time).
     #[serde(default)]
     pub ssh_key_ids: Vec<String>,
+    /// DATA-5, optional: the Telegram bot token for OpenClaw's Telegram channel
+    /// (`123456789:AA…`). Delivered once into the VM, then erased from the platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telegram_bot_token: Option<String>,
+    /// DATA-5, optional: `anthropic`, `openai` or `openrouter`; with `model_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_provider: Option<String>,
+    /// DATA-5, optional: the model provider's API key. Delivered once into the VM,
+    /// then erased from the platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_key: Option<String>,
+}
+
+impl std::fmt::Debug for CreateInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateInstance")
+            .field("name", &self.name)
+            .field("plan", &self.plan)
+            .field("region", &self.region)
+            .field("ssh_key_ids", &self.ssh_key_ids)
+            .field("telegram_bot_token", &self.telegram_bot_token.is_some())
+            .field("model_provider", &self.model_provider)
+            .field("model_key", &self.model_key.is_some())
+            .finish()
+    }
 }
 
 /// `GET /api/v1/instances/{id}/metrics`: one point per sample (`1h`, `24h`) or per hour

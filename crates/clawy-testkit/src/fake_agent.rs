@@ -29,6 +29,9 @@ pub struct FakeCounters {
     pub starts: u64,
     pub deletes: u64,
     pub lists: u64,
+    /// Ensure calls that carried the owner's secrets beside the spec (DATA-5), per
+    /// VM. Like the real agent, the fake keeps them out of the spec and stores none.
+    pub ensures_with_secrets: HashMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -331,10 +334,25 @@ async fn get_vm(State(shared): State<Shared>, Path(id): Path<String>) -> Respons
 async fn ensure(
     State(shared): State<Shared>,
     Path(id): Path<String>,
-    Json(spec): Json<VmSpec>,
+    Json(mut body): Json<serde_json::Value>,
 ) -> Response {
+    // As the real agent: `secrets` travel beside the spec and are taken out first.
+    let secrets = body
+        .as_object_mut()
+        .and_then(|o| o.remove("secrets"))
+        .is_some_and(|v| serde_json::from_value::<clawy_proto::agent::GuestSecrets>(v).is_ok());
+    let spec: VmSpec = match serde_json::from_value(body) {
+        Ok(spec) => spec,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+    };
     shared.with(|s| {
         *s.counters.ensure_calls.entry(id.clone()).or_default() += 1;
+        if secrets {
+            *s.counters
+                .ensures_with_secrets
+                .entry(id.clone())
+                .or_default() += 1;
+        }
         if let Some(vm) = s.vms.get_mut(&id) {
             vm.spec = spec;
             return (StatusCode::OK, Json(vm.clone())).into_response();

@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Json, Router};
-use clawy_proto::agent::VmSpec;
+use clawy_proto::agent::{GuestSecrets, VmSpec};
 
 use crate::error::AgentError;
 use crate::executor::{Executor, Outcome, VmAction};
@@ -166,13 +166,38 @@ async fn get_vm(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
 async fn ensure_vm(
     State(s): State<ApiState>,
     Path(id): Path<String>,
-    body: Result<Json<VmSpec>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
     let id = match vm_id(&id) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
-    let spec = match body {
+    let mut body = match body {
+        Ok(Json(v)) => v,
+        Err(rej) => return json_rejection(rej).into_response(),
+    };
+    // DATA-5: the owner's secrets travel beside the spec (`secrets`), never inside
+    // it: the spec is what the agent stores, compares and returns.
+    let secrets = match body.as_object_mut().and_then(|o| o.remove("secrets")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match serde_json::from_value::<GuestSecrets>(v) {
+            Ok(s) => Some(Box::new(s)),
+            // serde's message could quote a value: name the field only.
+            Err(_) => {
+                return AgentError::InvalidSpec(SpecError {
+                    field: "secrets".into(),
+                    message:
+                        "must be {gateway_token, telegram_bot_token?, model_key?: {provider, key}}"
+                            .into(),
+                })
+                .into_response();
+            }
+        },
+    };
+    // Through axum's own parser again, so a bad spec is answered exactly as before
+    // (`invalid_spec` naming the field).
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let spec = match Json::<VmSpec>::from_bytes(&bytes) {
         Ok(Json(spec)) => spec,
         Err(rej) => return json_rejection(rej).into_response(),
     };
@@ -181,6 +206,7 @@ async fn ensure_vm(
         VmAction::Ensure {
             id,
             spec: Box::new(spec),
+            secrets,
         },
     )
     .await

@@ -157,6 +157,14 @@ impl Network {
         // VMs get no IPv6: the host has no IPv6 address on their network, so it
         // sends them no router advertisements, DHCPv6 or neighbour discovery.
         self.disable_ipv6(br).await?;
+        // The shown SSH command used on the host itself through a loopback address
+        // (`ssh -p 22000 claw@127.0.0.1` on `clawy up`) is DNATed to a VM; the
+        // kernel routes a 127/8-sourced packet (and its reply) through an interface
+        // only with route_localnet on it. Only on our own bridge: the input chain
+        // drops everything from the bridge but the gateway's VM ports, so a VM
+        // gains no path to the host's loopback services from it.
+        let localnet = format!("net/ipv4/conf/{br}/route_localnet=1");
+        self.run("sysctl", &["-qw", &localnet]).await?;
         self.run("ip", &["link", "set", "dev", br, "up"]).await?;
         self.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
             .await?;

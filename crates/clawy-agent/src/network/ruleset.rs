@@ -142,10 +142,29 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
         );
     }
     let _ = writeln!(s, "  }}");
-    // ISO-3: VMs reach the internet only masqueraded behind the uplink address.
+    // The SSH command the platform shows (`ssh -p <port> claw@<host>`) must work
+    // from the host itself too (`clawy up`, an operator's shell): the same forwards
+    // apply to locally generated traffic addressed to any of the host's own
+    // addresses. Traffic to other destinations is untouched.
     let _ = writeln!(
         s,
-        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {subnet} oifname \"{up}\" masquerade\n  }}"
+        "  chain output {{\n    type nat hook output priority -100; policy accept;"
+    );
+    for proto in [Protocol::Tcp, Protocol::Udp] {
+        let p = proto_name(proto);
+        let _ = writeln!(
+            s,
+            "    fib daddr type local meta l4proto {p} dnat ip to {p} dport map @{}",
+            fwd_map(proto)
+        );
+    }
+    let _ = writeln!(s, "  }}");
+    // ISO-3: VMs reach the internet only masqueraded behind the uplink address. A
+    // forward used from the host through a loopback address leaves with the
+    // gateway address as its source (a 127/8 source is never valid on the wire).
+    let _ = writeln!(
+        s,
+        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {subnet} oifname \"{up}\" masquerade\n    ip saddr 127.0.0.0/8 oifname \"{br}\" ct status dnat snat ip to {gw}\n  }}"
     );
     // The forward chain only judges traffic touching our bridge and accepts the
     // rest, so the host's own firewall keeps deciding about everything else (a drop
@@ -513,7 +532,10 @@ mod tests {
         let post = chain(&s, "inet clawy", "postrouting");
         assert_eq!(
             post,
-            vec!["ip saddr 10.77.3.0/24 oifname \"eth0\" masquerade"]
+            vec![
+                "ip saddr 10.77.3.0/24 oifname \"eth0\" masquerade",
+                "ip saddr 127.0.0.0/8 oifname \"clawybr0\" ct status dnat snat ip to 10.77.3.1"
+            ]
         );
         // L2: taps to the strict chain, other ports kept off our addresses.
         let pre = chain(&s, "bridge clawy_l2", "prerouting");
@@ -570,6 +592,15 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("iifname \"eth0\" oifname \"clawybr0\" ct status dnat accept"));
+        // The shown SSH command works from the host itself: local traffic to the
+        // host's own addresses takes the same forwards, loopback sources leave as
+        // the gateway address.
+        assert!(
+            s.contains("fib daddr type local meta l4proto tcp dnat ip to tcp dport map @fwd_tcp")
+        );
+        assert!(s.contains(
+            "ip saddr 127.0.0.0/8 oifname \"clawybr0\" ct status dnat snat ip to 10.77.3.1"
+        ));
     }
 
     #[test]

@@ -555,3 +555,83 @@ fn config_unknown_key_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listen_adress"), "{err}");
 }
+
+/// DATA-5: the owner's secrets travel beside the spec, reach the VM's seed (0600) and
+/// nothing else of the agent: not spec.json, not the status, not the state dir in
+/// plain text; a malformed secret is refused naming the field, not the value.
+#[tokio::test]
+async fn data5_secrets_go_into_the_seed_only() {
+    use base64::Engine as _;
+    use clawy_proto::agent::{GuestSecrets, ModelKey, ModelProvider};
+    use std::os::unix::fs::PermissionsExt as _;
+    let images = blank_images();
+    let agent = start(images.path(), "").await;
+    let c = client(&agent, &agent.token);
+    let secrets = GuestSecrets {
+        gateway_token: "GwTokenForData5Test_0123456789abcdefghij".into(),
+        telegram_bot_token: Some("123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawZ".into()),
+        model_key: Some(ModelKey {
+            provider: ModelProvider::Anthropic,
+            key: "sk-ant-api03-Data5ModelKeyForTheAgentTest".into(),
+        }),
+    };
+    let mut bad = secrets.clone();
+    bad.telegram_bot_token = Some("123:not-a-bot-token".into());
+    let r = c.ensure_vm_with_secrets("vm-s", &spec(3), Some(&bad)).await;
+    match &r {
+        Err(ClientError::Api { message, .. }) => assert!(!message.contains("not-a-bot")),
+        other => panic!("{other:?}"),
+    }
+    let f = assert_api_err(r, 422, ErrorCode::InvalidSpec);
+    assert_eq!(f.as_deref(), Some("secrets.telegram_bot_token"));
+
+    let (vm, created) = c
+        .ensure_vm_with_secrets("vm-s", &spec(3), Some(&secrets))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(vm.spec, spec(3), "the spec holds no secret");
+    let dir = agent.state_dir().join("vms/vm-s");
+    // Delivered: the seed holds the gateway config (base64 in user-data), 0600.
+    let iso = std::fs::read(dir.join("seed.iso")).unwrap();
+    let cfg = base64::engine::general_purpose::STANDARD
+        .encode(clawy_agent::cloudinit::openclaw_config(&secrets));
+    let hay = String::from_utf8_lossy(&iso);
+    assert!(hay.contains(&cfg), "the seed carries the gateway config");
+    assert_eq!(
+        std::fs::metadata(dir.join("seed.iso"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // Nowhere else in plain text: spec.json, the status, any file of the state dir.
+    let plain = [
+        secrets.gateway_token.as_str(),
+        secrets.telegram_bot_token.as_deref().unwrap(),
+        secrets.model_key.as_ref().unwrap().key.as_str(),
+    ];
+    let status = serde_json::to_string(&c.get_vm("vm-s").await.unwrap()).unwrap();
+    for p in plain {
+        assert!(!status.contains(p));
+    }
+    assert!(!dir.join("seed").exists(), "the rendered files are gone");
+    let out = Command::new("grep")
+        .args(["-rlF", "-e", plain[0], "-e", plain[1], "-e", plain[2]])
+        .arg(agent.state_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A VM defined without secrets gets a seed without the gateway config (the
+    // test host has room for one VM).
+    c.delete_vm("vm-s").await.unwrap();
+    c.ensure_vm("vm-t", &spec(4)).await.unwrap();
+    let iso = std::fs::read(agent.state_dir().join("vms/vm-t/seed.iso")).unwrap();
+    assert!(!String::from_utf8_lossy(&iso).contains("openclaw.json"));
+    assert!(String::from_utf8_lossy(&iso).contains("50-clawy.conf"));
+}

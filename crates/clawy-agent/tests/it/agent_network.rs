@@ -342,6 +342,7 @@ async fn iso_3_net_3_net_5_auth_4_two_guests_nat_isolation_and_forwards() {
     }
 
     net_5_ssh_forward(&internet, &key, &a).await;
+    ssh_forward_works_from_the_host_itself(&host, &key, &a);
     net_5_unforwarded_closed(&internet, &host, &a);
 
     // NET-5 with a changed set of forwards: one more for A, rule count unchanged.
@@ -427,10 +428,30 @@ fn iso_3_forged_addresses_blocked(p: &BTreeMap<String, String>, show: &str) {
     }
 }
 
+/// The SSH command the platform shows, `ssh -p <port> claw@<host>`, also works on
+/// the host itself (`clawy up`'s `127.0.0.1`, or the host's own uplink address):
+/// locally generated traffic takes the same forwards.
+fn ssh_forward_works_from_the_host_itself(host: &Netns, key: &Path, a: &Guest) {
+    for addr in ["127.0.0.1", HOST_UPLINK] {
+        let mut args = ssh_args(key, a.ssh_port);
+        args.extend([format!("claw@{addr}"), "hostname".into()]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = host.output(&argv).unwrap();
+        assert!(
+            out.status.success(),
+            "ssh from the host to {addr}:{}: {}",
+            a.ssh_port,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), a.id);
+    }
+}
+
 async fn net_5_ssh_forward(internet: &Netns, key: &Path, a: &Guest) {
-    // A real key login through the forward on the host's uplink address.
+    // A real key login through the forward on the host's uplink address, as the
+    // owner's user the platform's SSH command names.
     let mut args = ssh_args(key, a.ssh_port);
-    args.extend([format!("root@{HOST_UPLINK}"), "hostname".into()]);
+    args.extend([format!("claw@{HOST_UPLINK}"), "hostname".into()]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

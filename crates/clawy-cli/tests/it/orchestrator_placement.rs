@@ -21,6 +21,7 @@ fn req(name: &str, region: Option<&str>) -> CreateInstance {
         plan: Some("tiny".into()),
         region: region.map(str::to_string),
         ssh_key_ids: vec![],
+        secrets: Default::default(),
     }
 }
 

@@ -82,6 +82,7 @@ async fn iso_4_orchestrator_drives_a_real_guest_and_reconciles_drift() {
                 plan: Some("tiny".into()),
                 region: None,
                 ssh_key_ids: vec![],
+                secrets: Default::default(),
             },
         )
         .await

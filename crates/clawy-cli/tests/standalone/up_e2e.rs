@@ -106,7 +106,7 @@ fn create_when_host_ready(cli: &Cli, name: &str) -> serde_json::Value {
             "create",
             name,
             "--plan",
-            "small",
+            "stand-in",
             "--wait",
             "--healthy",
             "--timeout",

@@ -194,9 +194,9 @@ async fn host_info_sets_capacity_and_network_and_load_counts_instances() {
             load.allocated.memory_mib,
             load.allocated.disk_gib
         ),
-        (2, 1024, 4)
+        (2, 4096, 20)
     );
-    assert_eq!(load.free().memory_mib, 3072);
+    assert_eq!(load.free().memory_mib, 0, "two 2 GiB instances fill 4 GiB");
 }
 
 #[tokio::test]

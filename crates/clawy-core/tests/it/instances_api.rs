@@ -70,6 +70,7 @@ async fn create_places_allocates_and_queues_provision_in_one_go() {
                 plan: None,
                 region: None,
                 ssh_key_ids: vec![key.id.clone()],
+                secrets: Default::default(),
             },
         )
         .await
@@ -81,7 +82,7 @@ async fn create_places_allocates_and_queues_provision_in_one_go() {
         ("small", "DE"),
         "operator defaults"
     );
-    assert_eq!((i.vcpus, i.memory_mib, i.disk_gib), (1, 512, 2));
+    assert_eq!((i.vcpus, i.memory_mib, i.disk_gib), (1, 2048, 10));
     assert_eq!(i.host_id, h.id);
     assert_eq!(i.private_ip.as_deref(), Some("10.77.7.2"));
     assert_eq!(i.ssh_port, Some(22000));

@@ -34,7 +34,7 @@ async fn iso_2_fill_until_full_never_overcommits_and_says_no_capacity() {
     add_host(&tc, "a", "DE", (6, 6000, 60), "10.1.1.0/24", [22000, 22999]).await;
     add_host(&tc, "b", "DE", (3, 9000, 25), "10.1.2.0/24", [22000, 22999]).await;
     let alice = tc.user("alice@example.com").await;
-    let plans = ["small", "medium", "large", "small", "medium"];
+    let plans = ["stand-in", "medium", "large", "stand-in", "medium"];
     let mut created = 0;
     let mut refusals = 0;
     for n in 0..60 {
@@ -223,9 +223,9 @@ async fn regions_mark_default_and_capacity() {
     let tc = TestCore::new().await;
     add_host(
         &tc,
-        "tiny",
+        "stand-in",
         "DE",
-        (1, 512, 2),
+        (1, 2048, 10),
         "10.4.1.0/24",
         [22000, 22999],
     )
@@ -236,7 +236,10 @@ async fn regions_mark_default_and_capacity() {
     let alice = tc.user("alice@example.com").await;
     create(&tc, &alice, "only").await;
     let r = tc.core.regions().list().await.unwrap();
-    assert!(!r[0].has_capacity, "the one small slot is taken");
+    assert!(
+        !r[0].has_capacity,
+        "the one slot of the default plan is taken"
+    );
 }
 
 #[tokio::test]
@@ -253,7 +256,8 @@ async fn plans_are_seeded_and_operators_edit_them_without_touching_instances() {
     assert_eq!(
         names,
         vec![
-            ("small".into(), 1, 512, 2),
+            ("stand-in".into(), 1, 512, 2),
+            ("small".into(), 1, 2048, 10),
             ("medium".into(), 2, 2048, 10),
             ("large".into(), 4, 8192, 40)
         ]
@@ -348,7 +352,7 @@ async fn plans_are_seeded_and_operators_edit_them_without_touching_instances() {
         .await
         .unwrap();
     let i = tc.core.instances().get(&alice.id, &i.id).await.unwrap();
-    assert_eq!((i.vcpus, i.memory_mib, i.disk_gib), (1, 512, 2));
+    assert_eq!((i.vcpus, i.memory_mib, i.disk_gib), (1, 2048, 10));
     plans.delete(&op, "xl").await.unwrap();
     assert!(matches!(
         plans.get("xl").await.unwrap_err(),

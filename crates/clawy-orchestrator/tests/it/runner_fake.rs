@@ -34,6 +34,17 @@ async fn iso_4_provision_stop_start_reboot_delete_frees_allocations() {
     assert_eq!(vm.spec.port_forwards[0].host_port, 22000);
     assert_eq!(vm.spec.port_forwards[0].guest_port, 22);
     assert_eq!(agent.counters().creates[&inst.id], 1);
+    // DATA-5: the undelivered secrets went with the provisioning ensure, beside the
+    // spec (the fake, like the agent, keeps them out of it).
+    assert_eq!(agent.counters().ensures_with_secrets[&inst.id], 1);
+    assert!(
+        f.core
+            .guest_secrets()
+            .pending(&inst.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     let caller = Actor::system();
     f.core

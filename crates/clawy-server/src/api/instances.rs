@@ -60,7 +60,7 @@ pub async fn list(
         (status = 401, body = ErrorBody), (status = 403, description = "Tier below manage, or instance quota reached (`quota_exceeded`)", body = ErrorBody),
         (status = 404, description = "Unknown plan or SSH key", body = ErrorBody),
         (status = 409, description = "Name taken (`name_taken`) or no capacity (`no_capacity`: \"no capacity in region DE for plan small\")", body = ErrorBody),
-        (status = 422, description = "Invalid name or region not allowed; `field` names it", body = ErrorBody),
+        (status = 422, description = "Invalid name, region not allowed, or a secret in the wrong format (`invalid_secret`); `field` names it, the message never holds the value", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -69,10 +69,11 @@ pub async fn create(
     caller: Authed<Manage>,
     ApiJson(req): ApiJson<CreateInstance>,
 ) -> Result<(StatusCode, ApiJson<wire::Instance>), ApiError> {
-    let inst = state
+    let secrets = owner_secrets(req.telegram_bot_token, req.model_provider, req.model_key)?;
+    let (inst, gateway_token) = state
         .core
         .instances()
-        .create(
+        .create_with_token(
             &caller.actor(),
             &caller.user.id,
             core_instances::CreateInstance {
@@ -80,13 +81,44 @@ pub async fn create(
                 plan: req.plan,
                 region: req.region,
                 ssh_key_ids: req.ssh_key_ids,
+                secrets,
             },
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(one_to_wire(&state.core, &inst).await),
-    ))
+    let mut out = one_to_wire(&state.core, &inst).await;
+    // DATA-5: the one time the gateway token is shown.
+    out.gateway_token = Some(gateway_token.into_inner());
+    Ok((StatusCode::CREATED, ApiJson(out)))
+}
+
+/// DATA-5: the optional secrets of a create request; a provider without a key (or
+/// the reverse) is a 422 naming the missing field. Formats are checked by core.
+pub(crate) fn owner_secrets(
+    telegram_bot_token: Option<String>,
+    model_provider: Option<String>,
+    model_key: Option<String>,
+) -> Result<clawy_core::guest_secrets::OwnerSecrets, core_instances::InstanceError> {
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let model_key = match (nonempty(model_provider), nonempty(model_key)) {
+        (Some(p), Some(k)) => Some((p, clawy_core::SecretString::from(k))),
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(core_instances::InstanceError::InvalidSecret {
+                field: "model_provider",
+                message: "is needed with model_key (anthropic, openai or openrouter)",
+            });
+        }
+        (Some(_), None) => {
+            return Err(core_instances::InstanceError::InvalidSecret {
+                field: "model_key",
+                message: "is needed with model_provider",
+            });
+        }
+    };
+    Ok(clawy_core::guest_secrets::OwnerSecrets {
+        telegram_bot_token: nonempty(telegram_bot_token).map(clawy_core::SecretString::from),
+        model_key,
+    })
 }
 
 /// One of the caller's instances.

@@ -15,8 +15,9 @@ use clawy_core::metrics::Series;
 use clawy_core::{Actor, Core};
 use clawy_proto::api::{self as wire, InstanceMetrics, MetricPoint};
 
-/// The user the guest's SSH server accepts the instance's keys for.
-pub const SSH_USER: &str = "root";
+/// The user the guest's SSH server accepts the instance's keys for: the owner's user
+/// cloud-init creates (root cannot log in, AUTH-4).
+pub const SSH_USER: &str = clawy_proto::agent::GUEST_USER;
 
 /// Metric ranges the API and the page offer.
 pub const RANGES: [&str; 3] = ["1h", "24h", "30d"];
@@ -95,6 +96,7 @@ pub fn to_wire(
         private_ip: inst.private_ip.clone(),
         ssh_port,
         ssh_command: ssh_port.map(|p| format!("ssh -p {p} {SSH_USER}@{public_host}")),
+        gateway_token: None,
         plan: inst.plan.clone(),
         region: inst.region.clone(),
         host_location,

@@ -213,6 +213,12 @@ struct CreateForm {
     ssh_key_ids: Vec<String>,
     #[serde(skip)]
     csrf_token: String,
+    /// DATA-5: never serialized, so a form shown again never echoes a secret.
+    #[serde(skip)]
+    telegram_bot_token: String,
+    #[serde(skip)]
+    model_key: String,
+    model_provider: String,
 }
 
 impl CreateForm {
@@ -227,6 +233,9 @@ impl CreateForm {
                 "region" => f.region = v.into_owned(),
                 "ssh_key_ids" => f.ssh_key_ids.push(v.into_owned()),
                 "csrf_token" => f.csrf_token = v.into_owned(),
+                "telegram_bot_token" => f.telegram_bot_token = v.into_owned(),
+                "model_provider" => f.model_provider = v.into_owned(),
+                "model_key" => f.model_key = v.into_owned(),
                 _ => {}
             }
         }
@@ -351,6 +360,7 @@ fn create_error(e: InstanceError, errors: &mut FieldErrors) -> Result<StatusCode
         InstanceError::PlanNotFound(_) => "plan",
         InstanceError::SshKeyNotFound(_) => "ssh_key_ids",
         InstanceError::Placement(PlacementError::RegionNotAllowed { .. }) => "region",
+        InstanceError::InvalidSecret { field, .. } => field,
         _ => "_form",
     };
     let message = match &e {
@@ -368,24 +378,48 @@ async fn create(SignedIn { mut web, session }: SignedIn, body: Bytes) -> WebResu
     let form = CreateForm::parse(&body);
     web.check_form(&form.csrf_token)?;
     let caller = web.actor();
-    let result = web
-        .state
-        .core
-        .instances()
-        .create(
-            &caller,
-            &session_user.id,
-            clawy_core::instances::CreateInstance {
-                name: form.name.clone(),
-                plan: Some(form.plan.clone()).filter(|p| !p.is_empty()),
-                region: Some(form.region.clone()).filter(|r| !r.is_empty()),
-                ssh_key_ids: form.ssh_key_ids.clone(),
-            },
-        )
-        .await;
+    let some = |v: &str| Some(v.to_string()).filter(|v| !v.trim().is_empty());
+    let result = match crate::api::instances::owner_secrets(
+        some(&form.telegram_bot_token),
+        // The provider select always sends a value; it counts only with a key.
+        some(&form.model_key).and(some(&form.model_provider)),
+        some(&form.model_key),
+    ) {
+        Ok(secrets) => {
+            web.state
+                .core
+                .instances()
+                .create_with_token(
+                    &caller,
+                    &session_user.id,
+                    clawy_core::instances::CreateInstance {
+                        name: form.name.clone(),
+                        plan: Some(form.plan.clone()).filter(|p| !p.is_empty()),
+                        region: Some(form.region.clone()).filter(|r| !r.is_empty()),
+                        ssh_key_ids: form.ssh_key_ids.clone(),
+                        secrets,
+                    },
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
     match result {
-        Ok(inst) => {
-            Ok(web.finish(Redirect::to(&format!("/instances/{}", inst.id)).into_response()))
+        Ok((inst, gateway_token)) => {
+            // DATA-5: the gateway token, shown on the answer to this POST only
+            // (no-store), never again.
+            let layout = web.layout("Instance created", "instances");
+            let resp = page(
+                StatusCode::OK,
+                "instance_created.html",
+                &layout,
+                context! {
+                    id => inst.id.clone(),
+                    name => inst.name.clone(),
+                    secret => gateway_token.expose(),
+                },
+            );
+            Ok(web.finish(resp))
         }
         Err(e) => {
             let mut errors = FieldErrors::new();

@@ -47,6 +47,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/api_key_created.html"),
     ),
     (
+        "instance_created.html",
+        include_str!("../../templates/instance_created.html"),
+    ),
+    (
         "activity.html",
         include_str!("../../templates/activity.html"),
     ),

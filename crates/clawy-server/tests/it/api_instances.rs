@@ -73,7 +73,7 @@ pub async fn fake_host(
     host.id
 }
 
-/// Room for a few `small` (1 vCPU, 512 MiB, 2 GiB) instances.
+/// Room for a few `stand-in` (1 vCPU, 512 MiB, 2 GiB) instances.
 pub const ROOMY: Resources = Resources {
     vcpus: 8,
     memory_mib: 8192,
@@ -157,7 +157,7 @@ async fn iso_2_create_places_on_a_host_and_returns_the_instance() {
     // IPAM: the lowest free address after the gateway, the lowest port of the range.
     assert_eq!(inst["private_ip"], "10.77.3.2");
     assert_eq!(inst["ssh_port"], 22000);
-    assert_eq!(inst["ssh_command"], "ssh -p 22000 root@127.0.0.1");
+    assert_eq!(inst["ssh_command"], "ssh -p 22000 claw@127.0.0.1");
     assert_eq!(inst["health"]["gateway"], "unknown");
     assert_eq!(inst["health"]["services"][0]["name"], "gateway");
     assert!(inst["created_at"].is_string());
@@ -168,7 +168,7 @@ async fn iso_2_create_places_on_a_host_and_returns_the_instance() {
         create(
             &app,
             &manage,
-            serde_json::json!({"name": "web2", "plan": "small", "region": "de"}),
+            serde_json::json!({"name": "web2", "plan": "stand-in", "region": "de"}),
         )
         .await,
     )
@@ -262,7 +262,7 @@ async fn create_validation_names_the_field() {
         create(
             &app,
             &manage,
-            serde_json::json!({"name": "x", "plans": "small"}),
+            serde_json::json!({"name": "x", "plans": "stand-in"}),
         )
         .await,
     )
@@ -319,15 +319,15 @@ async fn iso_2_no_capacity_has_a_clear_message() {
     assert_eq!(err["code"], "no_capacity");
     assert_eq!(err["message"], "no capacity in region DE for plan small");
 
-    // Room for exactly one small instance: never overcommitted.
+    // Room for exactly one instance of the default plan: never overcommitted.
     fake_host(
         &app,
-        "tiny",
+        "stand-in",
         "DE",
         Resources {
             vcpus: 1,
-            memory_mib: 512,
-            disk_gib: 2,
+            memory_mib: 2048,
+            disk_gib: 10,
         },
         4,
     )
@@ -613,7 +613,8 @@ async fn plans_and_regions() {
     assert_eq!(
         got,
         [
-            ("small".to_string(), 1, 512, 2, true),
+            ("stand-in".to_string(), 1, 512, 2, false),
+            ("small".to_string(), 1, 2048, 10, true),
             ("medium".to_string(), 2, 2048, 10, false),
             ("large".to_string(), 4, 8192, 40, false),
         ]
@@ -799,7 +800,7 @@ async fn operator_disables_a_host_and_placement_stops_using_it() {
     );
     assert_eq!(
         h["allocated"],
-        serde_json::json!({"vcpus": 1, "memory_mib": 512, "disk_gib": 2})
+        serde_json::json!({"vcpus": 1, "memory_mib": 2048, "disk_gib": 10})
     );
     assert_eq!(h["instance_count"], 1);
     assert_eq!(h["reachable"], true);
@@ -912,4 +913,104 @@ pub fn clawy_bin() -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+#[tokio::test]
+async fn data5_secrets_are_checked_sealed_and_the_gateway_token_shown_once() {
+    let app = TestApp::start().await;
+    fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
+    let user = app.with_user().await;
+    let (_, manage) = app.with_api_key(&user, Tier::Manage).await;
+    const TG: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawZ";
+    const MK: &str = "sk-ant-api03-ThisIsTheOwnersModelKey0123456789";
+
+    // Formats are checked; the answer names the field and never echoes the value.
+    for (body, field) in [
+        (
+            serde_json::json!({"name": "a", "telegram_bot_token": "123:short-and-wrong"}),
+            "telegram_bot_token",
+        ),
+        (
+            serde_json::json!({"name": "a", "model_provider": "anthropic", "model_key": "sk-live-wrong-prefix-0123456789"}),
+            "model_key",
+        ),
+        (
+            serde_json::json!({"name": "a", "model_key": MK}),
+            "model_provider",
+        ),
+    ] {
+        let (status, err) = error_of(create(&app, &manage, body).await).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(err["code"], "invalid_secret");
+        assert_eq!(err["field"], field);
+        let text = err.to_string();
+        assert!(
+            !text.contains("short-and-wrong") && !text.contains("wrong-prefix"),
+            "{text}"
+        );
+    }
+
+    let resp = create(
+        &app,
+        &manage,
+        serde_json::json!({"name": "gw", "telegram_bot_token": TG,
+            "model_provider": "anthropic", "model_key": MK}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let inst = json(resp).await;
+    let token = inst["gateway_token"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 43);
+    let id = inst["id"].as_str().unwrap().to_string();
+    // Shown once: no later answer holds it.
+    let again = json(
+        app.get_with_key(&format!("/api/v1/instances/{id}"), &manage)
+            .await,
+    )
+    .await;
+    assert!(again.get("gateway_token").is_none(), "{again}");
+    let list = json(app.get_with_key("/api/v1/instances", &manage).await).await;
+    assert!(!list.to_string().contains(&token));
+
+    // Sealed, bound to the instance: no plain copy anywhere in the database.
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT instance_id, sealed FROM instance_guest_secrets")
+            .fetch_all(app.core.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, id);
+    for plain in [TG, MK, token.as_str()] {
+        assert!(!rows[0].1.contains(plain));
+    }
+    let opened = app
+        .core
+        .guest_secrets()
+        .pending(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(opened.gateway_token, token);
+    assert_eq!(opened.telegram_bot_token.as_deref(), Some(TG));
+    assert_eq!(opened.model_key.as_ref().unwrap().key, MK);
+
+    // Erased on delivery: nothing left, delivery time recorded, idempotent.
+    assert!(app.core.guest_secrets().erase(&id).await.unwrap());
+    assert!(
+        app.core
+            .guest_secrets()
+            .pending(&id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        app.core
+            .guest_secrets()
+            .delivered_at(&id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(!app.core.guest_secrets().erase(&id).await.unwrap());
 }

@@ -100,13 +100,20 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
     fill(c, "#f-name", "my-gateway").await;
     c.find(Locator::Css("#f-plan"))
         .await?
-        .select_by_value("small")
+        .select_by_value("stand-in")
         .await?;
     click(c, "main form[action='/instances'] button[type=submit]").await;
+    // DATA-5: the gateway token, once, then on to the instance.
+    wait_h1(c, "Instance my-gateway created").await;
+    let token = c.find(Locator::Css("#gateway-token")).await?.text().await?;
+    assert_eq!(token.len(), 43);
+    shot(browser, "instances-04a-created-token").await;
+    click(c, "main a.btn-primary").await;
     wait_h1(c, "my-gateway").await;
     assert_eq!(badge(c).await, "pending");
+    assert!(!c.source().await?.contains(&token));
     let src = c.source().await?;
-    assert!(src.contains("ssh -p 22000 root@127.0.0.1"));
+    assert!(src.contains("ssh -p 22000 claw@127.0.0.1"));
     assert_eq!(src.matches("<svg class=\"chart\"").count(), 4);
     shot(browser, "instances-04-detail-pending").await;
 
@@ -114,6 +121,8 @@ async fn walk(app: &TestApp, browser: &Browser, c: &Client, user: &TestUser) -> 
     c.goto(&app.url("/instances/new")).await?;
     fill(c, "#f-name", "lab").await;
     click(c, "main form[action='/instances'] button[type=submit]").await;
+    wait_h1(c, "Instance lab created").await;
+    click(c, "main a.btn-primary").await;
     wait_h1(c, "lab").await;
     c.goto(&app.url("/instances")).await?;
     wait_h1(c, "Instances").await;
@@ -282,6 +291,8 @@ async fn watch_real(
         .select_by_value("tiny")
         .await?;
     click(c, "main form[action='/instances'] button[type=submit]").await;
+    wait_h1(c, "Instance real-gw created").await;
+    click(c, "main a.btn-primary").await;
     wait_h1(c, "real-gw").await;
     let url = c.current_url().await?.to_string();
     let id = url.rsplit('/').next().unwrap().to_string();

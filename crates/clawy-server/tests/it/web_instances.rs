@@ -91,21 +91,39 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
             "/instances",
             &[
                 ("name", "gw"),
-                ("plan", "small"),
+                ("plan", "stand-in"),
                 ("region", "DE"),
                 ("ssh_key_ids", &key_id),
             ],
         )
         .await;
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let detail = location(&resp);
+    // DATA-5: the answer shows the generated gateway token once (no-store) and
+    // links the instance page, which never shows it.
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let created = resp.text().await.unwrap();
+    let token = created
+        .split("<code id=\"gateway-token\" class=\"secret\">")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(token.len(), 43, "{created}");
+    let detail = created
+        .split("href=\"/instances/")
+        .filter_map(|t| t.split('"').next())
+        .find(|id| id.len() == 36)
+        .map(|id| format!("/instances/{id}"))
+        .unwrap();
     let id = detail.trim_start_matches("/instances/").to_string();
     assert_eq!(app.core.instances().ssh_keys(&id).await.unwrap().len(), 1);
+    let (_, page_html) = web.get_text(&detail).await;
+    assert!(!page_html.contains(&token));
 
     let (status, html) = web.get_text(&detail).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("<h1>gw</h1>"));
-    assert!(html.contains("ssh -p 22000 root@127.0.0.1"));
+    assert!(html.contains("ssh -p 22000 claw@127.0.0.1"));
     assert!(html.contains("10.77.3.2"));
     assert!(html.contains("badge-state-pending"));
     // Still changing: the page refreshes itself (no script needed).
@@ -124,7 +142,7 @@ async fn create_from_the_dashboard_and_see_the_detail_page() {
         .submit(
             "/instances/new",
             "/instances",
-            &[("name", "gw"), ("plan", "small"), ("region", "DE")],
+            &[("name", "gw"), ("plan", "stand-in"), ("region", "DE")],
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
@@ -146,12 +164,12 @@ async fn no_capacity_is_explained_on_the_form() {
         .submit(
             "/instances/new",
             "/instances",
-            &[("name", "gw"), ("plan", "small"), ("region", "DE")],
+            &[("name", "gw"), ("plan", "stand-in"), ("region", "DE")],
         )
         .await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     let html = resp.text().await.unwrap();
-    assert!(html.contains("There is no capacity in region DE for plan small right now."));
+    assert!(html.contains("There is no capacity in region DE for plan stand-in right now."));
     assert!(html.contains("value=\"gw\""));
 }
 
@@ -335,7 +353,7 @@ async fn access_3_operator_pages_404_for_others_list_hosts_and_record_views() {
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("fra1-a"));
     assert!(html.contains(&esc("1 / 8 vCPU")));
-    assert!(html.contains(&esc("512 MiB / 8.0 GiB")));
+    assert!(html.contains(&esc("2.0 GiB / 8.0 GiB")));
     assert!(html.contains("<progress class=\"loadbar-bar\""));
     assert!(html.contains("reachable"));
     assert!(

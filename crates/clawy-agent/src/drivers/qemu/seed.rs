@@ -1,6 +1,9 @@
 //! The qemu driver's cloud-init seed: the driver-independent files from
-//! [`crate::cloudinit`] packed into an ISO9660 image labelled `cidata` (NoCloud).
+//! [`crate::cloudinit`] packed into an ISO9660 image labelled `cidata` (NoCloud),
+//! 0600 and root's (DATA-5: it may hold the owner's secrets until the guest
+//! confirms delivery).
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use crate::cloudinit::SeedFiles;
@@ -15,6 +18,34 @@ pub enum SeedError {
     Failed(String),
 }
 
+fn write_0600(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)
+}
+
+/// DATA-5: overwrite a file with zeros (its length, or what it holds), sync, then
+/// unlink it, so the secrets are not left in the file's blocks by a plain unlink
+/// (best effort on copy-on-write file systems; said in DECISIONS.md).
+pub fn destroy_file(path: &Path, len_hint: usize) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let len = std::fs::metadata(path)
+        .map(|m| m.len() as usize)
+        .unwrap_or(len_hint)
+        .max(len_hint);
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all(&vec![0u8; len])?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::remove_file(path)
+}
+
 /// Write the three files into `work_dir` and build `iso` from them.
 pub async fn build_iso(seed: &SeedFiles, work_dir: &Path, iso: &Path) -> Result<(), SeedError> {
     let io = |p: &Path| {
@@ -22,6 +53,8 @@ pub async fn build_iso(seed: &SeedFiles, work_dir: &Path, iso: &Path) -> Result<
         move |e| SeedError::Io(s, e)
     };
     std::fs::create_dir_all(work_dir).map_err(io(work_dir))?;
+    std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(work_dir))?;
     let files = [
         ("meta-data", &seed.meta_data),
         ("user-data", &seed.user_data),
@@ -29,7 +62,7 @@ pub async fn build_iso(seed: &SeedFiles, work_dir: &Path, iso: &Path) -> Result<
     ];
     for (name, content) in &files {
         let p = work_dir.join(name);
-        std::fs::write(&p, content).map_err(io(&p))?;
+        write_0600(&p, content.as_bytes()).map_err(io(&p))?;
     }
     let tmp_iso = iso.with_extension("iso.tmp");
     let out = tokio::process::Command::new("genisoimage")
@@ -46,8 +79,13 @@ pub async fn build_iso(seed: &SeedFiles, work_dir: &Path, iso: &Path) -> Result<
             String::from_utf8_lossy(&out.stderr).trim().to_string(),
         ));
     }
+    std::fs::set_permissions(&tmp_iso, std::fs::Permissions::from_mode(0o600))
+        .map_err(io(&tmp_iso))?;
     std::fs::rename(&tmp_iso, iso).map_err(io(iso))?;
-    // The seed holds nothing secret, but the user's keys and data are theirs alone.
+    // DATA-5: the rendered files may hold the owner's secrets: zeroed, then gone.
+    for (name, content) in &files {
+        let _ = destroy_file(&work_dir.join(name), content.len());
+    }
     let _ = std::fs::remove_dir_all(work_dir);
     Ok(())
 }
