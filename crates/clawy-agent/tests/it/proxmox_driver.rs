@@ -154,6 +154,7 @@ fn ensure(i: &str, s: VmSpec) -> VmAction {
     VmAction::Ensure {
         id: id(i),
         spec: Box::new(s),
+        secrets: None,
     }
 }
 
