@@ -7,7 +7,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -41,6 +41,8 @@ impl DomainError for CryptoError {
 }
 
 const SEAL_PREFIX: &str = "v1.";
+/// Sealed with associated data ([`SecretKey::seal_bound`]).
+const SEAL_BOUND_PREFIX: &str = "v2.";
 
 /// The operator's 256-bit key. Debug prints `[redacted]`; memory is zeroed on drop.
 #[derive(Clone)]
@@ -142,6 +144,60 @@ impl SecretKey {
             .decrypt(XNonce::from_slice(nonce), ct)
             .map(Zeroizing::new)
             .map_err(|_| CryptoError::Open)
+    }
+
+    /// Encrypts `plaintext` bound to `context` (AEAD associated data): the value only
+    /// opens with the same context, so a sealed secret copied into another row (whose
+    /// context differs) is refused instead of used. Output is `v2.<base64url(nonce || ct)>`.
+    pub fn seal_bound(&self, plaintext: &[u8], context: &[u8]) -> String {
+        let mut nonce = [0u8; 24];
+        OsRng.fill_bytes(&mut nonce);
+        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
+        let ct = self
+            .cipher()
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context,
+                },
+            )
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(24 + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        format!("{SEAL_BOUND_PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Decrypts a value made by [`SecretKey::seal_bound`] with the same `context`.
+    pub fn open_bound(&self, sealed: &str, context: &[u8]) -> Result<SecretString, CryptoError> {
+        let b64 = sealed
+            .strip_prefix(SEAL_BOUND_PREFIX)
+            .ok_or(CryptoError::Open)?;
+        let raw = URL_SAFE_NO_PAD.decode(b64).map_err(|_| CryptoError::Open)?;
+        if raw.len() < 24 + 16 {
+            return Err(CryptoError::Open);
+        }
+        let (nonce, ct) = raw.split_at(24);
+        let bytes = self
+            .cipher()
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Open)?;
+        let s = std::str::from_utf8(&bytes).map_err(|_| CryptoError::Open)?;
+        Ok(SecretString::from(s.to_string()))
+    }
+
+    /// True for a value sealed without context ([`SecretKey::seal`]), i.e. written
+    /// before context binding existed.
+    pub fn is_unbound(sealed: &str) -> bool {
+        sealed.starts_with(SEAL_PREFIX)
     }
 
     /// Decrypts a sealed UTF-8 secret.
