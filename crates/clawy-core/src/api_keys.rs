@@ -419,6 +419,23 @@ impl ApiKeys<'_> {
         Ok(())
     }
 
+    /// Revokes every live key of the user (AUTH-2/AUTH-3: after "I was compromised",
+    /// no key minted with a stolen session survives the password reset). Returns how
+    /// many were revoked; each is audited.
+    pub async fn revoke_all(&self, user_id: &str, actor: &Actor) -> Result<usize, ApiKeyError> {
+        let keys = self.list(user_id).await?;
+        let mut n = 0;
+        for k in keys.iter().filter(|k| k.revoked_at.is_none()) {
+            match self.revoke(user_id, &k.id, actor).await {
+                Ok(()) => n += 1,
+                // Revoked concurrently: the goal holds.
+                Err(ApiKeyError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
     /// Checks a presented key: format and checksum offline, then one SHA-256 and one
     /// indexed lookup. `None` for anything that is not a live key. Records last use at
     /// most once a minute.
@@ -462,13 +479,16 @@ impl ApiKeys<'_> {
     }
 
     /// [`ApiKeys::verify`] with per-address throttling of failures (AUTH-5): what the
-    /// REST API calls for `Authorization: Bearer …`.
+    /// REST API calls for `Authorization: Bearer …`. The key is checked first: a valid
+    /// key is always accepted (it carries ~190 bits; nobody guesses one), so failures
+    /// by other clients behind the same address never lock its owner out. Only a
+    /// failure is counted, and once the address is over its limit failures get
+    /// `Throttled` (429) instead of `InvalidKey` (401).
     pub async fn authenticate(
         &self,
         raw: &str,
         client: &ClientInfo,
     ) -> Result<(User, ApiKey), ApiKeyError> {
-        self.core.throttle().check_api_key(client).await?;
         match self.verify(raw).await? {
             Some(found) => Ok(found),
             None => {

@@ -70,6 +70,8 @@ pub struct ConfigFile {
     pub security_contact: Option<String>,
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
+    pub email_verification: Option<bool>,
+    pub signup_mode: Option<String>,
     pub login_ip_max_failures: Option<u32>,
     pub login_ip_window_seconds: Option<u64>,
     pub login_account_lock_threshold: Option<u32>,
@@ -78,6 +80,8 @@ pub struct ConfigFile {
     pub api_key_ip_max_failures: Option<u32>,
     pub reports_per_hour: Option<u32>,
     pub password_resets_per_hour: Option<u32>,
+    pub signups_per_hour: Option<u32>,
+    pub ipv6_bucket_prefix: Option<u8>,
     pub allowed_countries: Option<Vec<String>>,
     pub default_plan: Option<String>,
     pub default_region: Option<String>,
@@ -117,6 +121,8 @@ const KEYS: &[(&str, KeyType)] = &[
     ("security_contact", KeyType::Str),
     ("smtp_url", KeyType::Str),
     ("mail_from", KeyType::Str),
+    ("email_verification", KeyType::Bool),
+    ("signup_mode", KeyType::Str),
     ("login_ip_max_failures", KeyType::Int),
     ("login_ip_window_seconds", KeyType::Int),
     ("login_account_lock_threshold", KeyType::Int),
@@ -125,6 +131,8 @@ const KEYS: &[(&str, KeyType)] = &[
     ("api_key_ip_max_failures", KeyType::Int),
     ("reports_per_hour", KeyType::Int),
     ("password_resets_per_hour", KeyType::Int),
+    ("signups_per_hour", KeyType::Int),
+    ("ipv6_bucket_prefix", KeyType::Int),
     ("allowed_countries", KeyType::List),
     ("default_plan", KeyType::Str),
     ("default_region", KeyType::Str),
@@ -145,6 +153,15 @@ pub fn config_keys() -> impl Iterator<Item = &'static str> {
     KEYS.iter().map(|(k, _)| *k)
 }
 
+/// Who may create an account through the signup page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SignupMode {
+    /// Anyone (rate-limited per address).
+    Open,
+    /// Only with an invitation an operator created (`clawy admin create-invite`).
+    Invite,
+}
+
 /// Login throttling settings (AUTH-5).
 #[derive(Debug, Clone, Serialize)]
 pub struct ThrottleConfig {
@@ -162,6 +179,11 @@ pub struct ThrottleConfig {
     pub reports_per_hour: u32,
     /// Password-reset requests per client address per hour.
     pub password_resets_per_hour: u32,
+    /// Accounts created per client address per hour (signup abuse).
+    pub signups_per_hour: u32,
+    /// Per-address limits count an IPv6 client by this prefix (default /64: one
+    /// subscriber's whole allocation is one bucket, so rotating through it buys nothing).
+    pub ipv6_bucket_prefix: u8,
 }
 
 /// A trusted proxy: an address or a CIDR block.
@@ -251,6 +273,11 @@ pub struct ServerConfig {
     /// e.g. `smtp://127.0.0.1:2525`; without it mails are logged as not sent.
     pub smtp_url: Option<String>,
     pub mail_from: String,
+    /// New accounts verify their email address (a mailed link) before their first
+    /// instance. Default: on when `smtp_url` is set (it cannot work without mail).
+    pub email_verification: bool,
+    /// Who may sign up.
+    pub signup_mode: SignupMode,
     pub throttle: ThrottleConfig,
     /// DATA-2: countries (ISO 3166-1 alpha-2, upper case) where instances may be
     /// placed. Default `["DE"]`.
@@ -430,6 +457,7 @@ impl ServerConfig {
             message: format!("`{base_s}` is not a URL: {e}"),
         })?;
         let host = base_url.host_str().unwrap_or("localhost").to_string();
+        let smtp_configured = f.smtp_url.as_deref().is_some_and(|s| !s.trim().is_empty());
         let trusted_proxies = f
             .trusted_proxies
             .unwrap_or_default()
@@ -526,6 +554,17 @@ impl ServerConfig {
             mail_from: f
                 .mail_from
                 .unwrap_or_else(|| format!("Clawy <noreply@{host}>")),
+            email_verification: f.email_verification.unwrap_or(smtp_configured),
+            signup_mode: match f.signup_mode.as_deref().map(str::trim) {
+                None | Some("") | Some("open") => SignupMode::Open,
+                Some("invite") => SignupMode::Invite,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "signup_mode",
+                        message: format!("`{other}` is neither `open` nor `invite`"),
+                    });
+                }
+            },
             throttle: ThrottleConfig {
                 ip_max_failures: f.login_ip_max_failures.unwrap_or(20),
                 ip_window_seconds: f.login_ip_window_seconds.unwrap_or(15 * 60),
@@ -535,6 +574,8 @@ impl ServerConfig {
                 api_key_ip_max_failures: f.api_key_ip_max_failures.unwrap_or(50),
                 reports_per_hour: f.reports_per_hour.unwrap_or(5),
                 password_resets_per_hour: f.password_resets_per_hour.unwrap_or(5),
+                signups_per_hour: f.signups_per_hour.unwrap_or(10),
+                ipv6_bucket_prefix: f.ipv6_bucket_prefix.unwrap_or(64),
             },
             allowed_countries: f
                 .allowed_countries
@@ -679,6 +720,21 @@ impl ServerConfig {
         if t.password_resets_per_hour == 0 {
             return bad("password_resets_per_hour", "must be at least 1".to_string());
         }
+        if self.email_verification && self.smtp_url.is_none() {
+            return bad(
+                "email_verification",
+                "needs smtp_url: verification links are mailed".to_string(),
+            );
+        }
+        if t.signups_per_hour == 0 {
+            return bad("signups_per_hour", "must be at least 1".to_string());
+        }
+        if !(32..=128).contains(&t.ipv6_bucket_prefix) {
+            return bad(
+                "ipv6_bucket_prefix",
+                "must be 32..=128 (64 counts one subscriber's /64 as one address)".to_string(),
+            );
+        }
         if self.allowed_countries.is_empty() {
             return bad(
                 "allowed_countries",
@@ -792,6 +848,9 @@ impl ServerConfig {
         c.database_url = database_url.to_string();
         c.bcrypt_cost = MIN_TEST_BCRYPT_COST;
         c.insecure_test_mode = true;
+        // Fixtures sign many users up from one test address; the signup limit's own
+        // tests set it low again.
+        c.throttle.signups_per_hour = 1000;
         c
     }
 }

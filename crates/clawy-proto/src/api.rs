@@ -105,13 +105,28 @@ pub struct ApiKeyList {
 }
 
 /// `POST /api/v1/api-keys`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     pub name: String,
     pub tier: Tier,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The account's password: required when a browser session (not an API key)
+    /// creates an admin-tier key (AUTH-2 re-authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for CreateApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateApiKey")
+            .field("name", &self.name)
+            .field("tier", &self.tier)
+            .field("expires_at", &self.expires_at)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A freshly created or regenerated key: `key` is shown this once and never again.

@@ -68,6 +68,9 @@ pub enum AdminCommand {
         #[arg(long)]
         ipv6: Option<std::net::Ipv6Addr>,
     },
+    /// Create an invitation for invite-only signup (`signup_mode = "invite"`) and print
+    /// its signup link (shown once; one account, valid seven days).
+    CreateInvite,
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -204,6 +207,18 @@ async fn run_admin_command(core: &Core, command: AdminCommand) -> anyhow::Result
                 show(ipv4.map(|a| a.to_string())),
                 show(ipv6.map(|a| a.to_string()))
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::CreateInvite => {
+            let accounts = core.accounts();
+            let invite = accounts
+                .create_invite(&Actor::system())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the invitation: {e}"))?;
+            eprintln!("Invitation for one account, valid seven days. It is shown only now:");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", accounts.invite_link(&invite))?;
+            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
     }

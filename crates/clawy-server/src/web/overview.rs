@@ -37,12 +37,13 @@ async fn home(mut web: Web) -> WebResult {
         .iter()
         .any(super::instances::InstanceView::needs_refresh)
         .then_some(super::instances::REFRESH_SECS);
+    let email_unverified = !core.accounts().is_email_verified(user_id).await?;
     let layout = web.layout("Overview", "overview");
     let resp = page(
         StatusCode::OK,
         "overview.html",
         &layout,
-        context! { ssh_key_count, api_key_count, event_count, instances, more_instances, refresh },
+        context! { ssh_key_count, api_key_count, event_count, instances, more_instances, refresh, email_unverified },
     );
     Ok(web.finish(resp))
 }

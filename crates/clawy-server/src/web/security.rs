@@ -69,13 +69,25 @@ fn promise_groups() -> Vec<GroupView> {
 }
 
 async fn security_page(mut web: Web) -> WebResult {
-    let contact = contact_display(&web.state.core.config().security_contact);
+    let config = web.state.core.config();
+    let contact = contact_display(&config.security_contact);
+    // AUTH-5: the limits stated are the ones this installation runs with.
+    let t = &config.throttle;
+    let limits = context! {
+        ip_max_failures => t.ip_max_failures,
+        api_key_ip_max_failures => t.api_key_ip_max_failures,
+        window_minutes => t.ip_window_seconds.div_ceil(60),
+        ipv6_prefix => t.ipv6_bucket_prefix,
+        account_threshold => t.account_lock_threshold,
+        lock_base_seconds => t.account_lock_base_seconds,
+        lock_max_minutes => t.account_lock_max_seconds.div_ceil(60),
+    };
     let layout = web.layout("Security", "security");
     let resp = page(
         StatusCode::OK,
         "security.html",
         &layout,
-        context! { groups => promise_groups(), security_contact => contact },
+        context! { groups => promise_groups(), security_contact => contact, limits => limits },
     );
     Ok(web.finish(resp))
 }

@@ -373,6 +373,17 @@ async fn auth3_password_reset_by_mail_ends_every_session() {
     let user = app.with_user().await;
     let mut old = WebClient::new(&app);
     old.login(&user).await;
+    // A key minted before the reset (say, with the stolen session).
+    let (key_id, key_secret) = app
+        .with_api_key(&user, clawy_core::actor::Tier::Admin)
+        .await;
+    let key_prefix = app
+        .core
+        .api_keys()
+        .get(user.id(), &key_id)
+        .await
+        .unwrap()
+        .prefix;
 
     let mut web = WebClient::new(&app);
     let resp = web
@@ -416,15 +427,24 @@ async fn auth3_password_reset_by_mail_ends_every_session() {
     let (status, html) = web.get_text("/reset-password").await;
     assert_eq!(status, StatusCode::OK);
     assert!(!html.contains(&reset_token), "token in the page");
+    // AUTH-2/AUTH-3: the page lists the account's API keys and offers to revoke them.
+    assert!(html.contains(&key_prefix), "keys not shown: {html}");
+    assert!(html.contains("name=\"revoke_api_keys\""));
     let token = crate::web_support::csrf_from(&html);
     let form = [
         ("csrf_token", token.as_str()),
         ("password", new_password.as_str()),
         ("password_confirm", new_password.as_str()),
+        ("revoke_api_keys", "1"),
     ];
     let resp = web.post_raw("/reset-password", &form).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&resp), "/login");
+    // "I was compromised": the key minted before the reset is dead.
+    assert_eq!(
+        app.get_with_key("/api/v1/me", &key_secret).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         old.get("/account").await.status(),
         StatusCode::SEE_OTHER,

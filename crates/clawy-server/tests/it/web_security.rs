@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 
 use crate::common::TestApp;
-use crate::web_support::{WebClient, esc, location};
+use crate::web_support::{SESSION, WebClient, esc, location, set_cookies};
 use clawy_core::promises::PROMISES;
 
 #[tokio::test]
@@ -193,4 +193,53 @@ async fn report1_thanks_page_shows_only_tracking_ids() {
         .get_text("/security/report/thanks?id=%3Cscript%3E")
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn auth5_a_known_browser_passes_an_attackers_account_lock() {
+    let app = TestApp::builder()
+        .config(|c| {
+            c.throttle.account_lock_threshold = 3;
+            c.throttle.ip_max_failures = 1000;
+        })
+        .start()
+        .await;
+    let user = app.with_user().await;
+    // The owner signed in from this browser before, then signed out.
+    let mut owner = WebClient::new(&app);
+    let resp = owner.login(&user).await;
+    let device = set_cookies(resp.headers(), "__Host-clawy_device");
+    assert_eq!(device.len(), 1);
+    assert!(
+        device[0].contains("Secure; HttpOnly; SameSite=Lax"),
+        "{device:?}"
+    );
+    owner.cookies.remove(SESSION);
+    // An attacker keeps the account locked.
+    let mut attacker = WebClient::new(&app);
+    for _ in 0..3 {
+        let r = attacker
+            .submit(
+                "/login",
+                "/login",
+                &[("email", &user.email), ("password", "Wrong-Guess-0000")],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = attacker
+        .submit(
+            "/login",
+            "/login",
+            &[("email", &user.email), ("password", &user.password)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The owner's browser still gets in.
+    owner.login(&user).await;
+    // And the policy is on /security with this installation's numbers.
+    let (_, html) = WebClient::new(&app).get_text("/security").await;
+    assert!(html.contains("Sign-in limits on this installation"));
+    assert!(html.contains("After 3 failed sign-ins in a row"), "{html}");
+    assert!(html.contains("per /64 network"));
 }
