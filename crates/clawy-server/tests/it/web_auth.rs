@@ -528,3 +528,67 @@ async fn auth5_password_reset_requests_are_rate_limited() {
         unknown.replace("nobody@example.test", "EMAIL")
     );
 }
+
+#[tokio::test]
+async fn signup_invite_only_and_email_verification_through_the_pages() {
+    let app = TestApp::builder()
+        .with_smtp()
+        .config(|c| {
+            c.signup_mode = clawy_core::config::SignupMode::Invite;
+            c.email_verification = true;
+        })
+        .start()
+        .await;
+    let password = strong_password();
+    let mut web = WebClient::new(&app);
+    let form = |invite: &'static str, pw: &'static str| {
+        vec![
+            ("email", "invited@example.com"),
+            ("password", pw),
+            ("password_confirm", pw),
+            ("invite", invite),
+        ]
+    };
+    let pw: &'static str = Box::leak(password.clone().into_boxed_str());
+    // No invitation: refused, the field says why.
+    let resp = web.submit("/signup", "/signup", &form("", pw)).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(resp.text().await.unwrap().contains("by invitation only"));
+    // The operator's link carries the invitation into the form.
+    let invite = app
+        .core
+        .accounts()
+        .create_invite(&clawy_core::Actor::system())
+        .await
+        .unwrap();
+    let code: &'static str = Box::leak(invite.expose().to_owned().into_boxed_str());
+    let (_, html) = web.get_text(&format!("/signup?invite={code}")).await;
+    assert!(html.contains(&format!("value=\"{code}\"")));
+    let resp = web.submit("/signup", "/signup", &form(code, pw)).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    // Signed in but unconfirmed: the overview says so, instances are refused.
+    let (_, html) = web.get_text("/").await;
+    assert!(html.contains("Confirm your email address"), "{html}");
+    let mail = app
+        .smtp
+        .as_ref()
+        .unwrap()
+        .wait_for_containing("/verify-email?token=")
+        .await
+        .unwrap();
+    let start = mail.body.find("/verify-email?token=").unwrap();
+    let path: String = mail.body[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let resp = web.get(&path).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/");
+    let (_, html) = web.get_text("/").await;
+    assert!(html.contains("Your email address is confirmed"), "{html}");
+    assert!(!html.contains("Confirm your email address."));
+    // The link works once.
+    web.get(&path).await;
+    let (_, html) = web.get_text("/").await;
+    assert!(html.contains("invalid, expired or already used"));
+}
