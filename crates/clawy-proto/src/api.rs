@@ -557,6 +557,27 @@ pub struct UpdateHost {
     pub enabled: Option<bool>,
 }
 
+/// `POST /api/v1/admin/hosts/{id}/credentials` (DATA-3 rotation): a new agent token
+/// (create it on the host with `clawy agent token create` first) and/or the new
+/// certificate fingerprint. Checked against the agent before anything is stored.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateHostCredentials {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+impl std::fmt::Debug for RotateHostCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateHostCredentials")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
 /// An instance in the operator's list: with its owner and host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AdminInstance {

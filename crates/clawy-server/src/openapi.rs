@@ -52,6 +52,7 @@ use utoipa::{Modify, OpenApi};
         clawy_proto::api::HostList,
         clawy_proto::api::CreateHost,
         clawy_proto::api::UpdateHost,
+        clawy_proto::api::RotateHostCredentials,
         clawy_proto::api::AdminInstance,
         clawy_proto::api::AdminInstancePage,
     )),
