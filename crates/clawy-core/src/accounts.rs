@@ -758,7 +758,7 @@ impl Accounts<'_> {
         actor: &Actor,
     ) -> Result<(), AccountError> {
         let (user, hash) = self
-            .find_with_hash_by_id(user_id)
+            .find_with_hash("id", user_id)
             .await?
             .ok_or(AccountError::NotFound)?;
         let attempt = self

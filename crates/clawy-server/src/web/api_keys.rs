@@ -285,6 +285,7 @@ async fn regenerate(
                 return render_list(
                     &mut web,
                     &user_id,
+                    &PageQuery::default(),
                     INVALID_FORM,
                     &CreateForm::default(),
                     errors,
