@@ -153,15 +153,10 @@ fn validate_ssh_key(i: usize, key: &str) -> Result<(), SpecError> {
     }
     // The comment is written unquoted into cloud-init YAML: keep it to characters
     // that cannot start YAML syntax.
+    // (The rule is shared with the control plane, which stores keys with a cleaned
+    // comment, so a key it accepted is never refused here.)
     let comment = parts.next().unwrap_or_default();
-    let comment_ok = comment.bytes().all(|b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b' ' | b'@' | b'.' | b'_' | b'-' | b'+' | b'=' | b'/' | b',' | b'(' | b')'
-            )
-    });
-    if !comment_ok {
+    if !clawy_proto::agent::is_safe_ssh_key_comment(comment) {
         return Err(err(
             field,
             "the key comment may only hold letters, digits, spaces and @._-+=/,()",
