@@ -95,6 +95,7 @@ pub struct ConfigFile {
     pub dns_zone: Option<String>,
     pub dns_ttl_secs: Option<u32>,
     pub dns_timeout_secs: Option<u64>,
+    pub guest_image_manifest: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy)]
@@ -146,6 +147,7 @@ const KEYS: &[(&str, KeyType)] = &[
     ("dns_zone", KeyType::Str),
     ("dns_ttl_secs", KeyType::Int),
     ("dns_timeout_secs", KeyType::Int),
+    ("guest_image_manifest", KeyType::Str),
 ];
 
 /// The names of all config keys (file) — `CLAWY_` + uppercase is the environment name.
@@ -296,6 +298,9 @@ pub struct ServerConfig {
     pub metrics_interval_secs: u64,
     /// Base image name (in each agent's images directory) new instances boot from.
     pub base_image: String,
+    /// The build manifest of that image (`<image>.manifest.json`): what the security
+    /// page reads to know whether the guest has UFW, fail2ban and an SSH server.
+    pub guest_image_manifest: Option<PathBuf>,
     /// The apex under which every instance gets its public hostname
     /// `<name>-<short id>.<instances_domain>` (issue 9). `None`: no hostnames, no edge.
     pub instances_domain: Option<DnsName>,
@@ -595,6 +600,7 @@ impl ServerConfig {
             base_image: f
                 .base_image
                 .unwrap_or_else(|| "clawy-test-guest.qcow2".to_string()),
+            guest_image_manifest: f.guest_image_manifest,
             base_url,
         })
     }

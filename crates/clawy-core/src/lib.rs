@@ -17,6 +17,7 @@ pub mod db;
 pub mod dns_records;
 pub mod error;
 pub mod hosts;
+pub mod installation;
 pub mod instances;
 pub mod ipam;
 pub mod jobs;

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use chrono::{DateTime, Duration, Utc};
 use clawy_core::Actor;
+use clawy_core::installation::{InstallationFacts, PromiseStatus, status_of};
 use clawy_core::promises::{CATEGORIES, PROMISES};
 use clawy_core::reports::ReportError;
 use minijinja::context;
@@ -37,6 +38,8 @@ struct PromiseView {
     id: &'static str,
     title: &'static str,
     text: &'static str,
+    /// Not kept on this installation: why (from `clawy_core::installation`).
+    not_active: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -47,8 +50,9 @@ struct GroupView {
     promises: Vec<PromiseView>,
 }
 
-/// The promises grouped by category, in the order of the published list.
-fn promise_groups() -> Vec<GroupView> {
+/// The promises grouped by category, in the order of the published list, each with
+/// whether this installation keeps it.
+fn promise_groups(facts: &InstallationFacts) -> Vec<GroupView> {
     CATEGORIES
         .iter()
         .map(|c| GroupView {
@@ -62,6 +66,10 @@ fn promise_groups() -> Vec<GroupView> {
                     id: p.id,
                     title: p.title,
                     text: p.text,
+                    not_active: match status_of(p.id, facts) {
+                        PromiseStatus::Active => None,
+                        PromiseStatus::NotActive { why } => Some(why),
+                    },
                 })
                 .collect(),
         })
@@ -69,6 +77,9 @@ fn promise_groups() -> Vec<GroupView> {
 }
 
 async fn security_page(mut web: Web) -> WebResult {
+    let facts = InstallationFacts::gather(&web.state.core)
+        .await
+        .map_err(|e| WebError::Internal(format!("installation facts: {e:?}")))?;
     let config = web.state.core.config();
     let contact = contact_display(&config.security_contact);
     // AUTH-5: the limits stated are the ones this installation runs with.
@@ -87,7 +98,7 @@ async fn security_page(mut web: Web) -> WebResult {
         StatusCode::OK,
         "security.html",
         &layout,
-        context! { groups => promise_groups(), security_contact => contact, limits => limits },
+        context! { groups => promise_groups(&facts), security_contact => contact, limits => limits },
     );
     Ok(web.finish(resp))
 }
@@ -247,7 +258,7 @@ mod tests {
 
     #[test]
     fn report1_every_promise_is_in_a_group() {
-        let n: usize = promise_groups().iter().map(|g| g.promises.len()).sum();
+        let n: usize = promise_groups(&InstallationFacts::default()).iter().map(|g| g.promises.len()).sum();
         assert_eq!(n, PROMISES.len());
     }
 
