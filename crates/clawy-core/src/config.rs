@@ -915,3 +915,32 @@ fn check_postgres_tls(url: &str) -> Result<(), String> {
 pub fn is_country_code(s: &str) -> bool {
     s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
 }
+
+#[cfg(test)]
+mod props {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A hostile or broken config file is refused with a message, never a panic.
+        #[test]
+        fn arbitrary_config_text_never_panics(text in ".{0,300}") {
+            let _ = ServerConfig::from_toml_and_env(&text, None, &BTreeMap::new());
+        }
+
+        /// Known keys with values of any shape: refused with a message or accepted,
+        /// never a panic.
+        #[test]
+        fn known_keys_with_hostile_values_never_panic(
+            key in prop::sample::select(KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>()),
+            value in prop_oneof![".{0,40}".prop_map(|s| format!("{s:?}")), any::<i64>().prop_map(|n| n.to_string()), Just("true".to_string()), Just("[\"a\", 1]".to_string())],
+        ) {
+            let text = format!("{key} = {value}\n");
+            let _ = ServerConfig::from_toml_and_env(&text, None, &BTreeMap::new());
+            let mut env = BTreeMap::new();
+            env.insert(format!("CLAWY_{}", key.to_ascii_uppercase()), value);
+            let _ = ServerConfig::from_toml_and_env("", None, &env);
+        }
+    }
+}

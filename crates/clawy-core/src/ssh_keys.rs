@@ -348,3 +348,37 @@ impl SshKeys<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod props {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    const BLOB: &str = "AAAAC3NzaC1lZDI1NTE5AAAAINaIndXuXruf3bjmXlIo5mUg3rBJo/hZ+GWPfqpgZcSv";
+
+    proptest! {
+        /// AUTH-4: whatever is pasted, parsing never panics, and an accepted key is
+        /// one line whose comment passes the agent's rule.
+        #[test]
+        fn hostile_public_keys_never_panic_or_store_unsafe(
+            prefix in "(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp256|-----BEGIN)?",
+            blob in prop_oneof![Just(BLOB.to_string()), "[A-Za-z0-9+/=]{0,120}", ".{0,120}"],
+            comment in ".{0,80}",
+        ) {
+            let line = format!("{prefix} {blob} {comment}");
+            if let Ok(parsed) = parse_public_key(&line) {
+                prop_assert!(!parsed.openssh.contains('\n'));
+                prop_assert!(clawy_proto::agent::is_safe_ssh_key_comment(&parsed.comment));
+                let stored = parsed.openssh.splitn(3, ' ').nth(2).unwrap_or_default();
+                prop_assert!(clawy_proto::agent::is_safe_ssh_key_comment(stored));
+            }
+        }
+
+        /// Anything at all: no panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,400}") {
+            let _ = parse_public_key(&text);
+        }
+    }
+}

@@ -258,7 +258,10 @@ mod tests {
 
     #[test]
     fn report1_every_promise_is_in_a_group() {
-        let n: usize = promise_groups(&InstallationFacts::default()).iter().map(|g| g.promises.len()).sum();
+        let n: usize = promise_groups(&InstallationFacts::default())
+            .iter()
+            .map(|g| g.promises.len())
+            .sum();
         assert_eq!(n, PROMISES.len());
     }
 
