@@ -241,7 +241,7 @@ async fn run_admin_command(core: &Core, command: AdminCommand) -> anyhow::Result
                 .find(|h| h.id == host || h.name == host)
                 .ok_or_else(|| anyhow::anyhow!("no host named or with id {host}"))?;
             let token = if token_stdin {
-                Some(read_password()?)
+                Some(read_secret_line("new agent token")?)
             } else {
                 None
             };
