@@ -153,15 +153,10 @@ fn validate_ssh_key(i: usize, key: &str) -> Result<(), SpecError> {
     }
     // The comment is written unquoted into cloud-init YAML: keep it to characters
     // that cannot start YAML syntax.
+    // (The rule is shared with the control plane, which stores keys with a cleaned
+    // comment, so a key it accepted is never refused here.)
     let comment = parts.next().unwrap_or_default();
-    let comment_ok = comment.bytes().all(|b| {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b' ' | b'@' | b'.' | b'_' | b'-' | b'+' | b'=' | b'/' | b',' | b'(' | b')'
-            )
-    });
-    if !comment_ok {
+    if !clawy_proto::agent::is_safe_ssh_key_comment(comment) {
         return Err(err(
             field,
             "the key comment may only hold letters, digits, spaces and @._-+=/,()",
@@ -366,6 +361,48 @@ mod tests {
         for bad in ["", "A", "a/b", "..", "-x", &"a".repeat(65)] {
             assert!(validate_vm_id(bad).is_err(), "{bad}");
             assert!(VmId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Hostile strings in every text field of a VmSpec: validation never panics,
+            /// and whatever it accepts holds nothing that could leave its place in the
+            /// cloud-init YAML or the QEMU argv (no control character, no YAML-special
+            /// character in a key comment, a DNS hostname).
+            #[test]
+            fn hostile_spec_fields_never_panic_or_pass_unsafe(
+                // Each field: sometimes well-formed, sometimes anything at all.
+                hostname in "[a-z0-9.-]{1,20}|.{0,80}",
+                base_image in "[a-z0-9._-]{1,20}|.{0,80}",
+                mac in "52:54:00:aa:bb:cc|.{0,30}",
+                ip in "10\\.42\\.0\\.10|.{0,30}",
+                key in "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6( .{0,40})?|.{0,200}",
+                comment in "[a-z@. ]{0,20}|.{0,60}",
+            ) {
+                let mut spec = good();
+                spec.hostname = hostname;
+                spec.base_image = base_image;
+                spec.mac = mac;
+                spec.private_ip = ip;
+                spec.ssh_authorized_keys = vec![
+                    key,
+                    format!("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 {comment}"),
+                ];
+                if validate_spec(&spec, None).is_ok() {
+                    prop_assert!(!spec.hostname.is_empty());
+                    prop_assert!(spec.hostname.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'));
+                    for k in &spec.ssh_authorized_keys {
+                        prop_assert!(!k.chars().any(char::is_control));
+                        let c = k.splitn(3, ' ').nth(2).unwrap_or_default();
+                        prop_assert!(clawy_proto::agent::is_safe_ssh_key_comment(c));
+                    }
+                    prop_assert!(!spec.base_image.contains('/') && !spec.base_image.contains(','));
+                }
+            }
         }
     }
 }

@@ -115,6 +115,8 @@ pub async fn run(client: &Client, cmd: ApiKeysCommand, json: bool) -> CmdResult 
                         name,
                         tier,
                         expires_at: expires,
+                        // The CLI authenticates with a key, never a session.
+                        password: None,
                     },
                 )
                 .await?;

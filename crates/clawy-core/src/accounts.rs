@@ -25,12 +25,13 @@ use crate::Core;
 use crate::actor::{Actor, ActorKind, ClientInfo};
 use crate::audit::AuditAction;
 use crate::clock::ms_to_datetime;
+use crate::config::SignupMode;
 use crate::crypto::{Token, random_token, sha256_hex};
 use crate::db::b2i;
 use crate::error::{CoreError, DomainError, ErrorKind, InternalError, internal_from};
 use crate::mail::Mail;
 use crate::page::{Keyset, Page, PageRequest, created_cursor};
-use crate::throttle::ThrottleError;
+use crate::throttle::{SCOPE_SIGNUP_IP, ThrottleError};
 
 pub const PASSWORD_MIN_CHARS: usize = 12;
 /// bcrypt only reads 72 bytes; longer passwords are refused rather than truncated.
@@ -86,6 +87,16 @@ pub enum AccountError {
     Throttled { retry_after: Duration },
     #[error("No such user.")]
     NotFound,
+    #[error(
+        "Signup on this installation is by invitation only. Ask the operator for an invitation link."
+    )]
+    InviteRequired,
+    #[error("This invitation is invalid, expired or already used. Ask the operator for a new one.")]
+    InviteInvalid,
+    #[error(
+        "This verification link is invalid, expired or already used. Sign in and request a new one."
+    )]
+    VerificationTokenInvalid,
     #[error(transparent)]
     Internal(InternalError),
 }
@@ -120,6 +131,9 @@ impl DomainError for AccountError {
             AccountError::ResetTokenInvalid => "reset_token_invalid",
             AccountError::Throttled { .. } => "too_many_attempts",
             AccountError::NotFound => "not_found",
+            AccountError::InviteRequired => "invite_required",
+            AccountError::InviteInvalid => "invite_invalid",
+            AccountError::VerificationTokenInvalid => "verification_token_invalid",
             AccountError::Internal(_) => "internal",
         }
     }
@@ -140,6 +154,9 @@ impl DomainError for AccountError {
                 retry_after: *retry_after,
             },
             AccountError::NotFound => ErrorKind::NotFound,
+            AccountError::InviteRequired => ErrorKind::Forbidden,
+            AccountError::InviteInvalid => ErrorKind::Invalid { field: "invite" },
+            AccountError::VerificationTokenInvalid => ErrorKind::Invalid { field: "token" },
             AccountError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -244,6 +261,15 @@ pub(crate) fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> 
     })
 }
 
+/// How long an invitation stays valid.
+pub const INVITE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a verification link stays valid.
+pub const VERIFICATION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a known-device token spares its browser the account lock (AUTH-5).
+pub const DEVICE_TOKEN_TTL: Duration = Duration::from_secs(180 * 24 * 3600);
+const DEVICE_TOKEN_CONTEXT: &[u8] = b"clawy-known-device-v1";
+
 const USER_COLS: &str = "id, email, is_operator, created_at";
 
 /// Users in the order they signed up; equal times by email, which is unique.
@@ -302,6 +328,7 @@ impl Accounts<'_> {
         email: &str,
         password: &SecretString,
         is_operator: bool,
+        verified: bool,
     ) -> Result<User, AccountError> {
         let email = normalize_email(email)?;
         check_password_policy(password.expose_secret(), &email)?;
@@ -312,14 +339,15 @@ impl Accounts<'_> {
         let now = self.core.now_ms();
         let id = uuid::Uuid::new_v4().to_string();
         let res = sqlx::query(
-            "INSERT INTO users (id, email, password_hash, is_operator, created_at, password_changed_at) \
-             VALUES ($1, $2, $3, $4, $5, $5)",
+            "INSERT INTO users (id, email, password_hash, is_operator, created_at, password_changed_at, \
+             email_verified_at) VALUES ($1, $2, $3, $4, $5, $5, $6)",
         )
         .bind(&id)
         .bind(&email)
         .bind(&hash)
         .bind(b2i(is_operator))
         .bind(now)
+        .bind(if verified { Some(now) } else { None })
         .execute(self.core.store().pool())
         .await;
         if crate::db::unique_violation(res)? {
@@ -333,17 +361,226 @@ impl Accounts<'_> {
         })
     }
 
-    /// Self-service signup.
+    /// Self-service signup, limited per client address (`signups_per_hour`): input
+    /// that cannot become an account is refused before it counts, every attempt that
+    /// could is counted atomically before the account is written.
     pub async fn signup(
         &self,
         email: &str,
         password: &SecretString,
         actor: &Actor,
     ) -> Result<User, AccountError> {
-        let user = self.insert_user(email, password, false).await?;
+        self.signup_with(email, password, None, actor).await
+    }
+
+    /// [`Accounts::signup`] with an invitation (required when `signup_mode` is
+    /// `invite`; used up by the account it creates). With `email_verification` on, the
+    /// account starts unverified and a verification link is mailed.
+    pub async fn signup_with(
+        &self,
+        email: &str,
+        password: &SecretString,
+        invite: Option<&SecretString>,
+        actor: &Actor,
+    ) -> Result<User, AccountError> {
+        let config = self.core.config();
+        let invite_hash = match (config.signup_mode, invite) {
+            (SignupMode::Invite, None) => return Err(AccountError::InviteRequired),
+            (SignupMode::Invite, Some(t)) => {
+                let hash = sha256_hex(t.expose_secret().trim());
+                self.live_invite(&hash).await?;
+                Some(hash)
+            }
+            (SignupMode::Open, _) => None,
+        };
+        let normalized = normalize_email(email)?;
+        check_password_policy(password.expose_secret(), &normalized)?;
+        let throttle = self.core.throttle();
+        throttle
+            .hit(
+                SCOPE_SIGNUP_IP,
+                &throttle.subject(&actor.client),
+                self.core.config().throttle.signups_per_hour,
+                Duration::from_secs(3600),
+            )
+            .await?;
+        if let Some(hash) = &invite_hash {
+            // Used up before the account exists, so two signups cannot share one.
+            let used = sqlx::query(
+                "UPDATE invites SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1",
+            )
+            .bind(self.core.now_ms())
+            .bind(hash)
+            .execute(self.core.store().pool())
+            .await?;
+            if used.rows_affected() != 1 {
+                return Err(AccountError::InviteInvalid);
+            }
+        }
+        let user = self
+            .insert_user(email, password, false, !config.email_verification)
+            .await?;
+        if let Some(hash) = &invite_hash {
+            sqlx::query("UPDATE invites SET used_by = $1 WHERE token_hash = $2")
+                .bind(&user.id)
+                .bind(hash)
+                .execute(self.core.store().pool())
+                .await?;
+        }
         self.core
             .audit()
             .record(Some(&user.id), actor, AuditAction::Signup, "")
+            .await?;
+        if config.email_verification {
+            self.send_verification(&user).await?;
+        }
+        Ok(user)
+    }
+
+    async fn live_invite(&self, hash: &str) -> Result<(), AccountError> {
+        let row = sqlx::query(
+            "SELECT id FROM invites WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(hash)
+        .bind(self.core.now_ms())
+        .fetch_optional(self.core.store().pool())
+        .await?;
+        row.map(|_| ()).ok_or(AccountError::InviteInvalid)
+    }
+
+    /// An operator's invitation for invite-only signup: shown once (as a link), valid
+    /// for [`INVITE_TTL`], good for one account.
+    pub async fn create_invite(&self, actor: &Actor) -> Result<Token, AccountError> {
+        let token = Token::new(random_token());
+        let now = self.core.now_ms();
+        sqlx::query(
+            "INSERT INTO invites (id, token_hash, created_by, created_at, expires_at, used_at, used_by) \
+             VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(sha256_hex(token.expose()))
+        .bind(actor.kind.user_id().map(str::to_string))
+        .bind(now)
+        .bind(now + INVITE_TTL.as_millis() as i64)
+        .execute(self.core.store().pool())
+        .await?;
+        self.core
+            .audit()
+            .record(None, actor, AuditAction::InviteCreated, "")
+            .await?;
+        Ok(token)
+    }
+
+    /// The signup link for an invitation.
+    pub fn invite_link(&self, token: &Token) -> String {
+        self.core
+            .config()
+            .link(&format!("/signup?invite={}", token.expose()))
+    }
+
+    /// True once the user opened their verification link (or verification was off
+    /// when they signed up, or they were created by an operator).
+    pub async fn is_email_verified(&self, user_id: &str) -> Result<bool, AccountError> {
+        let row = sqlx::query("SELECT email_verified_at FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(self.core.store().pool())
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        Ok(row
+            .try_get::<Option<i64>, _>("email_verified_at")?
+            .is_some())
+    }
+
+    /// Mails a verification link (signup, or the owner asked again: rate-limited per
+    /// account like reset mails).
+    pub async fn send_verification(&self, user: &User) -> Result<(), AccountError> {
+        let per_hour = self.core.config().throttle.password_resets_per_hour;
+        self.core
+            .throttle()
+            .hit(
+                "verification_mail",
+                &user.id,
+                per_hour,
+                Duration::from_secs(3600),
+            )
+            .await?;
+        let token = Token::new(random_token());
+        let now = self.core.now_ms();
+        sqlx::query(
+            "INSERT INTO email_verifications (id, token_hash, user_id, created_at, expires_at, used_at) \
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(sha256_hex(token.expose()))
+        .bind(&user.id)
+        .bind(now)
+        .bind(now + VERIFICATION_TTL.as_millis() as i64)
+        .execute(self.core.store().pool())
+        .await?;
+        let link = self
+            .core
+            .config()
+            .link(&format!("/verify-email?token={}", token.expose()));
+        drop(token);
+        let mail = Mail {
+            to: user.email.clone(),
+            subject: "Confirm your email address for Clawy".to_string(),
+            body: format!(
+                "Welcome to Clawy.\n\nOpen this link within 24 hours to confirm that {} is your \
+                 address; you can create instances once it is confirmed:\n\n{}\n\n\
+                 If you did not sign up, ignore this mail.\n",
+                user.email, link
+            ),
+            kind: "email_verification",
+        };
+        self.core.mailer().send_in_background(mail);
+        Ok(())
+    }
+
+    /// Marks the address of the link's account verified (the link works once).
+    pub async fn verify_email(
+        &self,
+        token: &SecretString,
+        actor: &Actor,
+    ) -> Result<User, AccountError> {
+        let now = self.core.now_ms();
+        let hash = sha256_hex(token.expose_secret().trim());
+        let row = sqlx::query(
+            "SELECT user_id FROM email_verifications \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(&hash)
+        .bind(now)
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(AccountError::VerificationTokenInvalid)?;
+        let user_id: String = row.try_get("user_id")?;
+        let used = sqlx::query(
+            "UPDATE email_verifications SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(&hash)
+        .execute(self.core.store().pool())
+        .await?;
+        if used.rows_affected() != 1 {
+            return Err(AccountError::VerificationTokenInvalid);
+        }
+        sqlx::query(
+            "UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_verified_at IS NULL",
+        )
+        .bind(now)
+        .bind(&user_id)
+        .execute(self.core.store().pool())
+        .await?;
+        let user = self.get_user(&user_id).await?;
+        self.core
+            .audit()
+            .record(
+                Some(&user.id),
+                &user.actor(actor.client.clone()),
+                AuditAction::EmailVerified,
+                "",
+            )
             .await?;
         Ok(user)
     }
@@ -356,7 +593,8 @@ impl Accounts<'_> {
         is_operator: bool,
         actor: &Actor,
     ) -> Result<User, AccountError> {
-        let user = self.insert_user(email, password, is_operator).await?;
+        // An account an operator creates is vouched for: no verification mail.
+        let user = self.insert_user(email, password, is_operator, true).await?;
         let detail = if is_operator { "operator" } else { "" };
         self.core
             .audit()
@@ -374,30 +612,51 @@ impl Accounts<'_> {
         password: &SecretString,
         actor: &Actor,
     ) -> Result<User, AccountError> {
+        self.authenticate_from(email, password, actor, None).await
+    }
+
+    /// [`Accounts::authenticate`] from a browser that may present a known-device token
+    /// ([`Accounts::issue_device_token`]). AUTH-5 lockout abuse: an attacker who keeps
+    /// an account soft-locked (one wrong guess after each lock ends) locks out only
+    /// browsers that never signed in to it; a device the owner signed in from before
+    /// skips the account lock and has a failure limit of its own instead (the
+    /// threshold per window), so the owner keeps a way in. The address limit applies
+    /// to everyone.
+    pub async fn authenticate_from(
+        &self,
+        email: &str,
+        password: &SecretString,
+        actor: &Actor,
+        device_token: Option<&str>,
+    ) -> Result<User, AccountError> {
         // An invalid address is treated like an unknown one (same answer, same time).
         let email_key = normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase());
         let found = self.find_with_hash("email", &email_key).await?;
         let user_id = found.as_ref().map(|(u, _)| u.id.clone());
+        let device = match (device_token, user_id.as_deref()) {
+            (Some(t), Some(id)) => self.known_device(t, id).await?,
+            _ => None,
+        };
 
-        if let Err(e) = self
+        // AUTH-5: counted as a failure before bcrypt runs (and un-counted below if the
+        // password is right), so concurrent guesses cannot outrun the limits.
+        let attempt = match self
             .core
             .throttle()
-            .check_login(&actor.client, &email_key)
+            .begin_login(&actor.client, &email_key, device.as_deref())
             .await
         {
-            if let ThrottleError::Throttled { retry_after } = &e {
-                self.core
-                    .audit()
-                    .record(
-                        user_id.as_deref(),
-                        actor,
-                        AuditAction::LoginThrottled,
-                        &format!("retry after {} s", retry_after.as_secs()),
-                    )
-                    .await?;
+            Ok(a) => a,
+            Err(e) => {
+                if let ThrottleError::Throttled { retry_after } = &e {
+                    self.core
+                        .throttle()
+                        .login_refused(actor, user_id.as_deref(), *retry_after)
+                        .await?;
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
+        };
 
         let password = password.expose_secret();
         let (hash, user) = match found {
@@ -413,7 +672,10 @@ impl Accounts<'_> {
         };
         match (ok, user) {
             (true, Some(user)) => {
-                self.core.throttle().login_succeeded(&email_key).await?;
+                self.core
+                    .throttle()
+                    .login_succeeded_attempt(attempt)
+                    .await?;
                 let actor = user.actor(actor.client.clone());
                 self.core
                     .audit()
@@ -428,11 +690,96 @@ impl Accounts<'_> {
                     .await?;
                 self.core
                     .throttle()
-                    .login_failed(&actor.client, &email_key, user_id.as_deref())
+                    .login_failed(attempt, actor, user_id.as_deref())
                     .await?;
                 Err(AccountError::InvalidCredentials)
             }
         }
+    }
+
+    /// A known-device token for a browser that just signed in as `user` (AUTH-5): sealed
+    /// with the operator key (so it cannot be forged), naming the user and when it was
+    /// issued. It dies with a password change and after [`DEVICE_TOKEN_TTL`]. It grants
+    /// nothing by itself: it only spares its browser the account's soft lock.
+    pub fn issue_device_token(&self, user: &User) -> Token {
+        let body = format!("{}\n{}", user.id, self.core.now_ms());
+        Token::new(
+            self.core
+                .secret_key()
+                .seal_bound(body.as_bytes(), DEVICE_TOKEN_CONTEXT),
+        )
+    }
+
+    /// The failure bucket of a valid known-device token of `user_id`, or `None`.
+    async fn known_device(
+        &self,
+        token: &str,
+        user_id: &str,
+    ) -> Result<Option<String>, AccountError> {
+        if token.len() > 512 {
+            return Ok(None);
+        }
+        let Ok(body) = self
+            .core
+            .secret_key()
+            .open_bound(token, DEVICE_TOKEN_CONTEXT)
+        else {
+            return Ok(None);
+        };
+        let Some((id, issued)) = body.expose_secret().split_once('\n') else {
+            return Ok(None);
+        };
+        let Ok(issued) = issued.parse::<i64>() else {
+            return Ok(None);
+        };
+        if id != user_id || self.core.now_ms() - issued > DEVICE_TOKEN_TTL.as_millis() as i64 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT password_changed_at FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(self.core.store().pool())
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let changed: i64 = row.try_get("password_changed_at")?;
+        if issued < changed {
+            return Ok(None);
+        }
+        Ok(Some(sha256_hex(token)))
+    }
+
+    /// Re-authentication for a sensitive step taken from a browser session (AUTH-2:
+    /// minting or regenerating an admin-tier API key): the password is checked again,
+    /// throttled like a sign-in, so a stolen session cookie alone cannot mint a key
+    /// that outlives the owner's next password reset.
+    pub async fn confirm_password(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+        actor: &Actor,
+    ) -> Result<(), AccountError> {
+        let (user, hash) = self
+            .find_with_hash("id", user_id)
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        let attempt = self
+            .core
+            .throttle()
+            .begin_login(&actor.client, &user.email, None)
+            .await?;
+        let pw = password.expose_secret();
+        if pw.is_empty() || pw.len() > PASSWORD_MAX_BYTES || !self.verify_password(pw, hash).await?
+        {
+            self.core
+                .throttle()
+                .login_failed(attempt, actor, Some(&user.id))
+                .await?;
+            return Err(AccountError::WrongCurrentPassword);
+        }
+        self.core
+            .throttle()
+            .login_succeeded_attempt(attempt)
+            .await?;
+        Ok(())
     }
 
     /// Changes the password after checking the current one; ends every other session of
@@ -450,18 +797,23 @@ impl Accounts<'_> {
             .find_with_hash("id", user_id)
             .await?
             .ok_or(AccountError::NotFound)?;
-        self.core
+        let attempt = self
+            .core
             .throttle()
-            .check_login(&actor.client, &user.email)
+            .begin_login(&actor.client, &user.email, None)
             .await?;
         let cur = current.expose_secret();
         if cur.len() > PASSWORD_MAX_BYTES || !self.verify_password(cur, hash).await? {
             self.core
                 .throttle()
-                .login_failed(&actor.client, &user.email, Some(&user.id))
+                .login_failed(attempt, actor, Some(&user.id))
                 .await?;
             return Err(AccountError::WrongCurrentPassword);
         }
+        self.core
+            .throttle()
+            .login_succeeded_attempt(attempt)
+            .await?;
         check_password_policy(new.expose_secret(), &user.email)?;
         self.set_password_hash(&user.id, new).await?;
         let sessions = self.core.sessions();
@@ -525,10 +877,7 @@ impl Accounts<'_> {
         actor: &Actor,
     ) -> Result<(), AccountError> {
         let email = normalize_email(email)?;
-        let subject = actor
-            .client
-            .addr_string()
-            .unwrap_or_else(|| "unknown".to_string());
+        let subject = self.core.throttle().subject(&actor.client);
         let per_hour = self.core.config().throttle.password_resets_per_hour;
         self.core
             .throttle()
@@ -571,11 +920,42 @@ impl Accounts<'_> {
     }
 
     /// Sets a new password with a reset token: the token is used up, every session of
-    /// the user ends, and other outstanding reset tokens die.
+    /// the user ends, and other outstanding reset tokens die. API keys stay (see
+    /// [`Accounts::complete_password_reset_with`]).
     pub async fn complete_password_reset(
         &self,
         token: &SecretString,
         new_password: &SecretString,
+        actor: &Actor,
+    ) -> Result<User, AccountError> {
+        self.complete_password_reset_with(token, new_password, false, actor)
+            .await
+    }
+
+    /// The user a live reset token belongs to, without using the token up: the reset
+    /// page shows that account's API keys before the new password is set.
+    pub async fn reset_token_user(&self, token: &SecretString) -> Result<User, AccountError> {
+        let row = sqlx::query(
+            "SELECT user_id FROM password_resets \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+        )
+        .bind(sha256_hex(token.expose_secret().trim()))
+        .bind(self.core.now_ms())
+        .fetch_optional(self.core.store().pool())
+        .await?
+        .ok_or(AccountError::ResetTokenInvalid)?;
+        let user_id: String = row.try_get("user_id")?;
+        self.get_user(&user_id).await
+    }
+
+    /// [`Accounts::complete_password_reset`]; with `revoke_api_keys` ("I was
+    /// compromised") every API key of the account is revoked too, so a key minted
+    /// with a stolen session does not outlive the reset (AUTH-2/AUTH-3).
+    pub async fn complete_password_reset_with(
+        &self,
+        token: &SecretString,
+        new_password: &SecretString,
+        revoke_api_keys: bool,
         actor: &Actor,
     ) -> Result<User, AccountError> {
         let now = self.core.now_ms();
@@ -614,6 +994,13 @@ impl Accounts<'_> {
         .await?;
         self.set_password_hash(&user.id, new_password).await?;
         self.core.sessions().revoke_all(&user.id).await?;
+        if revoke_api_keys {
+            self.core
+                .api_keys()
+                .revoke_all(&user.id, &user.actor(actor.client.clone()))
+                .await
+                .map_err(|e| AccountError::Internal(InternalError::Other(e.to_string())))?;
+        }
         self.core.throttle().login_succeeded(&user.email).await?;
         self.core
             .audit()

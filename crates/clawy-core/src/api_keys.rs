@@ -46,6 +46,9 @@ impl FromStr for Tier {
     }
 }
 
+/// Live (not revoked) API keys one account may hold.
+pub const MAX_KEYS_PER_USER: i64 = 50;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiKeyError {
     #[error("Give the key a name of 1 to {NAME_MAX_CHARS} characters.")]
@@ -64,6 +67,10 @@ pub enum ApiKeyError {
     InvalidKey,
     #[error("Too many failed attempts. Try again in {} seconds.", retry_after.as_secs())]
     Throttled { retry_after: std::time::Duration },
+    #[error(
+        "You have {MAX_KEYS_PER_USER} API keys, the most an account may have. Revoke one you no longer use first."
+    )]
+    TooMany,
     #[error(transparent)]
     Internal(InternalError),
 }
@@ -91,6 +98,7 @@ impl DomainError for ApiKeyError {
             ApiKeyError::InvalidTier(_) => "invalid_tier",
             ApiKeyError::TierTooHigh { .. } => "tier_too_high",
             ApiKeyError::ExpiryInPast => "expiry_in_past",
+            ApiKeyError::TooMany => "too_many_keys",
             ApiKeyError::NotFound => "not_found",
             ApiKeyError::InvalidKey => "invalid_api_key",
             ApiKeyError::Throttled { .. } => "too_many_attempts",
@@ -102,6 +110,7 @@ impl DomainError for ApiKeyError {
             ApiKeyError::InvalidName => ErrorKind::Invalid { field: "name" },
             ApiKeyError::InvalidTier(_) => ErrorKind::Invalid { field: "tier" },
             ApiKeyError::TierTooHigh { .. } => ErrorKind::Forbidden,
+            ApiKeyError::TooMany => ErrorKind::Conflict,
             ApiKeyError::ExpiryInPast => ErrorKind::Invalid {
                 field: "expires_at",
             },
@@ -279,9 +288,12 @@ impl ApiKeys<'_> {
         let key = generate_key(tier);
         let id = uuid::Uuid::new_v4().to_string();
         let prefix = display_prefix(key.expose());
-        sqlx::query(
+        // Storage abuse: at most MAX_KEYS_PER_USER live keys, counted in the insert
+        // itself (one statement).
+        let inserted = sqlx::query(
             "INSERT INTO api_keys (id, user_id, name, tier, prefix, key_hash, created_at, last_used_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, NULL)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, NULL, $8, NULL WHERE \
+             (SELECT COUNT(*) FROM api_keys WHERE user_id = $2 AND revoked_at IS NULL) < $9",
         )
         .bind(&id)
         .bind(user_id)
@@ -291,8 +303,12 @@ impl ApiKeys<'_> {
         .bind(sha256_hex(key.expose()))
         .bind(now)
         .bind(expires_at.map(|e| e.timestamp_millis()))
+        .bind(MAX_KEYS_PER_USER)
         .execute(self.core.store().pool())
         .await?;
+        if inserted.rows_affected() != 1 {
+            return Err(ApiKeyError::TooMany);
+        }
         self.core
             .audit()
             .record(
@@ -419,6 +435,23 @@ impl ApiKeys<'_> {
         Ok(())
     }
 
+    /// Revokes every live key of the user (AUTH-2/AUTH-3: after "I was compromised",
+    /// no key minted with a stolen session survives the password reset). Returns how
+    /// many were revoked; each is audited.
+    pub async fn revoke_all(&self, user_id: &str, actor: &Actor) -> Result<usize, ApiKeyError> {
+        let keys = self.list(user_id).await?;
+        let mut n = 0;
+        for k in keys.iter().filter(|k| k.revoked_at.is_none()) {
+            match self.revoke(user_id, &k.id, actor).await {
+                Ok(()) => n += 1,
+                // Revoked concurrently: the goal holds.
+                Err(ApiKeyError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
     /// Checks a presented key: format and checksum offline, then one SHA-256 and one
     /// indexed lookup. `None` for anything that is not a live key. Records last use at
     /// most once a minute.
@@ -462,13 +495,16 @@ impl ApiKeys<'_> {
     }
 
     /// [`ApiKeys::verify`] with per-address throttling of failures (AUTH-5): what the
-    /// REST API calls for `Authorization: Bearer …`.
+    /// REST API calls for `Authorization: Bearer …`. The key is checked first: a valid
+    /// key is always accepted (it carries ~190 bits; nobody guesses one), so failures
+    /// by other clients behind the same address never lock its owner out. Only a
+    /// failure is counted, and once the address is over its limit failures get
+    /// `Throttled` (429) instead of `InvalidKey` (401).
     pub async fn authenticate(
         &self,
         raw: &str,
         client: &ClientInfo,
     ) -> Result<(User, ApiKey), ApiKeyError> {
-        self.core.throttle().check_api_key(client).await?;
         match self.verify(raw).await? {
             Some(found) => Ok(found),
             None => {

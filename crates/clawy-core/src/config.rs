@@ -70,6 +70,8 @@ pub struct ConfigFile {
     pub security_contact: Option<String>,
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
+    pub email_verification: Option<bool>,
+    pub signup_mode: Option<String>,
     pub login_ip_max_failures: Option<u32>,
     pub login_ip_window_seconds: Option<u64>,
     pub login_account_lock_threshold: Option<u32>,
@@ -78,6 +80,8 @@ pub struct ConfigFile {
     pub api_key_ip_max_failures: Option<u32>,
     pub reports_per_hour: Option<u32>,
     pub password_resets_per_hour: Option<u32>,
+    pub signups_per_hour: Option<u32>,
+    pub ipv6_bucket_prefix: Option<u8>,
     pub allowed_countries: Option<Vec<String>>,
     pub default_plan: Option<String>,
     pub default_region: Option<String>,
@@ -91,6 +95,7 @@ pub struct ConfigFile {
     pub dns_zone: Option<String>,
     pub dns_ttl_secs: Option<u32>,
     pub dns_timeout_secs: Option<u64>,
+    pub guest_image_manifest: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy)]
@@ -117,6 +122,8 @@ const KEYS: &[(&str, KeyType)] = &[
     ("security_contact", KeyType::Str),
     ("smtp_url", KeyType::Str),
     ("mail_from", KeyType::Str),
+    ("email_verification", KeyType::Bool),
+    ("signup_mode", KeyType::Str),
     ("login_ip_max_failures", KeyType::Int),
     ("login_ip_window_seconds", KeyType::Int),
     ("login_account_lock_threshold", KeyType::Int),
@@ -125,6 +132,8 @@ const KEYS: &[(&str, KeyType)] = &[
     ("api_key_ip_max_failures", KeyType::Int),
     ("reports_per_hour", KeyType::Int),
     ("password_resets_per_hour", KeyType::Int),
+    ("signups_per_hour", KeyType::Int),
+    ("ipv6_bucket_prefix", KeyType::Int),
     ("allowed_countries", KeyType::List),
     ("default_plan", KeyType::Str),
     ("default_region", KeyType::Str),
@@ -138,11 +147,21 @@ const KEYS: &[(&str, KeyType)] = &[
     ("dns_zone", KeyType::Str),
     ("dns_ttl_secs", KeyType::Int),
     ("dns_timeout_secs", KeyType::Int),
+    ("guest_image_manifest", KeyType::Str),
 ];
 
 /// The names of all config keys (file) — `CLAWY_` + uppercase is the environment name.
 pub fn config_keys() -> impl Iterator<Item = &'static str> {
     KEYS.iter().map(|(k, _)| *k)
+}
+
+/// Who may create an account through the signup page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SignupMode {
+    /// Anyone (rate-limited per address).
+    Open,
+    /// Only with an invitation an operator created (`clawy admin create-invite`).
+    Invite,
 }
 
 /// Login throttling settings (AUTH-5).
@@ -162,6 +181,11 @@ pub struct ThrottleConfig {
     pub reports_per_hour: u32,
     /// Password-reset requests per client address per hour.
     pub password_resets_per_hour: u32,
+    /// Accounts created per client address per hour (signup abuse).
+    pub signups_per_hour: u32,
+    /// Per-address limits count an IPv6 client by this prefix (default /64: one
+    /// subscriber's whole allocation is one bucket, so rotating through it buys nothing).
+    pub ipv6_bucket_prefix: u8,
 }
 
 /// A trusted proxy: an address or a CIDR block.
@@ -251,6 +275,11 @@ pub struct ServerConfig {
     /// e.g. `smtp://127.0.0.1:2525`; without it mails are logged as not sent.
     pub smtp_url: Option<String>,
     pub mail_from: String,
+    /// New accounts verify their email address (a mailed link) before their first
+    /// instance. Default: on when `smtp_url` is set (it cannot work without mail).
+    pub email_verification: bool,
+    /// Who may sign up.
+    pub signup_mode: SignupMode,
     pub throttle: ThrottleConfig,
     /// DATA-2: countries (ISO 3166-1 alpha-2, upper case) where instances may be
     /// placed. Default `["DE"]`.
@@ -269,6 +298,9 @@ pub struct ServerConfig {
     pub metrics_interval_secs: u64,
     /// Base image name (in each agent's images directory) new instances boot from.
     pub base_image: String,
+    /// The build manifest of that image (`<image>.manifest.json`): what the security
+    /// page reads to know whether the guest has UFW, fail2ban and an SSH server.
+    pub guest_image_manifest: Option<PathBuf>,
     /// The apex under which every instance gets its public hostname
     /// `<name>-<short id>.<instances_domain>` (issue 9). `None`: no hostnames, no edge.
     pub instances_domain: Option<DnsName>,
@@ -430,6 +462,7 @@ impl ServerConfig {
             message: format!("`{base_s}` is not a URL: {e}"),
         })?;
         let host = base_url.host_str().unwrap_or("localhost").to_string();
+        let smtp_configured = f.smtp_url.as_deref().is_some_and(|s| !s.trim().is_empty());
         let trusted_proxies = f
             .trusted_proxies
             .unwrap_or_default()
@@ -526,6 +559,17 @@ impl ServerConfig {
             mail_from: f
                 .mail_from
                 .unwrap_or_else(|| format!("Clawy <noreply@{host}>")),
+            email_verification: f.email_verification.unwrap_or(smtp_configured),
+            signup_mode: match f.signup_mode.as_deref().map(str::trim) {
+                None | Some("") | Some("open") => SignupMode::Open,
+                Some("invite") => SignupMode::Invite,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "signup_mode",
+                        message: format!("`{other}` is neither `open` nor `invite`"),
+                    });
+                }
+            },
             throttle: ThrottleConfig {
                 ip_max_failures: f.login_ip_max_failures.unwrap_or(20),
                 ip_window_seconds: f.login_ip_window_seconds.unwrap_or(15 * 60),
@@ -535,6 +579,8 @@ impl ServerConfig {
                 api_key_ip_max_failures: f.api_key_ip_max_failures.unwrap_or(50),
                 reports_per_hour: f.reports_per_hour.unwrap_or(5),
                 password_resets_per_hour: f.password_resets_per_hour.unwrap_or(5),
+                signups_per_hour: f.signups_per_hour.unwrap_or(10),
+                ipv6_bucket_prefix: f.ipv6_bucket_prefix.unwrap_or(64),
             },
             allowed_countries: f
                 .allowed_countries
@@ -554,6 +600,7 @@ impl ServerConfig {
             base_image: f
                 .base_image
                 .unwrap_or_else(|| "clawy-test-guest.qcow2".to_string()),
+            guest_image_manifest: f.guest_image_manifest,
             base_url,
         })
     }
@@ -679,6 +726,21 @@ impl ServerConfig {
         if t.password_resets_per_hour == 0 {
             return bad("password_resets_per_hour", "must be at least 1".to_string());
         }
+        if self.email_verification && self.smtp_url.is_none() {
+            return bad(
+                "email_verification",
+                "needs smtp_url: verification links are mailed".to_string(),
+            );
+        }
+        if t.signups_per_hour == 0 {
+            return bad("signups_per_hour", "must be at least 1".to_string());
+        }
+        if !(32..=128).contains(&t.ipv6_bucket_prefix) {
+            return bad(
+                "ipv6_bucket_prefix",
+                "must be 32..=128 (64 counts one subscriber's /64 as one address)".to_string(),
+            );
+        }
         if self.allowed_countries.is_empty() {
             return bad(
                 "allowed_countries",
@@ -792,6 +854,9 @@ impl ServerConfig {
         c.database_url = database_url.to_string();
         c.bcrypt_cost = MIN_TEST_BCRYPT_COST;
         c.insecure_test_mode = true;
+        // Fixtures sign many users up from one test address; the signup limit's own
+        // tests set it low again.
+        c.throttle.signups_per_hour = 1000;
         c
     }
 }
@@ -849,4 +914,33 @@ fn check_postgres_tls(url: &str) -> Result<(), String> {
 /// Two ASCII upper-case letters (ISO 3166-1 alpha-2 shape).
 pub fn is_country_code(s: &str) -> bool {
     s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod props {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A hostile or broken config file is refused with a message, never a panic.
+        #[test]
+        fn arbitrary_config_text_never_panics(text in ".{0,300}") {
+            let _ = ServerConfig::from_toml_and_env(&text, None, &BTreeMap::new());
+        }
+
+        /// Known keys with values of any shape: refused with a message or accepted,
+        /// never a panic.
+        #[test]
+        fn known_keys_with_hostile_values_never_panic(
+            key in prop::sample::select(KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>()),
+            value in prop_oneof![".{0,40}".prop_map(|s| format!("{s:?}")), any::<i64>().prop_map(|n| n.to_string()), Just("true".to_string()), Just("[\"a\", 1]".to_string())],
+        ) {
+            let text = format!("{key} = {value}\n");
+            let _ = ServerConfig::from_toml_and_env(&text, None, &BTreeMap::new());
+            let mut env = BTreeMap::new();
+            env.insert(format!("CLAWY_{}", key.to_ascii_uppercase()), value);
+            let _ = ServerConfig::from_toml_and_env("", None, &env);
+        }
+    }
 }

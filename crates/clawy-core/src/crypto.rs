@@ -41,6 +41,8 @@ impl DomainError for CryptoError {
 }
 
 const SEAL_PREFIX: &str = "v1.";
+/// Sealed with associated data ([`SecretKey::seal_bound`]).
+const SEAL_BOUND_PREFIX: &str = "v2.";
 
 /// The operator's 256-bit key. Debug prints `[redacted]`; memory is zeroed on drop.
 #[derive(Clone)]
@@ -144,47 +146,58 @@ impl SecretKey {
             .map_err(|_| CryptoError::Open)
     }
 
-    /// Like [`SecretKey::seal`], bound to `context` (authenticated, not stored): the
-    /// result opens only with the same context, so a sealed value copied to another
-    /// row (e.g. another instance's id) does not open there (DATA-5).
-    pub fn seal_bound(&self, plaintext: &[u8], context: &str) -> String {
+    /// Encrypts `plaintext` bound to `context` (AEAD associated data): the value only
+    /// opens with the same context, so a sealed secret copied into another row (whose
+    /// context differs) is refused instead of used. Output is `v2.<base64url(nonce || ct)>`.
+    pub fn seal_bound(&self, plaintext: &[u8], context: &[u8]) -> String {
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut nonce);
-        let payload = Payload {
-            msg: plaintext,
-            aad: context.as_bytes(),
-        };
         // Encryption with a valid key and nonce cannot fail for in-memory buffers.
         let ct = self
             .cipher()
-            .encrypt(XNonce::from_slice(&nonce), payload)
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: context,
+                },
+            )
             .unwrap_or_default();
         let mut out = Vec::with_capacity(24 + ct.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
-        format!("{SEAL_PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
+        format!("{SEAL_BOUND_PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// Decrypts a value made by [`SecretKey::seal_bound`] with the same context.
-    pub fn open_bound(
-        &self,
-        sealed: &str,
-        context: &str,
-    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let b64 = sealed.strip_prefix(SEAL_PREFIX).ok_or(CryptoError::Open)?;
+    /// Decrypts a value made by [`SecretKey::seal_bound`] with the same `context`.
+    pub fn open_bound(&self, sealed: &str, context: &[u8]) -> Result<SecretString, CryptoError> {
+        let b64 = sealed
+            .strip_prefix(SEAL_BOUND_PREFIX)
+            .ok_or(CryptoError::Open)?;
         let raw = URL_SAFE_NO_PAD.decode(b64).map_err(|_| CryptoError::Open)?;
         if raw.len() < 24 + 16 {
             return Err(CryptoError::Open);
         }
         let (nonce, ct) = raw.split_at(24);
-        let payload = Payload {
-            msg: ct,
-            aad: context.as_bytes(),
-        };
-        self.cipher()
-            .decrypt(XNonce::from_slice(nonce), payload)
+        let bytes = self
+            .cipher()
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: context,
+                },
+            )
             .map(Zeroizing::new)
-            .map_err(|_| CryptoError::Open)
+            .map_err(|_| CryptoError::Open)?;
+        let s = std::str::from_utf8(&bytes).map_err(|_| CryptoError::Open)?;
+        Ok(SecretString::from(s.to_string()))
+    }
+
+    /// True for a value sealed without context ([`SecretKey::seal`]), i.e. written
+    /// before context binding existed.
+    pub fn is_unbound(sealed: &str) -> bool {
+        sealed.starts_with(SEAL_PREFIX)
     }
 
     /// Decrypts a sealed UTF-8 secret.
@@ -315,14 +328,22 @@ impl Drop for Token {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use secrecy::ExposeSecret;
 
     #[test]
     fn data5_bound_seal_opens_only_with_its_context() {
         let k = SecretKey::generate();
-        let sealed = k.seal_bound(b"telegram", "inst-a");
-        assert_eq!(&*k.open_bound(&sealed, "inst-a").unwrap(), b"telegram");
-        assert!(k.open_bound(&sealed, "inst-b").is_err());
+        let sealed = k.seal_bound(b"telegram", b"inst-a");
+        assert_eq!(
+            k.open_bound(&sealed, b"inst-a").unwrap().expose_secret(),
+            "telegram"
+        );
+        assert!(k.open_bound(&sealed, b"inst-b").is_err());
         assert!(k.open(&sealed).is_err());
-        assert!(SecretKey::generate().open_bound(&sealed, "inst-a").is_err());
+        assert!(
+            SecretKey::generate()
+                .open_bound(&sealed, b"inst-a")
+                .is_err()
+        );
     }
 }

@@ -88,7 +88,7 @@ pub(crate) async fn store_in(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     let plain = zeroize::Zeroizing::new(serde_json::to_vec(secrets).unwrap_or_default());
-    let sealed = key.seal_bound(&plain, instance_id);
+    let sealed = key.seal_bound(&plain, instance_id.as_bytes());
     sqlx::query(
         "INSERT INTO instance_guest_secrets (instance_id, sealed, created_at) VALUES ($1, $2, $3)",
     )
@@ -119,9 +119,9 @@ impl GuestSecretsStore<'_> {
         let plain = self
             .core
             .secret_key()
-            .open_bound(&sealed, instance_id)
+            .open_bound(&sealed, instance_id.as_bytes())
             .map_err(|e| InternalError::other(e.to_string()))?;
-        let secrets: GuestSecrets = serde_json::from_slice(&plain)
+        let secrets: GuestSecrets = serde_json::from_str(plain.expose_secret())
             .map_err(|_| InternalError::other("sealed guest secrets are not readable"))?;
         Ok(Some(secrets))
     }

@@ -319,6 +319,18 @@ fn validate_site(s: &str) -> Result<String, HostError> {
     }
 }
 
+/// The associated data a host's agent token is sealed with (DATA-3/DATA-4): the row's
+/// identity and where the token may be sent. Length-prefixed, so no two different
+/// triples give the same bytes.
+fn token_context(id: &str, url: &str, fingerprint: &str) -> Vec<u8> {
+    let mut out = b"clawy-agent-token-v2".to_vec();
+    for part in [id, url, fingerprint] {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
 pub struct Hosts<'a> {
     pub(crate) core: &'a Core,
 }
@@ -340,9 +352,13 @@ impl Hosts<'_> {
             return Err(HostError::InvalidCountry);
         }
         let site = validate_site(&req.site)?;
-        // DATA-4: sealed (XChaCha20-Poly1305 with the operator key), never plain.
-        let sealed = self.core.secret_key().seal_str(req.token.expose_secret());
         let id = uuid::Uuid::new_v4().to_string();
+        // DATA-4: sealed (XChaCha20-Poly1305 with the operator key), never plain, and
+        // bound to this row (id, URL, fingerprint) so it cannot be moved to another.
+        let sealed = self.core.secret_key().seal_bound(
+            req.token.expose_secret().as_bytes(),
+            &token_context(&id, &url, &fingerprint),
+        );
         let now = self.core.now_ms();
         let res = sqlx::query(
             "INSERT INTO hosts (id, name, url, fingerprint, token_sealed, country, site, enabled, \
@@ -468,13 +484,24 @@ impl Hosts<'_> {
             Some(f) => normalize_fingerprint(f)?,
             None => current.fingerprint.clone(),
         };
+        // The token is bound to (id, URL, fingerprint): a new fingerprint re-seals the
+        // current token under the new context.
+        let context = token_context(&current.id, &current.url, &fingerprint);
         let sealed = match token {
             Some(t) if t.expose_secret().trim().is_empty() => return Err(HostError::InvalidToken),
-            Some(t) => Some(self.core.secret_key().seal_str(t.expose_secret())),
-            None => None,
+            Some(t) => self
+                .core
+                .secret_key()
+                .seal_bound(t.expose_secret().as_bytes(), &context),
+            None => {
+                let now = self.agent_target(id).await?;
+                self.core
+                    .secret_key()
+                    .seal_bound(now.token.expose_secret().as_bytes(), &context)
+            }
         };
         sqlx::query(
-            "UPDATE hosts SET fingerprint = $1, token_sealed = COALESCE($2, token_sealed), updated_at = $3 WHERE id = $4",
+            "UPDATE hosts SET fingerprint = $1, token_sealed = $2, updated_at = $3 WHERE id = $4",
         )
         .bind(&fingerprint)
         .bind(sealed)
@@ -616,16 +643,57 @@ impl Hosts<'_> {
 
     fn target_from_row(&self, r: &sqlx::any::AnyRow) -> Result<AgentTarget, HostError> {
         let sealed: String = r.try_get("token_sealed")?;
+        let host_id: String = r.try_get("id")?;
+        let url: String = r.try_get("url")?;
+        let fingerprint: String = r.try_get("fingerprint")?;
+        // Only a token sealed for exactly this row opens: one copied from another host's
+        // row, or a row whose URL or fingerprint was altered, is refused.
         let token = self
             .core
             .secret_key()
-            .open_str(&sealed)
+            .open_bound(&sealed, &token_context(&host_id, &url, &fingerprint))
             .map_err(|_| HostError::TokenUnreadable)?;
         Ok(AgentTarget {
-            host_id: r.try_get("id")?,
-            url: r.try_get("url")?,
-            fingerprint: r.try_get("fingerprint")?,
+            host_id,
+            url,
+            fingerprint,
             token,
         })
+    }
+
+    /// Migration for tokens sealed before they were bound to their row: each is
+    /// re-sealed bound to the row it is in now (run once at start-up; afterwards an
+    /// unbound token is refused like a tampered one). Returns how many were upgraded.
+    pub async fn bind_legacy_tokens(&self) -> Result<u64, HostError> {
+        let rows = sqlx::query(
+            "SELECT id, url, fingerprint, token_sealed FROM hosts WHERE token_sealed LIKE 'v1.%'",
+        )
+        .fetch_all(self.core.store().pool())
+        .await?;
+        let mut upgraded = 0;
+        for r in rows {
+            let sealed: String = r.try_get("token_sealed")?;
+            let id: String = r.try_get("id")?;
+            let url: String = r.try_get("url")?;
+            let fingerprint: String = r.try_get("fingerprint")?;
+            let key = self.core.secret_key();
+            let token = key
+                .open_str(&sealed)
+                .map_err(|_| HostError::TokenUnreadable)?;
+            let bound = key.seal_bound(
+                token.expose_secret().as_bytes(),
+                &token_context(&id, &url, &fingerprint),
+            );
+            upgraded += sqlx::query(
+                "UPDATE hosts SET token_sealed = $1 WHERE id = $2 AND token_sealed = $3",
+            )
+            .bind(bound)
+            .bind(&id)
+            .bind(&sealed)
+            .execute(self.core.store().pool())
+            .await?
+            .rows_affected();
+        }
+        Ok(upgraded)
     }
 }

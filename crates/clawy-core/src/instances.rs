@@ -47,6 +47,10 @@ pub enum InstanceError {
     NameTaken(String),
     #[error("You have reached your limit of {quota} instances. Delete one first.")]
     QuotaExceeded { quota: u32 },
+    #[error(
+        "Confirm your email address first: open the link we mailed you (you can ask for a new one on your account page)."
+    )]
+    EmailUnverified,
     #[error("No such SSH key: {0}.")]
     SshKeyNotFound(String),
     #[error("No such plan: {0}.")]
@@ -99,6 +103,7 @@ impl DomainError for InstanceError {
             InstanceError::InvalidName => "invalid_name",
             InstanceError::NameTaken(_) => "name_taken",
             InstanceError::QuotaExceeded { .. } => "quota_exceeded",
+            InstanceError::EmailUnverified => "email_unverified",
             InstanceError::SshKeyNotFound(_) => "not_found",
             InstanceError::PlanNotFound(_) => "not_found",
             InstanceError::InvalidSecret { .. } => "invalid_secret",
@@ -112,7 +117,9 @@ impl DomainError for InstanceError {
         match self {
             InstanceError::InvalidName => ErrorKind::Invalid { field: "name" },
             InstanceError::NameTaken(_) => ErrorKind::Conflict,
-            InstanceError::QuotaExceeded { .. } => ErrorKind::Forbidden,
+            InstanceError::QuotaExceeded { .. } | InstanceError::EmailUnverified => {
+                ErrorKind::Forbidden
+            }
             InstanceError::SshKeyNotFound(_) => ErrorKind::NotFound,
             InstanceError::PlanNotFound(_) => ErrorKind::NotFound,
             InstanceError::InvalidSecret { field, .. } => ErrorKind::Invalid { field },
@@ -381,6 +388,19 @@ impl Instances<'_> {
         let name = req.name.trim().to_string();
         if !is_dns_label(&name) {
             return Err(InstanceError::InvalidName);
+        }
+        // Signup abuse: no machine for an address nobody has shown they own.
+        let verified = self
+            .core
+            .accounts()
+            .is_email_verified(owner_id)
+            .await
+            .map_err(|e| match e {
+                crate::accounts::AccountError::Internal(i) => InstanceError::Internal(i),
+                _ => InstanceError::NotFound,
+            })?;
+        if !verified {
+            return Err(InstanceError::EmailUnverified);
         }
         let plan = match &req.plan {
             Some(p) if !p.trim().is_empty() => self.core.plans().get(p.trim()).await?,

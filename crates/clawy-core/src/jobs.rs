@@ -421,8 +421,9 @@ impl Jobs<'_> {
         .bind(now);
         self.end_attempt(&mut tx, job, worker, update, now, Some(&error))
             .await?;
+        // Generic for the owner, like the final reason (see give_up).
         let detail = format!(
-            "{} attempt {} of {} failed: {error}; next try in {} s",
+            "{} attempt {} of {} failed; next try in {} s",
             job.kind.as_str(),
             job.attempts,
             job.max_attempts,
@@ -493,8 +494,11 @@ impl Jobs<'_> {
         .bind(&error);
         self.end_attempt(&mut tx, job, worker, update, now, Some(&error))
             .await?;
+        // The owner sees a generic reason; the detail (an agent's message can name
+        // another tenant's VM or the agent's URL) stays in the job's record and the
+        // log, which only operators read.
         let reason = format!(
-            "{} failed after {} attempts: {error}",
+            "{} failed after {} attempts. The cause is recorded for the operator; press Retry to try again.",
             job.kind.as_str(),
             job.attempts.min(job.max_attempts)
         );

@@ -18,6 +18,7 @@ pub mod dns_records;
 pub mod error;
 pub mod guest_secrets;
 pub mod hosts;
+pub mod installation;
 pub mod instances;
 pub mod ipam;
 pub mod jobs;
@@ -89,14 +90,27 @@ impl Core {
             SecretKey::load_or_create(&config.secret_key_file).map_err(CoreError::new)?;
         let store = Store::connect(&config).await.map_err(CoreError::new)?;
         let mailer = Mailer::from_config(&config).map_err(CoreError::new)?;
-        Ok(Core {
+        let core = Core {
             store,
             config: Arc::new(config),
             clock,
             mailer,
             secret_key,
             dummy_hash: tokio::sync::OnceCell::new(),
-        })
+        };
+        // DATA-3: agent tokens sealed before row binding are bound to their row now.
+        let bound = core
+            .hosts()
+            .bind_legacy_tokens()
+            .await
+            .map_err(CoreError::new)?;
+        if bound > 0 {
+            tracing::info!(
+                hosts = bound,
+                "bound legacy sealed agent tokens to their host rows"
+            );
+        }
+        Ok(core)
     }
 
     pub fn store(&self) -> &Store {

@@ -162,7 +162,7 @@ pub const PROMISES: &[Promise] = &[
         id: "AUTH-5",
         category: "AUTH",
         title: "Brute force is slowed down",
-        text: "Repeated failed sign-ins and API-key attempts are rate-limited per client address and per account. Locks are temporary and escalate, so an attacker cannot guess your password — nor lock you out for good.",
+        text: "Failed sign-ins and API-key attempts are limited per client address (an IPv6 network counts once per /64) and per account, and counted atomically, so parallel guesses cannot slip past the limit. A valid API key is never refused because others behind your address got theirs wrong. Account locks are short and escalate, but cannot keep you out: a browser you signed in from before skips the account lock (it has a small limit of its own), and your correct password ends the lock.",
     },
     Promise {
         id: "NET-1",

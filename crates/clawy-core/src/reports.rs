@@ -158,10 +158,7 @@ impl Reports<'_> {
             }
             None => None,
         };
-        let subject = actor
-            .client
-            .addr_string()
-            .unwrap_or_else(|| "unknown".to_string());
+        let subject = self.core.throttle().subject(&actor.client);
         let per_hour = self.core.config().throttle.reports_per_hour;
         self.core
             .throttle()

@@ -403,3 +403,22 @@ impl From<SessionError> for AccountError {
         }
     }
 }
+
+#[cfg(test)]
+mod props {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// AUTH-3: a CSRF token matches only itself; the empty expectation (no
+        /// session) matches nothing, not even an empty presented token.
+        #[test]
+        fn csrf_tokens_match_only_themselves(secret in ".{1,64}", presented in ".{0,64}") {
+            let expected = csrf_token_for(&secret);
+            prop_assert!(verify_csrf(&expected, &expected));
+            prop_assert_eq!(verify_csrf(&expected, &presented), presented == expected);
+            prop_assert!(!verify_csrf("", &presented));
+        }
+    }
+}

@@ -25,6 +25,9 @@ pub const NAME_MAX_CHARS: usize = 64;
 /// Longer than any sane public key line (RSA 16384 is ~2.8 KB).
 pub const KEY_MAX_BYTES: usize = 16 * 1024;
 
+/// SSH keys one account may hold.
+pub const MAX_KEYS_PER_USER: i64 = 50;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SshKeyError {
     #[error("Give the key a name of 1 to {NAME_MAX_CHARS} characters.")]
@@ -51,6 +54,10 @@ pub enum SshKeyError {
     UnsupportedType(String),
     #[error("You have already added this key.")]
     Duplicate,
+    #[error(
+        "You have {MAX_KEYS_PER_USER} SSH keys, the most an account may have. Delete one you no longer use first."
+    )]
+    TooMany,
     #[error("No such SSH key.")]
     NotFound,
     #[error(transparent)]
@@ -75,6 +82,7 @@ impl DomainError for SshKeyError {
             SshKeyError::RsaTooShort { .. } => "rsa_too_short",
             SshKeyError::UnsupportedType(_) => "unsupported_key_type",
             SshKeyError::Duplicate => "duplicate_key",
+            SshKeyError::TooMany => "too_many_keys",
             SshKeyError::NotFound => "not_found",
             SshKeyError::Internal(_) => "internal",
         }
@@ -90,7 +98,7 @@ impl DomainError for SshKeyError {
             | SshKeyError::UnsupportedType(_) => ErrorKind::Invalid {
                 field: "public_key",
             },
-            SshKeyError::Duplicate => ErrorKind::Conflict,
+            SshKeyError::Duplicate | SshKeyError::TooMany => ErrorKind::Conflict,
             SshKeyError::NotFound => ErrorKind::NotFound,
             SshKeyError::Internal(_) => ErrorKind::Internal,
         }
@@ -140,7 +148,11 @@ pub fn parse_public_key(text: &str) -> Result<ParsedKey, SshKeyError> {
     if line.starts_with("ssh-dss ") {
         return Err(SshKeyError::Dsa);
     }
-    let key = PublicKey::from_openssh(line).map_err(|_| SshKeyError::Unparseable)?;
+    let mut key = PublicKey::from_openssh(line).map_err(|_| SshKeyError::Unparseable)?;
+    // AUTH-4: stored with a comment the agent accepts (one shared rule), so a key
+    // accepted here cannot later make the agent refuse the owner's VM spec.
+    let comment = clawy_proto::agent::clean_ssh_key_comment(key.comment());
+    key.set_comment(comment);
     let mut bits = None;
     match key.key_data() {
         KeyData::Ed25519(_)
@@ -241,8 +253,10 @@ impl SshKeys<'_> {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.core.now_ms();
+        // Storage abuse: at most MAX_KEYS_PER_USER keys, counted in the insert itself.
         let res = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO ssh_keys ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            "INSERT INTO ssh_keys ({COLS}) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE \
+             (SELECT COUNT(*) FROM ssh_keys WHERE user_id = $2) < $8"
         )))
         .bind(&id)
         .bind(user_id)
@@ -251,10 +265,18 @@ impl SshKeys<'_> {
         .bind(&parsed.fingerprint)
         .bind(&parsed.openssh)
         .bind(now)
+        .bind(MAX_KEYS_PER_USER)
         .execute(self.core.store().pool())
         .await;
-        if crate::db::unique_violation(res)? {
-            return Err(SshKeyError::Duplicate);
+        let inserted = match res {
+            Ok(done) => done.rows_affected(),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                return Err(SshKeyError::Duplicate);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if inserted != 1 {
+            return Err(SshKeyError::TooMany);
         }
         self.core
             .audit()
@@ -324,5 +346,39 @@ impl SshKeys<'_> {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod props {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    const BLOB: &str = "AAAAC3NzaC1lZDI1NTE5AAAAINaIndXuXruf3bjmXlIo5mUg3rBJo/hZ+GWPfqpgZcSv";
+
+    proptest! {
+        /// AUTH-4: whatever is pasted, parsing never panics, and an accepted key is
+        /// one line whose comment passes the agent's rule.
+        #[test]
+        fn hostile_public_keys_never_panic_or_store_unsafe(
+            prefix in "(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp256|-----BEGIN)?",
+            blob in prop_oneof![Just(BLOB.to_string()), "[A-Za-z0-9+/=]{0,120}", ".{0,120}"],
+            comment in ".{0,80}",
+        ) {
+            let line = format!("{prefix} {blob} {comment}");
+            if let Ok(parsed) = parse_public_key(&line) {
+                prop_assert!(!parsed.openssh.contains('\n'));
+                prop_assert!(clawy_proto::agent::is_safe_ssh_key_comment(&parsed.comment));
+                let stored = parsed.openssh.splitn(3, ' ').nth(2).unwrap_or_default();
+                prop_assert!(clawy_proto::agent::is_safe_ssh_key_comment(stored));
+            }
+        }
+
+        /// Anything at all: no panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,400}") {
+            let _ = parse_public_key(&text);
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clawy_agent_client::{AgentClient, ClientError};
 use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::hosts::{HostError, HostLoad, RegisterHost};
-use clawy_core::{Actor, Core, ExposeSecret};
+use clawy_core::{Actor, Core, ExposeSecret, SecretString};
 
 /// How long registration waits for the agent to answer.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -146,6 +146,58 @@ pub async fn register_host(
         .await?;
     hosts.update_info(&host.id, &info).await?;
     Ok(hosts.get_with_load(&host.id).await?)
+}
+
+/// DATA-3: rotates the credentials the control plane holds for a host — a new agent
+/// token (created on the agent beforehand with `clawy agent token create`) and/or the
+/// certificate fingerprint after the agent's certificate changed. Nothing is stored
+/// until the agent answered over a connection pinned to the new fingerprint with the
+/// new token, so a typo cannot cut the host off. The host's instances are not touched.
+/// Afterwards the operator revokes the old token on the agent.
+pub async fn rotate_host_credentials(
+    core: &Core,
+    actor: &Actor,
+    host_id: &str,
+    token: Option<&SecretString>,
+    fingerprint: Option<&str>,
+) -> Result<HostLoad, RegisterHostError> {
+    let hosts = core.hosts();
+    let current = hosts.agent_target(host_id).await?;
+    let fingerprint = match fingerprint {
+        Some(f) => clawy_core::hosts::normalize_fingerprint(f)
+            .map_err(|_| RegisterHostError::BadFingerprint)?,
+        None => current.fingerprint.clone(),
+    };
+    if token.is_some_and(|t| t.expose_secret().trim().is_empty()) {
+        return Err(HostError::InvalidToken.into());
+    }
+    let probe_token = token.unwrap_or(&current.token);
+    let client = AgentClient::with_timeout(
+        &current.url,
+        &fingerprint,
+        probe_token.expose_secret(),
+        AGENT_TIMEOUT,
+    )
+    .map_err(|e| match e {
+        ClientError::BadFingerprint(_) => RegisterHostError::BadFingerprint,
+        _ => RegisterHostError::BadUrl,
+    })?;
+    let info = client.host().await.map_err(|e| match e {
+        ClientError::PinMismatch => RegisterHostError::PinMismatch(current.url.clone()),
+        ClientError::Transport(_) => RegisterHostError::Unreachable(current.url.clone()),
+        ClientError::Api { status: 401, .. } | ClientError::Api { status: 403, .. } => {
+            RegisterHostError::TokenRefused
+        }
+        ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
+            RegisterHostError::AgentError(format!("HTTP {status}"))
+        }
+        other => RegisterHostError::AgentError(other.to_string()),
+    })?;
+    hosts
+        .rotate_credentials(actor, host_id, Some(&fingerprint), token)
+        .await?;
+    hosts.update_info(host_id, &info).await?;
+    Ok(hosts.get_with_load(host_id).await?)
 }
 
 #[cfg(test)]

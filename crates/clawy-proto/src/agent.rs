@@ -375,6 +375,38 @@ impl ErrorCode {
     }
 }
 
+/// AUTH-4: the one rule for the comment of an SSH public key in a `VmSpec`, shared by
+/// the control plane (which stores keys with a comment cleaned by
+/// [`clean_ssh_key_comment`]) and the agent (which refuses anything else). The agent
+/// writes the key unquoted into cloud-init YAML, so the comment may only hold
+/// characters that cannot start YAML syntax.
+pub fn is_safe_ssh_key_comment_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b' ' | b'@' | b'.' | b'_' | b'-' | b'+' | b'=' | b'/' | b',' | b'(' | b')'
+        )
+}
+
+/// True when every byte of `comment` passes [`is_safe_ssh_key_comment_byte`].
+pub fn is_safe_ssh_key_comment(comment: &str) -> bool {
+    comment.bytes().all(is_safe_ssh_key_comment_byte)
+}
+
+/// The comment with every character the agent would refuse dropped (and runs of
+/// spaces collapsed, ends trimmed), at most 100 bytes: what the control plane stores,
+/// so a key it accepted can never be refused by the agent later.
+pub fn clean_ssh_key_comment(comment: &str) -> String {
+    let kept: String = comment
+        .bytes()
+        .filter(|b| is_safe_ssh_key_comment_byte(*b))
+        .map(char::from)
+        .collect();
+    let mut out = kept.split_whitespace().collect::<Vec<_>>().join(" ");
+    out.truncate(100);
+    out.trim_end().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

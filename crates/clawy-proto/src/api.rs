@@ -105,13 +105,28 @@ pub struct ApiKeyList {
 }
 
 /// `POST /api/v1/api-keys`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     pub name: String,
     pub tier: Tier,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The account's password: required when a browser session (not an API key)
+    /// creates an admin-tier key (AUTH-2 re-authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for CreateApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateApiKey")
+            .field("name", &self.name)
+            .field("tier", &self.tier)
+            .field("expires_at", &self.expires_at)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A freshly created or regenerated key: `key` is shown this once and never again.
@@ -569,6 +584,27 @@ impl std::fmt::Debug for CreateHost {
 pub struct UpdateHost {
     #[serde(default)]
     pub enabled: Option<bool>,
+}
+
+/// `POST /api/v1/admin/hosts/{id}/credentials` (DATA-3 rotation): a new agent token
+/// (create it on the host with `clawy agent token create` first) and/or the new
+/// certificate fingerprint. Checked against the agent before anything is stored.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateHostCredentials {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+impl std::fmt::Debug for RotateHostCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotateHostCredentials")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
 }
 
 /// An instance in the operator's list: with its owner and host.

@@ -68,6 +68,24 @@ pub enum AdminCommand {
         #[arg(long)]
         ipv6: Option<std::net::Ipv6Addr>,
     },
+    /// Create an invitation for invite-only signup (`signup_mode = "invite"`) and print
+    /// its signup link (shown once; one account, valid seven days).
+    CreateInvite,
+    /// DATA-3: rotate the credentials the control plane holds for a host agent. Create
+    /// the new token on the host first (`clawy agent token create`); it is read from
+    /// standard input (one line). The agent must accept it (over a connection pinned to
+    /// `--fingerprint`, if given) before anything is stored; then revoke the old token
+    /// on the host (`clawy agent token revoke`).
+    RotateHost {
+        /// Host name or id.
+        host: String,
+        /// Read a new agent token from standard input.
+        #[arg(long)]
+        token_stdin: bool,
+        /// The agent certificate's new SHA-256 fingerprint (after a certificate change).
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
@@ -204,6 +222,54 @@ async fn run_admin_command(core: &Core, command: AdminCommand) -> anyhow::Result
                 show(ipv4.map(|a| a.to_string())),
                 show(ipv6.map(|a| a.to_string()))
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::RotateHost {
+            host,
+            token_stdin,
+            fingerprint,
+        } => {
+            if !token_stdin && fingerprint.is_none() {
+                anyhow::bail!("nothing to rotate: give --token-stdin and/or --fingerprint");
+            }
+            let found = core
+                .hosts()
+                .list()
+                .await
+                .map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))?
+                .into_iter()
+                .find(|h| h.id == host || h.name == host)
+                .ok_or_else(|| anyhow::anyhow!("no host named or with id {host}"))?;
+            let token = if token_stdin {
+                Some(read_secret_line("new agent token")?)
+            } else {
+                None
+            };
+            let rotated = clawy_orchestrator::registration::rotate_host_credentials(
+                core,
+                &Actor::system(),
+                &found.id,
+                token.as_ref(),
+                fingerprint.as_deref(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot rotate: {e}"))?;
+            println!(
+                "rotated credentials of host {} (fingerprint {}); now revoke the old token on the host",
+                rotated.host.name, rotated.host.fingerprint
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::CreateInvite => {
+            let accounts = core.accounts();
+            let invite = accounts
+                .create_invite(&Actor::system())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the invitation: {e}"))?;
+            eprintln!("Invitation for one account, valid seven days. It is shown only now:");
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", accounts.invite_link(&invite))?;
+            out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
     }

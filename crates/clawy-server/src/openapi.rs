@@ -3,7 +3,9 @@
 
 use crate::api;
 use axum::response::{IntoResponse, Response};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Schema};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -50,6 +52,7 @@ use utoipa::{Modify, OpenApi};
         clawy_proto::api::HostList,
         clawy_proto::api::CreateHost,
         clawy_proto::api::UpdateHost,
+        clawy_proto::api::RotateHostCredentials,
         clawy_proto::api::AdminInstance,
         clawy_proto::api::AdminInstancePage,
     )),
@@ -91,7 +94,78 @@ impl Modify for BearerAuth {
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(api::ApiPaths::openapi());
+    add_common_responses(&mut doc);
     doc
+}
+
+/// The routes anyone may call without credentials (REPORT-1 reports, this document);
+/// every other route takes a bearer key or a session.
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/v1/security-reports"),
+    ("GET", "/api/v1/openapi.json"),
+];
+
+/// Answers every route of a kind can give, documented once here instead of by hand
+/// on each handler (where they were missing): an authenticated route can answer 401
+/// (no, a bad, an expired or a revoked key) and 429 (too many failed keys from the
+/// address, AUTH-5); a route with a JSON body can answer 415 (not JSON), 400
+/// (malformed JSON) and 413 (body too large).
+fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, op) in [
+            ("GET", &mut item.get),
+            ("POST", &mut item.post),
+            ("PUT", &mut item.put),
+            ("PATCH", &mut item.patch),
+            ("DELETE", &mut item.delete),
+        ] {
+            let Some(op) = op.as_mut() else { continue };
+            if !PUBLIC_ROUTES.contains(&(method, path.as_str())) {
+                op.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                add_error(
+                    op,
+                    "401",
+                    "Missing, invalid, expired or revoked credentials (`unauthorized`)",
+                );
+                add_error(
+                    op,
+                    "429",
+                    "Too many failed authentications from this address (`too_many_attempts`); see `Retry-After`. A valid key is never refused",
+                );
+            }
+            if op.request_body.is_some() {
+                add_error(op, "400", "The body is not valid JSON (`invalid_json`)");
+                add_error(op, "413", "The body is too large");
+                add_error(
+                    op,
+                    "415",
+                    "The body is not sent as `Content-Type: application/json` (`unsupported_media_type`)",
+                );
+            }
+        }
+    }
+}
+
+fn add_error(op: &mut utoipa::openapi::path::Operation, status: &str, description: &str) {
+    op.responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(RefOr::<Schema>::Ref(Ref::from_schema_name(
+                            "ErrorBody",
+                        )))),
+                    )
+                    .build(),
+            )
+        });
 }
 
 /// This document.
@@ -99,4 +173,36 @@ pub fn document() -> utoipa::openapi::OpenApi {
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
 pub async fn openapi_json() -> Response {
     axum::Json(document()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth5_every_route_documents_401_429_and_body_errors() {
+        let doc = document();
+        let mut checked = 0;
+        for (path, item) in &doc.paths.paths {
+            for (method, op) in [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("PUT", &item.put),
+                ("PATCH", &item.patch),
+                ("DELETE", &item.delete),
+            ] {
+                let Some(op) = op else { continue };
+                checked += 1;
+                let has = |s: &str| op.responses.responses.contains_key(s);
+                if !PUBLIC_ROUTES.contains(&(method, path.as_str())) {
+                    assert!(has("401") && has("429"), "{method} {path}");
+                    assert!(op.security.is_some(), "{method} {path}");
+                }
+                if op.request_body.is_some() {
+                    assert!(has("415") && has("400"), "{method} {path}");
+                }
+            }
+        }
+        assert_eq!(checked, api::ROUTES.len());
+    }
 }

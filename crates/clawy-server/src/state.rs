@@ -1,6 +1,5 @@
 //! What every handler can reach: the domain core and the HTTP layer's own settings.
 
-use crate::auth::suspects::SuspectAddrs;
 use crate::metrics::Metrics;
 use clawy_core::Core;
 use std::sync::Arc;
@@ -12,8 +11,6 @@ pub struct AppState {
     pub core: Arc<Core>,
     pub metrics: Arc<Metrics>,
     pub http: Arc<HttpSettings>,
-    /// AUTH-5: addresses with recent API-key failures (see `auth::suspects`).
-    pub suspects: Arc<SuspectAddrs>,
 }
 
 /// Derived once from the config at start-up.
@@ -39,7 +36,6 @@ impl AppState {
             core,
             metrics: Arc::new(Metrics::default()),
             http: Arc::new(http),
-            suspects: Arc::new(SuspectAddrs::default()),
         }
     }
 }

@@ -44,7 +44,8 @@ struct FakeState {
 #[derive(Clone)]
 struct Shared {
     state: Arc<Mutex<FakeState>>,
-    token: Arc<String>,
+    /// Live tokens: several at once, as the real agent allows (rotation).
+    tokens: Arc<Mutex<Vec<String>>>,
     down: Arc<AtomicBool>,
     busy: Arc<AtomicBool>,
 }
@@ -55,6 +56,7 @@ pub struct FakeAgent {
     pub fingerprint: String,
     pub token: String,
     state: Arc<Mutex<FakeState>>,
+    tokens: Arc<Mutex<Vec<String>>>,
     down: Arc<AtomicBool>,
     busy: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -113,9 +115,10 @@ impl FakeAgent {
         }));
         let down = Arc::new(AtomicBool::new(false));
         let busy = Arc::new(AtomicBool::new(false));
+        let tokens = Arc::new(Mutex::new(vec![token.clone()]));
         let shared = Shared {
             state: state.clone(),
-            token: Arc::new(token.clone()),
+            tokens: tokens.clone(),
             down: down.clone(),
             busy: busy.clone(),
         };
@@ -142,11 +145,28 @@ impl FakeAgent {
             fingerprint: identity.fingerprint,
             token,
             state,
+            tokens,
             down,
             busy,
             task,
             _dir: dir,
         })
+    }
+
+    /// Creates another live token (like `clawy agent token create`) and returns it.
+    pub fn add_token(&self) -> String {
+        let t = format!("fake-{}", uuid::Uuid::new_v4().simple());
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.push(t.clone());
+        }
+        t
+    }
+
+    /// Revokes a token (like `clawy agent token revoke`): refused from now on.
+    pub fn revoke_token(&self, token: &str) {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            tokens.retain(|t| t != token);
+        }
     }
 
     /// A copy of the counters so far.
@@ -274,12 +294,16 @@ async fn authorize(State(shared): State<Shared>, req: Request, next: Next) -> Re
             "busy: VM is locked (clone)",
         );
     }
-    let expected = format!("Bearer {}", shared.token);
-    let ok = req
+    let presented = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let ok = shared
+        .tokens
+        .lock()
+        .is_ok_and(|tokens| tokens.iter().any(|t| t.as_bytes() == presented.as_bytes()));
     if !ok {
         return api_error(
             StatusCode::UNAUTHORIZED,

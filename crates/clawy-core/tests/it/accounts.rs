@@ -526,3 +526,180 @@ async fn emails_by_ids_answers_a_page_in_one_lookup() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn auth_2_reset_after_compromise_revokes_every_api_key() {
+    use clawy_core::actor::Tier;
+    let t = TestCore::new().await;
+    let u = t.user("victim@example.com").await;
+    let keys = t.core.api_keys();
+    // Minted by an attacker with a stolen session (no creator tier = a session).
+    let stolen = keys
+        .create(&u.id, "attacker", Tier::Admin, None, None, &caller_for(&u))
+        .await
+        .unwrap();
+    let acc = t.core.accounts();
+    let anon = Actor::anonymous(client("192.0.2.7"));
+    // A plain reset shows the keys (the token names the account) and keeps them.
+    let tok = acc.create_password_reset_token(&u.id).await.unwrap();
+    let tok = SecretString::from(tok.expose().to_string());
+    assert_eq!(acc.reset_token_user(&tok).await.unwrap().id, u.id);
+    acc.complete_password_reset(&tok, &pw(OTHER_GOOD_PW), &anon)
+        .await
+        .unwrap();
+    assert!(keys.verify(stolen.key.expose()).await.unwrap().is_some());
+    assert!(matches!(
+        acc.reset_token_user(&tok).await,
+        Err(AccountError::ResetTokenInvalid)
+    ));
+    // "I was compromised": every key dies with the reset.
+    let tok = acc.create_password_reset_token(&u.id).await.unwrap();
+    let tok = SecretString::from(tok.expose().to_string());
+    acc.complete_password_reset_with(&tok, &pw(GOOD_PW), true, &anon)
+        .await
+        .unwrap();
+    assert!(keys.verify(stolen.key.expose()).await.unwrap().is_none());
+    assert!(
+        keys.list(&u.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.revoked_at.is_some())
+    );
+}
+
+#[tokio::test]
+async fn auth_2_confirm_password_is_checked_and_throttled() {
+    let t = TestCore::with(|c| c.throttle.account_lock_threshold = 3).await;
+    let u = t.user("me@example.com").await;
+    let acc = t.core.accounts();
+    let me = caller_for(&u);
+    acc.confirm_password(&u.id, &pw(GOOD_PW), &me)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            acc.confirm_password(&u.id, &pw("Wrong-Guess-0000"), &me)
+                .await,
+            Err(AccountError::WrongCurrentPassword)
+        ));
+    }
+    // A stolen session cannot use this form to guess the password.
+    assert!(matches!(
+        acc.confirm_password(&u.id, &pw(GOOD_PW), &me).await,
+        Err(AccountError::Throttled { .. })
+    ));
+}
+
+fn link_token(body: &str, path: &str) -> String {
+    let marker = format!("{path}?token=");
+    let start = body.find(&marker).expect("link in mail") + marker.len();
+    body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+#[tokio::test]
+async fn signup_email_is_verified_before_the_first_instance() {
+    use clawy_core::instances::{CreateInstance, InstanceError};
+    let t = TestCore::with_smtp(|c| c.email_verification = true).await;
+    let acc = t.core.accounts();
+    let anon = Actor::anonymous(client("192.0.2.44"));
+    let u = acc
+        .signup("new@example.com", &pw(GOOD_PW), &anon)
+        .await
+        .unwrap();
+    assert!(!acc.is_email_verified(&u.id).await.unwrap());
+    let req = || CreateInstance {
+        name: "first".into(),
+        plan: None,
+        region: None,
+        ssh_key_ids: vec![],
+        secrets: Default::default(),
+    };
+    let err = t
+        .core
+        .instances()
+        .create(&caller_for(&u), &u.id, req())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, InstanceError::EmailUnverified), "{err:?}");
+    assert_eq!(err.code(), "email_unverified");
+    // The link goes through the SMTP path; only its hash is stored.
+    let mail = t
+        .smtp
+        .as_ref()
+        .unwrap()
+        .wait_for_containing("/verify-email?token=")
+        .await
+        .unwrap();
+    assert!(mail.to.contains("new@example.com"));
+    let token = link_token(&mail.body, "/verify-email");
+    assert!(!t.dump_text().await.contains(&token));
+    acc.verify_email(&pw(&token), &anon).await.unwrap();
+    assert!(acc.is_email_verified(&u.id).await.unwrap());
+    // Single use.
+    assert!(matches!(
+        acc.verify_email(&pw(&token), &anon).await,
+        Err(AccountError::VerificationTokenInvalid)
+    ));
+    // Past the gate now (no host in this test, so placement answers instead).
+    let err = t
+        .core
+        .instances()
+        .create(&caller_for(&u), &u.id, req())
+        .await
+        .unwrap_err();
+    assert!(!matches!(err, InstanceError::EmailUnverified), "{err:?}");
+    // Accounts an operator creates are vouched for.
+    let op = acc
+        .create_user("op@example.com", &pw(GOOD_PW), true, &Actor::system())
+        .await
+        .unwrap();
+    assert!(acc.is_email_verified(&op.id).await.unwrap());
+}
+
+#[tokio::test]
+async fn invite_only_signup_needs_an_unused_invitation() {
+    let t = TestCore::with(|c| c.signup_mode = clawy_core::config::SignupMode::Invite).await;
+    let acc = t.core.accounts();
+    let anon = Actor::anonymous(client("192.0.2.45"));
+    assert!(matches!(
+        acc.signup("a@example.com", &pw(GOOD_PW), &anon).await,
+        Err(AccountError::InviteRequired)
+    ));
+    assert!(matches!(
+        acc.signup_with("a@example.com", &pw(GOOD_PW), Some(&pw("made-up")), &anon)
+            .await,
+        Err(AccountError::InviteInvalid)
+    ));
+    let invite = acc.create_invite(&Actor::system()).await.unwrap();
+    assert!(
+        acc.invite_link(&invite)
+            .starts_with("https://clawy.test/signup?invite=")
+    );
+    let inv = pw(invite.expose());
+    acc.signup_with("a@example.com", &pw(GOOD_PW), Some(&inv), &anon)
+        .await
+        .unwrap();
+    // One account per invitation.
+    assert!(matches!(
+        acc.signup_with("b@example.com", &pw(GOOD_PW), Some(&inv), &anon)
+            .await,
+        Err(AccountError::InviteInvalid)
+    ));
+    // Expired invitations do not work.
+    let old = acc.create_invite(&Actor::system()).await.unwrap();
+    t.clock.advance(Duration::from_secs(8 * 24 * 3600));
+    assert!(matches!(
+        acc.signup_with(
+            "c@example.com",
+            &pw(GOOD_PW),
+            Some(&pw(old.expose())),
+            &anon
+        )
+        .await,
+        Err(AccountError::InviteInvalid)
+    ));
+}

@@ -259,3 +259,47 @@ async fn auth_2_expiry_and_last_used_once_a_minute() {
     assert!(keys.list(&u.id).await.unwrap()[0].is_expired_at(t.core.now()));
     let _ = Actor::system();
 }
+
+#[tokio::test]
+async fn api_keys_per_account_are_capped_counting_live_keys() {
+    use clawy_core::actor::Tier;
+    use clawy_core::api_keys::{ApiKeyError, MAX_KEYS_PER_USER};
+    let t = TestCore::new().await;
+    let u = t.user("many@example.com").await;
+    let keys = t.core.api_keys();
+    let mut last = None;
+    for i in 0..MAX_KEYS_PER_USER {
+        last = Some(
+            keys.create(
+                &u.id,
+                &format!("k{i}"),
+                Tier::Read,
+                None,
+                None,
+                &caller_for(&u),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let e = keys
+        .create(
+            &u.id,
+            "one too many",
+            Tier::Read,
+            None,
+            None,
+            &caller_for(&u),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiKeyError::TooMany), "{e:?}");
+    // Revoking one makes room.
+    let last = last.unwrap();
+    keys.revoke(&u.id, &last.api_key.id, &caller_for(&u))
+        .await
+        .unwrap();
+    keys.create(&u.id, "room again", Tier::Read, None, None, &caller_for(&u))
+        .await
+        .unwrap();
+}

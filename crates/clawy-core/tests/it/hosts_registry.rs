@@ -322,3 +322,79 @@ async fn data_3_agent_credentials_rotate_and_stay_sealed() {
         "invalid_fingerprint"
     );
 }
+
+async fn sealed_of(tc: &TestCore, id: &str) -> String {
+    sqlx::query("SELECT token_sealed FROM hosts WHERE id = $1")
+        .bind(id)
+        .fetch_one(tc.core.store().pool())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap()
+}
+
+async fn set_column(tc: &TestCore, id: &str, col: &str, value: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE hosts SET {col} = $1 WHERE id = $2"
+    )))
+    .bind(value)
+    .bind(id)
+    .execute(tc.core.store().pool())
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn data3_sealed_token_is_bound_to_its_host_row() {
+    let tc = TestCore::new().await;
+    let hosts = tc.core.hosts();
+    let a = hosts.register(&operator(), reg("fra1-a")).await.unwrap();
+    let mut rb = reg("fra1-b");
+    rb.url = "https://10.1.2.4:8443/".into();
+    rb.token = SecretString::from("tok-OTHER-host-secret-0000".to_string());
+    let b = hosts.register(&operator(), rb).await.unwrap();
+    // A's token copied into B's row does not open there (B's agent would get A's token).
+    let a_sealed = sealed_of(&tc, &a.id).await;
+    let b_sealed = sealed_of(&tc, &b.id).await;
+    set_column(&tc, &b.id, "token_sealed", &a_sealed).await;
+    assert!(matches!(
+        hosts.agent_target(&b.id).await,
+        Err(HostError::TokenUnreadable)
+    ));
+    set_column(&tc, &b.id, "token_sealed", &b_sealed).await;
+    hosts.agent_target(&b.id).await.unwrap();
+    // A row redirected to another URL, or pinned to another certificate, cannot send
+    // its token there.
+    set_column(&tc, &a.id, "url", "https://203.0.113.66:8443").await;
+    assert!(matches!(
+        hosts.agent_target(&a.id).await,
+        Err(HostError::TokenUnreadable)
+    ));
+    set_column(&tc, &a.id, "url", "https://10.1.2.3:8443").await;
+    hosts.agent_target(&a.id).await.unwrap();
+    set_column(&tc, &a.id, "fingerprint", &"AB:".repeat(31)).await;
+    assert!(hosts.agent_target(&a.id).await.is_err());
+}
+
+#[tokio::test]
+async fn data3_legacy_unbound_tokens_are_bound_on_upgrade() {
+    let tc = TestCore::new().await;
+    let hosts = tc.core.hosts();
+    let a = hosts.register(&operator(), reg("fra1-a")).await.unwrap();
+    // A row as written before binding: sealed without associated data.
+    let legacy = tc
+        .core
+        .secret_key()
+        .seal_str("tok-PLAINTEXT-agent-secret-4f9a1c");
+    assert!(legacy.starts_with("v1."));
+    set_column(&tc, &a.id, "token_sealed", &legacy).await;
+    assert!(
+        hosts.agent_target(&a.id).await.is_err(),
+        "unbound is refused"
+    );
+    assert_eq!(hosts.bind_legacy_tokens().await.unwrap(), 1);
+    assert!(sealed_of(&tc, &a.id).await.starts_with("v2."));
+    let t = hosts.agent_target(&a.id).await.unwrap();
+    assert_eq!(t.token.expose_secret(), "tok-PLAINTEXT-agent-secret-4f9a1c");
+    assert_eq!(hosts.bind_legacy_tokens().await.unwrap(), 0);
+}

@@ -56,6 +56,35 @@ async fn report_1_stored_tracked_and_mailed_to_the_security_contact() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn report_1_concurrent_reports_store_only_the_limit() {
+    let t = TestCore::with(|c| c.throttle.reports_per_hour = 3).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let core = t.core.clone();
+        tasks.push(tokio::spawn(async move {
+            core.reports()
+                .create(
+                    None,
+                    &format!("burst {i}"),
+                    "details",
+                    &Actor::anonymous(client("203.0.113.33")),
+                )
+                .await
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => {}
+            Err(ReportError::RateLimited { .. }) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(refused, 17);
+    assert_eq!(t.count("SELECT COUNT(*) FROM security_reports").await, 3);
+}
+
 #[tokio::test]
 async fn report_1_rate_limited_per_client_address() {
     let t = TestCore::new().await;

@@ -187,3 +187,67 @@ async fn auth_4_add_list_delete_scoped_and_duplicates_refused() {
     );
     assert!(events.iter().any(|e| e.action == "ssh_key_removed"));
 }
+
+#[test]
+fn auth4_stored_comment_always_passes_the_agents_rule() {
+    let base = fixture("ed25519.pub");
+    let mut parts = base.split_whitespace();
+    let (kind, blob) = (parts.next().unwrap(), parts.next().unwrap());
+    // Comments core used to accept and the agent refuses (YAML syntax, quotes, ':').
+    for comment in [
+        "me@laptop: {evil: 1}",
+        "\"quoted\" & 'single' #hash",
+        "tab\there | pipe > redirect",
+        "ünïcödé ☃ key",
+        "*anchor &alias !tag %percent `tick`",
+    ] {
+        let line = format!("{kind} {blob} {comment}");
+        let parsed = parse_public_key(&line).unwrap();
+        assert!(
+            clawy_proto::agent::is_safe_ssh_key_comment(&parsed.comment),
+            "{comment:?} -> {:?}",
+            parsed.comment
+        );
+        let stored_comment = parsed.openssh.splitn(3, ' ').nth(2).unwrap_or_default();
+        assert!(
+            clawy_proto::agent::is_safe_ssh_key_comment(stored_comment),
+            "{:?}",
+            parsed.openssh
+        );
+    }
+    // A clean comment is kept as is.
+    let line = format!("{kind} {blob} alice@work-laptop (2026)");
+    assert_eq!(
+        parse_public_key(&line).unwrap().comment,
+        "alice@work-laptop (2026)"
+    );
+}
+
+#[tokio::test]
+async fn ssh_keys_per_account_are_capped() {
+    let t = TestCore::new().await;
+    let u = t.user("many@example.com").await;
+    let keys = t.core.ssh_keys();
+    let max = clawy_core::ssh_keys::MAX_KEYS_PER_USER as usize;
+    for i in 0..max {
+        let pk = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+            .unwrap();
+        let line = pk.public_key().to_openssh().unwrap();
+        keys.add(&u.id, &format!("k{i}"), &line, &caller_for(&u))
+            .await
+            .unwrap();
+    }
+    let pk =
+        ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    let e = keys
+        .add(
+            &u.id,
+            "one too many",
+            &pk.public_key().to_openssh().unwrap(),
+            &caller_for(&u),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SshKeyError::TooMany), "{e:?}");
+    assert_eq!(e.code(), "too_many_keys");
+}

@@ -229,15 +229,332 @@ async fn auth_5_api_key_failures_throttled_per_address() {
             Err(ApiKeyError::InvalidKey)
         ));
     }
+    // Over the limit: failures get 429 ...
     let err = keys
-        .authenticate(good.key.expose(), &bad_ip)
+        .authenticate(forged.expose(), &bad_ip)
         .await
         .unwrap_err();
     assert!(matches!(err, ApiKeyError::Throttled { .. }), "{err:?}");
     assert_eq!(err.code(), "too_many_attempts");
+    // ... but a valid key from the same address is never refused.
+    keys.authenticate(good.key.expose(), &bad_ip).await.unwrap();
     keys.authenticate(good.key.expose(), &client("198.51.100.3"))
         .await
         .unwrap();
     t.clock.advance(Duration::from_secs(15 * 60 + 1));
-    keys.authenticate(good.key.expose(), &bad_ip).await.unwrap();
+    assert!(matches!(
+        keys.authenticate(forged.expose(), &bad_ip).await,
+        Err(ApiKeyError::InvalidKey)
+    ));
+}
+
+/// Runs `n` logins for `email` at once and returns how many reached the password
+/// check (InvalidCredentials: bcrypt ran) and how many were throttled before it.
+async fn concurrent_wrong_logins(
+    t: &TestCore,
+    email: &str,
+    n: usize,
+    addr: impl Fn(usize) -> String,
+) -> (usize, usize) {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let core = t.core.clone();
+        let email = email.to_string();
+        let actor = Actor::anonymous(client(&addr(i)));
+        tasks.push(tokio::spawn(async move {
+            core.accounts()
+                .authenticate(&email, &pw("Wrong-Guess-0000"), &actor)
+                .await
+        }));
+    }
+    let (mut checked, mut throttled) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Err(AccountError::InvalidCredentials) => checked += 1,
+            Err(AccountError::Throttled { .. }) => throttled += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (checked, throttled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_5_concurrent_wrong_logins_for_one_account_reach_bcrypt_at_most_threshold_times() {
+    let t = TestCore::with(|c| {
+        c.throttle.ip_max_failures = 1000;
+        c.throttle.account_lock_threshold = 5;
+    })
+    .await;
+    t.user("victim@example.com").await;
+    // 50 addresses, so only the account's counter applies.
+    let (checked, throttled) =
+        concurrent_wrong_logins(&t, "victim@example.com", 50, |i| format!("203.0.113.{i}")).await;
+    assert!(
+        checked <= 5,
+        "{checked} passwords checked for a threshold of 5"
+    );
+    assert_eq!(checked + throttled, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_5_concurrent_wrong_logins_from_one_address_reach_bcrypt_at_most_limit_times() {
+    let t = TestCore::with(|c| {
+        c.throttle.ip_max_failures = 7;
+        c.throttle.account_lock_threshold = 1000;
+    })
+    .await;
+    let (checked, _) =
+        concurrent_wrong_logins(&t, "anyone@example.com", 50, |_| "198.51.100.7".into()).await;
+    assert!(checked <= 7, "{checked} passwords checked for a limit of 7");
+}
+
+#[tokio::test]
+async fn auth_5_right_password_is_not_counted_against_the_address() {
+    let t = TestCore::with(|c| c.throttle.ip_max_failures = 3).await;
+    t.user("office@example.com").await;
+    let nat = Actor::anonymous(client("198.51.100.20"));
+    // Many good logins from one address (an office NAT) never add up to a throttle.
+    for _ in 0..10 {
+        t.core
+            .accounts()
+            .authenticate("office@example.com", &pw(GOOD_PW), &nat)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn auth_5_ipv6_addresses_in_one_64_share_a_bucket() {
+    let t = TestCore::with(|c| {
+        c.throttle.ip_max_failures = 3;
+        c.throttle.account_lock_threshold = 1000;
+    })
+    .await;
+    t.user("v6@example.com").await;
+    let acc = t.core.accounts();
+    // Three failures from three addresses of one /64 ...
+    for host in ["1", "abcd:1", "ffff:ffff:fffe"] {
+        let a = Actor::anonymous(client(&format!("2001:db8:1:2::{host}")));
+        assert!(matches!(
+            acc.authenticate("v6@example.com", &pw("Wrong-Guess-0000"), &a)
+                .await,
+            Err(AccountError::InvalidCredentials)
+        ));
+    }
+    // ... throttle a fourth address of the same /64,
+    let same64 = Actor::anonymous(client("2001:db8:1:2:9:9:9:9"));
+    assert!(matches!(
+        acc.authenticate("v6@example.com", &pw(GOOD_PW), &same64)
+            .await,
+        Err(AccountError::Throttled { .. })
+    ));
+    // but not the neighbouring /64.
+    let other64 = Actor::anonymous(client("2001:db8:1:3::1"));
+    acc.authenticate("v6@example.com", &pw(GOOD_PW), &other64)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn auth_5_ipv6_bucket_prefix_is_configurable() {
+    let t = TestCore::with(|c| {
+        c.throttle.ip_max_failures = 1;
+        c.throttle.account_lock_threshold = 1000;
+        c.throttle.ipv6_bucket_prefix = 128;
+    })
+    .await;
+    let acc = t.core.accounts();
+    let a = Actor::anonymous(client("2001:db8:1:2::1"));
+    let b = Actor::anonymous(client("2001:db8:1:2::2"));
+    assert!(matches!(
+        acc.authenticate("x@example.com", &pw("Wrong-Guess-0000"), &a)
+            .await,
+        Err(AccountError::InvalidCredentials)
+    ));
+    // With /128 the neighbour is its own bucket.
+    assert!(matches!(
+        acc.authenticate("x@example.com", &pw("Wrong-Guess-0000"), &b)
+            .await,
+        Err(AccountError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        acc.authenticate("x@example.com", &pw("Wrong-Guess-0000"), &a)
+            .await,
+        Err(AccountError::Throttled { .. })
+    ));
+}
+
+#[tokio::test]
+async fn auth_5_throttled_logins_are_aggregated_in_the_audit_log() {
+    let t = TestCore::with(|c| {
+        c.throttle.ip_max_failures = 2;
+        c.throttle.account_lock_threshold = 1000;
+    })
+    .await;
+    let acc = t.core.accounts();
+    let bot = Actor::anonymous(client("203.0.113.99"));
+    for i in 0..40 {
+        let _ = acc
+            .authenticate(&format!("u{i}@example.com"), &pw("Wrong-Guess-0000"), &bot)
+            .await;
+    }
+    // One row when the limit started to apply, one for the refusals of the window:
+    // not 38 rows of anonymous traffic.
+    let n = t
+        .count("SELECT COUNT(*) FROM audit_events WHERE action = 'login_throttled'")
+        .await;
+    assert!(n <= 2, "{n} login_throttled rows");
+    assert!(n >= 1);
+    // A new window gets a new row.
+    t.clock.advance(Duration::from_secs(16 * 60));
+    for i in 0..5 {
+        let _ = acc
+            .authenticate(&format!("w{i}@example.com"), &pw("Wrong-Guess-0000"), &bot)
+            .await;
+    }
+    let later = t
+        .count("SELECT COUNT(*) FROM audit_events WHERE action = 'login_throttled'")
+        .await;
+    assert!(later > n && later <= n + 2, "{n} -> {later}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signup_limited_per_address() {
+    let t = TestCore::with(|c| c.throttle.signups_per_hour = 10).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let core = t.core.clone();
+        tasks.push(tokio::spawn(async move {
+            core.accounts()
+                .signup(
+                    &format!("farm{i}@example.com"),
+                    &pw(GOOD_PW),
+                    &Actor::anonymous(client("203.0.113.50")),
+                )
+                .await
+        }));
+    }
+    let (mut ok, mut throttled) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(AccountError::Throttled { .. }) => throttled += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!((ok, throttled), (10, 40));
+    assert_eq!(t.count("SELECT COUNT(*) FROM users").await, 10);
+    // Another address is not affected; an hour later this one may sign up again.
+    t.core
+        .accounts()
+        .signup(
+            "elsewhere@example.com",
+            &pw(GOOD_PW),
+            &Actor::anonymous(client("198.51.100.50")),
+        )
+        .await
+        .unwrap();
+    t.clock.advance(Duration::from_secs(3601));
+    t.core
+        .accounts()
+        .signup(
+            "later@example.com",
+            &pw(GOOD_PW),
+            &Actor::anonymous(client("203.0.113.50")),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn auth_5_lockout_abuse_owner_keeps_a_way_in_from_a_known_device() {
+    let t = TestCore::with(|c| {
+        c.throttle.ip_max_failures = 1000;
+        c.throttle.account_lock_threshold = 3;
+        c.throttle.account_lock_base_seconds = 900;
+        c.throttle.account_lock_max_seconds = 900;
+    })
+    .await;
+    let owner = t.user("owner@example.com").await;
+    let other = t.user("other@example.com").await;
+    let acc = t.core.accounts();
+    // The owner signed in from this browser last week.
+    let device = acc.issue_device_token(&owner);
+    let foreign_device = acc.issue_device_token(&other);
+    t.clock.advance(Duration::from_secs(7 * 24 * 3600));
+    // The attacker locks the account from addresses of their own.
+    for i in 0..3 {
+        let _ = acc
+            .authenticate(
+                "owner@example.com",
+                &pw("Attacker-Guess-123"),
+                &Actor::anonymous(client(&format!("203.0.113.{i}"))),
+            )
+            .await;
+    }
+    let home = Actor::anonymous(client("192.0.2.10"));
+    // Locked for a browser without the token, and for another account's token ...
+    for token in [None, Some(foreign_device.expose()), Some("v2.forged")] {
+        assert!(matches!(
+            acc.authenticate_from("owner@example.com", &pw(GOOD_PW), &home, token)
+                .await,
+            Err(AccountError::Throttled { .. })
+        ));
+    }
+    // ... but the owner's known device gets in.
+    acc.authenticate_from(
+        "owner@example.com",
+        &pw(GOOD_PW),
+        &home,
+        Some(device.expose()),
+    )
+    .await
+    .unwrap();
+    // A stolen device token is no free pass: it has its own failure limit.
+    for _ in 0..3 {
+        assert!(matches!(
+            acc.authenticate_from(
+                "owner@example.com",
+                &pw("Attacker-Guess-123"),
+                &home,
+                Some(device.expose())
+            )
+            .await,
+            Err(AccountError::InvalidCredentials)
+        ));
+    }
+    assert!(matches!(
+        acc.authenticate_from(
+            "owner@example.com",
+            &pw(GOOD_PW),
+            &home,
+            Some(device.expose())
+        )
+        .await,
+        Err(AccountError::Throttled { .. })
+    ));
+    // A password change retires every device token issued before it.
+    t.clock.advance(Duration::from_secs(3600));
+    acc.change_password(&owner.id, &pw(GOOD_PW), &pw(OTHER_GOOD_PW), None, &home)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let _ = acc
+            .authenticate(
+                "owner@example.com",
+                &pw("Attacker-Guess-123"),
+                &Actor::anonymous(client(&format!("203.0.113.{i}"))),
+            )
+            .await;
+    }
+    assert!(matches!(
+        acc.authenticate_from(
+            "owner@example.com",
+            &pw(OTHER_GOOD_PW),
+            &home,
+            Some(device.expose())
+        )
+        .await,
+        Err(AccountError::Throttled { .. })
+    ));
 }

@@ -11,4 +11,5 @@ mod fleet_scale;
 mod host_leases;
 mod postgres_two_runners;
 mod reconcile_fake;
+mod rotation_fake;
 mod runner_fake;

@@ -8,6 +8,8 @@ use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::pagination::PageQuery;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use clawy_core::SecretString;
+use clawy_core::actor::Tier;
 use clawy_core::api_keys::{ApiKey, NewApiKey};
 use clawy_proto::api::{self as wire, ApiKeyList, CreateApiKey, CreatedApiKey, ErrorBody};
 
@@ -67,7 +69,7 @@ pub async fn list(
     request_body = CreateApiKey,
     responses(
         (status = 201, description = "Created; store `key` now", body = CreatedApiKey),
-        (status = 401, body = ErrorBody), (status = 403, description = "Tier below admin, or above the caller's own", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, description = "Tier below admin, or above the caller's own, or an admin key from a session without `password` (`password_required`)", body = ErrorBody),
         (status = 422, description = "Invalid name or expiry", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -77,13 +79,29 @@ pub async fn create(
     caller: Authed<Admin>,
     ApiJson(req): ApiJson<CreateApiKey>,
 ) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
+    let tier = tier_from_wire(req.tier);
+    if tier == Tier::Admin && caller.key_tier().is_none() {
+        // AUTH-2: a browser session re-authenticates before minting an admin key.
+        let Some(password) = req.password.clone() else {
+            return Err(password_required());
+        };
+        state
+            .core
+            .accounts()
+            .confirm_password(
+                &caller.user.id,
+                &SecretString::from(password),
+                &caller.actor(),
+            )
+            .await?;
+    }
     let created = state
         .core
         .api_keys()
         .create(
             &caller.user.id,
             &req.name,
-            tier_from_wire(req.tier),
+            tier,
             req.expires_at,
             caller.key_tier(),
             &caller.actor(),
@@ -132,10 +150,26 @@ pub async fn regenerate(
     caller: Authed<Admin>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<CreatedApiKey>, ApiError> {
+    if caller.key_tier().is_none() {
+        // AUTH-2: regenerating an admin key from a session needs the password, which
+        // this body-less call cannot carry: the dashboard's form asks for it.
+        let key = state.core.api_keys().get(&caller.user.id, &id).await?;
+        if key.tier == Tier::Admin {
+            return Err(password_required());
+        }
+    }
     let regenerated = state
         .core
         .api_keys()
         .regenerate(&caller.user.id, &id, caller.key_tier(), &caller.actor())
         .await?;
     Ok(ApiJson(created_to_wire(regenerated)))
+}
+
+/// AUTH-2: admin-tier keys are not minted on the strength of a session cookie alone.
+fn password_required() -> ApiError {
+    ApiError::forbidden(
+        "password_required",
+        "Creating or regenerating an admin-tier key from a browser session needs your password: send it as `password` (or use the dashboard's form, or an admin API key).",
+    )
 }

@@ -14,8 +14,10 @@ use axum::http::StatusCode;
 use clawy_core::SecretString;
 use clawy_core::hosts::HostLoad;
 use clawy_core::hosts::RegisterHost;
-use clawy_orchestrator::registration::register_host;
-use clawy_proto::api::{self as wire, CreateHost, ErrorBody, HostList, UpdateHost};
+use clawy_orchestrator::registration::{register_host, rotate_host_credentials};
+use clawy_proto::api::{
+    self as wire, CreateHost, ErrorBody, HostList, RotateHostCredentials, UpdateHost,
+};
 
 pub(crate) fn to_wire(h: HostLoad) -> wire::Host {
     let res = |r: clawy_proto::agent::Resources| wire::HostResources {
@@ -116,4 +118,37 @@ pub async fn update(
             .await?;
     }
     Ok(ApiJson(to_wire(hosts.get_with_load(&id).await?)))
+}
+
+/// DATA-3: rotates the agent token and/or the pinned certificate fingerprint. The agent
+/// must accept the new token over a connection pinned to the new fingerprint before
+/// anything is stored; the host's instances are not touched. Revoke the old token on
+/// the agent afterwards (`clawy agent token revoke`).
+#[utoipa::path(
+    post, path = "/api/v1/admin/hosts/{id}/credentials", tag = "operator",
+    params(("id" = String, Path, description = "Host id")),
+    request_body = RotateHostCredentials,
+    responses(
+        (status = 200, body = wire::Host),
+        (status = 404, description = "No such host, or not an operator", body = ErrorBody),
+        (status = 422, description = "Bad fingerprint, wrong certificate, token refused or agent unreachable (the message says which)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn rotate_credentials(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RotateHostCredentials>,
+) -> Result<ApiJson<wire::Host>, ApiError> {
+    let token = req.token.map(SecretString::from);
+    let host = rotate_host_credentials(
+        &state.core,
+        &super::operator_audit(&op),
+        &id,
+        token.as_ref(),
+        req.fingerprint.as_deref(),
+    )
+    .await?;
+    Ok(ApiJson(to_wire(host)))
 }

@@ -67,6 +67,7 @@ api_routes! {
     "GET" "/admin/hosts" => get hosts::list,
     "POST" "/admin/hosts" => post hosts::create,
     "PATCH" "/admin/hosts/{id}" => patch hosts::update,
+    "POST" "/admin/hosts/{id}/credentials" => post hosts::rotate_credentials,
     "GET" "/admin/instances" => get instances::admin_list,
     "POST" "/admin/plans" => post plans::create,
     "PATCH" "/admin/plans/{id}" => patch plans::update,

@@ -158,31 +158,14 @@ impl Caller {
     }
 }
 
-/// AUTH-2 + AUTH-5: one hash and one indexed lookup for an address with no recent
-/// failure; otherwise (and on any failure) core's full path, which checks the
-/// per-address failure counter first, records the failure and answers 429 when over.
+/// AUTH-2 + AUTH-5: one hash and one indexed lookup; only a failure is counted (and
+/// answered 429 once its address is over the limit), a valid key is never refused.
 async fn authenticate_key(
     state: &AppState,
     token: &str,
     client: &ClientInfo,
 ) -> Result<(User, ApiKey), ApiKeyError> {
-    let core = &state.core;
-    let now = core.now_ms();
-    let addr = client.addr;
-    let suspect = addr.is_none_or(|a| state.suspects.is_suspect(a, now));
-    if !suspect {
-        if let Some(found) = core.api_keys().verify(token).await? {
-            return Ok(found);
-        }
-    }
-    let result = core.api_keys().authenticate(token, client).await;
-    if result.is_err() {
-        if let Some(a) = addr {
-            let window_ms = (core.config().throttle.ip_window_seconds as i64).saturating_mul(1000);
-            state.suspects.mark(a, now, window_ms);
-        }
-    }
-    result
+    state.core.api_keys().authenticate(token, client).await
 }
 
 fn is_state_changing(method: &Method) -> bool {

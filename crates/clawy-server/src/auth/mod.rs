@@ -5,7 +5,6 @@
 pub mod caller;
 pub mod client_addr;
 pub mod origin;
-pub mod suspects;
 
 pub use caller::{Admin, Authed, Caller, CallerAuth, Manage, MaybeCaller, Operator, Read, TierReq};
 pub use client_addr::ClientAddr;

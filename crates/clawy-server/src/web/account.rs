@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/account", get(account_page))
         .route("/account/password", post(change_password))
         .route("/account/sessions/{id}/revoke", post(revoke_session))
+        .route("/account/verify-email", post(resend_verification))
 }
 
 #[derive(Serialize)]
@@ -187,6 +188,19 @@ async fn revoke_session(
         .revoke(&session.user.id, &id, &web.actor())
         .await?;
     Ok(web.finish(redirect_with_flash("/account", Flash::SessionRevoked)))
+}
+
+/// Mails a new verification link (rate-limited in core).
+async fn resend_verification(
+    SignedIn { web, session }: SignedIn,
+    Form(f): Form<CsrfOnly>,
+) -> WebResult {
+    web.check_form(&f.csrf_token)?;
+    let accounts = web.state.core.accounts();
+    if !accounts.is_email_verified(&session.user.id).await? {
+        accounts.send_verification(&session.user).await?;
+    }
+    Ok(web.finish(redirect_with_flash("/", Flash::VerificationSent)))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use axum::extract::{Form, Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use chrono::NaiveDate;
+use clawy_core::SecretString;
+use clawy_core::accounts::AccountError;
 use clawy_core::actor::Tier;
 use clawy_core::api_keys::NewApiKey;
 use minijinja::context;
@@ -14,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::context::{CsrfOnly, Flash, SignedIn, Web, redirect_with_flash};
 use super::error::field_error;
 use super::render::page;
-use super::{FieldErrors, INVALID_FORM, WebResult, show_time};
+use super::{FieldErrors, INVALID_FORM, WebError, WebResult, show_time};
 use crate::pagination::PageQuery;
 use crate::state::AppState;
 
@@ -69,6 +71,16 @@ struct CreateForm {
     name: String,
     tier: String,
     expires_on: String,
+    /// AUTH-2 re-authentication for admin keys; never echoed back into the page.
+    #[serde(skip_serializing)]
+    password: String,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RegenerateForm {
+    csrf_token: String,
+    password: String,
 }
 
 impl Default for CreateForm {
@@ -79,6 +91,7 @@ impl Default for CreateForm {
             name: String::new(),
             tier: "read".to_owned(),
             expires_on: String::new(),
+            password: String::new(),
         }
     }
 }
@@ -185,6 +198,32 @@ async fn create(SignedIn { mut web, session }: SignedIn, Form(f): Form<CreateFor
             }
         },
     };
+    if tier == Some(Tier::Admin) && errors.is_empty() {
+        // AUTH-2: a session cookie alone does not mint an admin key.
+        let confirmed = web
+            .state
+            .core
+            .accounts()
+            .confirm_password(
+                &user_id,
+                &SecretString::from(f.password.clone()),
+                &web.actor(),
+            )
+            .await;
+        match confirmed {
+            Ok(()) => {}
+            Err(AccountError::WrongCurrentPassword) => {
+                errors.insert(
+                    "password",
+                    "Enter your current password to create an admin key.".to_owned(),
+                );
+            }
+            Err(AccountError::Throttled { retry_after }) => {
+                return Err(WebError::Throttled { retry_after });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     if let (Some(tier), true) = (tier, errors.is_empty()) {
         // A browser session has the account's full rights: no creator tier.
         let result = web
@@ -222,10 +261,43 @@ async fn create(SignedIn { mut web, session }: SignedIn, Form(f): Form<CreateFor
 async fn regenerate(
     SignedIn { mut web, session }: SignedIn,
     Path(id): Path<String>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<RegenerateForm>,
 ) -> WebResult {
     let user_id = session.user.id;
     web.check_form(&f.csrf_token)?;
+    let key = web.state.core.api_keys().get(&user_id, &id).await?;
+    if key.tier == Tier::Admin {
+        // AUTH-2: as for creating one.
+        let confirmed = web
+            .state
+            .core
+            .accounts()
+            .confirm_password(&user_id, &SecretString::from(f.password), &web.actor())
+            .await;
+        match confirmed {
+            Ok(()) => {}
+            Err(AccountError::WrongCurrentPassword) => {
+                let mut errors = FieldErrors::new();
+                errors.insert(
+                    "_form",
+                    "Regenerating an admin key needs your current password.".to_owned(),
+                );
+                return render_list(
+                    &mut web,
+                    &user_id,
+                    &PageQuery::default(),
+                    INVALID_FORM,
+                    &CreateForm::default(),
+                    errors,
+                )
+                .await;
+            }
+            Err(AccountError::Throttled { retry_after }) => {
+                return Err(WebError::Throttled { retry_after });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let new = web
         .state
         .core

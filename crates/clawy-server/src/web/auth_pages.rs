@@ -8,12 +8,13 @@ use axum::{Router, routing::post};
 use clawy_core::Actor;
 use clawy_core::SecretString;
 use clawy_core::accounts::AccountError;
+use clawy_core::config::SignupMode;
 use minijinja::context;
 use serde::Deserialize;
 
 use super::context::{
     CsrfOnly, Flash, RESET_COOKIE, Web, clear_reset_token_cookie, clear_session_cookie,
-    redirect_with_flash, reset_token_cookie, safe_next, session_cookie,
+    device_cookie, redirect_with_flash, reset_token_cookie, safe_next, session_cookie,
 };
 use super::error::field_error;
 use super::render::page;
@@ -27,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/forgot-password", get(forgot_page).post(forgot))
         .route("/reset-password", get(reset_page).post(reset))
+        .route("/verify-email", get(verify_email_page))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,18 +45,27 @@ struct CredentialsForm {
     password: String,
     password_confirm: String,
     next: Option<String>,
+    /// Invite-only signup: the invitation from the operator's link.
+    invite: String,
 }
 
-async fn signup_page(mut web: Web) -> WebResult {
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InviteQuery {
+    invite: String,
+}
+
+async fn signup_page(mut web: Web, Query(q): Query<InviteQuery>) -> WebResult {
     if web.session.is_some() {
         return Ok(Redirect::to("/").into_response());
     }
+    let invite_only = web.state.core.config().signup_mode == SignupMode::Invite;
     let layout = web.layout("Sign up", "signup");
     let resp = page(
         StatusCode::OK,
         "signup.html",
         &layout,
-        context! { form => context!{}, errors => FieldErrors::new() },
+        context! { form => context!{ invite => q.invite }, errors => FieldErrors::new(), invite_only },
     );
     Ok(web.finish(resp))
 }
@@ -73,7 +84,14 @@ async fn signup(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
     if errors.is_empty() {
         let core = &web.state.core;
         let caller = Actor::anonymous(web.client.clone());
-        match core.accounts().signup(&f.email, &password, &caller).await {
+        let invite = Some(f.invite.trim())
+            .filter(|i| !i.is_empty())
+            .map(|i| SecretString::from(i.to_owned()));
+        match core
+            .accounts()
+            .signup_with(&f.email, &password, invite.as_ref(), &caller)
+            .await
+        {
             Ok(user) => {
                 // AUTH-3: a brand-new session; whatever this browser carried before is ended.
                 if let Some(raw) = web.raw_session() {
@@ -85,22 +103,30 @@ async fn signup(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
                     .append(header::SET_COOKIE, session_cookie(new.token.expose()));
                 return Ok(web.finish(resp));
             }
+            Err(e @ AccountError::InviteRequired) => {
+                errors.insert("invite", e.to_string());
+            }
             Err(e) => {
                 status = field_error(
                     e,
-                    &[("email", "email"), ("password", "password")],
+                    &[
+                        ("email", "email"),
+                        ("password", "password"),
+                        ("invite", "invite"),
+                    ],
                     &mut errors,
                 )?
             }
         }
     }
     // AUTH-1: the password is never echoed back; the email is.
+    let invite_only = web.state.core.config().signup_mode == SignupMode::Invite;
     let layout = web.layout("Sign up", "signup");
     let resp = page(
         status,
         "signup.html",
         &layout,
-        context! { form => context! { email => f.email }, errors => errors },
+        context! { form => context! { email => f.email, invite => f.invite }, errors => errors, invite_only },
     );
     Ok(web.finish(resp))
 }
@@ -128,7 +154,7 @@ async fn login(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
     let next = safe_next(f.next.as_deref()).to_owned();
     match core
         .accounts()
-        .authenticate(&f.email, &password, &caller)
+        .authenticate_from(&f.email, &password, &caller, web.device_token())
         .await
     {
         Ok(user) => {
@@ -141,6 +167,10 @@ async fn login(mut web: Web, Form(f): Form<CredentialsForm>) -> WebResult {
             let mut resp = Redirect::to(&next).into_response();
             resp.headers_mut()
                 .append(header::SET_COOKIE, session_cookie(new.token.expose()));
+            // AUTH-5: this browser is now a known device of the account.
+            let device = core.accounts().issue_device_token(&user);
+            resp.headers_mut()
+                .append(header::SET_COOKIE, device_cookie(device.expose()));
             Ok(web.finish(resp))
         }
         // AUTH-5: throttled → 429 page with Retry-After.
@@ -236,6 +266,30 @@ struct TokenQuery {
     token: String,
 }
 
+/// The link from the verification mail. A GET that changes state, exceptionally: the
+/// token is single-use, unguessable and proves the click came from the mailbox, and
+/// the only change is "this address is confirmed" (nothing a forged request could
+/// abuse). The token leaves the URL at once (redirect).
+async fn verify_email_page(web: Web, Query(q): Query<TokenQuery>) -> WebResult {
+    let token = q.token.trim();
+    if !looks_like_token(token) {
+        return Ok(web.finish(redirect_with_flash("/", Flash::VerificationInvalid)));
+    }
+    let caller = Actor::anonymous(web.client.clone());
+    let flash = match web
+        .state
+        .core
+        .accounts()
+        .verify_email(&SecretString::from(token.to_owned()), &caller)
+        .await
+    {
+        Ok(_) => Flash::EmailVerified,
+        Err(AccountError::VerificationTokenInvalid) => Flash::VerificationInvalid,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(web.finish(redirect_with_flash("/", flash)))
+}
+
 /// Reset tokens are base64url; anything else is not one (and never goes into a cookie).
 fn looks_like_token(t: &str) -> bool {
     (16..=128).contains(&t.len())
@@ -255,14 +309,56 @@ async fn reset_page(mut web: Web, Query(q): Query<TokenQuery>) -> WebResult {
         return Ok(web.finish(resp));
     }
     let invalid = !token.is_empty() || web.cookie(RESET_COOKIE).is_none();
+    let keys = reset_keys(&web).await?;
     let layout = web.layout("Choose a new password", "login");
     let resp = page(
         StatusCode::OK,
         "reset_password.html",
         &layout,
-        context! { invalid => invalid, errors => FieldErrors::new() },
+        context! { invalid => invalid, errors => FieldErrors::new(), keys => keys },
     );
     Ok(web.finish(resp))
+}
+
+#[derive(serde::Serialize)]
+struct ResetKeyView {
+    name: String,
+    tier: &'static str,
+    prefix: String,
+    last_used: Option<String>,
+}
+
+/// AUTH-2/AUTH-3: the reset page lists the account's live API keys (the reset token
+/// proves who is asking), so someone resetting after a compromise sees what a stolen
+/// session may have minted and can revoke it all in the same step.
+async fn reset_keys(web: &Web) -> Result<Vec<ResetKeyView>, WebError> {
+    let Some(token) = web.cookie(RESET_COOKIE) else {
+        return Ok(Vec::new());
+    };
+    let core = &web.state.core;
+    let user = match core
+        .accounts()
+        .reset_token_user(&SecretString::from(token.to_owned()))
+        .await
+    {
+        Ok(u) => u,
+        Err(AccountError::ResetTokenInvalid) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let now = core.now();
+    Ok(core
+        .api_keys()
+        .list(&user.id)
+        .await?
+        .into_iter()
+        .filter(|k| k.revoked_at.is_none() && !k.is_expired_at(now))
+        .map(|k| ResetKeyView {
+            name: k.name,
+            tier: k.tier.as_str(),
+            prefix: k.prefix,
+            last_used: k.last_used_at.map(|t| super::show_time(t).0),
+        })
+        .collect())
 }
 
 #[derive(Default, Deserialize)]
@@ -271,6 +367,8 @@ struct ResetForm {
     csrf_token: String,
     password: String,
     password_confirm: String,
+    /// "I think someone else had access": revoke every API key too.
+    revoke_api_keys: String,
 }
 
 async fn reset(mut web: Web, Form(f): Form<ResetForm>) -> WebResult {
@@ -292,7 +390,7 @@ async fn reset(mut web: Web, Form(f): Form<ResetForm>) -> WebResult {
             .state
             .core
             .accounts()
-            .complete_password_reset(&token, &password, &caller)
+            .complete_password_reset_with(&token, &password, !f.revoke_api_keys.is_empty(), &caller)
             .await
         {
             Ok(_) => {
@@ -309,12 +407,17 @@ async fn reset(mut web: Web, Form(f): Form<ResetForm>) -> WebResult {
     } else {
         invalid = true;
     }
+    let keys = if invalid {
+        Vec::new()
+    } else {
+        reset_keys(&web).await?
+    };
     let layout = web.layout("Choose a new password", "login");
     let mut resp = page(
         status,
         "reset_password.html",
         &layout,
-        context! { invalid => invalid, errors => errors },
+        context! { invalid => invalid, errors => errors, keys => keys },
     );
     if invalid {
         resp.headers_mut()

@@ -26,6 +26,9 @@ use crate::state::AppState;
 pub const ANON_CSRF_COOKIE: &str = "__Host-clawy_csrf";
 /// A password-reset token between the emailed link and the reset form.
 pub const RESET_COOKIE: &str = "__Host-clawy_reset";
+/// AUTH-5: the known-device token of a browser that signed in before (spares it the
+/// account's soft lock; see `Accounts::authenticate_from`).
+pub const DEVICE_COOKIE: &str = "__Host-clawy_device";
 /// One-shot message for the next page (Post/Redirect/Get).
 pub const FLASH_COOKIE: &str = "__Host-clawy_flash";
 
@@ -42,10 +45,13 @@ pub enum Flash {
     SshKeyAdded,
     SshKeyDeleted,
     ApiKeyRevoked,
+    EmailVerified,
+    VerificationInvalid,
+    VerificationSent,
 }
 
 impl Flash {
-    const ALL: [Flash; 9] = [
+    const ALL: [Flash; 12] = [
         Flash::Welcome,
         Flash::SignedIn,
         Flash::SignedOut,
@@ -55,6 +61,9 @@ impl Flash {
         Flash::SshKeyAdded,
         Flash::SshKeyDeleted,
         Flash::ApiKeyRevoked,
+        Flash::EmailVerified,
+        Flash::VerificationInvalid,
+        Flash::VerificationSent,
     ];
 
     pub fn code(self) -> &'static str {
@@ -68,6 +77,9 @@ impl Flash {
             Flash::SshKeyAdded => "ssh_key_added",
             Flash::SshKeyDeleted => "ssh_key_deleted",
             Flash::ApiKeyRevoked => "api_key_revoked",
+            Flash::EmailVerified => "email_verified",
+            Flash::VerificationInvalid => "verification_invalid",
+            Flash::VerificationSent => "verification_sent",
         }
     }
 
@@ -92,6 +104,15 @@ impl Flash {
             Flash::SshKeyAdded => ("ok", "SSH key added."),
             Flash::SshKeyDeleted => ("ok", "SSH key deleted."),
             Flash::ApiKeyRevoked => ("ok", "API key revoked. It no longer works."),
+            Flash::EmailVerified => (
+                "ok",
+                "Your email address is confirmed. You can create instances now.",
+            ),
+            Flash::VerificationInvalid => (
+                "error",
+                "This confirmation link is invalid, expired or already used. Sign in to request a new one.",
+            ),
+            Flash::VerificationSent => ("info", "We have mailed you a new confirmation link."),
         };
         FlashView { kind, message }
     }
@@ -134,6 +155,16 @@ pub fn clear_session_cookie() -> HeaderValue {
 /// Holds a reset token (already checked to be base64url) for at most the token's hour.
 pub fn reset_token_cookie(token: &str) -> HeaderValue {
     host_cookie(RESET_COOKIE, token, "Lax", Some(3600))
+}
+
+/// Kept as long as the token is valid (`DEVICE_TOKEN_TTL`).
+pub fn device_cookie(token: &str) -> HeaderValue {
+    host_cookie(
+        DEVICE_COOKIE,
+        token,
+        "Lax",
+        Some(clawy_core::accounts::DEVICE_TOKEN_TTL.as_secs()),
+    )
 }
 
 pub fn clear_reset_token_cookie() -> HeaderValue {
@@ -299,6 +330,11 @@ impl Web {
         self.raw_session.as_deref()
     }
 
+    /// The known-device cookie as sent, if any.
+    pub fn device_token(&self) -> Option<&str> {
+        cookie(&self.headers, DEVICE_COOKIE)
+    }
+
     /// The token this page's forms carry: the session's, or the signed-out one (created
     /// now, and set as a cookie by [`Web::finish`], if the browser has none yet).
     pub fn csrf_token(&mut self) -> String {
@@ -413,16 +449,24 @@ pub fn redirect_with_flash(to: &str, flash: Flash) -> Response {
 /// Only same-site paths are followed after login (no open redirect).
 pub fn safe_next(next: Option<&str>) -> &str {
     match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.starts_with("/\\")
-                && !n.contains("://") =>
-        {
-            n
-        }
+        Some(n) if is_local_path(n) => n,
         _ => "/",
     }
+}
+
+/// A path on this site, and nothing a browser could read as another origin. Browsers
+/// strip tab/CR/LF from URLs and read `\` as `/` (WHATWG URL parsing), so `/\t/evil`
+/// and `/\evil` are protocol-relative (`//evil`) in disguise: any control character,
+/// whitespace or backslash is refused outright rather than normalised, and so is
+/// anything longer than a path of ours can be.
+fn is_local_path(n: &str) -> bool {
+    n.len() <= 2048
+        && n.starts_with('/')
+        && !n.starts_with("//")
+        && !n.contains("://")
+        && !n
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
 }
 
 #[cfg(test)]
@@ -459,6 +503,24 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+        // Browsers drop tab/CR/LF and read a backslash as a slash: each of these
+        // would become `//evil.example`.
+        for hostile in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/\\/evil.example",
+            "/x\\..\\\\evil.example",
+            "/\u{0}/evil.example",
+            "/ /evil.example",
+            "/\u{85}/evil.example",
+        ] {
+            assert_eq!(safe_next(Some(hostile)), "/", "{hostile:?}");
+        }
+        assert_eq!(
+            safe_next(Some("/instances/abc?tab=events")),
+            "/instances/abc?tab=events"
+        );
     }
 
     #[test]
@@ -478,5 +540,38 @@ mod tests {
             assert_eq!(Flash::parse(f.code()), Some(f));
         }
         assert_eq!(Flash::parse("<script>"), None);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// No open redirect for any input: the result is "/" or a path on this
+            /// site that no browser can read as another origin.
+            #[test]
+            fn safe_next_never_leaves_the_site(next in prop_oneof!["/[a-z/?=&.-]{0,30}", ".{0,60}", "/[\\\\\t\n /]{1,4}[a-z.]{0,20}"]) {
+                let out = safe_next(Some(&next));
+                prop_assert!(out == "/" || out == next);
+                prop_assert!(out.starts_with('/'));
+                prop_assert!(!out.starts_with("//"));
+                prop_assert!(!out.contains("://"));
+                prop_assert!(!out.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\'));
+            }
+
+            /// Hostile Cookie headers: parsing never panics and finds only an exact
+            /// cookie name.
+            #[test]
+            fn cookie_parsing_never_panics(header in ".{0,200}") {
+                let mut h = HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&header) {
+                    h.insert(axum::http::header::COOKIE, v);
+                    if let Some(found) = cookie(&h, SESSION_COOKIE) {
+                        let pair = format!("{}={}", SESSION_COOKIE, found);
+                        prop_assert!(header.contains(&pair));
+                    }
+                }
+            }
+        }
     }
 }

@@ -6,10 +6,20 @@ use axum::routing::get;
 use clawy_core::page::PageRequest;
 use minijinja::context;
 
-use super::WebResult;
 use super::context::Web;
 use super::render::page;
+use super::{WebError, WebResult};
 use crate::state::AppState;
+use clawy_core::installation::{InstallationFacts, status_of};
+
+/// The landing page's short claims, each tied to the promise that backs it.
+const LANDING_CLAIMS: &[(&str, &str)] = &[
+    ("DATA-1", "TLS everywhere"),
+    ("NET-1", "default-deny firewalls"),
+    ("AUTH-4", "key-only SSH"),
+    ("NET-2", "fail2ban"),
+    ("NET-3", "no public IPv4 on the VM"),
+];
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/", get(home))
@@ -17,8 +27,26 @@ pub fn router() -> Router<AppState> {
 
 async fn home(mut web: Web) -> WebResult {
     let Some(session) = web.session.clone() else {
+        // The landing page claims only what this installation keeps (same rules as
+        // /security).
+        let facts = InstallationFacts::gather(&web.state.core)
+            .await
+            .map_err(|e| WebError::Internal(format!("installation facts: {e:?}")))?;
+        let (mut kept, mut not_kept) = (Vec::new(), Vec::new());
+        for (id, claim) in LANDING_CLAIMS {
+            if status_of(id, &facts).is_active() {
+                kept.push(*claim);
+            } else {
+                not_kept.push(*claim);
+            }
+        }
         let layout = web.layout("Your own OpenClaw gateway", "");
-        return Ok(web.finish(page(StatusCode::OK, "landing.html", &layout, context! {})));
+        return Ok(web.finish(page(
+            StatusCode::OK,
+            "landing.html",
+            &layout,
+            context! { kept, not_kept },
+        )));
     };
     let core = &web.state.core;
     let user_id = &session.user.id;
@@ -37,12 +65,13 @@ async fn home(mut web: Web) -> WebResult {
         .iter()
         .any(super::instances::InstanceView::needs_refresh)
         .then_some(super::instances::REFRESH_SECS);
+    let email_unverified = !core.accounts().is_email_verified(user_id).await?;
     let layout = web.layout("Overview", "overview");
     let resp = page(
         StatusCode::OK,
         "overview.html",
         &layout,
-        context! { ssh_key_count, api_key_count, event_count, instances, more_instances, refresh },
+        context! { ssh_key_count, api_key_count, event_count, instances, more_instances, refresh, email_unverified },
     );
     Ok(web.finish(resp))
 }

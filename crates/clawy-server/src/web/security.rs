@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use chrono::{DateTime, Duration, Utc};
 use clawy_core::Actor;
+use clawy_core::installation::{InstallationFacts, PromiseStatus, status_of};
 use clawy_core::promises::{self, CATEGORIES, PROMISES};
 use clawy_core::reports::ReportError;
 use minijinja::context;
@@ -39,6 +40,8 @@ struct PromiseView {
     text: &'static str,
     /// Why the promise is not yet kept (no test proves it yet), shown beside it.
     not_yet_kept: Option<&'static str>,
+    /// Not kept on this installation: why (from `clawy_core::installation`).
+    not_active: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -49,8 +52,9 @@ struct GroupView {
     promises: Vec<PromiseView>,
 }
 
-/// The promises grouped by category, in the order of the published list.
-fn promise_groups() -> Vec<GroupView> {
+/// The promises grouped by category, in the order of the published list, each with
+/// whether this installation keeps it.
+fn promise_groups(facts: &InstallationFacts) -> Vec<GroupView> {
     CATEGORIES
         .iter()
         .map(|c| GroupView {
@@ -65,6 +69,13 @@ fn promise_groups() -> Vec<GroupView> {
                     title: p.title,
                     text: p.text,
                     not_yet_kept: promises::not_yet_kept(p.id),
+                    // A promise no test proves yet says so on its own; the
+                    // installation's status is only shown for the others.
+                    not_active: match status_of(p.id, facts) {
+                        _ if promises::not_yet_kept(p.id).is_some() => None,
+                        PromiseStatus::Active => None,
+                        PromiseStatus::NotActive { why } => Some(why),
+                    },
                 })
                 .collect(),
         })
@@ -72,13 +83,28 @@ fn promise_groups() -> Vec<GroupView> {
 }
 
 async fn security_page(mut web: Web) -> WebResult {
-    let contact = contact_display(&web.state.core.config().security_contact);
+    let facts = InstallationFacts::gather(&web.state.core)
+        .await
+        .map_err(|e| WebError::Internal(format!("installation facts: {e:?}")))?;
+    let config = web.state.core.config();
+    let contact = contact_display(&config.security_contact);
+    // AUTH-5: the limits stated are the ones this installation runs with.
+    let t = &config.throttle;
+    let limits = context! {
+        ip_max_failures => t.ip_max_failures,
+        api_key_ip_max_failures => t.api_key_ip_max_failures,
+        window_minutes => t.ip_window_seconds.div_ceil(60),
+        ipv6_prefix => t.ipv6_bucket_prefix,
+        account_threshold => t.account_lock_threshold,
+        lock_base_seconds => t.account_lock_base_seconds,
+        lock_max_minutes => t.account_lock_max_seconds.div_ceil(60),
+    };
     let layout = web.layout("Security", "security");
     let resp = page(
         StatusCode::OK,
         "security.html",
         &layout,
-        context! { groups => promise_groups(), security_contact => contact },
+        context! { groups => promise_groups(&facts), security_contact => contact, limits => limits },
     );
     Ok(web.finish(resp))
 }
@@ -238,7 +264,10 @@ mod tests {
 
     #[test]
     fn report_1_every_promise_is_in_a_group() {
-        let n: usize = promise_groups().iter().map(|g| g.promises.len()).sum();
+        let n: usize = promise_groups(&InstallationFacts::default())
+            .iter()
+            .map(|g| g.promises.len())
+            .sum();
         assert_eq!(n, PROMISES.len());
     }
 

@@ -237,3 +237,55 @@ async fn expiry_in_the_past_is_422_naming_the_field() {
     assert_eq!(body["error"]["field"], "expires_at");
     insta::assert_json_snapshot!("expiry_in_past_422", body);
 }
+
+#[tokio::test]
+async fn auth2_session_needs_the_password_for_an_admin_key() {
+    let app = TestApp::start().await;
+    let user = app.with_user().await;
+    let s = app.login_session(&user).await;
+    let post = |body: serde_json::Value| {
+        app.request(Method::POST, "/api/v1/api-keys")
+            .header("cookie", &s.cookie)
+            .header("x-csrf-token", &s.csrf)
+            .json(&body)
+            .send()
+    };
+    let resp = post(serde_json::json!({"name": "x", "tier": "admin"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(json(resp).await["error"]["code"], "password_required");
+    let resp =
+        post(serde_json::json!({"name": "x", "tier": "admin", "password": "Wrong-Guess-0000"}))
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let resp = post(serde_json::json!({"name": "x", "tier": "admin", "password": user.password}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let id = json(resp).await["id"].as_str().unwrap().to_owned();
+    // Regenerating it from a session is refused (the form with the password is the way).
+    let resp = app
+        .request(Method::POST, &format!("/api/v1/api-keys/{id}/regenerate"))
+        .header("cookie", &s.cookie)
+        .header("x-csrf-token", &s.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // An admin key needs no password (it is the credential), and lower tiers from a
+    // session need none either.
+    let (_, admin) = app.with_api_key(&user, Tier::Admin).await;
+    let resp = create(
+        &app,
+        &admin,
+        serde_json::json!({"name": "y", "tier": "admin"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = post(serde_json::json!({"name": "z", "tier": "manage"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}

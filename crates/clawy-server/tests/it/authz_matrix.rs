@@ -77,6 +77,9 @@ enum Body {
     /// the request got past authorization.
     UnreachableHost,
     EnableHost,
+    /// A new token for a host whose agent does not answer: an authorized caller gets
+    /// the 422 that proves the request got past authorization.
+    RotateUnreachable,
     NewPlan,
     PatchPlan,
 }
@@ -143,6 +146,7 @@ const MATRIX: &[Row] = &[
     row("GET", "/admin/hosts", T::None, B::None,                             [401, 404, 404, 404, 404, 404, 404, 401, 401, 200, 200, 404]),
     row("POST", "/admin/hosts", T::None, B::UnreachableHost,                 [401, 404, 404, 404, 404, 404, 403, 401, 401, 422, 422, 404]),
     row("PATCH", "/admin/hosts/{id}", T::Host, B::EnableHost,                [401, 404, 404, 404, 404, 404, 403, 401, 401, 200, 200, 404]),
+    row("POST", "/admin/hosts/{id}/credentials", T::Host, B::RotateUnreachable, [401, 404, 404, 404, 404, 404, 403, 401, 401, 422, 422, 404]),
     row("GET", "/admin/instances", T::None, B::None,                         [401, 404, 404, 404, 404, 404, 404, 401, 401, 200, 200, 404]),
     row("POST", "/admin/plans", T::None, B::NewPlan,                         [401, 404, 404, 404, 404, 404, 403, 401, 401, 201, 201, 404]),
     row("PATCH", "/admin/plans/{id}", T::Plan, B::PatchPlan,                 [401, 404, 404, 404, 404, 404, 403, 401, 401, 200, 200, 404]),
@@ -251,6 +255,7 @@ async fn run_cell(app: &TestApp, c: &Callers, row: &Row, who: Who) -> u16 {
             "location": "DE",
         })),
         Body::EnableHost => req.json(&serde_json::json!({"enabled": true})),
+        Body::RotateUnreachable => req.json(&serde_json::json!({"token": "new-agent-token"})),
         Body::NewPlan => req.json(&serde_json::json!({
             "name": format!("p{}", random_suffix(8).to_lowercase()),
             "vcpus": 1, "memory_mib": 256, "disk_gib": 1,

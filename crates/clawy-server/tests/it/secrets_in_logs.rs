@@ -90,7 +90,9 @@ pub async fn full_flow(app: &TestApp) -> FlowSecrets {
         .header("cookie", &cookie)
         .header("x-csrf-token", &s.csrf_token)
         .header("origin", app.origin())
-        .json(&serde_json::json!({"name": "flow", "tier": "admin"}))
+        // AUTH-2: a session re-authenticates for an admin key (the password must not
+        // reach a log either).
+        .json(&serde_json::json!({"name": "flow", "tier": "admin", "password": p1}))
         .send()
         .await
         .unwrap();

@@ -373,6 +373,17 @@ async fn auth_3_password_reset_by_mail_ends_every_session() {
     let user = app.with_user().await;
     let mut old = WebClient::new(&app);
     old.login(&user).await;
+    // A key minted before the reset (say, with the stolen session).
+    let (key_id, key_secret) = app
+        .with_api_key(&user, clawy_core::actor::Tier::Admin)
+        .await;
+    let key_prefix = app
+        .core
+        .api_keys()
+        .get(user.id(), &key_id)
+        .await
+        .unwrap()
+        .prefix;
 
     let mut web = WebClient::new(&app);
     let resp = web
@@ -416,15 +427,24 @@ async fn auth_3_password_reset_by_mail_ends_every_session() {
     let (status, html) = web.get_text("/reset-password").await;
     assert_eq!(status, StatusCode::OK);
     assert!(!html.contains(&reset_token), "token in the page");
+    // AUTH-2/AUTH-3: the page lists the account's API keys and offers to revoke them.
+    assert!(html.contains(&key_prefix), "keys not shown: {html}");
+    assert!(html.contains("name=\"revoke_api_keys\""));
     let token = crate::web_support::csrf_from(&html);
     let form = [
         ("csrf_token", token.as_str()),
         ("password", new_password.as_str()),
         ("password_confirm", new_password.as_str()),
+        ("revoke_api_keys", "1"),
     ];
     let resp = web.post_raw("/reset-password", &form).await;
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&resp), "/login");
+    // "I was compromised": the key minted before the reset is dead.
+    assert_eq!(
+        app.get_with_key("/api/v1/me", &key_secret).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(
         old.get("/account").await.status(),
         StatusCode::SEE_OTHER,
@@ -507,4 +527,68 @@ async fn auth_5_password_reset_requests_are_rate_limited() {
         known.replace(&user.email, "EMAIL"),
         unknown.replace("nobody@example.test", "EMAIL")
     );
+}
+
+#[tokio::test]
+async fn signup_invite_only_and_email_verification_through_the_pages() {
+    let app = TestApp::builder()
+        .with_smtp()
+        .config(|c| {
+            c.signup_mode = clawy_core::config::SignupMode::Invite;
+            c.email_verification = true;
+        })
+        .start()
+        .await;
+    let password = strong_password();
+    let mut web = WebClient::new(&app);
+    let form = |invite: &'static str, pw: &'static str| {
+        vec![
+            ("email", "invited@example.com"),
+            ("password", pw),
+            ("password_confirm", pw),
+            ("invite", invite),
+        ]
+    };
+    let pw: &'static str = Box::leak(password.clone().into_boxed_str());
+    // No invitation: refused, the field says why.
+    let resp = web.submit("/signup", "/signup", &form("", pw)).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(resp.text().await.unwrap().contains("by invitation only"));
+    // The operator's link carries the invitation into the form.
+    let invite = app
+        .core
+        .accounts()
+        .create_invite(&clawy_core::Actor::system())
+        .await
+        .unwrap();
+    let code: &'static str = Box::leak(invite.expose().to_owned().into_boxed_str());
+    let (_, html) = web.get_text(&format!("/signup?invite={code}")).await;
+    assert!(html.contains(&format!("value=\"{code}\"")));
+    let resp = web.submit("/signup", "/signup", &form(code, pw)).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    // Signed in but unconfirmed: the overview says so, instances are refused.
+    let (_, html) = web.get_text("/").await;
+    assert!(html.contains("Confirm your email address"), "{html}");
+    let mail = app
+        .smtp
+        .as_ref()
+        .unwrap()
+        .wait_for_containing("/verify-email?token=")
+        .await
+        .unwrap();
+    let start = mail.body.find("/verify-email?token=").unwrap();
+    let path: String = mail.body[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let resp = web.get(&path).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&resp), "/");
+    let (_, html) = web.get_text("/").await;
+    assert!(html.contains("Your email address is confirmed"), "{html}");
+    assert!(!html.contains("Confirm your email address."));
+    // The link works once.
+    web.get(&path).await;
+    let (_, html) = web.get_text("/").await;
+    assert!(html.contains("invalid, expired or already used"));
 }

@@ -152,11 +152,13 @@ async fn api_key_form_keeps_input_on_error() {
                 ("name", "nightly backup"),
                 ("tier", "admin"),
                 ("expires_on", "2001-01-01"),
+                ("password", &user.password),
             ],
         )
         .await;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let html = resp.text().await.unwrap();
+    assert!(!html.contains(&user.password), "password echoed");
     assert!(html.contains("id=\"e-expires_on\""));
     assert!(html.contains("value=\"nightly backup\""));
     assert!(html.contains("<option value=\"admin\" selected>"));
@@ -405,4 +407,94 @@ async fn plain_http_base_url_warns_that_sign_in_cannot_work() {
     let mut web = WebClient::new(&app);
     let (_, html) = web.get_text("/login").await;
     assert!(!html.contains("Signing in cannot work at this address"));
+}
+
+/// The secret shown on a "key created" page.
+fn secret_in(html: &str, prefix: &str) -> Option<String> {
+    let start = html.find(prefix)?;
+    Some(
+        html[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn auth2_admin_key_from_a_session_needs_the_password_again() {
+    let app = TestApp::start().await;
+    let user = app.with_user().await;
+    let mut web = WebClient::new(&app);
+    web.login(&user).await;
+    let form = |pw: &'static str| {
+        vec![
+            ("name", "root"),
+            ("tier", "admin"),
+            ("expires_on", ""),
+            ("password", pw),
+        ]
+    };
+    // A stolen session cookie alone: no admin key.
+    for pw in ["", "Wrong-Guess-0000"] {
+        let resp = web.submit("/api-keys", "/api-keys", &form(pw)).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("id=\"e-password\""), "{html}");
+        assert!(secret_in(&html, "clawy_a_").is_none());
+    }
+    assert!(
+        app.core
+            .api_keys()
+            .list(user.id())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Lower tiers need no password.
+    let resp = web
+        .submit(
+            "/api-keys",
+            "/api-keys",
+            &[("name", "ci"), ("tier", "read"), ("expires_on", "")],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    // With the password: created.
+    let pw: &'static str = Box::leak(user.password.clone().into_boxed_str());
+    let resp = web.submit("/api-keys", "/api-keys", &form(pw)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.unwrap();
+    assert!(!html.contains(&user.password), "password echoed");
+    let secret = secret_in(&html, "clawy_a_").expect("admin key shown");
+    // Regenerating it asks again.
+    let key = app
+        .core
+        .api_keys()
+        .list(user.id())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.tier == clawy_core::actor::Tier::Admin)
+        .unwrap();
+    let (_, page) = web.get_text("/api-keys").await;
+    let token = csrf_from(&page);
+    let path = format!("/api-keys/{}/regenerate", key.id);
+    let resp = web.post_raw(&path, &[("csrf_token", &token)]).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        app.get_with_key("/api/v1/me", &secret).await.status(),
+        StatusCode::OK,
+        "not regenerated"
+    );
+    let resp = web
+        .post_raw(
+            &path,
+            &[("csrf_token", &token), ("password", &user.password)],
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_with_key("/api/v1/me", &secret).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 
 use crate::common::TestApp;
-use crate::web_support::{WebClient, esc, location};
+use crate::web_support::{SESSION, WebClient, esc, location, set_cookies};
 use clawy_core::promises::{self, PROMISES};
 
 #[tokio::test]
@@ -224,4 +224,108 @@ async fn report_1_thanks_page_shows_only_tracking_ids() {
         .get_text("/security/report/thanks?id=%3Cscript%3E")
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn auth5_a_known_browser_passes_an_attackers_account_lock() {
+    let app = TestApp::builder()
+        .config(|c| {
+            c.throttle.account_lock_threshold = 3;
+            c.throttle.ip_max_failures = 1000;
+        })
+        .start()
+        .await;
+    let user = app.with_user().await;
+    // The owner signed in from this browser before, then signed out.
+    let mut owner = WebClient::new(&app);
+    let resp = owner.login(&user).await;
+    let device = set_cookies(resp.headers(), "__Host-clawy_device");
+    assert_eq!(device.len(), 1);
+    assert!(
+        device[0].contains("Secure; HttpOnly; SameSite=Lax"),
+        "{device:?}"
+    );
+    owner.cookies.remove(SESSION);
+    // An attacker keeps the account locked.
+    let mut attacker = WebClient::new(&app);
+    for _ in 0..3 {
+        let r = attacker
+            .submit(
+                "/login",
+                "/login",
+                &[("email", &user.email), ("password", "Wrong-Guess-0000")],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = attacker
+        .submit(
+            "/login",
+            "/login",
+            &[("email", &user.email), ("password", &user.password)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // The owner's browser still gets in.
+    owner.login(&user).await;
+    // And the policy is on /security with this installation's numbers.
+    let (_, html) = WebClient::new(&app).get_text("/security").await;
+    assert!(html.contains("Sign-in limits on this installation"));
+    assert!(html.contains("After 3 failed sign-ins in a row"), "{html}");
+    assert!(html.contains("per /64 network"));
+}
+
+/// The text of the `<li class="promise" id="ID">` element.
+fn promise_block<'h>(html: &'h str, id: &str) -> &'h str {
+    let start = html
+        .find(&format!("<li class=\"promise\" id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("{id} missing"));
+    let end = html[start..].find("</li>").unwrap() + start;
+    &html[start..end]
+}
+
+#[tokio::test]
+async fn security_page_states_only_what_this_installation_keeps() {
+    // The stand-in: no edge, no mail, a guest image without a manifest.
+    let app = TestApp::start().await;
+    let (_, html) = WebClient::new(&app).get_text("/security").await;
+    for id in ["DATA-1", "NET-1", "NET-2", "NET-4", "AUTH-4", "REPORT-1"] {
+        assert!(
+            promise_block(&html, id).contains("Not active on this installation"),
+            "{id} claimed on the stand-in"
+        );
+    }
+    assert!(promise_block(&html, "NET-2").contains("without a build manifest"));
+    assert!(!promise_block(&html, "AUTH-1").contains("Not active"));
+    let (_, landing) = WebClient::new(&app).get_text("/").await;
+    assert!(
+        landing.contains("Not active on this installation yet: TLS everywhere, default-deny firewalls, key-only SSH, fail2ban"),
+        "{landing}"
+    );
+
+    // A real guest image's manifest and a mail server: those promises are kept.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("clawy-openclaw-1.manifest.json");
+    std::fs::write(
+        &manifest,
+        r#"{"debian_packages":[{"name":"ufw","version":"0.36.2-1"},{"name":"fail2ban","version":"1.0.2-2"},{"name":"openssh-server","version":"1:9.2p1-2"}]}"#,
+    )
+    .unwrap();
+    let app = TestApp::builder()
+        .with_smtp()
+        .config(move |c| c.guest_image_manifest = Some(manifest))
+        .start()
+        .await;
+    let (_, html) = WebClient::new(&app).get_text("/security").await;
+    for id in ["NET-1", "NET-2", "AUTH-4", "REPORT-1"] {
+        assert!(
+            !promise_block(&html, id).contains("Not active"),
+            "{id} not kept with a full image and mail"
+        );
+    }
+    // Still no edge here: said so.
+    assert!(promise_block(&html, "NET-4").contains("no Caddy edge"));
+    let (_, landing) = WebClient::new(&app).get_text("/").await;
+    assert!(landing.contains("default-deny firewalls, key-only SSH, fail2ban"));
+    assert!(landing.contains("Not active on this installation yet: TLS everywhere"));
 }
