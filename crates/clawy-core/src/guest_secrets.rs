@@ -21,7 +21,6 @@ use sqlx::Row;
 use crate::Core;
 use crate::crypto::SecretKey;
 use crate::error::InternalError;
-use crate::instances::InstanceError;
 
 /// What the owner gives at create time. `Debug` shows no value.
 #[derive(Clone, Default)]
@@ -40,11 +39,19 @@ impl std::fmt::Debug for OwnerSecrets {
     }
 }
 
+/// A secret in the wrong format: the field and what is wrong, never the value.
+/// (Instances turn it into `InstanceError::InvalidSecret`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretError {
+    pub field: &'static str,
+    pub message: &'static str,
+}
+
 impl OwnerSecrets {
     /// Checks the formats (a 422 naming the field, never echoing the value) and adds
     /// a freshly generated gateway token.
-    pub fn into_guest_secrets(self) -> Result<GuestSecrets, InstanceError> {
-        let invalid = |e: clawy_proto::agent::SecretFormatError| InstanceError::InvalidSecret {
+    pub fn into_guest_secrets(self) -> Result<GuestSecrets, SecretError> {
+        let invalid = |e: clawy_proto::agent::SecretFormatError| SecretError {
             field: e.field,
             message: e.message,
         };
@@ -58,11 +65,10 @@ impl OwnerSecrets {
         };
         let model_key = match self.model_key {
             Some((provider, key)) => {
-                let provider =
-                    ModelProvider::parse(provider.trim()).ok_or(InstanceError::InvalidSecret {
-                        field: "model_provider",
-                        message: "must be anthropic, openai or openrouter",
-                    })?;
+                let provider = ModelProvider::parse(provider.trim()).ok_or(SecretError {
+                    field: "model_provider",
+                    message: "must be anthropic, openai or openrouter",
+                })?;
                 let key = key.expose_secret().trim().to_string();
                 validate_model_key(provider, &key).map_err(invalid)?;
                 Some(ModelKey { provider, key })
@@ -216,13 +222,9 @@ mod tests {
             ),
         ] {
             let e = bad.into_guest_secrets().unwrap_err();
-            match e {
-                InstanceError::InvalidSecret { field: f, message } => {
-                    assert_eq!(f, field);
-                    assert!(!message.contains("nope") && !message.contains("short"));
-                }
-                other => panic!("{other:?}"),
-            }
+            let SecretError { field: f, message } = e;
+            assert_eq!(f, field);
+            assert!(!message.contains("nope") && !message.contains("short"));
         }
     }
 

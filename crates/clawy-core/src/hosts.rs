@@ -322,7 +322,7 @@ fn validate_site(s: &str) -> Result<String, HostError> {
 /// The associated data a host's agent token is sealed with (DATA-3/DATA-4): the row's
 /// identity and where the token may be sent. Length-prefixed, so no two different
 /// triples give the same bytes.
-fn token_context(id: &str, url: &str, fingerprint: &str) -> Vec<u8> {
+pub fn token_context(id: &str, url: &str, fingerprint: &str) -> Vec<u8> {
     let mut out = b"clawy-agent-token-v2".to_vec();
     for part in [id, url, fingerprint] {
         out.extend_from_slice(&(part.len() as u64).to_be_bytes());

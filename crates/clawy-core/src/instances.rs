@@ -72,6 +72,15 @@ pub enum InstanceError {
 }
 internal_from!(InstanceError);
 
+impl From<crate::guest_secrets::SecretError> for InstanceError {
+    fn from(e: crate::guest_secrets::SecretError) -> Self {
+        InstanceError::InvalidSecret {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 impl From<InternalError> for InstanceError {
     fn from(e: InternalError) -> Self {
         InstanceError::Internal(e)

@@ -19,12 +19,27 @@ fn reg(name: &str) -> RegisterHost {
     }
 }
 
-/// DATA-4: `sealed` opens with the operator key as the operator holds it (its file)
-/// to `plain`, and with no other key.
-fn assert_sealed_by_operator_key(tc: &TestCore, sealed: &str, plain: &str) {
+/// DATA-4: the one host row's sealed token opens with the operator key as the
+/// operator holds it (its file), bound to that row, to `plain`, and with no other key.
+async fn assert_sealed_by_operator_key(tc: &TestCore, plain: &str) {
+    let row = sqlx::query("SELECT id, url, fingerprint, token_sealed FROM hosts")
+        .fetch_one(tc.core.store().pool())
+        .await
+        .unwrap();
+    let (id, url, fp, sealed): (String, String, String, String) = (
+        row.try_get(0).unwrap(),
+        row.try_get(1).unwrap(),
+        row.try_get(2).unwrap(),
+        row.try_get(3).unwrap(),
+    );
+    assert!(!sealed.contains(plain));
+    let ctx = clawy_core::hosts::token_context(&id, &url, &fp);
     let key = SecretKey::load_or_create(&tc.core.config().secret_key_file).unwrap();
-    assert_eq!(key.open_str(sealed).unwrap().expose_secret(), plain);
-    assert!(SecretKey::generate().open_str(sealed).is_err());
+    assert_eq!(
+        key.open_bound(&sealed, &ctx).unwrap().expose_secret(),
+        plain
+    );
+    assert!(SecretKey::generate().open_bound(&sealed, &ctx).is_err());
 }
 
 #[tokio::test]
@@ -70,7 +85,8 @@ async fn data_3_host_token_is_sealed_and_never_read_back() {
         .unwrap()
         .try_get(0)
         .unwrap();
-    assert_sealed_by_operator_key(&tc, &sealed, "tok-PLAINTEXT-agent-secret-4f9a1c");
+    let _ = sealed;
+    assert_sealed_by_operator_key(&tc, "tok-PLAINTEXT-agent-secret-4f9a1c").await;
     assert!(!tc.dump_text().await.contains("PLAINTEXT"));
     // Only the orchestrator's target opens it; its Debug is redacted.
     let t = tc.core.hosts().agent_target(&h.id).await.unwrap();
@@ -281,7 +297,8 @@ async fn data_3_agent_credentials_rotate_and_stay_sealed() {
         .try_get(0)
         .unwrap();
     assert!(!sealed.contains("ROTATED"));
-    assert_sealed_by_operator_key(&tc, &sealed, "tok-ROTATED-agent-secret-77aa");
+    let _ = sealed;
+    assert_sealed_by_operator_key(&tc, "tok-ROTATED-agent-secret-77aa").await;
     assert!(
         !tc.dump_text().await.contains("ROTATED"),
         "not in the audit log either"

@@ -879,20 +879,26 @@ async fn data_3_registers_a_real_agent_over_the_pinned_connection() {
     assert!(h["capacity"]["vcpus"].as_u64().unwrap() > 0);
     assert!(!h.to_string().contains(&agent.token));
     // DATA-4: the token is stored sealed, not in plain text.
-    let raw: String = sqlx::query_scalar("SELECT token_sealed FROM hosts")
-        .fetch_one(app.core.store().pool())
-        .await
-        .unwrap();
+    let (id, url, fp, raw): (String, String, String, String) =
+        sqlx::query_as("SELECT id, url, fingerprint, token_sealed FROM hosts")
+            .fetch_one(app.core.store().pool())
+            .await
+            .unwrap();
     assert!(!raw.contains(&agent.token));
     // Sealed, not merely encoded: the operator key (read from its file) opens it,
-    // a fresh key does not.
+    // bound to this host row; a fresh key does not.
+    let ctx = clawy_core::hosts::token_context(&id, &url, &fp);
     let operator_key =
         clawy_core::SecretKey::load_or_create(&app.core.config().secret_key_file).unwrap();
     assert_eq!(
-        operator_key.open_str(&raw).unwrap().expose_secret(),
+        operator_key.open_bound(&raw, &ctx).unwrap().expose_secret(),
         agent.token
     );
-    assert!(clawy_core::SecretKey::generate().open_str(&raw).is_err());
+    assert!(
+        clawy_core::SecretKey::generate()
+            .open_bound(&raw, &ctx)
+            .is_err()
+    );
     let hosts = json(app.get_with_key("/api/v1/admin/hosts", &op_key).await).await;
     assert_eq!(hosts["hosts"].as_array().unwrap().len(), 1);
     // DATA-3: neither the refused nor the accepted token reached the logs.

@@ -278,7 +278,8 @@ async fn auth5_a_known_browser_passes_an_attackers_account_lock() {
 /// The text of the `<li class="promise" id="ID">` element.
 fn promise_block<'h>(html: &'h str, id: &str) -> &'h str {
     let start = html
-        .find(&format!("<li class=\"promise\" id=\"{id}\">"))
+        .find(&format!("id=\"{id}\">"))
+        .and_then(|i| html[..i].rfind("<li class=\"promise"))
         .unwrap_or_else(|| panic!("{id} missing"));
     let end = html[start..].find("</li>").unwrap() + start;
     &html[start..end]
@@ -290,12 +291,21 @@ async fn security_page_states_only_what_this_installation_keeps() {
     let app = TestApp::start().await;
     let (_, html) = WebClient::new(&app).get_text("/security").await;
     for id in ["DATA-1", "NET-1", "NET-2", "NET-4", "AUTH-4", "REPORT-1"] {
+        // A promise no test proves yet says so instead (web_security's
+        // report_1_security_page_marks_promises_not_yet_kept checks that mark).
+        let mark = if promises::not_yet_kept(id).is_some() {
+            "Not yet kept."
+        } else {
+            "Not active on this installation"
+        };
         assert!(
-            promise_block(&html, id).contains("Not active on this installation"),
+            promise_block(&html, id).contains(mark),
             "{id} claimed on the stand-in"
         );
     }
-    assert!(promise_block(&html, "NET-2").contains("without a build manifest"));
+    if promises::not_yet_kept("NET-2").is_none() {
+        assert!(promise_block(&html, "NET-2").contains("without a build manifest"));
+    }
     assert!(!promise_block(&html, "AUTH-1").contains("Not active"));
     let (_, landing) = WebClient::new(&app).get_text("/").await;
     assert!(
@@ -318,14 +328,32 @@ async fn security_page_states_only_what_this_installation_keeps() {
         .await;
     let (_, html) = WebClient::new(&app).get_text("/security").await;
     for id in ["NET-1", "NET-2", "AUTH-4", "REPORT-1"] {
+        let block = promise_block(&html, id);
         assert!(
-            !promise_block(&html, id).contains("Not active"),
+            !block.contains("Not active"),
             "{id} not kept with a full image and mail"
+        );
+        // A promise no test proves yet stays marked whatever the installation runs.
+        assert_eq!(
+            block.contains("Not yet kept."),
+            promises::not_yet_kept(id).is_some(),
+            "{id}"
         );
     }
     // Still no edge here: said so.
     assert!(promise_block(&html, "NET-4").contains("no Caddy edge"));
     let (_, landing) = WebClient::new(&app).get_text("/").await;
-    assert!(landing.contains("default-deny firewalls, key-only SSH, fail2ban"));
-    assert!(landing.contains("Not active on this installation yet: TLS everywhere"));
+    let (kept, not_kept) = landing
+        .split_once("Not active on this installation yet: TLS everywhere")
+        .unwrap_or_else(|| panic!("{landing}"));
+    assert!(kept.contains("key-only SSH"), "{landing}");
+    for (id, claim) in [("NET-1", "default-deny firewalls"), ("NET-2", "fail2ban")] {
+        let not_yet = promises::not_yet_kept(id).is_some();
+        assert_eq!(kept.contains(claim), !not_yet, "{claim}: {landing}");
+        assert_eq!(
+            not_kept.split("</p>").next().unwrap().contains(claim),
+            not_yet,
+            "{claim}"
+        );
+    }
 }
