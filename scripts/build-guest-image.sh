@@ -382,9 +382,12 @@ mv "$host_dir.new" "$host_dir"
 awk -v k="$key" '$1 != k' "$index" >"$index.new"
 printf '%s %s\n' "$key" "$n" >>"$index.new"
 mv "$index.new" "$index"
-# Keep the newest $keep builds of this version.
-ls -1 "$cache"/clawy-openclaw-"$OPENCLAW_VERSION"-*.qcow2 2>/dev/null |
-  sed -n "s|.*/clawy-openclaw-$OPENCLAW_VERSION-\([0-9]*\)\.qcow2|\1|p" | sort -n | head -n -"$keep" |
+# Keep the $keep most recently built images of this version, this one always among
+# them. By build time, not build number: a number belongs to its inputs' key, so a
+# rebuild of older inputs (another branch) keeps its lower number.
+ls -1t "$cache"/clawy-openclaw-"$OPENCLAW_VERSION"-*.qcow2 2>/dev/null |
+  sed -n "s|.*/clawy-openclaw-$OPENCLAW_VERSION-\([0-9]*\)\.qcow2|\1|p" | { grep -vx "$n" || true; } |
+  tail -n +"$keep" |
   while read -r old; do rm -f "$cache/clawy-openclaw-$OPENCLAW_VERSION-$old".*; done
 log "built $name in ${built}s (rootfs ${t_rootfs}s, disk ${t_disk}s): $(du -h "$cache/$name.qcow2" | cut -f1) qcow2, ${disk_mib} MiB disk; host copy $host_dir"
 echo "$cache/$name.qcow2"
