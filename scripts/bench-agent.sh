@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Agent overhead benchmark (issue 3): in one run, time
+# Agent overhead benchmark: in one run, time
 #   (a) PUT /v1/vms/{id} + POST /v1/vms/{id}/start through the real agent, until the
 #       guest's HTTP port 18789 answers, against
 #   (b) the same test guest booted by a bare qemu-system-x86_64 command line (same
@@ -196,7 +196,7 @@ accel_used=$({ grep -o 'accelerator="\?[a-z]*' "$work/agent.log" || true; } | he
 
 report=$(cat <<EOF
 
-## Agent overhead: PUT + start until the guest's HTTP port answers (issue 3)
+## Agent overhead: PUT + start until the guest's HTTP port answers
 
 Command: \`N=$N scripts/bench-agent.sh\` (root; throwaway network namespaces), run $(date -u +%Y-%m-%dT%H:%MZ)
 on $(nproc) cores, accelerator ${accel_used:-$ACCEL} for both paths, guest: the test image

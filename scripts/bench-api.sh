@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# API benchmark (issue 2): API-key-authenticated `GET /api/v1/me` against `/healthz` on
+# API benchmark: API-key-authenticated `GET /api/v1/me` against `/healthz` on
 # the same release server in the same run, plus login throughput (bcrypt cost 12).
 #
 #   scripts/bench-api.sh                 # 3 alternating rounds of 5 s per endpoint, 2 threads, 32 connections

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boot-time benchmark of the real guest image (issue 8): boots the image with a
+# Boot-time benchmark of the real guest image: boots the image with a
 # hand-written NoCloud seed (user `claw` with a throwaway key, the gateway config,
 # the heartbeat config and the config-applied marker, as CONTRACT.md describes) and
 # measures the time until an SSH key login as `claw` succeeds; then reads

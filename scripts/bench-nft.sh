@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nftables scale benchmark (issue 3): time adding the 10th and the 1000th port
+# nftables scale benchmark: time adding the 10th and the 1000th port
 # forward through the agent's network module in a throwaway network namespace;
 # the 1000th must cost <= 2x the 10th and the rule count must be the same.
 # Needs root (it creates and deletes a namespace). Exit status 0 = targets met.

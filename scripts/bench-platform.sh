@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Platform overhead benchmark (issue 4): in one run, on one `clawy up`, time
+# Platform overhead benchmark: in one run, on one `clawy up`, time
 #   (a) `clawy instances create NAME --plan small --wait` — API, placement, the
 #       durable job, the agent — then until the API reports the gateway healthy
 #       (the time at `running` is reported too), against
@@ -163,7 +163,7 @@ verdict=$(python3 -c "import sys; print('meets' if float(sys.argv[1]) <= 1.15 el
 
 report=$(cat <<EOF
 
-## Platform overhead: \`clawy instances create --wait\` until healthy vs the agent alone (issue 4)
+## Platform overhead: \`clawy instances create --wait\` until healthy vs the agent alone
 
 Command: \`N=$N scripts/bench-platform.sh\` (root; one throwaway network namespace running
 \`clawy up\`), run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, accelerator $ACCEL for

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds Clawy's real guest image (issue 8): Debian 12 from Debian packages
+# Builds Clawy's real guest image: Debian 12 from Debian packages
 # (mmdebstrap --variant=minbase, guest/openclaw-image/packages), the pinned Node and
 # OpenClaw from npm (guest/openclaw-image/pins + npm/package-lock.json, every tarball
 # checked against the sha512 checked into the repository), and the guest side of the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds Clawy's small test guest (issue 3, item 6) from Debian packages only:
+# Builds Clawy's small test guest from Debian packages only:
 # the real cloud kernel (unpacked with dpkg-deb, never installed on this host),
 # busybox-static, and dropbear (a real SSH server, key-only) with its shared libs,
 # plus icmpcraft (guest/test-image/icmpcraft.c, built here with gcc -static), the

@@ -290,7 +290,7 @@ mod tests {
             (|s| s.mac = "zz:54:00:aa:bb:cc".into(), "mac"),
             (|s| s.private_ip = "192.168.1.2".into(), "private_ip"),
             (|s| s.hostname = "a\nb: c".into(), "hostname"),
-            // Issue 9: a public hostname reaches Caddy's JSON and storage paths.
+            // A public hostname reaches Caddy's JSON and storage paths.
             (
                 |s| s.public_hostname = Some("{http.request.host}.claws.test".into()),
                 "public_hostname",

@@ -302,9 +302,9 @@ pub struct ServerConfig {
     /// page reads to know whether the guest has UFW, fail2ban and an SSH server.
     pub guest_image_manifest: Option<PathBuf>,
     /// The apex under which every instance gets its public hostname
-    /// `<name>-<short id>.<instances_domain>` (issue 9). `None`: no hostnames, no edge.
+    /// `<name>-<short id>.<instances_domain>`. `None`: no hostnames, no edge.
     pub instances_domain: Option<DnsName>,
-    /// RFC 2136 publication of the instances' records (issue 9); `None`: the operator
+    /// RFC 2136 publication of the instances' records; `None`: the operator
     /// points a wildcard record at the host instead (docs/EDGE.md).
     pub dns: Option<DnsSettings>,
 }

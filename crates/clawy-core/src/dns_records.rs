@@ -1,4 +1,4 @@
-//! DNS records of instance hostnames (issue 9, ACCESS-1): what should be published,
+//! DNS records of instance hostnames (ACCESS-1): what should be published,
 //! what was, and the sealed TSIG key the orchestrator signs updates with. Storage and
 //! rules only; the RFC 2136 client is `clawy_orchestrator::dns`.
 //!

@@ -602,7 +602,7 @@ impl Hosts<'_> {
     }
 
     /// Marks many hosts reachable (their agents answered) in one statement per 500
-    /// hosts: a reconcile pass writes once, not once per host (issue 13). Unknown
+    /// hosts: a reconcile pass writes once, not once per host. Unknown
     /// ids are ignored (a host deleted during the pass).
     pub async fn mark_reachable_many(&self, ids: &[String]) -> Result<(), HostError> {
         let now = self.core.now_ms();

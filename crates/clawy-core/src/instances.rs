@@ -192,7 +192,7 @@ pub struct Instance {
     pub host_reachable: bool,
     pub host_last_contact_at: Option<DateTime<Utc>>,
     pub health: Option<InstanceHealth>,
-    /// Public hostname `<name>-<short id>.<instances_domain>` (issue 9); `None` when
+    /// Public hostname `<name>-<short id>.<instances_domain>`; `None` when
     /// the operator configured no `instances_domain` at its creation. Reserved for
     /// ever, also after the delete.
     pub hostname: Option<String>,
@@ -569,7 +569,7 @@ impl Instances<'_> {
         };
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.core.now_ms();
-        // Issue 9: the public hostname is fixed now; a clash of its short id with an
+        // The public hostname is fixed now; a clash of its short id with an
         // earlier instance's is a unique violation and this attempt is retried.
         let hostname = cfg
             .instances_domain

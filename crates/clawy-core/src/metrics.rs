@@ -168,7 +168,7 @@ impl Metrics<'_> {
     }
 
     /// One host's poll: its samples and its health in ONE transaction, written as
-    /// multi-row statements of [`WRITE_BATCH`] rows (issue 13: a statement per VM
+    /// multi-row statements of [`WRITE_BATCH`] rows (a statement per VM
     /// made the poll pass cost a round trip per instance; now a host of up to 500
     /// VMs costs BEGIN, one INSERT, one upsert, COMMIT on both backends).
     pub async fn record_poll(
@@ -344,7 +344,7 @@ impl Metrics<'_> {
     /// Rolls up every COMPLETED hour not rolled up yet, then deletes raw samples
     /// older than 24 h and rollups older than 30 days in batches of [`PURGE_BATCH`].
     ///
-    /// Issue 13: this used to recompute the last three hours from raw rows on every
+    /// This used to recompute the last three hours from raw rows on every
     /// poll cycle (at 100,000 instances and a 30 s interval, aggregating up to 36 M
     /// rows every 30 s). Now a watermark (`metric_rollup_progress`) remembers the
     /// last hour rolled up, so each raw row is aggregated once, in the first cycle

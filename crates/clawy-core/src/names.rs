@@ -12,7 +12,7 @@ pub use clawy_proto::names::is_dns_label;
 /// (a clash is a unique-index violation and the create retries with a new id).
 pub const HOSTNAME_ID_CHARS: usize = 8;
 
-/// The public hostname of an instance (issue 9): `<name>-<short id>.<apex>`, one DNS
+/// The public hostname of an instance: `<name>-<short id>.<apex>`, one DNS
 /// label of at most 63 characters before the apex (a long name is shortened, never
 /// the id). The short id makes it differ from every other instance's, including
 /// deleted ones of the same owner and name, so a hostname is never reused.

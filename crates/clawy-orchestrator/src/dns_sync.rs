@@ -1,4 +1,4 @@
-//! Keeps the operator's DNS server in step with the instances (issue 9, ACCESS-1):
+//! Keeps the operator's DNS server in step with the instances (ACCESS-1):
 //! the job runner publishes an instance's records right after "VM running" and
 //! removes them once the delete confirmed the VM gone; a periodic pass finishes what
 //! a crash or an unreachable server left undone and repairs drift (a record missing

@@ -1,5 +1,5 @@
 //! Host leases: several `clawy server` replicas on one PostgreSQL share the poll and
-//! reconcile work by host (issue 13). The database is the only coordinator; every
+//! reconcile work by host. The database is the only coordinator; every
 //! step is one atomic statement, and no transaction is held across an agent call.
 //!
 //! Every refresh (a third of the lease period), a replica:

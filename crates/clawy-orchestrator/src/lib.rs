@@ -9,7 +9,7 @@
 //! - [`registration`]: registering a host agent over the pinned connection;
 //! - [`crash`]: crash-injection points for the crash tests;
 //! - [`dns`], [`dns_sync`]: RFC 2136 publication of instance records and the pass
-//!   that finishes and repairs it (issue 9);
+//!   that finishes and repairs it;
 //!
 //! `clawy server` starts all of it with [`Orchestrator::start`] and stops it with
 //! [`OrchestratorHandle::shutdown`].

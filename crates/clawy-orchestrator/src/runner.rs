@@ -75,7 +75,7 @@ pub struct JobRunner {
     core: Arc<Core>,
     clients: Arc<AgentClients>,
     config: RunnerConfig,
-    /// The DNS step (issue 9): best effort, never fails a job.
+    /// The DNS step: best effort, never fails a job.
     dns: DnsSync,
 }
 
@@ -279,7 +279,7 @@ impl JobRunner {
         crash_point("provision:after_start");
         self.wait_running(client, id).await?;
         crash_point("provision:before_dns");
-        // Issue 9: the records go out as soon as the VM runs. Idempotent (an upsert);
+        // The records go out as soon as the VM runs. Idempotent (an upsert);
         // a failure is left to the DNS pass and never blocks the instance.
         self.dns
             .sync_instance(&self.core.instances().get_any(id).await?)
@@ -376,7 +376,7 @@ impl JobRunner {
         crash_point("delete:before_complete");
         self.core.jobs().complete(job, worker).await?;
         crash_point("delete:after_complete");
-        // Issue 9: the VM is gone and the instance deleted: its records go too. A
+        // The VM is gone and the instance deleted: its records go too. A
         // crash before this line leaves `dns_state` unfinished and the DNS pass
         // removes them.
         self.dns

@@ -201,7 +201,7 @@ pub struct VmSpec {
     /// Inbound port forwards from the host's uplink to this VM (NET-5).
     #[serde(default)]
     pub port_forwards: Vec<PortForward>,
-    /// The instance's public hostname (issue 9): the name the host's edge serves
+    /// The instance's public hostname: the name the host's edge serves
     /// over HTTPS and approves certificates for. `None`: no edge for this VM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_hostname: Option<String>,

@@ -400,7 +400,7 @@ pub struct Instance {
     pub error_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Public hostname `<name>-<short id>.<apex>` (issue 9), served over HTTPS by the
+    /// Public hostname `<name>-<short id>.<apex>`, served over HTTPS by the
     /// edge of the instance's host. Absent when the operator runs no edge.
     #[serde(default)]
     pub hostname: Option<String>,

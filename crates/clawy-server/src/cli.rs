@@ -50,7 +50,7 @@ pub enum AdminCommand {
         #[arg(long, default_value = "created with clawy admin")]
         name: String,
     },
-    /// Store the TSIG key the control plane signs DNS updates with (issue 9). The
+    /// Store the TSIG key the control plane signs DNS updates with. The
     /// secret (base64, as in the DNS server's key file) is read from standard input,
     /// sealed with the operator key (DATA-4) and never shown again.
     DnsSetKey {

@@ -759,7 +759,7 @@ async fn requests_in(clients: Vec<reqwest::Client>, url: String, dur: Duration) 
     total
 }
 
-/// Issue 9 benchmark: requests per second through the edge (HTTPS, Caddy, the
+/// Edge benchmark: requests per second through the edge (HTTPS, Caddy, the
 /// per-request upstream lookup) against plain HTTP straight to the same gateway
 /// port, same run, same client library, 8 keep-alive connections each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -458,13 +458,13 @@ async fn server_kill_9_at_arbitrary_moments_loses_nothing() {
     );
 }
 
-/// Issue 9: the server killed between "VM running" and "DNS published" (crash point
+/// The server killed between "VM running" and "DNS published" (crash point
 /// `provision:before_dns`), and again right after the delete completed, before the
 /// record removal: after each restart the DNS pass converges (the record appears,
 /// then it is gone) and nothing is left for the deleted instance. Real `clawy
 /// server`, real agent and guest, real knot on a loopback port.
 #[tokio::test]
-async fn issue9_crash_between_vm_running_and_dns_published_converges() {
+async fn crash_between_vm_running_and_dns_published_converges() {
     let _heavy = HEAVY.lock().await;
     let knot = clawy_testkit::knot::Knot::start("claws.test")
         .await

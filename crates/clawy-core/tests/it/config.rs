@@ -241,7 +241,7 @@ fn config_data_4_remote_postgres_needs_sslmode_verify_full() {
 }
 
 #[test]
-fn config_issue9_instances_domain_and_dns_settings_are_validated() {
+fn config_instances_domain_and_dns_settings_are_validated() {
     let load = |toml: &str| ServerConfig::from_toml_and_env(toml, None, &env(&[]));
     let c = load("instances_domain = \"Claws.Example.com\"\n").unwrap();
     assert_eq!(

@@ -361,7 +361,7 @@ async fn plans_are_seeded_and_operators_edit_them_without_touching_instances() {
 }
 
 #[test]
-fn issue4_config_keys_from_env_and_validation() {
+fn config_keys_from_env_and_validation() {
     use clawy_core::config::ServerConfig;
     use std::collections::BTreeMap;
     let dir = tempfile::tempdir().unwrap();

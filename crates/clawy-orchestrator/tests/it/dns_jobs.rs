@@ -1,4 +1,4 @@
-//! Issue 9: instance hostnames and their DNS records through the real jobs, against
+//! Instance hostnames and their DNS records through the real jobs, against
 //! a real knot (started unprivileged on a loopback port) and the fake agent.
 //! Promises: ACCESS-1 (the records are published, stored with the instance and
 //! shown), DATA-4 (the TSIG key is stored sealed).

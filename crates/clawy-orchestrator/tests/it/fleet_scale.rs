@@ -1,4 +1,4 @@
-//! Scale smoke test (issue 13): the SQL statements of one reconcile pass and of one
+//! Scale smoke test: the SQL statements of one reconcile pass and of one
 //! poll pass must not grow with the number of instances per host. A per-instance
 //! query (N+1) makes the count grow by (hosts × added instances per host) and fails
 //! here on any machine, however fast; timing is not asserted.

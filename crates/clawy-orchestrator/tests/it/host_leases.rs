@@ -1,4 +1,4 @@
-//! Host leases across replicas (issue 13), PostgreSQL only: three orchestrator
+//! Host leases across replicas, PostgreSQL only: three orchestrator
 //! processes (this test binary re-run as children, each `Orchestrator::start` on the
 //! same database, as `clawy server` does) share 200 fake hosts. One is killed with
 //! SIGKILL. The poll records (every poll writes one sample per instance, one

@@ -234,7 +234,7 @@ async fn instances_page(
     for (i, w) in page_.items.iter().zip(wired) {
         let mut v = InstanceView::from_wire(w);
         v.owner_email = emails.get(&i.owner_id).cloned();
-        // Issue 9: DNS publication failures are operator-visible, here and in the API.
+        // DNS publication failures are operator-visible, here and in the API.
         v.dns_error = i.dns.error.clone();
         instances.push(v);
     }

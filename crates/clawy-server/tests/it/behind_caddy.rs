@@ -1,4 +1,4 @@
-//! Issue 9 §3: the control plane behind a real Caddy (Debian's 2.6.2) terminating
+//! The control plane behind a real Caddy (Debian's 2.6.2) terminating
 //! TLS, as docs/DEPLOY.md sets it up: HTTPS with a certificate valid for the public
 //! name, HSTS, `Secure` cookies, and client addresses taken from Caddy's
 //! `X-Forwarded-For` only because Caddy's address is in `trusted_proxies` (AUTH-5:
@@ -44,7 +44,7 @@ fn caddy_config(caddy: &Caddy, https_port: u16, app: SocketAddr) -> serde_json::
 }
 
 #[tokio::test]
-async fn issue9_control_plane_behind_caddy_hsts_secure_cookies_and_trusted_proxies() {
+async fn control_plane_behind_caddy_hsts_secure_cookies_and_trusted_proxies() {
     let https_port = free_port().unwrap();
     let mut app = TestApp::builder()
         .base_url(&format!("https://{NAME}:{https_port}"))

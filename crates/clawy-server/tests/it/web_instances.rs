@@ -420,7 +420,7 @@ async fn access_3_operator_pages_404_for_others_list_hosts_and_record_views() {
     );
 }
 
-/// Issue 9 / ACCESS-1: the hostname, its HTTPS URL and the "DNS records" in the API,
+/// ACCESS-1: the hostname, its HTTPS URL and the "DNS records" in the API,
 /// the dashboard and (for operators only) the last DNS failure.
 #[tokio::test]
 async fn access_1_hostname_https_url_and_dns_records_are_shown() {
