@@ -289,7 +289,10 @@ impl ApiKeys<'_> {
         let id = uuid::Uuid::new_v4().to_string();
         let prefix = display_prefix(key.expose());
         // Storage abuse: at most MAX_KEYS_PER_USER live keys, counted in the insert
-        // itself (one statement).
+        // itself, under the account's lock so concurrent creates cannot both pass.
+        let store = self.core.store();
+        let mut tx = store.pool().begin().await?;
+        store.lock_subject(&mut tx, "api_keys", user_id).await?;
         let inserted = sqlx::query(
             "INSERT INTO api_keys (id, user_id, name, tier, prefix, key_hash, created_at, last_used_at, expires_at, revoked_at) \
              SELECT $1, $2, $3, $4, $5, $6, $7, NULL, $8, NULL WHERE \
@@ -304,8 +307,9 @@ impl ApiKeys<'_> {
         .bind(now)
         .bind(expires_at.map(|e| e.timestamp_millis()))
         .bind(MAX_KEYS_PER_USER)
-        .execute(self.core.store().pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if inserted.rows_affected() != 1 {
             return Err(ApiKeyError::TooMany);
         }

@@ -132,6 +132,28 @@ impl Store {
         self.backend
     }
 
+    /// Serialises the transactions that count and then insert under one
+    /// (`scope`, `subject`), so concurrent callers cannot all see "below the limit".
+    /// PostgreSQL: a transaction-scoped advisory lock (READ COMMITTED lets two
+    /// `INSERT … SELECT … WHERE count < max` both pass). SQLite: nothing to do, as its
+    /// first write in the transaction takes the database's write lock.
+    pub async fn lock_subject(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        scope: &str,
+        subject: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(
+                "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS l",
+            )
+            .bind(format!("{scope}\n{subject}"))
+            .fetch_one(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -253,7 +253,11 @@ impl SshKeys<'_> {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let now = self.core.now_ms();
-        // Storage abuse: at most MAX_KEYS_PER_USER keys, counted in the insert itself.
+        // Storage abuse: at most MAX_KEYS_PER_USER keys, counted in the insert itself,
+        // under the account's lock so concurrent adds cannot both pass.
+        let store = self.core.store();
+        let mut tx = store.pool().begin().await?;
+        store.lock_subject(&mut tx, "ssh_keys", user_id).await?;
         let res = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO ssh_keys ({COLS}) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE \
              (SELECT COUNT(*) FROM ssh_keys WHERE user_id = $2) < $8"
@@ -266,10 +270,13 @@ impl SshKeys<'_> {
         .bind(&parsed.openssh)
         .bind(now)
         .bind(MAX_KEYS_PER_USER)
-        .execute(self.core.store().pool())
+        .execute(&mut *tx)
         .await;
         let inserted = match res {
-            Ok(done) => done.rows_affected(),
+            Ok(done) => {
+                tx.commit().await?;
+                done.rows_affected()
+            }
             Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
                 return Err(SshKeyError::Duplicate);
             }

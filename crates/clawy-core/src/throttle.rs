@@ -26,7 +26,6 @@ use std::time::Duration;
 use crate::Core;
 use crate::actor::{Actor, ClientInfo};
 use crate::audit::AuditAction;
-use crate::db::Backend;
 use crate::error::{DomainError, ErrorKind, InternalError, retry_after_from_ms};
 
 /// After this long without a failure, an account's failure counter starts over.
@@ -143,12 +142,7 @@ impl Throttle<'_> {
         let window_ms = window.as_millis() as i64;
         let store = self.core.store();
         let mut tx = store.pool().begin().await?;
-        if store.backend() == Backend::Postgres {
-            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS l")
-                .bind(format!("{scope}\n{subject}"))
-                .fetch_one(&mut *tx)
-                .await?;
-        }
+        store.lock_subject(&mut tx, scope, subject).await?;
         sqlx::query("DELETE FROM rate_events WHERE scope = $1 AND subject = $2 AND at <= $3")
             .bind(scope)
             .bind(subject)

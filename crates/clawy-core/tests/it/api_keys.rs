@@ -303,3 +303,56 @@ async fn api_keys_per_account_are_capped_counting_live_keys() {
         .await
         .unwrap();
 }
+
+/// The cap holds under concurrency: 45 keys, then 20 creates at once, and exactly
+/// 50 are live (on PostgreSQL two `INSERT … WHERE count < max` both pass without the
+/// account lock).
+#[tokio::test]
+async fn api_keys_cap_holds_for_concurrent_creates() {
+    use clawy_core::actor::Tier;
+    use clawy_core::api_keys::{ApiKeyError, MAX_KEYS_PER_USER};
+    let t = TestCore::new().await;
+    let u = t.user("racer@example.com").await;
+    let keys = t.core.api_keys();
+    for i in 0..MAX_KEYS_PER_USER - 5 {
+        keys.create(
+            &u.id,
+            &format!("k{i}"),
+            Tier::Read,
+            None,
+            None,
+            &caller_for(&u),
+        )
+        .await
+        .unwrap();
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (core, u) = (t.core.clone(), u.clone());
+        set.spawn(async move {
+            core.api_keys()
+                .create(
+                    &u.id,
+                    &format!("c{i}"),
+                    Tier::Read,
+                    None,
+                    None,
+                    &caller_for(&u),
+                )
+                .await
+        });
+    }
+    let results: Vec<_> = set.join_all().await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 5, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, ApiKeyError::TooMany))
+    );
+    assert_eq!(
+        keys.list(&u.id).await.unwrap().len() as i64,
+        MAX_KEYS_PER_USER
+    );
+}
