@@ -196,3 +196,200 @@ async fn unknown_config_key_is_refused_by_name() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("listne"));
 }
+
+/// The command between backticks in an operator-facing message.
+fn shown_command(message: &str) -> String {
+    let mut parts = message.split('`');
+    parts.next();
+    parts
+        .next()
+        .unwrap_or_else(|| panic!("no `command` in: {message}"))
+        .to_string()
+}
+
+/// Runs a displayed `clawy …` command through a shell as the operator would type
+/// it (the config found through `CLAWY_CONFIG`, the `clawy` binary on `PATH`).
+fn run_shown(config: &Path, command: &str, stdin: &str) -> Output {
+    assert!(command.starts_with("clawy admin "), "{command}");
+    let bin_dir = Path::new(CLAWY).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env("PATH", path)
+        .env("CLAWY_CONFIG", config)
+        .env_remove("CLAWY_DATABASE_URL")
+        .env_remove("CLAWY_DATA_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{command}` failed: {}",
+        text(&out.stderr)
+    );
+    out
+}
+
+/// The hints an operator is shown when DNS publication cannot proceed (no TSIG
+/// key; a host without a public address) work when run as shown, with only the
+/// placeholders filled in: afterwards the instance's record is in the real DNS
+/// server (knot) and the TSIG secret never appears in the command's output.
+#[tokio::test]
+async fn access_1_dns_hints_work_as_shown_and_publish_the_record() {
+    use clawy_core::instances::{CreateInstance, InstanceState};
+    use clawy_core::{Actor, ClientInfo, Core, SecretString};
+    use clawy_orchestrator::clients::AgentClients;
+    use clawy_orchestrator::dns_sync::DnsSync;
+    use clawy_orchestrator::{JobRunner, RunnerConfig};
+    use clawy_testkit::fake_agent::FakeAgent;
+    use clawy_testkit::knot::Knot;
+    use std::sync::Arc;
+
+    let knot = Knot::start("claws.test").await.unwrap();
+    let db = TestDatabase::new().await.unwrap();
+    let cfg = write_config(
+        db.temp_dir(),
+        &db,
+        free_port(),
+        &format!(
+            "instances_domain = \"claws.test\"\ndns_server = \"{}\"\ndns_zone = \"{}\"\ndns_timeout_secs = 2\n",
+            knot.addr(),
+            knot.zone()
+        ),
+    );
+    let config = clawy_core::ServerConfig::load(Some(&cfg)).unwrap();
+    let core = Arc::new(Core::open(config).await.unwrap());
+    let clients = Arc::new(AgentClients::new(core.clone(), Duration::from_secs(5)));
+    let agent = FakeAgent::start(
+        "DE-fra1",
+        clawy_proto::agent::Resources {
+            vcpus: 16,
+            memory_mib: 64 * 1024,
+            disk_gib: 512,
+        },
+        "10.91.1",
+        [22000, 22999],
+    )
+    .await
+    .unwrap();
+    let host = core
+        .hosts()
+        .register(
+            &Actor::system(),
+            clawy_core::hosts::RegisterHost {
+                name: "fra1".into(),
+                url: agent.base_url.clone(),
+                fingerprint: agent.fingerprint.clone(),
+                token: SecretString::from(agent.token.clone()),
+                region: "DE".into(),
+                site: "lab1".into(),
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+    let info = clients
+        .for_host(&host.id)
+        .await
+        .unwrap()
+        .host()
+        .await
+        .unwrap();
+    core.hosts().update_info(&host.id, &info).await.unwrap();
+    let user = core
+        .accounts()
+        .signup(
+            "owner@example.test",
+            &SecretString::from("Quartz-lantern-47-orbit!".to_string()),
+            &Actor::anonymous(ClientInfo::new("192.0.2.1".parse().unwrap(), None)),
+        )
+        .await
+        .unwrap();
+    let inst = core
+        .instances()
+        .create(
+            &Actor::system(),
+            &user.id,
+            CreateInstance {
+                name: "alpha".into(),
+                ..CreateInstance::default()
+            },
+        )
+        .await
+        .unwrap();
+    let runner = JobRunner::new(
+        core.clone(),
+        clients.clone(),
+        RunnerConfig {
+            workers: 1,
+            worker_prefix: "t".into(),
+            lease: Duration::from_secs(60),
+            idle_poll: Duration::from_millis(20),
+            wait_running: Duration::from_secs(5),
+            state_poll: Duration::from_millis(20),
+            watch_health: Duration::from_secs(5),
+            busy_backoff: Duration::from_secs(5),
+        },
+    );
+    let mut n = 0;
+    while runner.run_one("w").await.unwrap().is_some() {
+        n += 1;
+        assert!(n < 100, "jobs never drain");
+    }
+    let got = core.instances().get(&user.id, &inst.id).await.unwrap();
+    assert_eq!(got.state, InstanceState::Running);
+    let hostname = got.hostname.clone().unwrap();
+
+    // 1. No TSIG key: the pass is blocked and says what to run.
+    let sync = DnsSync::new(core.clone());
+    let blocked = sync
+        .pass(false)
+        .await
+        .blocked
+        .expect("blocked without a key");
+    let cmd = shown_command(&blocked);
+    assert!(cmd.contains("<name>"), "{cmd}");
+    let out = run_shown(
+        &cfg,
+        &cmd.replace("<name>", knot.key_name()),
+        &format!("{}\n", knot.secret_b64()),
+    );
+    assert!(!text(&out.stdout).contains(knot.secret_b64()));
+    assert!(!text(&out.stderr).contains(knot.secret_b64()));
+
+    // 2. The key works; the host has no public address: the instance's DNS error
+    // (shown to operators) says what to run.
+    let r = sync.pass(false).await;
+    assert_eq!(r.blocked, None, "{r:?}");
+    let got = core.instances().get(&user.id, &inst.id).await.unwrap();
+    let error = got
+        .dns
+        .error
+        .clone()
+        .expect("an operator-visible DNS error");
+    let cmd = shown_command(&error);
+    assert!(cmd.contains('…'), "{cmd}");
+    run_shown(&cfg, &cmd.replace('…', "192.0.2.10"), "");
+
+    // 3. Now the record is published.
+    let r = sync.pass(false).await;
+    assert_eq!(r.blocked, None, "{r:?}");
+    assert_eq!(
+        knot.kdig(&hostname, "A").unwrap(),
+        ["192.0.2.10"],
+        "{}",
+        knot.log()
+    );
+    let got = core.instances().get(&user.id, &inst.id).await.unwrap();
+    assert_eq!(got.dns.state.as_deref(), Some("published"));
+    assert_eq!(got.dns.error, None);
+}

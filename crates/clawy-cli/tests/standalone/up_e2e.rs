@@ -107,6 +107,8 @@ fn create_when_host_ready(cli: &Cli, name: &str) -> serde_json::Value {
             name,
             "--plan",
             "stand-in",
+            "--ssh-key",
+            "laptop",
             "--wait",
             "--healthy",
             "--timeout",
@@ -124,6 +126,44 @@ fn create_when_host_ready(cli: &Cli, name: &str) -> serde_json::Value {
                 text(&out.stdout)
             ),
         }
+    }
+}
+
+/// Runs the displayed SSH command verbatim (plus the remote command `hostname`)
+/// where `clawy up` runs, as its user would: `~/.ssh` holds their key and, like a
+/// first "yes" to ssh's host-key prompt, the guest's host key (ssh-keyscan). ssh
+/// finds `~` through the password database, not `$HOME`, so a private mount
+/// namespace puts `home` over /root for this one command; the machine's own /root
+/// is untouched.
+async fn net_5_ssh_command_works_as_shown(
+    up: &Up,
+    home: &std::path::Path,
+    cmd: &str,
+    hostname: &str,
+) {
+    let port = cmd.split_whitespace().nth(2).unwrap();
+    let script = format!(
+        "mount --bind {home} /root && \
+         ssh-keyscan -T 5 -p {port} 127.0.0.1 > /root/.ssh/known_hosts 2>/dev/null && \
+         exec {cmd} hostname",
+        home = home.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = up
+            .ns
+            .output(&["unshare", "--mount", "sh", "-c", &script])
+            .unwrap();
+        if out.status.success() {
+            assert_eq!(text(&out.stdout).trim(), hostname, "{}", text(&out.stderr));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{cmd}` as shown failed: {}",
+            text(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
@@ -147,6 +187,24 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
     assert!(err.contains("capacity"), "{err}");
     // A name that is not a DNS label: exit 2.
     cli.fails_with(2, &["instances", "create", "Not_A_Label"]);
+
+    // The owner's own SSH key, in a home directory of their own (see `ssh_as_shown`).
+    let home = tempfile::tempdir().unwrap();
+    let ssh_dir = home.path().join(".ssh");
+    std::fs::create_dir(&ssh_dir).unwrap();
+    let key = ssh_dir.join("id_ed25519");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "owner@laptop", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cli.ok(&[
+        "ssh-keys",
+        "add",
+        "laptop",
+        key.with_extension("pub").to_str().unwrap(),
+    ]);
 
     let inst = tokio::task::block_in_place(|| create_when_host_ready(&cli, "web"));
     assert_eq!(inst["state"], "running", "{inst}");
@@ -185,6 +243,17 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
     assert_eq!(by_name["id"], by_id["id"]);
     let shown = cli.ok(&["instances", "show", "web"]);
     assert!(shown.contains(&ip), "{shown}");
+
+    // NET-5 / AUTH-4: the SSH command the API and the CLI show works exactly as
+    // shown, on the machine running `clawy up`, with the owner's default key.
+    let cmd = inst["ssh_command"].as_str().unwrap().to_string();
+    assert_eq!(cmd, format!("ssh -p {} claw@127.0.0.1", inst["ssh_port"]));
+    let line = shown
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ssh:").map(str::trim))
+        .unwrap_or_else(|| panic!("no ssh line in: {shown}"));
+    assert_eq!(line, cmd, "{shown}");
+    net_5_ssh_command_works_as_shown(&up, home.path(), &cmd, "web").await;
 
     // The same name twice: conflict (exit 5).
     cli.fails_with(5, &["instances", "create", "web"]);
