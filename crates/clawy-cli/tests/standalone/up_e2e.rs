@@ -182,6 +182,44 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
     .await;
     let cli = up.user_cli("user@example.test", "manage");
 
+    // A new user's first step, as the CLI tells them: the hint on an empty list runs
+    // as shown (only NAME filled in), with the operator's default plan.
+    let empty = cli.ok(&["instances", "list"]);
+    let hint = empty
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in: {empty}"))
+        .replace("NAME", "first");
+    assert_eq!(hint, "clawy instances create first --wait", "{empty}");
+    let args: Vec<&str> = hint.split_whitespace().skip(1).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = cli.run(&args);
+        match out.status.code() {
+            Some(0) => {
+                assert!(
+                    text(&out.stdout).contains("running"),
+                    "{}",
+                    text(&out.stdout)
+                );
+                break;
+            }
+            // The new host has not reported its capacity yet.
+            Some(5) if Instant::now() < deadline => std::thread::sleep(Duration::from_secs(2)),
+            other => panic!("`{hint}`: exit {other:?}: {}", text(&out.stderr)),
+        }
+    }
+    cli.ok(&[
+        "instances",
+        "delete",
+        "first",
+        "--yes",
+        "--wait",
+        "--timeout",
+        "300",
+    ]);
+    assert_eq!(up.qemu_count(), 0);
+
     // ISO-2/DATA-2: a plan bigger than the host: the clear capacity error, exit 5.
     let err = cli.fails_with(5, &["instances", "create", "huge", "--plan", "large"]);
     assert!(err.contains("capacity"), "{err}");
