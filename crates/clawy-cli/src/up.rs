@@ -5,7 +5,9 @@
 //! 2. runs a local agent as a child (`clawy agent run`) with the QEMU driver on
 //!    127.0.0.1, its state under `<data_dir>/agent`, bridge `clawybr0` and subnet
 //!    10.77.0.0/24,
-//! 3. puts the test guest image into the agent's images dir (building it if needed),
+//! 3. puts the guest image into the agent's images dir: the Debian/OpenClaw image
+//!    when `scripts/build-guest-image.sh` has built it, else the busybox stand-in
+//!    (built if needed); `--guest` chooses, and the choice is printed,
 //! 4. registers the local agent as host `DE` / site `local` (idempotent),
 //! 5. creates the operator account (idempotent; a generated password is printed once),
 //! 6. starts the orchestrator and the HTTP server, and prints the dashboard URL.
@@ -54,11 +56,15 @@ pub struct UpArgs {
     /// QEMU accelerator for the local agent: auto (KVM, else TCG with a warning), kvm, tcg.
     #[arg(long, env = "CLAWY_UP_ACCELERATOR", default_value = "auto")]
     pub accelerator: String,
+    /// Guest image: auto (the OpenClaw image when scripts/build-guest-image.sh has
+    /// built it, else the stand-in), openclaw, or stand-in (busybox, no OpenClaw).
+    #[arg(long, env = "CLAWY_UP_GUEST", default_value = "auto")]
+    pub guest: String,
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     init_logging();
-    let config = ServerConfig::load(args.config.as_deref())
+    let mut config = ServerConfig::load(args.config.as_deref())
         .map_err(|e| anyhow::anyhow!(clawy_core::error::describe(&e)))?;
     if !matches!(args.accelerator.as_str(), "auto" | "kvm" | "tcg") {
         bail!("--accelerator: use auto, kvm or tcg");
@@ -70,18 +76,34 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     layout.create()?;
 
     // 3. The guest image first: a failure here should stop before anything runs.
-    let image = ensure_guest_image(&layout.images_dir, &config.base_image)?;
+    let guest = choose_guest(&args.guest, &config.base_image)?;
+    let image = ensure_guest_image(&layout.images_dir, &guest.name, guest.source.as_deref())?;
     tracing::info!(image = %image.display(), "guest image ready");
+    config.base_image = guest.name.clone();
+    if let Some(manifest) = &guest.manifest {
+        // /security states the guest's promises from the image's own manifest.
+        let copy = layout
+            .images_dir
+            .join(format!("{}.manifest.json", guest.name));
+        std::fs::copy(manifest, &copy)
+            .with_context(|| format!("cannot copy {}", manifest.display()))?;
+        config.guest_image_manifest.get_or_insert(copy);
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run_async(args, config, layout))?;
+    rt.block_on(run_async(args, config, layout, guest))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_async(args: UpArgs, config: ServerConfig, layout: AgentLayout) -> anyhow::Result<()> {
+async fn run_async(
+    args: UpArgs,
+    config: ServerConfig,
+    layout: AgentLayout,
+    guest: GuestChoice,
+) -> anyhow::Result<()> {
     ensure_loopback_up()?;
     // 2. The local agent, as a child process.
     let uplink = match &args.uplink {
@@ -103,7 +125,21 @@ async fn run_async(args: UpArgs, config: ServerConfig, layout: AgentLayout) -> a
     let agent_url = agent.wait_listening(Duration::from_secs(60))?;
     tracing::info!(%agent_url, fingerprint = %identity.fingerprint, "local agent running");
 
-    let result = serve_platform(&config, &layout, &agent_url, &identity.fingerprint).await;
+    let mut guest_line = guest.describe.clone();
+    if guest.manifest.is_some() && !kvm_works(&args.accelerator).await {
+        guest_line.push_str(
+            "\n             note: no working KVM here; under TCG emulation the OpenClaw \
+             gateway cannot start (SSH and the guest's firewall work; use a KVM machine)",
+        );
+    }
+    let result = serve_platform(
+        &config,
+        &layout,
+        &agent_url,
+        &identity.fingerprint,
+        &guest_line,
+    )
+    .await;
     agent.stop();
     result
 }
@@ -113,6 +149,7 @@ async fn serve_platform(
     layout: &AgentLayout,
     agent_url: &str,
     fingerprint: &str,
+    guest_line: &str,
 ) -> anyhow::Result<()> {
     let core = Arc::new(
         Core::open(config.clone())
@@ -147,6 +184,7 @@ async fn serve_platform(
             println!("  password:  unchanged (the one printed or set at the first start)")
         }
     }
+    println!("  guest:     {guest_line}");
     println!("  data dir:  {}", config.data_dir.display());
     println!("Press Ctrl-C to stop (VMs keep running; the next `clawy up` re-adopts them).");
 
@@ -523,10 +561,134 @@ impl AgentChild {
     }
 }
 
-/// Puts the guest image into the agent's images dir: `CLAWY_GUEST_IMAGE` if set, else
+/// The guest image `clawy up` deploys, and what it tells the user about it.
+#[derive(Debug)]
+struct GuestChoice {
+    /// File name in the agent's images dir (the control plane's `base_image`).
+    name: String,
+    /// Where it comes from; `None`: build the stand-in from the source tree.
+    source: Option<PathBuf>,
+    /// The real image's manifest (packages), for the honest /security page.
+    manifest: Option<PathBuf>,
+    /// One line for the start banner.
+    describe: String,
+}
+
+/// `CLAWY_GUEST_IMAGE` (an explicit image file) wins; else `mode`: `openclaw` needs
+/// the image built by scripts/build-guest-image.sh, `auto` takes it when built and
+/// the stand-in otherwise, `stand-in` always takes the stand-in.
+fn choose_guest(mode: &str, stand_in_name: &str) -> anyhow::Result<GuestChoice> {
+    if let Some(p) = std::env::var_os("CLAWY_GUEST_IMAGE").filter(|v| !v.is_empty()) {
+        return Ok(GuestChoice {
+            name: stand_in_name.to_string(),
+            describe: format!(
+                "{stand_in_name} (from CLAWY_GUEST_IMAGE={})",
+                PathBuf::from(&p).display()
+            ),
+            source: Some(PathBuf::from(p)),
+            manifest: None,
+        });
+    }
+    let stand_in = || GuestChoice {
+        name: stand_in_name.to_string(),
+        source: None,
+        manifest: None,
+        describe: format!(
+            "{stand_in_name}: the busybox stand-in, which runs no OpenClaw \
+             (for the real guest run scripts/build-guest-image.sh, then restart)"
+        ),
+    };
+    let built = || newest_openclaw_image(&openclaw_image_cache());
+    match mode {
+        "stand-in" => Ok(stand_in()),
+        "auto" => Ok(built().unwrap_or_else(stand_in)),
+        "openclaw" => built().with_context(|| {
+            format!(
+                "--guest openclaw: no OpenClaw image in {} yet; build it with \
+                 scripts/build-guest-image.sh (a few minutes), or use --guest stand-in",
+                openclaw_image_cache().display()
+            )
+        }),
+        other => bail!("--guest: `{other}` is not one of auto, openclaw, stand-in"),
+    }
+}
+
+/// The cache scripts/build-guest-image.sh writes to (same rule as the script).
+fn openclaw_image_cache() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLAWY_GUEST_IMAGE_CACHE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/cache/clawy/guest");
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("clawy/guest")
+}
+
+/// The most recently built `clawy-openclaw-<version>-<n>.qcow2` that has its
+/// manifest beside it (the script writes the manifest last).
+fn newest_openclaw_image(cache: &Path) -> Option<GuestChoice> {
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(cache).ok()?.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name
+            .strip_prefix("clawy-openclaw-")
+            .and_then(|r| r.strip_suffix(".qcow2"))
+        else {
+            continue;
+        };
+        if stem.is_empty()
+            || !cache
+                .join(format!("clawy-openclaw-{stem}.manifest.json"))
+                .is_file()
+        {
+            continue;
+        }
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(t, _)| modified > *t) {
+            best = Some((modified, path));
+        }
+    }
+    let (_, qcow2) = best?;
+    let name = qcow2.file_name()?.to_str()?.to_string();
+    let stem = name.strip_suffix(".qcow2")?;
+    Some(GuestChoice {
+        manifest: Some(cache.join(format!("{stem}.manifest.json"))),
+        describe: format!(
+            "{name}: Debian 12 with the OpenClaw gateway (scripts/build-guest-image.sh)"
+        ),
+        name,
+        source: Some(qcow2),
+    })
+}
+
+/// Whether VMs get KVM (the agent makes the same probe and falls back to TCG).
+async fn kvm_works(accelerator: &str) -> bool {
+    match accelerator {
+        "tcg" => false,
+        _ => clawy_agent::drivers::qemu::accel::probe_kvm(Path::new("qemu-system-x86_64"))
+            .await
+            .is_ok(),
+    }
+}
+
+/// Puts the guest image into the agent's images dir: copied from `source`, else
 /// built with `scripts/build-test-guest.sh` from the source tree. An image already
 /// there is kept (running VMs' overlays use it as their backing file).
-fn ensure_guest_image(images_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+fn ensure_guest_image(
+    images_dir: &Path,
+    name: &str,
+    source: Option<&Path>,
+) -> anyhow::Result<PathBuf> {
     // The control plane names the image in every VM spec (`base_image`); a path
     // would escape the images dir.
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
@@ -536,8 +698,8 @@ fn ensure_guest_image(images_dir: &Path, name: &str) -> anyhow::Result<PathBuf> 
     if dest.is_file() {
         return Ok(dest);
     }
-    let source = match std::env::var_os("CLAWY_GUEST_IMAGE").filter(|v| !v.is_empty()) {
-        Some(p) => PathBuf::from(p),
+    let source = match source {
+        Some(p) => p.to_path_buf(),
         None => build_guest_image()?,
     };
     if !source.is_file() {
@@ -627,7 +789,51 @@ mod tests {
             ssh_ports: "22000-22999".into(),
             agent_listen: "127.0.0.1:8443".parse().unwrap(),
             accelerator: "auto".into(),
+            guest: "auto".into(),
         }
+    }
+
+    #[test]
+    fn newest_openclaw_image_needs_its_manifest_and_prefers_the_latest_build() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(newest_openclaw_image(dir.path()).is_none());
+        let touch = |name: &str| std::fs::write(dir.path().join(name), b"x").unwrap();
+        touch("clawy-openclaw-2026.9.6-3.qcow2");
+        touch("clawy-openclaw-2026.9.6-3.manifest.json");
+        std::thread::sleep(Duration::from_millis(20));
+        // Newer, but its manifest is not written yet (a build in progress): skipped.
+        touch("clawy-openclaw-2026.9.6-4.qcow2");
+        touch("clawy-test-guest.qcow2");
+        let got = newest_openclaw_image(dir.path()).unwrap();
+        assert_eq!(got.name, "clawy-openclaw-2026.9.6-3.qcow2");
+        assert_eq!(
+            got.manifest.unwrap(),
+            dir.path().join("clawy-openclaw-2026.9.6-3.manifest.json")
+        );
+        touch("clawy-openclaw-2026.9.6-4.manifest.json");
+        let got = newest_openclaw_image(dir.path()).unwrap();
+        assert_eq!(got.name, "clawy-openclaw-2026.9.6-4.qcow2");
+        assert!(got.describe.contains("OpenClaw"), "{}", got.describe);
+    }
+
+    #[test]
+    fn guest_mode_is_checked() {
+        // Only when CLAWY_GUEST_IMAGE is unset does the mode matter.
+        if std::env::var_os("CLAWY_GUEST_IMAGE").is_some() {
+            return;
+        }
+        let err = choose_guest("debian", "g.qcow2").unwrap_err().to_string();
+        assert!(err.contains("auto, openclaw, stand-in"), "{err}");
+        let s = choose_guest("stand-in", "g.qcow2").unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.source, s.manifest),
+            ("g.qcow2", None, None)
+        );
+        assert!(
+            s.describe.contains("build-guest-image.sh"),
+            "{}",
+            s.describe
+        );
     }
 
     #[test]

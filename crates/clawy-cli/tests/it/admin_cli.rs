@@ -1,12 +1,10 @@
 //! `clawy admin …` and `clawy server` as real processes on one data directory.
 
+use crate::cli_support::{CLAWY, admin, output_with_stdin, text};
 use clawy_testkit::db::TestDatabase;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const CLAWY: &str = env!("CARGO_BIN_EXE_clawy");
 
 /// Kills the server process even when the test fails.
 struct ServerProcess(Child);
@@ -39,29 +37,6 @@ fn write_config(dir: &Path, db: &TestDatabase, port: u16, extra: &str) -> PathBu
     );
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Runs `clawy admin --config CFG ARGS…` with `stdin`.
-fn admin(config: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(CLAWY)
-        .arg("admin")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env_remove("CLAWY_DATABASE_URL")
-        .env_remove("CLAWY_DATA_DIR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The process may exit before reading stdin (e.g. a config error): ignore EPIPE.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[tokio::test]
@@ -217,20 +192,16 @@ fn run_shown(config: &Path, command: &str, stdin: &str) -> Output {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env("PATH", path)
-        .env("CLAWY_CONFIG", config)
-        .env_remove("CLAWY_DATABASE_URL")
-        .env_remove("CLAWY_DATA_DIR")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .env("PATH", path)
+            .env("CLAWY_CONFIG", config)
+            .env_remove("CLAWY_DATABASE_URL")
+            .env_remove("CLAWY_DATA_DIR"),
+        stdin,
+    );
     assert!(
         out.status.success(),
         "`{command}` failed: {}",

@@ -97,18 +97,25 @@ impl Server {
 }
 
 pub fn admin(config: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(CLAWY)
-        .arg("admin")
+    let mut cmd = Command::new(CLAWY);
+    cmd.arg("admin")
         .arg("--config")
         .arg(config)
         .args(args)
         .env_remove("CLAWY_DATABASE_URL")
-        .env_remove("CLAWY_DATA_DIR")
+        .env_remove("CLAWY_DATA_DIR");
+    output_with_stdin(&mut cmd, stdin)
+}
+
+/// Runs `cmd` with `stdin` written to it, collecting stdout and stderr.
+pub fn output_with_stdin(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The process may exit before reading stdin (e.g. a config error): ignore EPIPE.
     let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
 }
@@ -145,16 +152,11 @@ impl Cli {
         cmd.args(args)
             .env_remove("CLAWY_SERVER")
             .env_remove("CLAWY_API_KEY")
-            .env("XDG_CONFIG_HOME", self.config_home.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("XDG_CONFIG_HOME", self.config_home.path());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-        child.wait_with_output().unwrap()
+        output_with_stdin(&mut cmd, stdin)
     }
 
     /// Runs and asserts exit 0; returns stdout.

@@ -96,25 +96,15 @@ async fn up_boots_prints_url_operator_logs_in_and_restart_is_idempotent() {
     assert_eq!(status, 303);
 }
 
-/// `clawy instances create … --wait --healthy`, retried while the new host has not
+/// `clawy instances create NAME ARGS… --json`, retried while the new host has not
 /// reported its capacity yet (exit 5 = no capacity).
-fn create_when_host_ready(cli: &Cli, name: &str) -> serde_json::Value {
+fn create_when_host_ready(cli: &Cli, name: &str, args: &[&str]) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut argv = vec!["instances", "create", name];
+    argv.extend_from_slice(args);
+    argv.push("--json");
     loop {
-        let out = cli.run(&[
-            "instances",
-            "create",
-            name,
-            "--plan",
-            "stand-in",
-            "--ssh-key",
-            "laptop",
-            "--wait",
-            "--healthy",
-            "--timeout",
-            "600",
-            "--json",
-        ]);
+        let out = cli.run(&argv);
         match out.status.code() {
             Some(0) => return serde_json::from_slice(&out.stdout).unwrap(),
             Some(5) if Instant::now() < deadline => {
@@ -129,6 +119,41 @@ fn create_when_host_ready(cli: &Cli, name: &str) -> serde_json::Value {
     }
 }
 
+/// `clawy instances delete NAME --yes --wait`; returns its output.
+fn delete_and_wait(cli: &Cli, name: &str) -> String {
+    cli.ok(&[
+        "instances",
+        "delete",
+        name,
+        "--yes",
+        "--wait",
+        "--timeout",
+        "300",
+    ])
+}
+
+/// The owner's own SSH key, in a home directory of their own (see
+/// `net_5_ssh_command_works_as_shown`), added to their account as `laptop`.
+fn owner_home_with_key(cli: &Cli) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let ssh_dir = home.path().join(".ssh");
+    std::fs::create_dir(&ssh_dir).unwrap();
+    let key = ssh_dir.join("id_ed25519");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "owner@laptop", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    cli.ok(&[
+        "ssh-keys",
+        "add",
+        "laptop",
+        key.with_extension("pub").to_str().unwrap(),
+    ]);
+    home
+}
+
 /// Runs the displayed SSH command verbatim (plus the remote command `hostname`)
 /// where `clawy up` runs, as its user would: `~/.ssh` holds their key and, like a
 /// first "yes" to ssh's host-key prompt, the guest's host key (ssh-keyscan). ssh
@@ -140,6 +165,7 @@ async fn net_5_ssh_command_works_as_shown(
     home: &std::path::Path,
     cmd: &str,
     hostname: &str,
+    within: Duration,
 ) {
     let port = cmd.split_whitespace().nth(2).unwrap();
     let script = format!(
@@ -148,7 +174,7 @@ async fn net_5_ssh_command_works_as_shown(
          exec {cmd} hostname",
         home = home.display()
     );
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + within;
     loop {
         let out = up
             .ns
@@ -209,15 +235,7 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
             other => panic!("`{hint}`: exit {other:?}: {}", text(&out.stderr)),
         }
     }
-    cli.ok(&[
-        "instances",
-        "delete",
-        "first",
-        "--yes",
-        "--wait",
-        "--timeout",
-        "300",
-    ]);
+    delete_and_wait(&cli, "first");
     assert_eq!(up.qemu_count(), 0);
 
     // ISO-2/DATA-2: a plan bigger than the host: the clear capacity error, exit 5.
@@ -226,25 +244,24 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
     // A name that is not a DNS label: exit 2.
     cli.fails_with(2, &["instances", "create", "Not_A_Label"]);
 
-    // The owner's own SSH key, in a home directory of their own (see `ssh_as_shown`).
-    let home = tempfile::tempdir().unwrap();
-    let ssh_dir = home.path().join(".ssh");
-    std::fs::create_dir(&ssh_dir).unwrap();
-    let key = ssh_dir.join("id_ed25519");
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "owner@laptop", "-f"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    cli.ok(&[
-        "ssh-keys",
-        "add",
-        "laptop",
-        key.with_extension("pub").to_str().unwrap(),
-    ]);
+    let home = owner_home_with_key(&cli);
 
-    let inst = tokio::task::block_in_place(|| create_when_host_ready(&cli, "web"));
+    let inst = tokio::task::block_in_place(|| {
+        create_when_host_ready(
+            &cli,
+            "web",
+            &[
+                "--plan",
+                "stand-in",
+                "--ssh-key",
+                "laptop",
+                "--wait",
+                "--healthy",
+                "--timeout",
+                "600",
+            ],
+        )
+    });
     assert_eq!(inst["state"], "running", "{inst}");
     assert_eq!(inst["health"]["gateway"], "ok", "{inst}");
     let ip = inst["private_ip"].as_str().unwrap().to_string();
@@ -291,7 +308,7 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
         .find_map(|l| l.trim().strip_prefix("ssh:").map(str::trim))
         .unwrap_or_else(|| panic!("no ssh line in: {shown}"));
     assert_eq!(line, cmd, "{shown}");
-    net_5_ssh_command_works_as_shown(&up, home.path(), &cmd, "web").await;
+    net_5_ssh_command_works_as_shown(&up, home.path(), &cmd, "web", Duration::from_secs(90)).await;
 
     // The same name twice: conflict (exit 5).
     cli.fails_with(5, &["instances", "create", "web"]);
@@ -365,15 +382,7 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
     // Deleting without --yes and without a terminal is refused (exit 2).
     cli.fails_with(2, &["instances", "delete", "web"]);
 
-    let out = cli.ok(&[
-        "instances",
-        "delete",
-        "web",
-        "--yes",
-        "--wait",
-        "--timeout",
-        "300",
-    ]);
+    let out = delete_and_wait(&cli, "web");
     assert!(out.contains("Deleted"), "{out}");
     assert_eq!(up.qemu_count(), 0);
     let list = cli.json(&["instances", "list", "--json"]);
@@ -384,4 +393,60 @@ async fn up_cli_instance_lifecycle_create_running_healthy_stop_start_delete() {
         .filter(|i| i["state"] != "deleted")
         .collect();
     assert!(live.is_empty(), "{list}");
+}
+
+/// With the real guest built (scripts/build-guest-image.sh; CI builds it first),
+/// `clawy up` deploys it by itself, says so, and an instance with the default plan
+/// boots it: the owner logs in with the SSH command shown, as shown (AUTH-4: with
+/// the key; the real sshd). Under TCG the OpenClaw gateway cannot start, which the
+/// banner says too, so this waits for `running`, not `healthy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_4_up_deploys_the_openclaw_image_when_built_and_ssh_works_as_shown() {
+    let image = tokio::task::block_in_place(clawy_testkit::openclaw_image::openclaw_image)
+        .unwrap_or_else(|e| panic!("the OpenClaw guest image: {e:#}"));
+    let name = image
+        .qcow2
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let up = Up::start(UpOptions {
+        operator_password: Some("Ops-password-for-the-e2e-test-1".into()),
+        guest_cache: Some(image.qcow2.parent().unwrap().to_path_buf()),
+        ..UpOptions::default()
+    })
+    .await;
+    let guest = up
+        .summary("guest")
+        .unwrap_or_else(|| panic!("{}", up.stdout_text()));
+    assert!(
+        guest.starts_with(&format!("{name}: Debian 12 with the OpenClaw gateway")),
+        "{guest}"
+    );
+    assert!(
+        up.stdout_text()
+            .contains("the OpenClaw gateway cannot start"),
+        "{}",
+        up.stdout_text()
+    );
+    let copied = up.agent_dir().join("images").join(&name);
+    assert!(copied.is_file(), "{} missing", copied.display());
+
+    let cli = up.user_cli("user@example.test", "manage");
+    let home = owner_home_with_key(&cli);
+    let inst = tokio::task::block_in_place(|| {
+        create_when_host_ready(
+            &cli,
+            "web",
+            &["--ssh-key", "laptop", "--wait", "--timeout", "600"],
+        )
+    });
+    assert_eq!(inst["state"], "running", "{inst}");
+    assert_eq!(inst["plan"], "small", "{inst}");
+    let cmd = inst["ssh_command"].as_str().unwrap().to_string();
+    // A Debian boot under TCG on a busy machine: minutes, not seconds.
+    net_5_ssh_command_works_as_shown(&up, home.path(), &cmd, "web", Duration::from_secs(420)).await;
+    delete_and_wait(&cli, "web");
+    assert_eq!(up.qemu_count(), 0);
 }

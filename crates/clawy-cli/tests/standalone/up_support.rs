@@ -18,6 +18,9 @@ pub struct UpOptions {
     pub operator_password: Option<String>,
     /// Extra `KEY=value` environment for `clawy up`.
     pub env: Vec<(String, String)>,
+    /// Let `clawy up` choose its guest itself (`--guest auto`) from this image
+    /// cache (`CLAWY_GUEST_IMAGE_CACHE`); `None`: the stand-in via `CLAWY_GUEST_IMAGE`.
+    pub guest_cache: Option<PathBuf>,
 }
 
 pub struct Up {
@@ -59,8 +62,6 @@ impl Up {
 
     /// Starts (or restarts) `clawy up` on the same namespace and data dir.
     pub async fn launch(&mut self, opts: &UpOptions) {
-        let image = clawy_testkit::guest::test_guest_image()
-            .unwrap_or_else(|e| panic!("the test guest image: {e:#}"));
         self.stdout.lock().unwrap().clear();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -74,7 +75,6 @@ impl Up {
             .env_remove("CLAWY_BASE_URL")
             .env("CLAWY_DATA_DIR", &self.data_dir)
             .env("CLAWY_LISTEN", "127.0.0.1:8080")
-            .env("CLAWY_GUEST_IMAGE", &image)
             .env("CLAWY_UP_ACCELERATOR", "tcg")
             .env("CLAWY_BCRYPT_COST", "4")
             .env("CLAWY_INSECURE_TEST_MODE", "true")
@@ -84,6 +84,16 @@ impl Up {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
+        match &opts.guest_cache {
+            Some(cache) => cmd
+                .env_remove("CLAWY_GUEST_IMAGE")
+                .env("CLAWY_GUEST_IMAGE_CACHE", cache),
+            None => {
+                let image = clawy_testkit::guest::test_guest_image()
+                    .unwrap_or_else(|e| panic!("the test guest image: {e:#}"));
+                cmd.env("CLAWY_GUEST_IMAGE", image)
+            }
+        };
         match &opts.operator_password {
             Some(p) => cmd.env("CLAWY_OPERATOR_PASSWORD", p),
             None => cmd.env_remove("CLAWY_OPERATOR_PASSWORD"),
