@@ -303,12 +303,10 @@ async fn access_1_dns_hints_work_as_shown_and_publish_the_record() {
         RunnerConfig {
             workers: 1,
             worker_prefix: "t".into(),
-            lease: Duration::from_secs(60),
             idle_poll: Duration::from_millis(20),
-            wait_running: Duration::from_secs(5),
             state_poll: Duration::from_millis(20),
             watch_health: Duration::from_secs(5),
-            busy_backoff: Duration::from_secs(5),
+            ..RunnerConfig::default()
         },
     );
     let mut n = 0;
