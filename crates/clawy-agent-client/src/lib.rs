@@ -1,10 +1,11 @@
 //! HTTPS client for the host agent's API (DATA-3).
 //!
 //! The agent's certificate is self-signed; instead of a CA the client pins its
-//! SHA-256 fingerprint (`AA:BB:…`, as `clawy agent fingerprint` prints it). The
-//! handshake is still fully verified: the server must prove possession of that
-//! certificate's key (signature checked with the ring provider's algorithms). Any
-//! other certificate is refused before a byte of the request (or the token) is sent.
+//! SHA-256 fingerprint (`AA:BB:…`, as `clawy agent fingerprint` prints it), with
+//! the shared verifier of [`pin`] (the agent's proxmox driver pins a PVE node the
+//! same way).
+
+pub mod pin;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,12 +13,7 @@ use std::time::Duration;
 
 use clawy_proto::agent::{ErrorBody, ErrorCode, HealthProbe, HostInfo, VmList, VmSpec, VmStatus};
 use reqwest::{Method, StatusCode};
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -69,62 +65,7 @@ impl ClientError {
 
 /// Parse `AA:BB:…` (case-insensitive; colons optional) into 32 bytes.
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ClientError> {
-    let hex_only: String = text.trim().chars().filter(|c| *c != ':').collect();
-    let bytes =
-        hex::decode(&hex_only).map_err(|_| ClientError::BadFingerprint(text.to_string()))?;
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| ClientError::BadFingerprint(text.to_string()))
-}
-
-/// Accepts exactly one certificate, identified by its SHA-256.
-#[derive(Debug)]
-struct PinnedCert {
-    fingerprint: [u8; 32],
-    algorithms: WebPkiSupportedAlgorithms,
-    mismatch_seen: Arc<AtomicBool>,
-}
-
-impl ServerCertVerifier for PinnedCert {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            self.mismatch_seen.store(true, Ordering::SeqCst);
-            Err(rustls::Error::General(
-                "certificate does not match the pinned fingerprint".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
+    pin::parse_sha256_fingerprint(text).ok_or_else(|| ClientError::BadFingerprint(text.to_string()))
 }
 
 /// A bearer token; Debug prints `[redacted]`.
@@ -168,19 +109,8 @@ impl AgentClient {
             return Err(ClientError::BadUrl(base_url.to_string()));
         }
         let fingerprint = parse_fingerprint(fingerprint)?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mismatch_seen = Arc::new(AtomicBool::new(false));
-        let verifier = PinnedCert {
-            fingerprint,
-            algorithms: provider.signature_verification_algorithms,
-            mismatch_seen: mismatch_seen.clone(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ClientError::Tls(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+        let (tls, mismatch_seen) =
+            pin::pinned_client_config(fingerprint).map_err(|e| ClientError::Tls(e.to_string()))?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .https_only(true)

@@ -169,6 +169,22 @@ fn heartbeat_config(agent: Ipv4Addr, hb: &HeartbeatTarget) -> String {
     s
 }
 
+/// `text` as a YAML double-quoted scalar. Only for text already free of control
+/// and line-separator characters (validated specs): then escaping `\` and `"` is
+/// all YAML 1.1 and 1.2 need, and every other character stands for itself.
+fn yaml_double_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if matches!(c, '\\' | '"') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 /// Our own cloud-config (CONTRACT.md, "What the seed writes").
 fn cloud_config(spec: &VmSpec, gateway: Ipv4Addr, ctx: &SeedContext) -> String {
     let mut s = String::from("#cloud-config\n");
@@ -181,9 +197,12 @@ fn cloud_config(spec: &VmSpec, gateway: Ipv4Addr, ctx: &SeedContext) -> String {
     } else {
         s.push_str("    ssh_authorized_keys:\n");
         for k in &spec.ssh_authorized_keys {
-            // One validated line of [A-Za-z0-9+/=@.-] and a plain comment
-            // (crate::spec); the stand-in reads these lines too.
-            s.push_str(&format!("      - {k}\n"));
+            // AUTH-4: one validated line (crate::spec: no control or line-separator
+            // characters) whose comment may hold quotes, backslashes, `: ` or `#`:
+            // a double-quoted scalar with `\` and `"` escaped is exactly the key to
+            // any YAML reader, and nothing in it can end the scalar. The stand-in
+            // guest reads these lines the same way.
+            s.push_str(&format!("      - {}\n", yaml_double_quoted(k)));
         }
     }
     // AUTH-4: key-only SSH, no root login, no password (the image ignores
@@ -440,6 +459,55 @@ mod tests {
     fn meta_data_names_the_instance() {
         let md = render(&id(), &spec(), &ctx()).unwrap().meta_data;
         assert_eq!(md, "instance-id: vm-a\nlocal-hostname: vm-a\n");
+    }
+
+    /// AUTH-4: comments as owners write them (quotes, backslashes, `: `, `#`, YAML
+    /// indicators, non-ASCII) pass the agent's spec check and reach cloud-init's
+    /// own YAML parser (PyYAML) byte for byte, as separate list items, with nothing
+    /// added to the document.
+    #[test]
+    fn auth_4_hostile_key_comments_reach_cloud_init_exactly() {
+        let blob =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6";
+        let comments = [
+            "\"quoted\" it's 'single'",
+            "back\\slash \\\" ends\\",
+            "me@host: {evil: 1} # not a comment",
+            "- [x] &anchor *alias !tag %p | > ` @",
+            "ünïcödé ☃ 鍵 ключ",
+            "plus+slash/equals= two  spaces",
+        ];
+        // Line breaks of any kind (and invisible direction overrides) never get
+        // this far: the spec check refuses them.
+        for bad in [
+            "\"\nssh_pwauth: true",
+            "a\rb",
+            "a\u{2028}b",
+            "a\u{85}b",
+            "a\u{202E}b",
+        ] {
+            let mut sp = spec();
+            sp.ssh_authorized_keys = vec![format!("{blob} {bad}")];
+            assert!(crate::spec::validate_spec(&sp, None).is_err(), "{bad:?}");
+        }
+        let mut sp = spec();
+        sp.ssh_authorized_keys = comments.iter().map(|c| format!("{blob} {c}")).collect();
+        crate::spec::validate_spec(&sp, None).unwrap();
+        let ud = render(&id(), &sp, &ctx()).unwrap().user_data;
+        let doc = yaml(&ud);
+        let keys: Vec<&str> = doc["users"][0]["ssh_authorized_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(keys, sp.ssh_authorized_keys, "{ud}");
+        assert_eq!(doc["users"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["ssh_pwauth"].as_bool(), Some(false), "{ud}");
+        let plain = render(&id(), &spec(), &ctx()).unwrap().user_data;
+        let top =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(top(&doc), top(&yaml(&plain)));
     }
 
     #[test]

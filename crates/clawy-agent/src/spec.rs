@@ -151,15 +151,15 @@ fn validate_ssh_key(i: usize, key: &str) -> Result<(), SpecError> {
     if !blob_ok {
         return Err(err(field, "the key data is not base64"));
     }
-    // The comment is written unquoted into cloud-init YAML: keep it to characters
-    // that cannot start YAML syntax.
-    // (The rule is shared with the control plane, which stores keys with a cleaned
-    // comment, so a key it accepted is never refused here.)
+    // The comment is kept as the owner wrote it (quotes and non-ASCII included);
+    // cloudinit writes it escaped in a YAML double-quoted scalar. Refused: what
+    // could break lines or hide itself (the shared rule; the control plane stores
+    // keys with a comment cleaned by it, so a key it accepted is never refused here).
     let comment = parts.next().unwrap_or_default();
     if !clawy_proto::agent::is_safe_ssh_key_comment(comment) {
         return Err(err(
             field,
-            "the key comment may only hold letters, digits, spaces and @._-+=/,()",
+            "the key comment must be at most 100 bytes of printable text (no control, line-separator or invisible formatting characters)",
         ));
     }
     Ok(())
@@ -317,7 +317,9 @@ mod tests {
             ),
             (
                 |s| {
-                    s.ssh_authorized_keys = vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA x: y".into()]
+                    // A comment may hold `: ` (written quoted), not a line separator.
+                    s.ssh_authorized_keys =
+                        vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA x\u{2028}y: z".into()]
                 },
                 "ssh_authorized_keys[0]",
             ),

@@ -377,33 +377,59 @@ impl ErrorCode {
 
 /// AUTH-4: the one rule for the comment of an SSH public key in a `VmSpec`, shared by
 /// the control plane (which stores keys with a comment cleaned by
-/// [`clean_ssh_key_comment`]) and the agent (which refuses anything else). The agent
-/// writes the key unquoted into cloud-init YAML, so the comment may only hold
-/// characters that cannot start YAML syntax.
-pub fn is_safe_ssh_key_comment_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b' ' | b'@' | b'.' | b'_' | b'-' | b'+' | b'=' | b'/' | b',' | b'(' | b')'
+/// [`clean_ssh_key_comment`]) and the agent (which refuses anything else).
+///
+/// An owner's comment is kept as typed (quotes, backslashes, `: `, `#`, non-ASCII):
+/// the agent writes every key as a YAML double-quoted scalar with `"` and `\`
+/// escaped (`clawy_agent::cloudinit`), so no character left here can end the
+/// scalar or start YAML syntax. What is refused is what would change the file's
+/// lines or fool a reader: control characters (C0, DEL, C1 incl. NEL), the Unicode
+/// line and paragraph separators (YAML 1.1 line breaks), the byte-order mark and
+/// non-characters PyYAML refuses, and invisible bidirectional/format controls that
+/// make a comment display as something else.
+pub fn is_safe_ssh_key_comment_char(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{FFFE}'
+                | '\u{FFFF}'
         )
 }
 
-/// True when every byte of `comment` passes [`is_safe_ssh_key_comment_byte`].
+/// True when every character of `comment` passes [`is_safe_ssh_key_comment_char`]
+/// and it fits [`MAX_SSH_KEY_COMMENT_BYTES`].
 pub fn is_safe_ssh_key_comment(comment: &str) -> bool {
-    comment.bytes().all(is_safe_ssh_key_comment_byte)
+    comment.len() <= MAX_SSH_KEY_COMMENT_BYTES && comment.chars().all(is_safe_ssh_key_comment_char)
 }
 
+/// The longest comment kept, in bytes of UTF-8.
+pub const MAX_SSH_KEY_COMMENT_BYTES: usize = 100;
+
 /// The comment with every character the agent would refuse dropped (and runs of
-/// spaces collapsed, ends trimmed), at most 100 bytes: what the control plane stores,
-/// so a key it accepted can never be refused by the agent later.
+/// whitespace collapsed to one space, ends trimmed), at most
+/// [`MAX_SSH_KEY_COMMENT_BYTES`] (cut at a character boundary): what the control
+/// plane stores, so a key it accepted can never be refused by the agent later.
 pub fn clean_ssh_key_comment(comment: &str) -> String {
-    let kept: String = comment
-        .bytes()
-        .filter(|b| is_safe_ssh_key_comment_byte(*b))
-        .map(char::from)
+    // Tabs and other whitespace controls become spaces before the filter drops
+    // controls, so `a\tb` stays two words.
+    let spaced: String = comment
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .filter(|c| is_safe_ssh_key_comment_char(*c))
         .collect();
-    let mut out = kept.split_whitespace().collect::<Vec<_>>().join(" ");
-    out.truncate(100);
+    let mut out = spaced.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > MAX_SSH_KEY_COMMENT_BYTES {
+        let mut cut = MAX_SSH_KEY_COMMENT_BYTES;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
     out.trim_end().to_string()
 }
 

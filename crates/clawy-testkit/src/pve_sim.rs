@@ -165,6 +165,46 @@ impl TestPveSim {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Writes the first API token's secret to a 0600 file in `dir` (as an
+    /// operator would for the agent's `token_secret_file`) and returns its path.
+    pub fn write_token_secret(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let token = self.tokens.first().context("the simulator has no token")?;
+        let path = dir.join("pve-token");
+        std::fs::write(&path, &token.secret)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(path)
+    }
+
+    /// The agent's `[driver]` sections for the `proxmox` driver on this simulated
+    /// node: its first token, its certificate pinned by fingerprint, `image_name`
+    /// served by template 9000, VMIDs from `vmid_range`, snippets in its storage.
+    pub fn agent_driver_toml(
+        &self,
+        token_secret_file: &Path,
+        image_name: &str,
+        vmid_range: &str,
+    ) -> String {
+        let token_id = self
+            .tokens
+            .first()
+            .map(|t| t.id.as_str())
+            .unwrap_or_default();
+        format!(
+            "[driver]\nkind = \"proxmox\"\n[driver.proxmox]\napi_url = {api}\nnode = {node}\n\
+             token_id = {tid}\ntoken_secret_file = {secret}\nfingerprint = {fp}\n\
+             vmid_range = {range}\ntemplates = {{ {img} = 9000 }}\nsnippets_dir = {snip}\n",
+            api = toml_str(&format!("https://{}/api2/json", self.listen)),
+            node = toml_str(&self.node),
+            tid = toml_str(token_id),
+            secret = toml_str(&token_secret_file.display().to_string()),
+            fp = toml_str(&self.fingerprint),
+            range = toml_str(vmid_range),
+            img = toml_str(image_name),
+            snip = toml_str(&self.snippets_dir().display().to_string()),
+        )
+    }
+
     fn command(&self) -> Command {
         match &self.netns {
             Some(ns) => {
@@ -328,6 +368,27 @@ impl TestPveSim {
             .tls_built_in_root_certs(false)
             .build()?)
     }
+}
+
+/// The `pve-sim` binary beside the running test's (`target/<profile>/pve-sim`),
+/// built on demand: a test of another package has no `CARGO_BIN_EXE_pve-sim`.
+pub fn bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test binary has no target/<profile> directory")?;
+    let bin = profile_dir.join("pve-sim");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "pve-sim", "--bin", "pve-sim"])
+            .status()?;
+        if !st.success() {
+            bail!("building pve-sim failed: {st}");
+        }
+    }
+    Ok(bin)
 }
 
 impl Drop for TestPveSim {

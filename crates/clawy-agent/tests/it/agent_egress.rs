@@ -1,5 +1,6 @@
 //! What a VM's traffic may reach, through the real agent with two real TCG guests
-//! (ISO-5, ISO-3). Topology, all inside namespaces this test creates and deletes:
+//! (ISO-5, ISO-3), on both drivers (one body): `qemu`, and `proxmox` against
+//! `pve-sim` (the Proxmox VE simulator, real TCG guests). Topology, all inside namespaces this test creates and deletes:
 //!
 //! ```text
 //!  [guest A 10.77.6.10]─tap─┐
@@ -24,16 +25,14 @@
 //!   nor the internet, and cannot take over a guest's MAC.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use clawy_agent_client::AgentClient;
 use clawy_proto::agent::VmSpec;
-use clawy_testkit::agent::{AgentOptions, TestAgent};
+use clawy_testkit::agent::AgentOptions;
 use clawy_testkit::netns::Netns;
 
 use super::agent_network::{read_probe, spawn_http_echo, wait_http};
-
-const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
+use crate::drivers::{Driver, start_agent};
 const SUBNET: &str = "10.77.6";
 const GW: &str = "10.77.6.1";
 const HOST_UPLINK: &str = "203.0.113.1";
@@ -109,8 +108,17 @@ fn victim_script() -> String {
 
 #[tokio::test]
 async fn iso_5_iso_3_egress_internet_only_icmp_order_and_unregistered_ports() {
+    egress_internet_only_icmp_order_and_unregistered_ports(Driver::Qemu).await;
+}
+
+/// The same on the `proxmox` driver, against `pve-sim`.
+#[tokio::test]
+async fn iso_5_iso_3_egress_internet_only_icmp_order_and_unregistered_ports_on_proxmox() {
+    egress_internet_only_icmp_order_and_unregistered_ports(Driver::Proxmox).await;
+}
+
+async fn egress_internet_only_icmp_order_and_unregistered_ports(driver: Driver) {
     let image = clawy_testkit::guest::test_guest_image().unwrap();
-    let images_dir = image.parent().unwrap().to_path_buf();
     let image_name = image.file_name().unwrap().to_str().unwrap().to_string();
     let tmp = tempfile::tempdir().unwrap();
 
@@ -153,7 +161,6 @@ async fn iso_5_iso_3_egress_internet_only_icmp_order_and_unregistered_ports() {
         .unwrap();
 
     let opts = AgentOptions {
-        images_dir: Some(images_dir),
         network_toml: Some(format!(
             "subnet = \"{SUBNET}.0/24\"\nuplink = \"up0\"\nssh_port_range = \"22100-22199\"\n\
              host_ports_for_vms = [8080, 8082]\n\
@@ -163,9 +170,8 @@ async fn iso_5_iso_3_egress_internet_only_icmp_order_and_unregistered_ports() {
         extra_toml: "max_vcpus = 4\n".into(),
         ..AgentOptions::default()
     };
-    let agent = TestAgent::start(Path::new(BIN), opts, Some(&host))
-        .await
-        .unwrap();
+    let node = start_agent(driver, &host, &image, opts, "500-509").await;
+    let agent = &node.agent;
     let c = AgentClient::new(&agent.base_url, &agent.fingerprint, &agent.token).unwrap();
     // The host: one listener on every address, port 8080 (VMs may use it on the
     // gateway address only), and whose-turn-is-it on 8082.

@@ -1,8 +1,13 @@
-//! A real TCG guest through the real agent, inside a throwaway network namespace:
-//! create/start → running with a healthy gateway port, graceful (ACPI) stop, start,
-//! reboot, agent restart re-adopts the VM, a killed QEMU shows as crashed, and
-//! delete leaves nothing behind (ISO-1, ISO-4). A guest that powers itself off
-//! shows as stopped, not crashed.
+//! A real TCG guest through the real agent, inside a throwaway network namespace,
+//! on both drivers (one body): `qemu`, and `proxmox` against `pve-sim` (the
+//! Proxmox VE simulator, which boots a real TCG guest per VM; PVE's
+//! `tap<vmid>i0` joins the agent's bridge). Create/start → running with a
+//! healthy gateway port, forwards changed live, graceful stop, start, reboot,
+//! agent restart re-adopts the VM, and delete leaves nothing behind (ISO-1,
+//! ISO-4): no process, disk, seed or snippet, VM config, tap or nftables
+//! element. On `qemu` also: CPU pinning, QEMU's argv, teardown refusal and a
+//! killed QEMU showing as crashed. A guest that powers itself off shows as
+//! stopped, not crashed.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,13 +17,15 @@ use clawy_proto::agent::{PortForward, Protocol, VmSpec, VmState, VmStatus};
 use clawy_testkit::agent::{AgentOptions, TestAgent};
 use clawy_testkit::netns::Netns;
 
+use crate::drivers::{Driver, start_agent};
+
 const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
 const GRACEFUL_STOP_TIMEOUT_SECS: u64 = 60;
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7Qm6mPqvW7f7oH3nCkU0rj0Q9y0p1y4o2Y3k4l5m6 test@clawy";
 
 async fn wait_healthy(c: &AgentClient, id: &str) -> VmStatus {
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let vm = c.get_vm(id).await.unwrap();
         if let Some(h) = &vm.health {
@@ -40,10 +47,58 @@ fn pid_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+fn nft_set(ns: &Netns, set: &str) -> String {
+    ns.exec(&["nft", "list", "set", "bridge", "clawy_l2", set])
+        .unwrap()
+}
+
 #[tokio::test]
 async fn iso_1_iso_4_vm_lifecycle_with_real_guest() {
+    vm_lifecycle_with_real_guest(Driver::Qemu).await;
+}
+
+/// The same on the `proxmox` driver, against `pve-sim`.
+#[tokio::test]
+async fn iso_1_vm_lifecycle_with_real_guest_on_proxmox() {
+    vm_lifecycle_with_real_guest(Driver::Proxmox).await;
+}
+
+/// ACCESS-2 / ISO-2 on the real QEMU process: pinned to the CPUs the agent
+/// picked, no guest-agent channel, serial console, extra monitor or balloon.
+fn qemu_process_is_pinned_and_bare(agent: &TestAgent, pid: u32) {
+    let pinned = std::fs::read_to_string(agent.state_dir().join("vms/life-a/cpus")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(allowed, pinned.trim());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    for banned in [
+        "-chardev",
+        "virtio-serial",
+        "virtserialport",
+        "qemu-ga",
+        "-serial",
+        "-monitor",
+        "-mon ",
+        "balloon",
+        "-vnc",
+        "-spice",
+    ] {
+        assert!(
+            !cmdline.contains(banned),
+            "QEMU runs with `{banned}`: {cmdline}"
+        );
+    }
+    assert!(cmdline.contains("-nodefaults"), "{cmdline}");
+}
+
+async fn vm_lifecycle_with_real_guest(driver: Driver) {
     let image = clawy_testkit::guest::test_guest_image().unwrap();
-    let images_dir = image.parent().unwrap().to_path_buf();
     let image_name = image.file_name().unwrap().to_str().unwrap().to_string();
     let base_mtime = std::fs::metadata(&image).unwrap().modified().unwrap();
 
@@ -59,7 +114,6 @@ async fn iso_1_iso_4_vm_lifecycle_with_real_guest() {
     )
     .unwrap();
     let opts = AgentOptions {
-        images_dir: Some(images_dir),
         network_toml: Some(
             "subnet = \"10.77.1.0/24\"\nuplink = \"up0\"\nssh_port_range = \"22000-22099\"\n"
                 .into(),
@@ -70,10 +124,13 @@ async fn iso_1_iso_4_vm_lifecycle_with_real_guest() {
         driver_toml: clawy_testkit::agent::qemu_driver_toml("pin_cpus = true"),
         ..AgentOptions::default()
     };
-    let mut agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
-        .await
-        .unwrap();
-    let c = AgentClient::new(&agent.base_url, &agent.fingerprint, &agent.token).unwrap();
+    let mut node = start_agent(driver, &ns, &image, opts, "300-309").await;
+    let c = AgentClient::new(
+        &node.agent.base_url,
+        &node.agent.fingerprint,
+        &node.agent.token,
+    )
+    .unwrap();
 
     let spec = VmSpec {
         vcpus: 1,
@@ -95,53 +152,48 @@ async fn iso_1_iso_4_vm_lifecycle_with_real_guest() {
     let (vm, created) = c.ensure_vm("life-a", &spec).await.unwrap();
     assert!(created);
     assert_eq!(vm.state, VmState::Defined);
+    if driver == Driver::Proxmox {
+        // Before start PVE has made no tap, and nothing is registered.
+        assert!(!nft_set(&ns, "vm_ports").contains("tap300i0"));
+    }
 
     // Start → running, gateway port answers HTTP from the host side.
     let vm = c.start_vm("life-a").await.unwrap();
     assert_eq!(vm.state, VmState::Running);
     let vm = wait_healthy(&c, "life-a").await;
-    assert!(vm.memory_used_bytes.unwrap() > 0);
-    assert!(vm.disk_used_bytes.unwrap() > 0);
-    assert!(vm.net_rx_bytes.is_some() && vm.net_tx_bytes.is_some());
-    assert_eq!(vm.disk_allocated_bytes, 1 << 30);
+    let tap = vm.tap.clone().unwrap();
+    assert!(vm.memory_used_bytes.unwrap() > 0, "{vm:?}");
+    if driver == Driver::Qemu {
+        assert!(vm.disk_used_bytes.unwrap() > 0);
+        assert!(vm.net_rx_bytes.is_some() && vm.net_tx_bytes.is_some());
+        assert_eq!(vm.disk_allocated_bytes, 1 << 30);
+    } else {
+        // PVE's tap, joined to the Clawy bridge as an isolated port the agent
+        // registered.
+        assert_eq!(tap, "tap300i0");
+        let link = ns
+            .exec(&["bridge", "-d", "link", "show", "dev", &tap])
+            .unwrap();
+        assert!(
+            link.contains("master clawybr0") && link.contains("isolated on"),
+            "{link}"
+        );
+        assert!(nft_set(&ns, "allowed").contains(&tap));
+    }
     let probe = c.probe_vm("life-a").await.unwrap();
     assert!(probe.tcp_ok);
     // Starting a running VM changes nothing.
-    let pid = agent.qemu_pids()[0].1;
-    // ISO-2 pinning: QEMU runs only on the host CPUs the agent picked for it.
-    let pinned = std::fs::read_to_string(agent.state_dir().join("vms/life-a/cpus")).unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let allowed = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    assert_eq!(allowed, pinned.trim());
-    // ACCESS-2 / ISO-2 on the real process: no guest-agent channel, no serial
-    // console, no extra monitor, no balloon.
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    for banned in [
-        "-chardev",
-        "virtio-serial",
-        "virtserialport",
-        "qemu-ga",
-        "-serial",
-        "-monitor",
-        "-mon ",
-        "balloon",
-        "-vnc",
-        "-spice",
-    ] {
-        assert!(
-            !cmdline.contains(banned),
-            "QEMU runs with `{banned}`: {cmdline}"
-        );
+    let qemu_pid = |a: &TestAgent| match driver {
+        Driver::Qemu => a.qemu_pids()[0].1,
+        Driver::Proxmox => 0,
+    };
+    let pid = qemu_pid(&node.agent);
+    if driver == Driver::Qemu {
+        qemu_process_is_pinned_and_bare(&node.agent, pid);
     }
-    assert!(cmdline.contains("-nodefaults"), "{cmdline}");
-    c.start_vm("life-a").await.unwrap();
-    assert_eq!(agent.qemu_pids()[0].1, pid);
+    let vm = c.start_vm("life-a").await.unwrap();
+    assert_eq!(vm.state, VmState::Running);
+    assert_eq!(qemu_pid(&node.agent), pid);
 
     // NET-5: port forwards change live; anything else needs a stopped VM.
     let mut more = spec.clone();
@@ -153,7 +205,7 @@ async fn iso_1_iso_4_vm_lifecycle_with_real_guest() {
     let (vm, created) = c.ensure_vm("life-a", &more).await.unwrap();
     assert!(!created);
     assert_eq!(vm.state, VmState::Running);
-    assert_eq!(agent.qemu_pids()[0].1, pid);
+    assert_eq!(qemu_pid(&node.agent), pid);
     let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
     assert!(ruleset.contains("22011"), "{ruleset}");
     let mut bigger = more.clone();
@@ -166,11 +218,13 @@ async fn iso_1_iso_4_vm_lifecycle_with_real_guest() {
     let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
     assert!(!ruleset.contains("22011"), "{ruleset}");
 
-    // Teardown refuses while a VM runs (it stops nothing silently).
-    let out = agent.cli_in_netns(&["teardown"]).unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("life-a"));
-    assert!(pid_alive(pid));
+    if driver == Driver::Qemu {
+        // Teardown refuses while a VM runs (it stops nothing silently).
+        let out = node.agent.cli_in_netns(&["teardown"]).unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("life-a"));
+        assert!(pid_alive(pid));
+    }
 
     // ISO-1 graceful stop: the ACPI power button powers the booted guest off (its
     // acpid runs `poweroff`), well within the stop timeout and without forcing.
@@ -178,64 +232,84 @@ async fn iso_1_iso_4_vm_lifecycle_with_real_guest() {
     let vm = c.stop_vm("life-a").await.unwrap();
     let took = asked.elapsed();
     assert_eq!(vm.state, VmState::Stopped);
-    assert!(!pid_alive(pid));
-    assert!(agent.qemu_pids().is_empty());
-    // Within the stop timeout (a forced stop would take all of it); the log lines
-    // below say which path was taken. No tighter wall-clock band: under TCG on a
-    // loaded machine the guest's poweroff time varies widely.
+    // Within the stop timeout (a forced stop would take all of it). No tighter
+    // wall-clock band: under TCG on a loaded machine the guest's poweroff time
+    // varies widely.
     assert!(
         took < Duration::from_secs(GRACEFUL_STOP_TIMEOUT_SECS),
         "graceful stop took {took:?}"
     );
-    let log = agent.log();
-    assert!(
-        log.contains("VM stopped gracefully"),
-        "no graceful stop in the agent log:\n{log}"
-    );
-    assert!(
-        !log.contains("forcing it off"),
-        "the agent forced the stop:\n{log}"
-    );
+    if driver == Driver::Qemu {
+        assert!(!pid_alive(pid));
+        assert!(node.agent.qemu_pids().is_empty());
+        // The log lines say which path was taken.
+        let log = node.agent.log();
+        assert!(
+            log.contains("VM stopped gracefully"),
+            "no graceful stop in the agent log:\n{log}"
+        );
+        assert!(
+            !log.contains("forcing it off"),
+            "the agent forced the stop:\n{log}"
+        );
+    }
     c.stop_vm("life-a").await.unwrap();
 
     // Start again, then reboot: same process, guest comes back.
     c.start_vm("life-a").await.unwrap();
     wait_healthy(&c, "life-a").await;
-    let pid = agent.qemu_pids()[0].1;
+    if driver == Driver::Proxmox {
+        // PVE made a fresh tap: registered (isolated) again.
+        let link = ns
+            .exec(&["bridge", "-d", "link", "show", "dev", &tap])
+            .unwrap();
+        assert!(link.contains("isolated on"), "{link}");
+    }
+    let pid = qemu_pid(&node.agent);
     let vm = c.reboot_vm("life-a").await.unwrap();
     assert_eq!(vm.state, VmState::Running);
     wait_healthy(&c, "life-a").await;
-    assert_eq!(agent.qemu_pids()[0].1, pid);
+    assert_eq!(qemu_pid(&node.agent), pid);
 
-    // Kill the agent: the VM keeps running; a new agent re-adopts it.
-    agent.kill_agent();
-    assert!(pid_alive(pid), "VM died with the agent");
-    agent.restart(Some(&ns)).await.unwrap();
-    let c = AgentClient::new(&agent.base_url, &agent.fingerprint, &agent.token).unwrap();
+    // Kill the agent: the VM keeps running; a new agent re-adopts it (and
+    // re-registers its port: the health probe crosses the bridge).
+    node.agent.kill_agent();
+    if driver == Driver::Qemu {
+        assert!(pid_alive(pid), "VM died with the agent");
+    }
+    node.agent.restart(Some(&ns)).await.unwrap();
+    let c = AgentClient::new(
+        &node.agent.base_url,
+        &node.agent.fingerprint,
+        &node.agent.token,
+    )
+    .unwrap();
     let vm = wait_healthy(&c, "life-a").await;
     assert_eq!(vm.state, VmState::Running);
-    assert_eq!(agent.qemu_pids()[0].1, pid);
+    assert_eq!(qemu_pid(&node.agent), pid);
 
-    // kill -9 QEMU → crashed, not running; start recovers it.
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let vm = c.get_vm("life-a").await.unwrap();
-        if vm.state == VmState::Crashed {
-            assert!(vm.health.is_none());
-            break;
+    if driver == Driver::Qemu {
+        // kill -9 QEMU → crashed, not running; start recovers it.
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let vm = c.get_vm("life-a").await.unwrap();
+            if vm.state == VmState::Crashed {
+                assert!(vm.health.is_none());
+                break;
+            }
+            assert!(Instant::now() < deadline, "killed VM shows {:?}", vm.state);
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert!(Instant::now() < deadline, "killed VM shows {:?}", vm.state);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.start_vm("life-a").await.unwrap();
+        wait_healthy(&c, "life-a").await;
     }
-    c.start_vm("life-a").await.unwrap();
-    wait_healthy(&c, "life-a").await;
-    let pid = agent.qemu_pids()[0].1;
+    let pid = qemu_pid(&node.agent);
 
-    // Delete: no process, no disk, no seed, no state dir, no tap, no nftables element.
+    // Delete: no process, no disk, no seed, no state, no tap, no nftables element.
     let tap = c.get_vm("life-a").await.unwrap().tap.unwrap();
     assert!(
         ns.output(&["ip", "link", "show", &tap])
@@ -246,8 +320,7 @@ async fn iso_1_iso_4_vm_lifecycle_with_real_guest() {
     let ruleset = ns.exec(&["nft", "list", "ruleset"]).unwrap();
     assert!(ruleset.contains("10.77.1.10"), "{ruleset}");
     c.delete_vm("life-a").await.unwrap();
-    assert!(!pid_alive(pid));
-    assert!(!agent.state_dir().join("vms/life-a").exists());
+    assert!(c.get_vm("life-a").await.is_err());
     assert!(
         !ns.output(&["ip", "link", "show", &tap])
             .unwrap()
@@ -264,16 +337,32 @@ async fn iso_1_iso_4_vm_lifecycle_with_real_guest() {
         !ruleset.contains("22010"),
         "port forward left behind: {ruleset}"
     );
+    assert!(!nft_set(&ns, "allowed").contains(&tap));
+    assert!(!nft_set(&ns, "vm_ports").contains(&tap));
     assert!(c.list_vms().await.unwrap().vms.is_empty());
-    // ISO-4: the shared base image was never written.
+    assert!(!node.agent.state_dir().join("vms/life-a").exists());
+    match &node.sim {
+        None => assert!(!pid_alive(pid)),
+        Some(sim) => {
+            // PVE side: no VM config, no disk, no cicustom snippet.
+            let state = sim.state_dir();
+            assert!(!state.join("qemu-server/300.conf").exists());
+            assert!(!state.join("images/300").exists());
+            let snippets: Vec<_> = std::fs::read_dir(sim.snippets_dir())
+                .map(|d| d.flatten().collect())
+                .unwrap_or_default();
+            assert!(snippets.is_empty(), "{snippets:?}");
+        }
+    }
+    // ISO-4: the shared base image (the template's disk on PVE) was never written.
     assert_eq!(
         std::fs::metadata(&image).unwrap().modified().unwrap(),
         base_mtime
     );
 
     // Teardown removes the agent's bridge and tables (and refuses nothing: no VMs).
-    agent.kill_agent();
-    let out = agent.cli_in_netns(&["teardown"]).unwrap();
+    node.agent.kill_agent();
+    let out = node.agent.cli_in_netns(&["teardown"]).unwrap();
     assert!(
         out.status.success(),
         "{}",

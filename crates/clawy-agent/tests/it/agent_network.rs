@@ -1,5 +1,9 @@
 //! The VMs' network through the real agent with two real TCG guests (ISO-3, NET-3,
-//! NET-5), and key-only SSH on the stand-in guest (AUTH-4). Topology, all inside namespaces this test creates and deletes:
+//! NET-5), and key-only SSH on the stand-in guest (AUTH-4), with keys whose
+//! comments hold quotes, backslashes, YAML syntax and non-ASCII. One body, run on
+//! both drivers: `qemu`, and `proxmox` against `pve-sim` (the Proxmox VE simulator;
+//! its VMs are real TCG guests whose `tap<vmid>i0` joins the agent's bridge).
+//! Topology, all inside namespaces the test creates and deletes:
 //!
 //! ```text
 //!  [guest A 10.77.2.10]─tap─┐
@@ -18,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use clawy_agent_client::AgentClient;
 use clawy_proto::agent::{PortForward, Protocol, VmSpec};
-use clawy_testkit::agent::{AgentOptions, TestAgent};
+use clawy_testkit::agent::AgentOptions;
 use clawy_testkit::netns::Netns;
 
-const BIN: &str = env!("CARGO_BIN_EXE_clawy-agent");
+use crate::drivers::{Driver, start_agent};
 const SUBNET: &str = "10.77.2";
 const GW: &str = "10.77.2.1";
 const HOST_UPLINK: &str = "203.0.113.1";
@@ -122,7 +126,7 @@ echo "tcp_other_restored=$(get {oip} 18789 /healthz)"
     )
 }
 
-fn spec(g: &Guest, image: &str, key: &str, user_data: Option<String>) -> VmSpec {
+fn spec(g: &Guest, image: &str, keys: &[String], user_data: Option<String>) -> VmSpec {
     VmSpec {
         vcpus: 1,
         memory_mib: 256,
@@ -131,7 +135,7 @@ fn spec(g: &Guest, image: &str, key: &str, user_data: Option<String>) -> VmSpec 
         mac: g.mac.into(),
         private_ip: g.ip.clone(),
         hostname: g.id.into(),
-        ssh_authorized_keys: vec![key.into()],
+        ssh_authorized_keys: keys.to_vec(),
         user_data,
         port_forwards: vec![PortForward {
             protocol: Protocol::Tcp,
@@ -226,10 +230,11 @@ pub(crate) async fn read_probe(host: &Netns, ip: &str, file: &str) -> BTreeMap<S
     }
 }
 
-fn ssh_keypair(dir: &Path) -> (std::path::PathBuf, String) {
+fn ssh_keypair(dir: &Path, comment: &str) -> (std::path::PathBuf, String) {
+    std::fs::create_dir_all(dir).unwrap();
     let key = dir.join("id_ed25519");
     let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(&key)
         .status()
         .unwrap();
@@ -268,11 +273,36 @@ fn port_open(ns: &Netns, addr: &str, port: u16) -> bool {
 
 #[tokio::test]
 async fn iso_3_net_3_net_5_auth_4_two_guests_nat_isolation_and_forwards() {
+    two_guests_nat_isolation_and_forwards(Driver::Qemu).await;
+}
+
+/// The same on the `proxmox` driver, against `pve-sim`.
+#[tokio::test]
+async fn iso_3_net_3_net_5_auth_4_two_guests_nat_isolation_and_forwards_on_proxmox() {
+    two_guests_nat_isolation_and_forwards(Driver::Proxmox).await;
+}
+
+/// SSH-key comments as owners write them: each must reach the guest's
+/// `authorized_keys` exactly and log in (the first key is the one the rest of
+/// the test uses).
+const KEY_COMMENTS: [&str; 4] = [
+    "alice@laptop +/= two  spaces",
+    "\"quoted\" it's back\\slash \\\" ends\\",
+    "me@host: {evil: 1} # not a comment - [x] &a *b !t",
+    "ünïcödé ☃ 鍵 ключ",
+];
+
+async fn two_guests_nat_isolation_and_forwards(driver: Driver) {
     let image = clawy_testkit::guest::test_guest_image().unwrap();
-    let images_dir = image.parent().unwrap().to_path_buf();
     let image_name = image.file_name().unwrap().to_str().unwrap().to_string();
     let tmp = tempfile::tempdir().unwrap();
-    let (key, public_key) = ssh_keypair(tmp.path());
+    let keys: Vec<(std::path::PathBuf, String)> = KEY_COMMENTS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ssh_keypair(&tmp.path().join(format!("k{i}")), c))
+        .collect();
+    let key = keys[0].0.clone();
+    let public_keys: Vec<String> = keys.iter().map(|(_, p)| p.clone()).collect();
 
     let host = Netns::new("nethost").unwrap();
     let internet = Netns::new("netinet").unwrap();
@@ -289,16 +319,14 @@ async fn iso_3_net_3_net_5_auth_4_two_guests_nat_isolation_and_forwards() {
     let _inet_http = spawn_http_echo(&internet, tmp.path(), INTERNET, 8000, None);
 
     let opts = AgentOptions {
-        images_dir: Some(images_dir),
         network_toml: Some(format!(
             "subnet = \"{SUBNET}.0/24\"\nuplink = \"up0\"\nssh_port_range = \"22100-22199\"\nhost_ports_for_vms = [8080, 8082]\n"
         )),
         extra_toml: "max_vcpus = 4\n".into(),
         ..AgentOptions::default()
     };
-    let agent = TestAgent::start(Path::new(BIN), opts, Some(&host))
-        .await
-        .unwrap();
+    let node = start_agent(driver, &host, &image, opts, "400-409").await;
+    let agent = &node.agent;
     let c = AgentClient::new(&agent.base_url, &agent.fingerprint, &agent.token).unwrap();
     // Management services on the gateway address (the agent made the bridge): one
     // port VMs may use (8080, in host_ports_for_vms) and one they may not (8081);
@@ -313,7 +341,7 @@ async fn iso_3_net_3_net_5_auth_4_two_guests_nat_isolation_and_forwards() {
     let [a, b] = guests();
     let rules_before = nft_rule_count(&host);
     for (me, other) in [(&a, &b), (&b, &a)] {
-        let s = spec(me, &image_name, &public_key, Some(probe_script(me, other)));
+        let s = spec(me, &image_name, &public_keys, Some(probe_script(me, other)));
         c.ensure_vm(me.id, &s).await.unwrap();
         c.start_vm(me.id).await.unwrap();
     }
@@ -342,11 +370,12 @@ async fn iso_3_net_3_net_5_auth_4_two_guests_nat_isolation_and_forwards() {
     }
 
     net_5_ssh_forward(&internet, &key, &a).await;
+    auth_4_key_comments_land_exactly_and_every_key_logs_in(&internet, &keys, &a);
     ssh_forward_works_from_the_host_itself(&host, &key, &a);
     net_5_unforwarded_closed(&internet, &host, &a);
 
     // NET-5 with a changed set of forwards: one more for A, rule count unchanged.
-    let mut more = spec(&a, &image_name, &public_key, Some(probe_script(&a, &b)));
+    let mut more = spec(&a, &image_name, &public_keys, Some(probe_script(&a, &b)));
     more.port_forwards.push(PortForward {
         protocol: Protocol::Tcp,
         host_port: 22150,
@@ -468,6 +497,32 @@ async fn net_5_ssh_forward(internet: &Netns, key: &Path, a: &Guest) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     auth_4_password_login_is_not_offered(internet, key, a);
+}
+
+/// AUTH-4: every registered key, whatever its comment, logs in through the
+/// forward, and the guest's `authorized_keys` holds exactly the keys sent, one per
+/// line, byte for byte (the seed's YAML escaping undone, nothing added).
+fn auth_4_key_comments_land_exactly_and_every_key_logs_in(
+    internet: &Netns,
+    keys: &[(std::path::PathBuf, String)],
+    a: &Guest,
+) {
+    let expected: String = keys.iter().map(|(_, p)| format!("{p}\n")).collect();
+    for (key, public) in keys {
+        let mut args = ssh_args(key, a.ssh_port);
+        args.extend([
+            format!("claw@{HOST_UPLINK}"),
+            "cat ~/.ssh/authorized_keys".into(),
+        ]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = internet.output(&argv).unwrap();
+        assert!(
+            out.status.success(),
+            "login with the key {public:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    }
 }
 
 /// AUTH-4 on the stand-in guest: the SSH server offers public keys only. The

@@ -6,7 +6,8 @@
 //! Conformance: every request the driver sent validated against the checked-in
 //! PVE schema (the simulator's request log shows no 400). The token holds exactly
 //! the least-privilege role of docs/PROXMOX.md (no VM.GuestAgent.*).
-//! Real guests on the proxmox driver: `proxmox_guest`.
+//! Real guests on the proxmox driver: the lifecycle, network and egress suites
+//! run one body on both drivers (`agent_lifecycle`, `agent_network`, `agent_egress`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use clawy_agent::config::{AgentConfig, DriverConfig, Env};
 use clawy_agent::drivers::proxmox::ProxmoxDriver;
+use clawy_agent::drivers::proxmox::config::TlsPin;
 use clawy_agent::error::AgentError;
 use clawy_agent::executor::{Executor, Outcome, VmAction};
 use clawy_agent::spec::VmId;
@@ -216,6 +218,29 @@ impl Fx {
             .map(|e| e.file_name().to_string_lossy().to_string())
             .collect()
     }
+}
+
+/// DATA-3: the driver talks to the node only over the pinned certificate (the
+/// verifier shared with the control plane's agent client): with another
+/// fingerprint it refuses at start-up and the node receives no request, so the
+/// API token never leaves the agent. The right pin works (the positive control).
+#[tokio::test]
+async fn data_3_proxmox_driver_refuses_a_node_whose_certificate_is_not_pinned() {
+    let fx = start("").await;
+    let DriverConfig::Proxmox(p) = &fx.config.driver else {
+        panic!("not proxmox")
+    };
+    let before = fx.sim.requests().len();
+    let mut wrong = (**p).clone();
+    wrong.tls = TlsPin::Fingerprint([0xab; 32]);
+    let state = fx.dir.path().join("state-wrong-pin");
+    let Err(e) = ProxmoxDriver::new(wrong, &state, 5).await else {
+        panic!("the driver accepted a node whose certificate is not pinned")
+    };
+    assert!(e.to_string().contains("certificate"), "{e}");
+    assert_eq!(fx.sim.requests().len(), before);
+    ProxmoxDriver::new((**p).clone(), &state, 5).await.unwrap();
+    assert!(fx.sim.requests().len() > before);
 }
 
 #[tokio::test]

@@ -193,13 +193,15 @@ fn auth4_stored_comment_always_passes_the_agents_rule() {
     let base = fixture("ed25519.pub");
     let mut parts = base.split_whitespace();
     let (kind, blob) = (parts.next().unwrap(), parts.next().unwrap());
-    // Comments core used to accept and the agent refuses (YAML syntax, quotes, ':').
+    // Comments with characters the agent refuses (a tab, bidirectional and
+    // zero-width controls, a BOM) next to ones it keeps.
     for comment in [
         "me@laptop: {evil: 1}",
         "\"quoted\" & 'single' #hash",
         "tab\there | pipe > redirect",
         "ünïcödé ☃ key",
         "*anchor &alias !tag %percent `tick`",
+        "admin\u{202E}txt.exe\u{200B}\u{FEFF}",
     ] {
         let line = format!("{kind} {blob} {comment}");
         let parsed = parse_public_key(&line).unwrap();
@@ -215,12 +217,19 @@ fn auth4_stored_comment_always_passes_the_agents_rule() {
             parsed.openssh
         );
     }
-    // A clean comment is kept as is.
-    let line = format!("{kind} {blob} alice@work-laptop (2026)");
-    assert_eq!(
-        parse_public_key(&line).unwrap().comment,
-        "alice@work-laptop (2026)"
-    );
+    // A clean comment is kept as is: quotes, backslashes, YAML syntax and
+    // non-ASCII included (the agent writes it escaped; AUTH-4 keys land exactly).
+    for kept in [
+        "alice@work-laptop (2026)",
+        "\"quoted\" it's back\\slash: {evil: 1} # not a comment",
+        "ünïcödé ☃ 鍵 ключ",
+    ] {
+        let line = format!("{kind} {blob} {kept}");
+        assert_eq!(parse_public_key(&line).unwrap().comment, kept);
+    }
+    // Only the refused characters go; whitespace runs become one space.
+    let line = format!("{kind} {blob} tab\there  \u{202E}bidi\u{200B}");
+    assert_eq!(parse_public_key(&line).unwrap().comment, "tab here bidi");
 }
 
 #[tokio::test]

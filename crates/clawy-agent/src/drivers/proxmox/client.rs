@@ -9,14 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use clawy_agent_client::pin::PinnedCert;
 use reqwest::Method;
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::config::{ProxmoxConfig, TlsPin};
 
@@ -114,12 +111,14 @@ impl PveClient {
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
+            // DATA-3: the one pinned verifier the control plane's agent client
+            // uses too.
             TlsPin::Fingerprint(fp) => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Pinned {
-                    fingerprint: *fp,
-                    algorithms: provider.signature_verification_algorithms,
-                }))
+                .with_custom_certificate_verifier(Arc::new(PinnedCert::new(
+                    *fp,
+                    provider.signature_verification_algorithms,
+                )))
                 .with_no_client_auth(),
         };
         let http = reqwest::Client::builder()
@@ -180,8 +179,13 @@ impl PveClient {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    // reqwest's text can carry the URL, never the header.
-                    last = PveError::Transient(format!("{method} {}: {e}", url.path()));
+                    // reqwest's text can carry the URL, never the header. Its
+                    // causes say what failed (e.g. the pinned certificate).
+                    last = PveError::Transient(format!(
+                        "{method} {}: {}",
+                        url.path(),
+                        error_chain(&e)
+                    ));
                     continue;
                 }
             };
@@ -203,6 +207,21 @@ impl PveClient {
     ) -> Result<Value, PveError> {
         self.call(Method::GET, segments, params).await
     }
+}
+
+/// An error and its causes, `outer: inner: …`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 async fn classify(resp: reqwest::Response) -> Result<Value, PveError> {
@@ -265,55 +284,6 @@ pub fn classify_message(code: u16, message: String) -> PveError {
         PveError::Transient(format!("{code} {message}"))
     } else {
         PveError::Fatal(format!("{code} {message}"))
-    }
-}
-
-/// Accepts exactly the node certificate whose SHA-256 is pinned.
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: [u8; 32],
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "PVE certificate does not match the pinned fingerprint".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

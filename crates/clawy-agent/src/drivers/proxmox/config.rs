@@ -87,9 +87,7 @@ pub fn valid_token_id(s: &str) -> bool {
 }
 
 pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
-    let hex: String = s.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(hex).ok()?;
-    bytes.try_into().ok()
+    clawy_agent_client::pin::parse_sha256_fingerprint(s)
 }
 
 impl ProxmoxFile {
