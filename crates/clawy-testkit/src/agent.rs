@@ -119,6 +119,7 @@ impl TestAgent {
             );
         }
         agent.token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        crate::secrets::register(&agent.token);
         agent.launch(netns).await?;
         Ok(agent)
     }
