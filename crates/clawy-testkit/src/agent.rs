@@ -303,5 +303,13 @@ impl Drop for TestAgent {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
+        // The final secrets scan reads the agent's log too (its tokens, the VMs'
+        // secrets in seeds must never appear there).
+        if let Some(dir) = crate::secrets::artifacts_subdir("logs") {
+            let _ = std::fs::copy(
+                &self.log_path,
+                dir.join(crate::secrets::artifact_name("-agent.log")),
+            );
+        }
     }
 }

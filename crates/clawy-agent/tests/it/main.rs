@@ -12,5 +12,6 @@ mod agent_unprivileged;
 mod edge;
 mod network_host;
 mod network_rules;
+mod outside_scans;
 mod proxmox_driver;
 mod proxmox_guest;
