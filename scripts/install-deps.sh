@@ -28,6 +28,9 @@ packages=(
   # authoritative DNS server for the RFC 2136 + TSIG tests (knotd, kdig)
   knot knot-dnsutils
   curl ca-certificates openssl
+  # attack tools: Schemathesis' venv (scripts/schemathesis.sh), scans from outside
+  # (nmap, testssl.sh, ssh-audit: crates/clawy-cli/tests/standalone/outside_scans.rs)
+  python3-venv nmap testssl.sh ssh-audit
   # `cloud-init schema` checks the seed generator's user-data (the agent's tests);
   # it must never configure this machine: masked and disabled below, before install
   cloud-init

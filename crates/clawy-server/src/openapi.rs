@@ -109,7 +109,8 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
 /// on each handler (where they were missing): an authenticated route can answer 401
 /// (no, a bad, an expired or a revoked key) and 429 (too many failed keys from the
 /// address, AUTH-5); a route with a JSON body can answer 415 (not JSON), 400
-/// (malformed JSON) and 413 (body too large).
+/// (malformed JSON), 413 (body too large) and 422 (fields); a route with a query
+/// string 400 and 422.
 fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
         for (method, op) in [
@@ -136,8 +137,32 @@ fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
                     "Too many failed authentications from this address (`too_many_attempts`); see `Retry-After`. A valid key is never refused",
                 );
             }
+            // Query strings are parsed strictly (unknown keys refused): 400, and a
+            // value out of range (a page size of 0) is 422 with the field named.
+            // Schemathesis found both undocumented.
+            let has_query = op.parameters.as_ref().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
+            });
+            if has_query {
+                add_error(
+                    op,
+                    "400",
+                    "The query string is not valid: an unknown parameter or a malformed value (`invalid_query`)",
+                );
+                add_error(
+                    op,
+                    "422",
+                    "A query value is out of range (the message names it)",
+                );
+            }
             if op.request_body.is_some() {
                 add_error(op, "400", "The body is not valid JSON (`invalid_json`)");
+                add_error(
+                    op,
+                    "422",
+                    "The body is JSON but not what this route takes: a missing, unknown or invalid field (`invalid_body`, or a code naming the field)",
+                );
                 add_error(op, "413", "The body is too large");
                 add_error(
                     op,

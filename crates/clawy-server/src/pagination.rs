@@ -7,10 +7,15 @@
 use clawy_core::page::{Page, PageError, PageRequest};
 use serde::{Deserialize, Serialize};
 
+// `parameter_in = Query`: utoipa's default is the path, and the OpenAPI document
+// declared `limit`/`after` as path parameters of routes without them (Schemathesis
+// found it: clients generated from the document never sent them).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Page size: 1–500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The previous page's `next_after`.
     pub after: Option<String>,

@@ -119,6 +119,7 @@ impl TestAgent {
             );
         }
         agent.token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        crate::secrets::register(&agent.token);
         agent.launch(netns).await?;
         Ok(agent)
     }
@@ -301,6 +302,14 @@ impl Drop for TestAgent {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
+        }
+        // The final secrets scan reads the agent's log too (its tokens, the VMs'
+        // secrets in seeds must never appear there).
+        if let Some(dir) = crate::secrets::artifacts_subdir("logs") {
+            let _ = std::fs::copy(
+                &self.log_path,
+                dir.join(crate::secrets::artifact_name("-agent.log")),
+            );
         }
     }
 }

@@ -107,6 +107,43 @@ impl TestDatabase {
         self.dir.path().join("data")
     }
 
+    /// Leaves a copy of the database's contents in `dir` (the SQLite files as they
+    /// are, or a `pg_dump`), for the final secrets scan. Best effort: a failure is
+    /// printed, and the scan still reads every other dump.
+    fn dump_into(&self, dir: &Path) {
+        let base = crate::secrets::artifact_name("");
+        match self.backend {
+            TestBackend::Sqlite => {
+                let db = self.data_dir().join("clawy.db");
+                for ext in ["", "-wal"] {
+                    let src = PathBuf::from(format!("{}{ext}", db.display()));
+                    if src.exists() {
+                        let dst = dir.join(format!("{base}.sqlite{ext}"));
+                        if let Err(e) = std::fs::copy(&src, &dst) {
+                            eprintln!(
+                                "testkit: cannot copy {} for the secrets scan: {e}",
+                                src.display()
+                            );
+                        }
+                    }
+                }
+            }
+            TestBackend::Postgres => {
+                let out = dir.join(format!("{base}.sql"));
+                let status = std::process::Command::new("pg_dump")
+                    .arg("--no-owner")
+                    .arg("--file")
+                    .arg(&out)
+                    .arg(&self.url)
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                if !matches!(status, Ok(s) if s.success()) {
+                    eprintln!("testkit: pg_dump for the secrets scan failed: {status:?}");
+                }
+            }
+        }
+    }
+
     /// For SQLite, the database file.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         match self.backend {
@@ -118,6 +155,10 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        // The final secrets scan greps what the test left in its database.
+        if let Some(dumps) = crate::secrets::artifacts_subdir("dumps") {
+            self.dump_into(&dumps);
+        }
         if let Some((admin, name)) = self.pg.take() {
             postgres::drop_database_blocking(admin, name);
         }

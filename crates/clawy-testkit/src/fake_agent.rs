@@ -86,6 +86,7 @@ impl FakeAgent {
         let identity = clawy_agent::tls::load_or_create(dir.path())?;
         let tls = clawy_agent::tls::server_config(&identity)?;
         let token = format!("fake-{}", uuid::Uuid::new_v4().simple());
+        crate::secrets::register(&token);
         let info = HostInfo {
             hostname: format!("fake-{location}"),
             location: location.to_string(),
@@ -156,6 +157,7 @@ impl FakeAgent {
     /// Creates another live token (like `clawy agent token create`) and returns it.
     pub fn add_token(&self) -> String {
         let t = format!("fake-{}", uuid::Uuid::new_v4().simple());
+        crate::secrets::register(&t);
         if let Ok(mut tokens) = self.tokens.lock() {
             tokens.push(t.clone());
         }

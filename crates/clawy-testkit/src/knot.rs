@@ -50,6 +50,7 @@ impl Knot {
             secret_b64: base64::engine::general_purpose::STANDARD.encode(secret),
             dir,
         };
+        crate::secrets::register(&knot.secret_b64);
         knot.write_files()?;
         knot.launch().await?;
         Ok(knot)

@@ -13,4 +13,5 @@ pub mod nft;
 pub mod openclaw_image;
 pub mod postgres;
 pub mod pve_sim;
+pub mod secrets;
 pub mod smtp;

@@ -13,4 +13,5 @@ mod drivers;
 mod edge;
 mod network_host;
 mod network_rules;
+mod outside_scans;
 mod proxmox_driver;

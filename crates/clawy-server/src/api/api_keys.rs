@@ -70,6 +70,7 @@ pub async fn list(
     responses(
         (status = 201, description = "Created; store `key` now", body = CreatedApiKey),
         (status = 401, body = ErrorBody), (status = 403, description = "Tier below admin, or above the caller's own, or an admin key from a session without `password` (`password_required`)", body = ErrorBody),
+        (status = 409, description = "The account already has the most API keys it may have (`too_many_keys`)", body = ErrorBody),
         (status = 422, description = "Invalid name or expiry", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -224,6 +224,7 @@ pub async fn retry(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
     /// `1h` (default), `24h` or `30d`.
     pub range: Option<String>,
@@ -283,8 +284,10 @@ pub async fn events(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AdminListQuery {
     /// Page size (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The previous page's `next_after`.
     pub after: Option<String>,

@@ -46,7 +46,7 @@ pub async fn list(
     responses(
         (status = 201, body = wire::SshKey),
         (status = 401, body = ErrorBody), (status = 403, description = "Tier below manage", body = ErrorBody),
-        (status = 409, description = "Key already added", body = ErrorBody),
+        (status = 409, description = "Key already added, or the account has the most SSH keys it may have (`too_many_keys`)", body = ErrorBody),
         (status = 422, description = "Not an acceptable public key (the message says why)", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -14,7 +14,8 @@ use clawy_core::error::{DomainError, ErrorKind};
 use clawy_core::hosts::RegisterHost;
 use clawy_core::instances::ListFilter;
 
-use clawy_orchestrator::registration::register_host;
+use clawy_core::accounts::AccountError;
+use clawy_orchestrator::registration::{register_host, rotate_host_credentials};
 use minijinja::context;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use super::context::{OperatorPage, Web};
 use super::error::on_form;
 use super::instances::{InstanceView, RangeQuery, render_detail};
 use super::render::page;
-use super::{FieldErrors, WebResult, show_time};
+use super::{FieldErrors, INVALID_FORM, WebError, WebResult, show_time};
 use crate::ops::instances::many_to_wire;
 use crate::pagination::PageQuery;
 use crate::state::AppState;
@@ -34,6 +35,10 @@ pub fn router() -> Router<AppState> {
         .route("/operator/hosts", get(hosts_page).post(register))
         .route("/operator/hosts/{id}/enable", post(enable))
         .route("/operator/hosts/{id}/disable", post(disable))
+        .route(
+            "/operator/hosts/{id}/credentials",
+            get(credentials_page).post(rotate_credentials),
+        )
         .route("/operator/instances", get(instances_page))
         .route("/operator/instances/{id}", get(instance_page))
 }
@@ -214,6 +219,119 @@ async fn enable(op: OperatorPage, Path(id): Path<String>, body: Bytes) -> WebRes
 
 async fn disable(op: OperatorPage, Path(id): Path<String>, body: Bytes) -> WebResult {
     set_enabled(op, id, &body, false).await
+}
+
+/// What the rotation form keeps between attempts (never the token or the password).
+#[derive(Debug, Default, Serialize)]
+struct RotateForm {
+    fingerprint: String,
+}
+
+async fn render_credentials(
+    web: &mut Web,
+    id: &str,
+    status: StatusCode,
+    form: &RotateForm,
+    errors: FieldErrors,
+) -> WebResult {
+    let host = web.state.core.hosts().get(id).await?;
+    let host = context! { id => host.id, name => host.name, url => host.url, fingerprint => host.fingerprint };
+    let layout = web.layout("Operator · Rotate host credentials", "operator");
+    let resp = page(
+        status,
+        "host_credentials.html",
+        &layout,
+        context! { host, form, errors, subnav => "hosts" },
+    );
+    Ok(web.finish(resp))
+}
+
+async fn credentials_page(
+    OperatorPage { mut web, .. }: OperatorPage,
+    Path(id): Path<String>,
+) -> WebResult {
+    render_credentials(
+        &mut web,
+        &id,
+        StatusCode::OK,
+        &RotateForm::default(),
+        FieldErrors::new(),
+    )
+    .await
+}
+
+/// DATA-3: the dashboard's rotate action, as `POST /api/v1/admin/hosts/{id}/credentials`
+/// and `clawy admin rotate-host`: a new agent token and/or the fingerprint after a
+/// certificate change; the agent must accept them before anything is stored. A
+/// browser session alone cannot redirect a host's credentials: the operator enters
+/// their password again (AUTH-3), as for minting an admin key.
+async fn rotate_credentials(op: OperatorPage, Path(id): Path<String>, body: Bytes) -> WebResult {
+    let actor = op.actor();
+    let operator_id = op.operator.id.clone();
+    let mut web = op.web;
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    web.check_form(&field("csrf_token"))?;
+    // The host must exist before anything else is said about the form.
+    web.state.core.hosts().get(&id).await?;
+    let form = RotateForm {
+        fingerprint: field("fingerprint").trim().to_owned(),
+    };
+    let token = field("token");
+    let mut errors = FieldErrors::new();
+    if token.trim().is_empty() && form.fingerprint.is_empty() {
+        errors.insert(
+            "_form",
+            "Enter a new agent token, a new fingerprint, or both.".to_owned(),
+        );
+    }
+    if errors.is_empty() {
+        let confirmed = web
+            .state
+            .core
+            .accounts()
+            .confirm_password(
+                &operator_id,
+                &SecretString::from(field("password")),
+                &web.actor(),
+            )
+            .await;
+        match confirmed {
+            Ok(()) => {}
+            Err(AccountError::WrongCurrentPassword) => {
+                errors.insert(
+                    "password",
+                    "Enter your current password to rotate a host's credentials.".to_owned(),
+                );
+            }
+            Err(AccountError::Throttled { retry_after }) => {
+                return Err(WebError::Throttled { retry_after });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !errors.is_empty() {
+        return render_credentials(&mut web, &id, INVALID_FORM, &form, errors).await;
+    }
+    let token = (!token.trim().is_empty()).then(|| SecretString::from(token));
+    let fingerprint = (!form.fingerprint.is_empty()).then_some(form.fingerprint.as_str());
+    let result =
+        rotate_host_credentials(&web.state.core, &actor, &id, token.as_ref(), fingerprint).await;
+    match result {
+        Ok(_) => Ok(web.finish(Redirect::to("/operator/hosts").into_response())),
+        Err(e) => {
+            let key = match e.kind() {
+                ErrorKind::Invalid {
+                    field: "fingerprint",
+                } => "fingerprint",
+                ErrorKind::Invalid { field: "token" } => "token",
+                _ => "_form",
+            };
+            let message = e.to_string();
+            let status = on_form(e, key, message, &mut errors)?;
+            render_credentials(&mut web, &id, status, &form, errors).await
+        }
+    }
 }
 
 async fn instances_page(

@@ -596,6 +596,15 @@ pub async fn render_detail(
 ) -> WebResult {
     let range = parse_range(range).map(|r| r.0).unwrap_or("1h");
     let mut i = view_one(&web.state, inst).await;
+    // Only the operator pages render without actions; only they show the failed
+    // attempts' detail (an agent's message can name another tenant's VM or the agent's
+    // URL). Owners keep the generic reason in `error_reason`.
+    let operator_view = !can_act;
+    let job_errors = if operator_view {
+        job_errors_for(&web.state, &inst.id).await?
+    } else {
+        Vec::new()
+    };
     if !can_act {
         i.owner_email = web
             .state
@@ -618,10 +627,47 @@ pub async fn render_detail(
         &layout,
         context! {
             i, charts, events, more_events, refresh, can_act, range, ranges => RANGES,
-            back_href => back.0, back_label => back.1,
+            back_href => back.0, back_label => back.1, operator_view, job_errors,
         },
     );
     Ok(web.finish(resp))
+}
+
+/// A failed attempt of one of the instance's jobs, for the operator's view.
+#[derive(Debug, Serialize)]
+struct JobErrorRow {
+    kind: String,
+    attempt: u32,
+    when: String,
+    when_iso: String,
+    error: String,
+}
+
+/// Every failed attempt with its error, newest first (at most 20).
+async fn job_errors_for(state: &AppState, instance_id: &str) -> Result<Vec<JobErrorRow>, WebError> {
+    let history = state.core.jobs().history(instance_id).await?;
+    let mut rows: Vec<(DateTime<Utc>, JobErrorRow)> = history
+        .iter()
+        .flat_map(|h| {
+            h.attempt_log.iter().filter_map(move |a| {
+                let error = a.error.clone()?;
+                let at = a.finished_at.unwrap_or(a.started_at);
+                let (when, when_iso) = show_time(at);
+                Some((
+                    at,
+                    JobErrorRow {
+                        kind: h.job.kind.as_str().to_owned(),
+                        attempt: a.attempt,
+                        when,
+                        when_iso,
+                        error,
+                    },
+                ))
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    Ok(rows.into_iter().take(20).map(|(_, r)| r).collect())
 }
 
 async fn show_page(

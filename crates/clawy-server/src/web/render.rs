@@ -104,6 +104,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/instances_operator.html"),
     ),
     ("hosts.html", include_str!("../../templates/hosts.html")),
+    (
+        "host_credentials.html",
+        include_str!("../../templates/host_credentials.html"),
+    ),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(build_env);

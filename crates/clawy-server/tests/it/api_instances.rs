@@ -929,6 +929,8 @@ async fn data5_secrets_are_checked_sealed_and_the_gateway_token_shown_once() {
     let (_, manage) = app.with_api_key(&user, Tier::Manage).await;
     const TG: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawZ";
     const MK: &str = "sk-ant-api03-ThisIsTheOwnersModelKey0123456789";
+    clawy_testkit::secrets::register(TG);
+    clawy_testkit::secrets::register(MK);
 
     // Formats are checked; the answer names the field and never echoes the value.
     for (body, field) in [
@@ -967,6 +969,7 @@ async fn data5_secrets_are_checked_sealed_and_the_gateway_token_shown_once() {
     let inst = json(resp).await;
     let token = inst["gateway_token"].as_str().unwrap().to_string();
     assert_eq!(token.len(), 43);
+    clawy_testkit::secrets::register(&token);
     let id = inst["id"].as_str().unwrap().to_string();
     // Shown once: no later answer holds it.
     let again = json(

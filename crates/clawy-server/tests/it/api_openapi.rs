@@ -64,3 +64,43 @@ async fn every_documented_route_is_served() {
         }
     }
 }
+
+/// Schema drift Schemathesis found: the paging parameters were declared `in: path`
+/// on routes without them, so clients generated from the document never sent them.
+/// Every path parameter is a `{name}` of its path, and every `{name}` is declared;
+/// the paging bounds are the server's (1–500).
+#[tokio::test]
+async fn openapi_parameters_are_where_the_server_reads_them() {
+    let app = TestApp::start().await;
+    let doc = json(
+        app.client
+            .get(app.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut limits = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let declared: Vec<&str> = params
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            let in_path: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            assert_eq!(declared, in_path, "{method} {path}: path parameters");
+            for p in params.iter().filter(|p| p["name"] == "limit") {
+                assert_eq!(p["in"], "query", "{method} {path}: {p}");
+                assert_eq!(p["schema"]["minimum"], 1, "{method} {path}: {p}");
+                assert_eq!(p["schema"]["maximum"], 500, "{method} {path}: {p}");
+                limits += 1;
+            }
+        }
+    }
+    assert!(limits >= 6, "paged routes document `limit`: {limits}");
+}

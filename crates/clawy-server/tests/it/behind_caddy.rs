@@ -157,3 +157,123 @@ async fn control_plane_behind_caddy_hsts_secure_cookies_and_trusted_proxies() {
         "the client's address through the trusted proxy, not Caddy's and not the spoofed one"
     );
 }
+
+/// DATA-1, from outside: testssl.sh (Debian's, installed by scripts/install-deps.sh)
+/// against the control plane behind Caddy, configured as docs/DEPLOY.md says. No
+/// protocol below TLS 1.2, no weak cipher category, no finding of severity MEDIUM or
+/// worse. Caddy's TLS does not depend on the database: run once, on SQLite.
+#[tokio::test]
+async fn data_1_testssl_finds_no_weak_tls_on_the_control_plane_behind_caddy_sqlite_only() {
+    clawy_testkit::db::require_backend(clawy_testkit::db::TestBackend::Sqlite);
+    let https_port = free_port().unwrap();
+    let app = TestApp::builder()
+        .base_url(&format!("https://{NAME}:{https_port}"))
+        .start()
+        .await;
+    let caddy = Caddy::start().await.unwrap();
+    let (status, body) = caddy
+        .admin_request(
+            "POST",
+            "/load",
+            &serde_json::to_vec(&caddy_config(&caddy, https_port, app.addr)).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{body}\n{}", caddy.log());
+    // Wait for the site's certificate (any TLS answer with the name).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-brief", "-connect"])
+            .arg(format!("127.0.0.1:{https_port}"))
+            .args(["-servername", NAME])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stderr).contains("Protocol version") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TLS from caddy: {}",
+            caddy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("testssl.json");
+    let out = std::process::Command::new("testssl")
+        .args([
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+            "--protocols",
+            "--std",
+            "--server-preference",
+            "--ip",
+            "127.0.0.1",
+            "--jsonfile",
+        ])
+        .arg(&json)
+        .arg(format!("https://{NAME}:{https_port}"))
+        .output()
+        .expect("testssl is installed by scripts/install-deps.sh");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "testssl wrote no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_tls_strong(&findings, "control plane behind Caddy");
+}
+
+/// No protocol below TLS 1.2 offered, no cipher category below "strong" offered, and
+/// no testssl finding of severity MEDIUM or worse. (The agent's TLS is checked the
+/// same way from the agent's tests: crates/clawy-agent/tests/it/outside_scans.rs.)
+fn assert_tls_strong(findings: &[serde_json::Value], what: &str) {
+    let get = |id: &str| {
+        findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .and_then(|f| f["finding"].as_str())
+            .unwrap_or_else(|| panic!("{what}: testssl reported no {id}: {findings:?}"))
+            .to_owned()
+    };
+    for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        let f = get(old);
+        assert!(f.starts_with("not offered"), "{what}: {old} {f}");
+    }
+    let (tls12, tls13) = (get("TLS1_2"), get("TLS1_3"));
+    assert!(
+        tls12.starts_with("offered") || tls13.starts_with("offered"),
+        "{what}: neither TLS 1.2 nor 1.3: {tls12} / {tls13}"
+    );
+    for weak in [
+        "cipherlist_NULL",
+        "cipherlist_aNULL",
+        "cipherlist_EXPORT",
+        "cipherlist_LOW",
+        "cipherlist_3DES_IDEA",
+        "cipherlist_AVERAGE",
+    ] {
+        let f = get(weak);
+        assert!(f.starts_with("not offered"), "{what}: {weak} {f}");
+    }
+    // testssl 3.1 adds an "obsoleted" category (CBC ciphers); 3.0 (Debian 12) has none.
+    if let Some(f) = findings.iter().find(|f| f["id"] == "cipherlist_OBSOLETED") {
+        assert!(
+            f["finding"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("not offered")),
+            "{what}: obsoleted ciphers: {f}"
+        );
+    }
+    let bad: Vec<_> = findings
+        .iter()
+        .filter(|f| matches!(f["severity"].as_str(), Some("MEDIUM" | "HIGH" | "CRITICAL")))
+        .collect();
+    assert!(bad.is_empty(), "{what}: testssl findings: {bad:?}");
+}

@@ -22,6 +22,19 @@ use tokio::sync::oneshot;
 
 /// Every log line of this test binary.
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+/// The same lines in a file under the run's artifacts, for the final secrets scan
+/// (`clawy_testkit::secrets`); None when the run collects no artifacts.
+static LOG_FILE: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
+
+fn log_file() -> Option<&'static Mutex<std::fs::File>> {
+    LOG_FILE
+        .get_or_init(|| {
+            let dir = clawy_testkit::secrets::artifacts_subdir("logs")?;
+            let path = dir.join(clawy_testkit::secrets::artifact_name(".log"));
+            std::fs::File::create(path).ok().map(Mutex::new)
+        })
+        .as_ref()
+}
 
 #[derive(Clone)]
 struct BufWriter(Arc<Mutex<Vec<u8>>>);
@@ -30,6 +43,9 @@ impl std::io::Write for BufWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if let Ok(mut v) = self.0.lock() {
             v.extend_from_slice(buf);
+        }
+        if let Some(mut f) = log_file().and_then(|f| f.lock().ok()) {
+            let _ = f.write_all(buf);
         }
         if std::env::var_os("CLAWY_TEST_LOG").is_some() {
             let _ = std::io::stderr().write_all(buf);
@@ -273,6 +289,7 @@ impl TestApp {
             )
             .await
             .expect("create user");
+        clawy_testkit::secrets::register(&password);
         TestUser {
             user,
             email,
@@ -295,6 +312,7 @@ impl TestApp {
             )
             .await
             .expect("create key");
+        clawy_testkit::secrets::register(created.key.expose());
         (created.api_key.id.clone(), created.key.expose().to_owned())
     }
 
@@ -318,6 +336,7 @@ impl TestApp {
             )
             .await
             .expect("create key");
+        clawy_testkit::secrets::register(created.key.expose());
         (created.api_key.id.clone(), created.key.expose().to_owned())
     }
 
@@ -331,6 +350,7 @@ impl TestApp {
             .await
             .expect("session");
         let raw = s.token.expose().to_owned();
+        clawy_testkit::secrets::register(&raw);
         TestSession {
             cookie: format!("{}={raw}", clawy_core::sessions::SESSION_COOKIE),
             raw,

@@ -22,6 +22,7 @@ mod secrets_in_logs;
 mod web_auth;
 mod web_csrf;
 mod web_instances;
+mod web_operator_hosts;
 mod web_pages;
 mod web_pagination;
 mod web_security;
