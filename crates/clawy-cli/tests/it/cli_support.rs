@@ -55,7 +55,7 @@ impl Server {
             .env_remove("CLAWY_DATABASE_URL")
             .env_remove("CLAWY_DATA_DIR")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(server_log())
             .spawn()
             .unwrap();
         let server = Server {
@@ -86,14 +86,28 @@ impl Server {
             "Quartz-lantern-47-orbit!\n",
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
+        clawy_testkit::secrets::register("Quartz-lantern-47-orbit!");
         self.key_for(email, tier)
     }
 
     pub fn key_for(&self, email: &str, tier: &str) -> String {
         let out = admin(&self.config, &["create-api-key", email, "--tier", tier], "");
         assert!(out.status.success(), "{}", text(&out.stderr));
-        text(&out.stdout).trim().to_string()
+        let key = text(&out.stdout).trim().to_string();
+        clawy_testkit::secrets::register(&key);
+        key
     }
+}
+
+/// The server's log goes where the final secrets scan reads it
+/// (`clawy_testkit::secrets`), or nowhere when the run collects no artifacts.
+fn server_log() -> Stdio {
+    clawy_testkit::secrets::artifacts_subdir("logs")
+        .and_then(|dir| {
+            std::fs::File::create(dir.join(clawy_testkit::secrets::artifact_name("-server.log")))
+                .ok()
+        })
+        .map_or_else(Stdio::null, Stdio::from)
 }
 
 pub fn admin(config: &Path, args: &[&str], stdin: &str) -> Output {

@@ -253,6 +253,14 @@ impl Drop for Up {
                 self.log()
             );
         }
+        // The final secrets scan reads clawy up's log (not its stdout, which shows the
+        // operator's password once, by design).
+        if let Some(dir) = clawy_testkit::secrets::artifacts_subdir("logs") {
+            let _ = std::fs::copy(
+                &self.log_path,
+                dir.join(clawy_testkit::secrets::artifact_name("-up.log")),
+            );
+        }
         // The namespace's drop kills clawy, its agent and QEMU.
     }
 }
