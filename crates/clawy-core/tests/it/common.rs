@@ -56,6 +56,7 @@ impl TestCore {
 
     /// Signs up a user with [`GOOD_PW`].
     pub async fn user(&self, email: &str) -> User {
+        clawy_testkit::secrets::register(GOOD_PW);
         self.core
             .accounts()
             .signup(email, &pw(GOOD_PW), &Actor::anonymous(client("192.0.2.1")))

@@ -70,6 +70,7 @@ impl Fixture {
     }
 
     pub async fn user(&self, email: &str) -> User {
+        clawy_testkit::secrets::register(GOOD_PW);
         self.core
             .accounts()
             .signup(
