@@ -41,6 +41,8 @@ async fn up_boots_prints_url_operator_logs_in_and_restart_is_idempotent() {
         .and_then(|p| p.split_whitespace().next().map(str::to_string))
         .unwrap();
     assert_eq!(password.len(), 20, "{}", up.stdout_text());
+    // The final secrets scan checks that no log of the run holds it.
+    clawy_testkit::secrets::register(&password);
     // Inside a bare namespace there is no default route: said, not hidden.
     assert!(
         up.stdout_text().contains("no default route"),
@@ -63,6 +65,7 @@ async fn up_boots_prints_url_operator_logs_in_and_restart_is_idempotent() {
     assert_eq!(list[0]["url"], "https://127.0.0.1:8443");
     let pid_file = up.agent_dir().join("agent.pid");
     assert!(pid_file.exists());
+    only_the_control_plane_and_the_agent_listen(&up);
 
     // Ctrl-C/SIGTERM: a clean exit that stops the agent child too.
     let status = up.stop().await;
@@ -94,6 +97,36 @@ async fn up_boots_prints_url_operator_logs_in_and_restart_is_idempotent() {
     assert_eq!(up.agent_count(), 1);
     let (status, _) = web_login(&up.base, OPERATOR, &password).await;
     assert_eq!(status, 303);
+}
+
+/// A full nmap TCP scan of the namespace's loopback (everything `clawy up` listens on
+/// is there): the control plane (8080) and the agent (8443), nothing else.
+fn only_the_control_plane_and_the_agent_listen(up: &Up) {
+    let out = up
+        .ns
+        .exec(&[
+            "nmap",
+            "-Pn",
+            "-n",
+            "-sT",
+            "-p-",
+            "-T4",
+            "-oG",
+            "-",
+            "127.0.0.1",
+        ])
+        .expect("nmap is installed by scripts/install-deps.sh");
+    let open: Vec<u16> = out
+        .lines()
+        .filter_map(|l| l.split_once("Ports: ").map(|(_, p)| p.to_string()))
+        .flat_map(|p| {
+            p.split(", ")
+                .filter(|e| e.contains("/open/"))
+                .filter_map(|e| e.split('/').next()?.trim().parse().ok())
+                .collect::<Vec<u16>>()
+        })
+        .collect();
+    assert_eq!(open, vec![8080, 8443], "nmap:\n{out}");
 }
 
 /// `clawy instances create NAME ARGS… --json`, retried while the new host has not
