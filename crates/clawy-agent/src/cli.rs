@@ -163,11 +163,42 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
                 Arc::new(driver)
             }
         };
-        let executor = Arc::new(Executor::with_network(config.clone(), driver, network));
+        let edge = config
+            .edge
+            .clone()
+            .map(|settings| Arc::new(crate::edge::Edge::new(settings)));
+        let mut executor = Executor::with_network(config.clone(), driver, network);
+        if let Some(edge) = &edge {
+            executor = executor.with_edge(edge.clone());
+        }
+        let executor = Arc::new(executor);
         executor
             .reconcile_ports()
             .await
             .map_err(|e| anyhow::anyhow!("registering running VMs' taps: {e}"))?;
+        // Dropped when the agent ends: the edge's loopback services stop with it.
+        let (_edge_shutdown, edge_shutdown_rx) = tokio::sync::watch::channel(false);
+        if let Some(edge) = &edge {
+            // The index first, then `ask` and the responder, then Caddy's config:
+            // Caddy never sees the edge config while the agent cannot answer it.
+            let n = executor
+                .rebuild_edge_index()
+                .await
+                .map_err(|e| anyhow::anyhow!("building the edge's index from the VMs: {e}"))?;
+            let services = edge
+                .start_services(edge_shutdown_rx.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("starting the edge: {e}"))?;
+            tracing::info!(instances = n, ask = %services.http_addr, dns = %services.dns_addr, "edge services listening");
+            // Caddy down or refusing is not fatal: VMs are still managed, HostInfo
+            // reports the edge as not working, and the periodic check retries.
+            match edge.ensure_caddy().await {
+                Ok(how) => tracing::info!(?how, "edge: Caddy runs the edge config"),
+                Err(e) => tracing::warn!(error = %e, "edge: Caddy does not run the edge config yet"),
+            }
+            let interval = edge.settings().check_interval;
+            edge.clone().spawn_drift_check(interval, edge_shutdown_rx.clone());
+        }
         let state = ApiState {
             executor,
             tokens: Arc::new(TokenVerifier::new(&config.state_dir)),

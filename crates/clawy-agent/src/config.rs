@@ -68,6 +68,9 @@ struct FileConfig {
     /// `[driver]`: which hypervisor, and its own keys in `[driver.qemu]` or
     /// `[driver.proxmox]`.
     driver: Option<DriverFile>,
+    /// `[edge]`: the host's HTTPS edge (Caddy beside the agent, docs/EDGE.md);
+    /// absent = the agent runs no edge.
+    edge: Option<crate::edge::EdgeSettingsRaw>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,6 +254,8 @@ pub struct AgentConfig {
     pub http: HttpLimits,
     pub network: Option<crate::network::NetworkConfig>,
     pub driver: DriverConfig,
+    /// The HTTPS edge this agent runs (DATA-1, NET-4), validated.
+    pub edge: Option<crate::edge::EdgeSettings>,
 }
 
 /// Source of environment variables, injectable for tests.
@@ -441,6 +446,17 @@ impl AgentConfig {
             )?,
             idle_timeout: secs("idle_timeout_secs", file.idle_timeout_secs, d.idle_timeout)?,
         };
+        let edge = match file.edge {
+            Some(raw) => Some(crate::edge::EdgeSettings::validate(raw).map_err(|e| {
+                // The message already reads `edge.<key>: …`; the key is named once.
+                let text = e.to_string();
+                let message = text
+                    .split_once(": ")
+                    .map_or(text.clone(), |(_, m)| m.to_string());
+                invalid(&format!("edge.{}", e.key()), message)
+            })?),
+            None => None,
+        };
         Ok(AgentConfig {
             listen,
             state_dir,
@@ -454,6 +470,7 @@ impl AgentConfig {
             http,
             network: file.network,
             driver,
+            edge,
         })
     }
 
@@ -570,6 +587,47 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("bogus_key"), "{err}");
+    }
+
+    const EDGE: &str = "[edge]\ninstances_apex = \"claws.example.com\"\nhttps_listen = [\"0.0.0.0:443\"]\nagent_http = \"127.0.0.1:7611\"\nagent_dns = \"127.0.0.1:7653\"\nadmin_socket = \"/run/caddy/admin.sock\"\nstorage_root = \"/var/lib/caddy/.local/share/caddy\"\nissuer = \"internal\"\n";
+
+    #[test]
+    fn edge_section_is_validated_and_optional() {
+        let env = MapEnv(HashMap::new());
+        assert!(AgentConfig::from_toml("", &env).unwrap().edge.is_none());
+        let c = AgentConfig::from_toml(EDGE, &env).unwrap();
+        let e = c.edge.unwrap();
+        assert_eq!(e.instances_apex.as_str(), "claws.example.com");
+        assert_eq!(e.issuer, crate::edge::Issuer::Internal);
+        assert_eq!(e.check_interval, std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn edge_unknown_key_is_named() {
+        let err = AgentConfig::from_toml(
+            &format!("{EDGE}caddy_admin_port = 2019\n"),
+            &MapEnv(HashMap::new()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("caddy_admin_port"), "{err}");
+    }
+
+    #[test]
+    fn edge_bad_value_names_its_key() {
+        let text = EDGE.replace("127.0.0.1:7611", "0.0.0.0:7611");
+        let err = AgentConfig::from_toml(&text, &MapEnv(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config key `edge.agent_http`: must be a loopback address"
+        );
+        let text = EDGE.replace("\"internal\"", "\"acme\"");
+        let err = AgentConfig::from_toml(&text, &MapEnv(HashMap::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config key `edge.acme_email`:"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The only place that acts on the machine. API handlers parse requests into a
 //! [`VmAction`] and hand it here; the executor validates, checks capacity (ISO-2),
 //! renders the cloud-init seed, owns the host network (bridge, taps, nftables),
-//! drives the driver (polling its tasks) and adds the health probe to status
-//! answers.
+//! drives the driver (polling its tasks), tells the host's HTTPS edge about its
+//! VMs (when the agent runs one) and adds the health probe to status answers.
 //!
 //! Concurrency: one lock per VM, never a host-wide lock while a hypervisor task
 //! runs. Capacity and address checks take the short `placement` lock only to
@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::cloudinit::{self, SeedContext, SeedFiles};
 use crate::config::AgentConfig;
 use crate::drivers::{Driver, Op, TapOwner, TaskId, TaskState};
+use crate::edge::Edge;
 use crate::error::AgentError;
 use crate::network::{MacAddr, Network};
 use crate::probe;
@@ -85,6 +86,10 @@ pub struct Executor {
     config: Arc<AgentConfig>,
     driver: Arc<dyn Driver>,
     network: Option<Arc<Network>>,
+    /// The host's HTTPS edge (DATA-1, NET-4): told under the VM's lock when a VM
+    /// is defined, started, stopped or deleted, so an answer about a deleted VM
+    /// can never put its hostname back.
+    edge: Option<Arc<Edge>>,
     /// Held only while comparing a spec with the host and reserving it (never
     /// across a hypervisor task).
     placement: Mutex<()>,
@@ -126,6 +131,7 @@ impl Executor {
             config,
             driver,
             network,
+            edge: None,
             placement: Mutex::new(()),
             reserved: std::sync::Mutex::new(HashMap::new()),
             vm_locks: std::sync::Mutex::new(HashMap::new()),
@@ -140,8 +146,67 @@ impl Executor {
         self
     }
 
+    /// The host's HTTPS edge the executor keeps informed.
+    pub fn with_edge(mut self, edge: Arc<Edge>) -> Self {
+        self.edge = Some(edge);
+        self
+    }
+
     pub fn driver(&self) -> &Arc<dyn Driver> {
         &self.driver
+    }
+
+    pub fn edge(&self) -> Option<&Arc<Edge>> {
+        self.edge.as_ref()
+    }
+
+    /// After an agent start: the edge's index from the VMs the hypervisor holds
+    /// (running ones routed, the others get the "stopped" page).
+    pub async fn rebuild_edge_index(&self) -> Result<usize, AgentError> {
+        let Some(edge) = &self.edge else {
+            return Ok(0);
+        };
+        let vms = self.driver.list_vms().await?;
+        edge.rebuild(&vms).map_err(AgentError::internal)
+    }
+
+    /// A VM was defined, started or stopped (caller holds its lock).
+    fn edge_update(&self, vm: &VmStatus) {
+        let Some(edge) = &self.edge else {
+            return;
+        };
+        if let Some((host, state)) = crate::edge::vm_edge_state(&vm.spec, vm.state) {
+            // Checked at ensure (`check_edge_hostname`): only a hostname under
+            // another apex recorded before the edge was configured lands here.
+            if let Err(e) = edge.set_instance(&host, state) {
+                tracing::warn!(vm = %vm.id, error = %e, "edge: not serving the VM's hostname");
+            }
+        }
+    }
+
+    /// With an edge, a VM's public hostname must be one it can serve: refused
+    /// before anything is created, so the operator sees the mismatch of the
+    /// control plane's `instances_domain` and the agent's `edge.instances_apex`.
+    fn check_edge_hostname(&self, spec: &VmSpec) -> Result<(), AgentError> {
+        let (Some(edge), Some(h)) = (&self.edge, &spec.public_hostname) else {
+            return Ok(());
+        };
+        let host = clawy_proto::names::DnsName::parse(h, "public_hostname", 2).map_err(|e| {
+            AgentError::InvalidSpec(crate::spec::SpecError {
+                field: "public_hostname".into(),
+                message: e.to_string(),
+            })
+        })?;
+        if !edge.serves(&host) {
+            return Err(AgentError::InvalidSpec(crate::spec::SpecError {
+                field: "public_hostname".into(),
+                message: format!(
+                    "must be one label under this host's edge apex `{}`",
+                    edge.settings().instances_apex
+                ),
+            }));
+        }
+        Ok(())
     }
 
     /// After an agent restart: registers the hypervisor taps of VMs that are
@@ -245,6 +310,7 @@ impl Executor {
                     gateway: n.subnet.gateway().to_string(),
                     ssh_port_range: [n.ssh_port_range.start, n.ssh_port_range.end],
                 }),
+            edge: self.edge.as_ref().map(|e| e.report()),
         })
     }
 
@@ -292,6 +358,7 @@ impl Executor {
         deadline: Instant,
     ) -> Result<Outcome, AgentError> {
         validate_spec(spec, self.config.network.as_ref())?;
+        self.check_edge_hostname(spec)?;
         if let Some(s) = &secrets {
             // DATA-5: formats checked again here; the error names the field only.
             s.validate().map_err(|e| {
@@ -315,6 +382,7 @@ impl Executor {
                     // call may have left it behind).
                     self.ensure_network(id, spec).await?;
                     let mut vm = self.driver.vm_status(id).await?;
+                    self.edge_update(&vm);
                     self.add_probe(&mut vm).await;
                     return Ok(Outcome::Vm(Box::new(vm)));
                 }
@@ -360,6 +428,7 @@ impl Executor {
         }
         self.ensure_network(id, spec).await?;
         let vm = self.driver.vm_status(id).await?;
+        self.edge_update(&vm);
         Ok(if existing.is_none() {
             Outcome::Created(Box::new(vm))
         } else {
@@ -445,6 +514,17 @@ impl Executor {
             .into_iter()
             .find(|(i, _)| i == id)
             .map(|(_, s)| s);
+        // DATA-1: the hostname leaves the edge first (ask refuses, the
+        // certificate leaves storage and Caddy's memory). Before the VM goes, so
+        // a retried delete still knows the hostname; an error fails the delete
+        // and the control plane's retry runs it again (idempotent).
+        if let (Some(edge), Some(s)) = (&self.edge, &spec) {
+            if let Some((host, _)) = crate::edge::vm_edge_state(s, VmState::Stopped) {
+                edge.forget_instance(&host)
+                    .await
+                    .map_err(|e| AgentError::internal(format!("edge: removing {host}: {e}")))?;
+            }
+        }
         let port = match self.driver.tap_owner() {
             TapOwner::Agent => Some(Network::tap_name(id.as_str())),
             TapOwner::Hypervisor => self.driver.hypervisor_tap(id).await?,
@@ -512,6 +592,7 @@ impl Executor {
             // A (re)started PVE VM has a fresh tap: isolate and register it.
             self.register_port(id, &vm.spec).await?;
         }
+        self.edge_update(&vm);
         Ok(Outcome::Vm(Box::new(vm)))
     }
 
@@ -650,6 +731,8 @@ mod tests {
         /// VM → (spec, when its clone task ends).
         cloning: StdMutex<HashMap<VmId, (VmSpec, Instant)>>,
         calls: StdMutex<Vec<String>>,
+        /// VMs started and not stopped since.
+        running: StdMutex<std::collections::HashSet<VmId>>,
         fail_task: bool,
         task_time: Duration,
     }
@@ -718,10 +801,12 @@ mod tests {
                 }
             }
         }
-        async fn start_vm(&self, _: &VmId) -> Result<Op, AgentError> {
+        async fn start_vm(&self, id: &VmId) -> Result<Op, AgentError> {
+            self.running.lock().unwrap().insert(id.clone());
             Ok(Op::Done)
         }
-        async fn stop_vm(&self, _: &VmId) -> Result<Op, AgentError> {
+        async fn stop_vm(&self, id: &VmId) -> Result<Op, AgentError> {
+            self.running.lock().unwrap().remove(id);
             Ok(Op::Done)
         }
         async fn reboot_vm(&self, _: &VmId) -> Result<Op, AgentError> {
@@ -736,7 +821,11 @@ mod tests {
             let spec = vms
                 .get(id)
                 .ok_or_else(|| AgentError::NotFound(id.to_string()))?;
-            Ok(status(id, spec))
+            let mut st = status(id, spec);
+            if self.running.lock().unwrap().contains(id) {
+                st.state = VmState::Running;
+            }
+            Ok(st)
         }
         async fn list_vms(&self) -> Result<Vec<VmStatus>, AgentError> {
             Ok(self
@@ -744,7 +833,13 @@ mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|(i, s)| status(i, s))
+                .map(|(i, s)| {
+                    let mut st = status(i, s);
+                    if self.running.lock().unwrap().contains(i) {
+                        st.state = VmState::Running;
+                    }
+                    st
+                })
                 .collect())
         }
         async fn poll_task(&self, task: &TaskId) -> Result<TaskState, AgentError> {
@@ -1008,5 +1103,111 @@ mod tests {
             Outcome::Host(h) => assert!(h.network.is_none()),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The edge of an agent whose Caddy is not running (its socket does not
+    /// exist): the index, `ask`'s answers and HostInfo are the agent's alone.
+    fn edge_without_caddy(dir: &std::path::Path) -> Arc<Edge> {
+        let raw: crate::edge::EdgeSettingsRaw = toml::from_str(&format!(
+            "instances_apex = \"claws.test\"\nhttps_listen = [\"127.0.0.1:1\"]\n\
+             agent_http = \"127.0.0.1:0\"\nagent_dns = \"127.0.0.1:0\"\n\
+             admin_socket = \"{}/admin.sock\"\nstorage_root = \"{}/storage\"\n\
+             issuer = \"internal\"\n",
+            dir.display(),
+            dir.display()
+        ))
+        .unwrap();
+        Arc::new(Edge::new(crate::edge::EdgeSettings::validate(raw).unwrap()))
+    }
+
+    fn edge_host(label: &str) -> crate::edge::DnsName {
+        crate::edge::DnsName::parse(&format!("{label}.claws.test"), "host", 2).unwrap()
+    }
+
+    /// DATA-1 / NET-4: the executor keeps the edge's index in step with its VMs
+    /// (running → routed to the private IP, stopped → "stopped" page, deleted →
+    /// refused), refuses a hostname the edge cannot serve before creating
+    /// anything, rebuilds the index from the hypervisor after a restart, and
+    /// HostInfo says the edge is not working while Caddy does not run.
+    #[tokio::test]
+    async fn data_1_net_4_executor_keeps_the_edge_in_step_with_its_vms() {
+        use crate::edge::HostStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let edge = edge_without_caddy(dir.path());
+        let driver = Arc::new(TaskDriver::default());
+        let ex = executor(driver.clone(), "").with_edge(edge.clone());
+        let a = edge_host("a-1");
+        let mut s = spec("10.0.0.11", 1);
+        s.public_hostname = Some(a.to_string());
+        ex.execute(ensure("vm-a", s.clone())).await.unwrap();
+        assert_eq!(
+            edge.index().host_status(a.as_str()),
+            HostStatus::Stopped,
+            "defined"
+        );
+        ex.execute(VmAction::Start { id: id("vm-a") })
+            .await
+            .unwrap();
+        assert_eq!(
+            edge.index().host_status(a.as_str()),
+            HostStatus::Running("10.0.0.11".parse().unwrap())
+        );
+        ex.execute(VmAction::Stop { id: id("vm-a") }).await.unwrap();
+        assert_eq!(edge.index().host_status(a.as_str()), HostStatus::Stopped);
+        ex.execute(VmAction::Start { id: id("vm-a") })
+            .await
+            .unwrap();
+
+        // Another apex: refused, nothing created.
+        let mut other = spec("10.0.0.12", 1);
+        other.public_hostname = Some("b-2.elsewhere.test".into());
+        let err = ex.execute(ensure("vm-b", other)).await.unwrap_err();
+        assert!(
+            matches!(&err, AgentError::InvalidSpec(e) if e.field == "public_hostname" && e.message.contains("claws.test")),
+            "{err:?}"
+        );
+        assert!(driver.vms.lock().unwrap().get(&id("vm-b")).is_none());
+
+        // HostInfo: an edge, not working, and why.
+        let Outcome::Host(h) = ex.execute(VmAction::HostInfo).await.unwrap() else {
+            panic!("host info");
+        };
+        let e = h.edge.unwrap();
+        assert_eq!(e.instances_apex, "claws.test");
+        assert!(!e.working);
+        assert!(e.error.unwrap().contains("not been checked"));
+        assert!(edge.ensure_caddy().await.is_err(), "no Caddy here");
+        let Outcome::Host(h) = ex.execute(VmAction::HostInfo).await.unwrap() else {
+            panic!("host info");
+        };
+        let e = h.edge.unwrap();
+        assert!(!e.working);
+        assert!(e.error.unwrap().contains("admin.sock"), "names the socket");
+
+        // An agent restart: a fresh edge learns the VMs from the hypervisor.
+        let fresh = edge_without_caddy(dir.path());
+        let ex2 = executor(driver.clone(), "").with_edge(fresh.clone());
+        assert_eq!(ex2.rebuild_edge_index().await.unwrap(), 1);
+        assert_eq!(
+            fresh.index().host_status(a.as_str()),
+            HostStatus::Running("10.0.0.11".parse().unwrap())
+        );
+
+        // Delete: gone from the index (ask refuses); a retried delete is fine.
+        ex.execute(VmAction::Delete { id: id("vm-a") })
+            .await
+            .unwrap();
+        assert_eq!(edge.index().host_status(a.as_str()), HostStatus::Unknown);
+        assert!(!edge.index().approves(a.as_str()));
+        ex.execute(VmAction::Delete { id: id("vm-a") })
+            .await
+            .unwrap();
+
+        // Without an edge: no edge in HostInfo, hostnames are not checked.
+        let plain = executor(driver, "");
+        let Outcome::Host(h) = plain.execute(VmAction::HostInfo).await.unwrap() else {
+            panic!("host info");
+        };
+        assert!(h.edge.is_none());
     }
 }

@@ -9,7 +9,7 @@
 //! `unknown`, never with a stale state.
 
 use chrono::{DateTime, Utc};
-use clawy_proto::agent::{HostInfo, HostNetwork, Resources};
+use clawy_proto::agent::{HostEdge, HostInfo, HostNetwork, Resources};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sqlx::Row;
@@ -123,6 +123,8 @@ pub struct Host {
     pub capacity: Resources,
     /// The VM network (from HostInfo); `None` until the agent reported one.
     pub network: Option<HostNetwork>,
+    /// The host's HTTPS edge (from HostInfo); `None` when its agent runs none.
+    pub edge: Option<HostEdge>,
     pub accelerator: Option<String>,
     pub driver: Option<String>,
     pub hostname: Option<String>,
@@ -203,7 +205,8 @@ impl std::fmt::Debug for AgentTarget {
 pub(crate) const HOST_COLS: &str = "h.id, h.name, h.url, h.fingerprint, h.country, h.site, h.enabled, \
     h.cap_vcpus, h.cap_memory_mib, h.cap_disk_gib, h.subnet, h.gateway, h.ssh_port_min, h.ssh_port_max, \
     h.accelerator, h.driver, h.hostname, h.agent_version, h.agent_location, h.info_updated_at, \
-    h.reachable, h.last_contact_at, h.last_error, h.created_at, h.updated_at";
+    h.reachable, h.last_contact_at, h.last_error, h.created_at, h.updated_at, \
+    h.edge_apex, h.edge_working, h.edge_error";
 
 /// Sum of what non-deleted instances hold, per host (allocations count from the moment
 /// the create transaction commits until the delete job released them).
@@ -230,6 +233,14 @@ pub(crate) fn host_from_row(r: &sqlx::any::AnyRow) -> Result<Host, sqlx::Error> 
         }),
         _ => None,
     };
+    let edge = match r.try_get::<Option<String>, _>("edge_apex")? {
+        Some(instances_apex) => Some(HostEdge {
+            instances_apex,
+            working: r.try_get::<i64, _>("edge_working")? != 0,
+            error: r.try_get("edge_error")?,
+        }),
+        None => None,
+    };
     Ok(Host {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -244,6 +255,7 @@ pub(crate) fn host_from_row(r: &sqlx::any::AnyRow) -> Result<Host, sqlx::Error> 
             disk_gib: r.try_get::<i64, _>("cap_disk_gib")?.max(0) as u64,
         },
         network,
+        edge,
         accelerator: r.try_get("accelerator")?,
         driver: r.try_get("driver")?,
         hostname: r.try_get("hostname")?,
@@ -549,11 +561,23 @@ impl Hosts<'_> {
             ),
             None => (None, None, None, None),
         };
+        // The agent's words end up on operator pages: bounded like last_error.
+        let (edge_apex, edge_working, edge_error) = match &info.edge {
+            Some(e) => (
+                Some(crate::names::truncate_chars(&e.instances_apex, 253)),
+                i64::from(e.working),
+                e.error
+                    .as_deref()
+                    .map(|m| crate::names::truncate_chars(m, 500)),
+            ),
+            None => (None, 0, None),
+        };
         let res = sqlx::query(
             "UPDATE hosts SET cap_vcpus = $1, cap_memory_mib = $2, cap_disk_gib = $3, subnet = $4, \
              gateway = $5, ssh_port_min = $6, ssh_port_max = $7, accelerator = $8, driver = $9, \
              hostname = $10, agent_version = $11, agent_location = $12, info_updated_at = $13, \
-             reachable = 1, last_contact_at = $13, last_error = NULL, updated_at = $13 WHERE id = $14",
+             reachable = 1, last_contact_at = $13, last_error = NULL, updated_at = $13, \
+             edge_apex = $15, edge_working = $16, edge_error = $17 WHERE id = $14",
         )
         .bind(info.capacity.vcpus.min(i64::MAX as u64) as i64)
         .bind(info.capacity.memory_mib.min(i64::MAX as u64) as i64)
@@ -569,6 +593,9 @@ impl Hosts<'_> {
         .bind(&info.location)
         .bind(now)
         .bind(id)
+        .bind(edge_apex)
+        .bind(edge_working)
+        .bind(edge_error)
         .execute(self.core.store().pool())
         .await?;
         if res.rows_affected() == 0 {

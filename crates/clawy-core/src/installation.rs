@@ -53,8 +53,10 @@ impl GuestImageFacts {
 pub struct InstallationFacts {
     /// `base_url` is https (the control plane is served over TLS).
     pub control_plane_https: bool,
-    /// An HTTPS edge (Caddy) serves instance hostnames. No edge exists on this
-    /// installation yet; the edge's part sets this from its configuration.
+    /// An HTTPS edge (Caddy) serves instance hostnames: at least one enabled,
+    /// reachable host's agent reported an edge whose Caddy runs the edge config
+    /// (HostInfo `edge.working`, stored by the poller). A configured but broken
+    /// edge, or one on an unreachable host, does not count.
     pub edge_configured: bool,
     /// Mail can be sent (`smtp_url`).
     pub smtp_configured: bool,
@@ -78,10 +80,14 @@ impl InstallationFacts {
             .guest_image_manifest
             .as_deref()
             .and_then(read_manifest);
-        let hosts = core.hosts().list().await.map_err(CoreError::new)?.len();
+        let hosts = core.hosts().list().await.map_err(CoreError::new)?;
+        let edge_configured = hosts
+            .iter()
+            .any(|h| h.enabled && h.reachable && h.edge.as_ref().is_some_and(|e| e.working));
+        let hosts = hosts.len();
         Ok(InstallationFacts {
             control_plane_https: config.base_url.scheme() == "https",
-            edge_configured: false,
+            edge_configured,
             smtp_configured: config.smtp_url.is_some(),
             database_encrypted_or_local,
             guest_image: config.base_image.clone(),
@@ -153,7 +159,7 @@ pub const STATUS_RULES: &[(&str, Rule)] = &[
             missing.push("the control plane is served over plain HTTP (base_url)");
         }
         if !f.edge_configured {
-            missing.push("no HTTPS edge is configured, so instance hostnames are not served");
+            missing.push("no reachable host reports a working HTTPS edge, so instance hostnames are not served over TLS");
         }
         active_if(missing.is_empty(), || missing.join("; "))
     }),
@@ -171,7 +177,8 @@ pub const STATUS_RULES: &[(&str, Rule)] = &[
     }),
     ("NET-4", |f| {
         active_if(f.edge_configured, || {
-            "no Caddy edge is configured on this installation".to_string()
+            "no Caddy edge is working on this installation (no reachable host reports one)"
+                .to_string()
         })
     }),
     ("REPORT-1", |f| {

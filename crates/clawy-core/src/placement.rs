@@ -197,6 +197,7 @@ mod tests {
                     gateway: "10.0.0.1".into(),
                     ssh_port_range: [22000, 22999],
                 }),
+                edge: None,
                 accelerator: None,
                 driver: None,
                 hostname: None,

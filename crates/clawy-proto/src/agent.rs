@@ -314,6 +314,24 @@ pub struct HostInfo {
     /// private IPs and SSH forward ports from it. Absent from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<HostNetwork>,
+    /// The host's HTTPS edge (docs/EDGE.md), when the agent runs one (`[edge]` in
+    /// its config). Absent from older agents and hosts without an edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<HostEdge>,
+}
+
+/// The HTTPS edge of one host, as its agent last found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEdge {
+    /// Instances of this host are served as `<label>.<instances_apex>`.
+    pub instances_apex: String,
+    /// Caddy runs the edge config: the agent's last check (at start and then
+    /// periodically) read Caddy's running config and found it equal to its own,
+    /// or loaded it. False while Caddy is down or refuses the config.
+    pub working: bool,
+    /// Why the edge is not working (the last check's error), in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The VM network of one host, as the agent's `[network]` config defines it.

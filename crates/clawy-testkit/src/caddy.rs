@@ -18,6 +18,8 @@ pub const ADMIN_ORIGIN: &str = "caddy-admin";
 pub struct Caddy {
     child: Option<Child>,
     dir: TempDir,
+    /// The network namespace Caddy runs in (`None`: the test's own).
+    netns: Option<String>,
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released).
@@ -35,12 +37,26 @@ pub fn free_udp_port() -> anyhow::Result<u16> {
 impl Caddy {
     /// Starts Caddy and waits (at most 15 s) for its admin socket.
     pub async fn start() -> anyhow::Result<Caddy> {
+        Self::start_inner(None).await
+    }
+
+    /// Starts Caddy inside `netns` (beside an agent and its VMs there); its admin
+    /// socket and storage stay reachable through the filesystem.
+    pub async fn start_in(netns: &crate::netns::Netns) -> anyhow::Result<Caddy> {
+        Self::start_inner(Some(netns.name().to_string())).await
+    }
+
+    async fn start_inner(netns: Option<String>) -> anyhow::Result<Caddy> {
         which("caddy").context("caddy is not installed (scripts/install-deps.sh)")?;
         let dir = tempfile::Builder::new().prefix("clawy-caddy-").tempdir()?;
         for d in ["home", "data", "config", "storage"] {
             std::fs::create_dir_all(dir.path().join(d))?;
         }
-        let mut caddy = Caddy { child: None, dir };
+        let mut caddy = Caddy {
+            child: None,
+            dir,
+            netns,
+        };
         caddy.launch().await?;
         Ok(caddy)
     }
@@ -98,12 +114,21 @@ impl Caddy {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new("caddy")
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs Caddy: the child's pid is Caddy's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "caddy"]);
+                c
+            }
+            None => Command::new("caddy"),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&cfg)
             .env_clear()
-            .env("PATH", "/usr/bin:/bin")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("HOME", self.dir.path().join("home"))
             .env("XDG_DATA_HOME", self.dir.path().join("data"))
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))

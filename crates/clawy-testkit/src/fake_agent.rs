@@ -108,6 +108,7 @@ impl FakeAgent {
                 gateway: format!("{subnet_prefix}.1"),
                 ssh_port_range: ports,
             }),
+            edge: None,
         };
         let state = Arc::new(Mutex::new(FakeState {
             vms: HashMap::new(),

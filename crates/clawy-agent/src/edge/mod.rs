@@ -9,9 +9,12 @@
 //! - [`dns`]: loopback DNS responder: `<label>.<internal zone>` → VM private IP (NET-4);
 //! - [`certs`]: a deleted hostname's certificate out of storage and out of memory.
 //!
-//! [`Edge`] ties them together for the executor, which (in a later step) calls
+//! [`Edge`] ties them together for the executor, which calls
 //! [`Edge::set_instance`] when a VM is defined/started/stopped and
-//! [`Edge::forget_instance`] when it is deleted.
+//! [`Edge::forget_instance`] when it is deleted; the agent's start builds the
+//! index from its VMs ([`Edge::rebuild`]) and keeps Caddy on the edge config
+//! ([`Edge::ensure_caddy`], [`Edge::spawn_drift_check`]). [`Edge::report`] is what
+//! HostInfo says about the edge.
 
 pub mod admin;
 pub mod caddy_config;
@@ -73,6 +76,10 @@ pub struct Edge {
     admin: CaddyAdmin,
     storage: CertStorage,
     config: Value,
+    /// The last check of Caddy's config: `None` before the first, then `Ok` or
+    /// the error in words. Reported in HostInfo (the control plane's
+    /// `edge_configured` fact reads it).
+    last_check: std::sync::Mutex<Option<Result<(), String>>>,
 }
 
 impl Edge {
@@ -84,6 +91,7 @@ impl Edge {
             storage: CertStorage::new(settings.storage_root.clone()),
             config,
             settings,
+            last_check: std::sync::Mutex::new(None),
         }
     }
 
@@ -152,7 +160,58 @@ impl Edge {
     /// Loads the edge config into Caddy unless it already runs it (agent start,
     /// and after Caddy restarted from its own Caddyfile).
     pub async fn ensure_caddy(&self) -> Result<Ensured, EdgeError> {
-        Ok(self.admin.ensure_config(&self.config).await?)
+        let r = self.admin.ensure_config(&self.config).await;
+        if let Ok(mut last) = self.last_check.lock() {
+            *last = Some(match &r {
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        Ok(r?)
+    }
+
+    /// The edge as HostInfo reports it: working only when the last check found
+    /// (or put) Caddy on the edge config.
+    pub fn report(&self) -> clawy_proto::agent::HostEdge {
+        let last = self.last_check.lock().ok().and_then(|l| l.clone());
+        let (working, error) = match last {
+            Some(Ok(())) => (true, None),
+            Some(Err(e)) => (false, Some(e)),
+            None => (
+                false,
+                Some("Caddy's config has not been checked yet".into()),
+            ),
+        };
+        clawy_proto::agent::HostEdge {
+            instances_apex: self.settings.instances_apex.to_string(),
+            working,
+            error,
+        }
+    }
+
+    /// Whether `host` can be served by this edge (one label under its apex).
+    pub fn serves(&self, host: &DnsName) -> bool {
+        host.label_under(&self.settings.instances_apex).is_some()
+    }
+
+    /// Replaces the index with what the hypervisor holds (agent start). VMs
+    /// without a public hostname, or with one under another apex, are skipped.
+    pub fn rebuild(&self, vms: &[clawy_proto::agent::VmStatus]) -> Result<usize, EdgeError> {
+        let entries: Vec<(DnsName, EdgeState)> = vms
+            .iter()
+            .filter_map(|vm| {
+                let (host, state) = vm_edge_state(&vm.spec, vm.state)?;
+                if self.serves(&host) {
+                    Some((host, state))
+                } else {
+                    tracing::warn!(vm = %vm.id, host = %host, "edge: hostname is not under this edge's apex; not served");
+                    None
+                }
+            })
+            .collect();
+        let n = entries.len();
+        self.index.replace_all(entries)?;
+        Ok(n)
     }
 
     /// Re-checks Caddy's running config every `interval` and re-applies it when
@@ -212,4 +271,20 @@ impl Edge {
         };
         SocketAddr::new(ip, a.port())
     }
+}
+
+/// A VM's hostname and what the edge does with it: route to its private IPv4
+/// while running, the "stopped" page otherwise. `None` without a (valid) public
+/// hostname or private address.
+pub fn vm_edge_state(
+    spec: &clawy_proto::agent::VmSpec,
+    state: clawy_proto::agent::VmState,
+) -> Option<(DnsName, EdgeState)> {
+    let host = DnsName::parse(spec.public_hostname.as_deref()?, "public_hostname", 2).ok()?;
+    let edge_state = if state == clawy_proto::agent::VmState::Running {
+        EdgeState::Running(spec.private_ip.parse().ok()?)
+    } else {
+        EdgeState::Stopped
+    };
+    Some((host, edge_state))
 }

@@ -1,6 +1,5 @@
-//! The edge's settings as an operator writes them (`[edge]` in the agent's TOML,
-//! later) and their validation. Everything that reaches Caddy's JSON is checked
-//! here once; the config generator only takes an [`EdgeSettings`].
+//! The edge's settings as an operator writes them (`[edge]` in the agent's TOML)
+//! and their validation. Everything that reaches Caddy's JSON is checked here once; the config generator only takes an [`EdgeSettings`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -67,6 +66,10 @@ pub struct EdgeSettingsRaw {
     /// `Strict-Transport-Security: max-age=…` on every instance response.
     #[serde(default = "default_hsts")]
     pub hsts_max_age_secs: u64,
+    /// How often the agent compares Caddy's running config with its own and
+    /// re-applies it when they differ (a restarted Caddy, a manual change).
+    #[serde(default = "default_check_interval")]
+    pub check_interval_secs: u64,
 }
 
 fn default_internal_zone() -> String {
@@ -87,6 +90,9 @@ fn default_interval() -> u64 {
 fn default_hsts() -> u64 {
     31_536_000
 }
+fn default_check_interval() -> u64 {
+    30
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
@@ -98,6 +104,15 @@ pub enum SettingsError {
     },
     #[error("edge.{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+}
+
+impl SettingsError {
+    /// The `[edge]` key at fault.
+    pub fn key(&self) -> &'static str {
+        match self {
+            SettingsError::Name { key, .. } | SettingsError::Invalid { key, .. } => key,
+        }
+    }
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> SettingsError {
@@ -123,6 +138,7 @@ pub struct EdgeSettings {
     pub on_demand_burst: u32,
     pub on_demand_interval: Duration,
     pub hsts_max_age_secs: u64,
+    pub check_interval: Duration,
 }
 
 /// A path that goes into Caddy's JSON verbatim: absolute, printable, and without
@@ -268,6 +284,9 @@ impl EdgeSettings {
         if raw.hsts_max_age_secs > 63_072_000 {
             return Err(invalid("hsts_max_age_secs", "must be at most two years"));
         }
+        if raw.check_interval_secs == 0 || raw.check_interval_secs > 3600 {
+            return Err(invalid("check_interval_secs", "must be between 1 and 3600"));
+        }
         Ok(EdgeSettings {
             instances_apex,
             internal_zone,
@@ -282,6 +301,7 @@ impl EdgeSettings {
             on_demand_burst: raw.on_demand_burst,
             on_demand_interval: Duration::from_secs(raw.on_demand_interval_secs),
             hsts_max_age_secs: raw.hsts_max_age_secs,
+            check_interval: Duration::from_secs(raw.check_interval_secs),
         })
     }
 }
@@ -308,6 +328,7 @@ pub(crate) mod tests {
             on_demand_burst: 20,
             on_demand_interval_secs: 60,
             hsts_max_age_secs: 31_536_000,
+            check_interval_secs: 30,
         }
     }
 
@@ -369,6 +390,10 @@ pub(crate) mod tests {
             ("issuer", Box::new(|r| r.issuer = "zerossl".into())),
             ("https_listen", Box::new(|r| r.https_listen.clear())),
             ("on_demand_burst", Box::new(|r| r.on_demand_burst = 0)),
+            (
+                "check_interval_secs",
+                Box::new(|r| r.check_interval_secs = 0),
+            ),
         ];
         for (key, mutate) in cases {
             let mut r = raw();

@@ -60,6 +60,7 @@ fn settings_with(
         on_demand_burst: burst,
         on_demand_interval_secs: 60,
         hsts_max_age_secs: hsts,
+        check_interval_secs: 30,
     })
     .unwrap()
 }

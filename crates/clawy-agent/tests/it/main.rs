@@ -11,6 +11,7 @@ mod agent_network;
 mod agent_unprivileged;
 mod drivers;
 mod edge;
+mod edge_agent;
 mod network_host;
 mod network_rules;
 mod outside_scans;

@@ -415,3 +415,71 @@ async fn data3_legacy_unbound_tokens_are_bound_on_upgrade() {
     assert_eq!(t.token.expose_secret(), "tok-PLAINTEXT-agent-secret-4f9a1c");
     assert_eq!(hosts.bind_legacy_tokens().await.unwrap(), 0);
 }
+
+/// DATA-1 / NET-4 on `/security`: the installation counts an HTTPS edge only
+/// while a registered, enabled, reachable host's agent reports Caddy running
+/// the edge config. Configured-but-broken, unreachable or disabled does not
+/// count, and an agent without an edge clears what an earlier report said.
+#[tokio::test]
+async fn data_1_net_4_edge_counts_only_while_a_reachable_host_reports_it_working() {
+    use clawy_core::installation::{InstallationFacts, status_of};
+    use clawy_proto::agent::HostEdge;
+    let tc = TestCore::new().await;
+    async fn facts(tc: &TestCore) -> InstallationFacts {
+        InstallationFacts::gather(&tc.core).await.unwrap()
+    }
+    // No host at all.
+    assert!(!facts(&tc).await.edge_configured);
+    let h = de_host(&tc, "h1", 1).await;
+    assert!(h.edge.is_none());
+    assert!(!facts(&tc).await.edge_configured, "a host without an edge");
+    let mut info = host_info((8, 16384, 100), "10.77.1.0/24", [22000, 22999]);
+    // Configured, but Caddy does not run the edge config.
+    info.edge = Some(HostEdge {
+        instances_apex: "claws.example.com".into(),
+        working: false,
+        error: Some("Caddy's admin socket /run/caddy/admin.sock: connection refused".into()),
+    });
+    let stored = tc.core.hosts().update_info(&h.id, &info).await.unwrap();
+    assert_eq!(stored.edge, info.edge, "stored as reported");
+    let f = facts(&tc).await;
+    assert!(!f.edge_configured, "a broken edge is no edge");
+    assert!(!status_of("NET-4", &f).is_active());
+    // Working.
+    info.edge = Some(HostEdge {
+        instances_apex: "claws.example.com".into(),
+        working: true,
+        error: None,
+    });
+    let stored = tc.core.hosts().update_info(&h.id, &info).await.unwrap();
+    assert_eq!(stored.edge, info.edge);
+    let f = facts(&tc).await;
+    assert!(f.edge_configured);
+    assert!(status_of("NET-4", &f).is_active());
+    // The host stops answering: its edge is not counted.
+    tc.core
+        .hosts()
+        .mark_contact(&h.id, Err("connection refused"))
+        .await
+        .unwrap();
+    assert!(!facts(&tc).await.edge_configured, "unreachable host");
+    tc.core.hosts().update_info(&h.id, &info).await.unwrap();
+    assert!(facts(&tc).await.edge_configured);
+    // Disabled by the operator.
+    tc.core
+        .hosts()
+        .set_enabled(&operator(), &h.id, false)
+        .await
+        .unwrap();
+    assert!(!facts(&tc).await.edge_configured, "disabled host");
+    tc.core
+        .hosts()
+        .set_enabled(&operator(), &h.id, true)
+        .await
+        .unwrap();
+    // The agent restarted without `[edge]`: the stored edge is gone.
+    info.edge = None;
+    let stored = tc.core.hosts().update_info(&h.id, &info).await.unwrap();
+    assert!(stored.edge.is_none());
+    assert!(!facts(&tc).await.edge_configured);
+}
