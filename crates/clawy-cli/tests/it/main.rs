@@ -13,3 +13,4 @@ mod orchestrator_placement;
 mod orchestrator_postgres;
 mod orchestrator_real;
 mod orchestrator_support;
+mod server_replicas;
