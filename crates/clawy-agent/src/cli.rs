@@ -163,7 +163,35 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
                 Arc::new(driver)
             }
         };
-        let executor = Arc::new(Executor::with_network(config.clone(), driver, network));
+        // ACCESS-1/ACCESS-2: the heartbeat receiver, on the bridge's gateway address
+        // (only VMs reach it: the input chain admits its port from the bridge).
+        let hub = match &config.network {
+            Some(_) => Some(Arc::new(
+                crate::heartbeat_server::Hub::open(&config.state_dir)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )),
+            None => None,
+        };
+        let mut executor = Executor::with_network(config.clone(), driver, network);
+        if let Some(hub) = &hub {
+            executor = executor.with_heartbeats(hub.clone());
+        }
+        let executor = Arc::new(executor);
+        let heartbeat_task = match (&config.network, &hub) {
+            (Some(net), Some(hub)) => {
+                let addr = std::net::SocketAddr::from((net.subnet.gateway(), net.heartbeat_port));
+                let listener = crate::server::bind(addr)
+                    .with_context(|| format!("cannot listen for heartbeats on {addr}"))?;
+                tracing::info!(%addr, "heartbeat receiver listening (bridge only)");
+                let (hub, deliverer) = (hub.clone(), executor.clone());
+                Some(tokio::spawn(async move {
+                    if let Err(e) = crate::heartbeat_server::serve(listener, hub, deliverer).await {
+                        tracing::error!(error = %e, "heartbeat receiver stopped");
+                    }
+                }))
+            }
+            _ => None,
+        };
         executor
             .reconcile_ports()
             .await
@@ -201,6 +229,9 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
         tokio::select! {
             r = crate::server::serve_tls_with(listener, tls, app, limits) => r?,
             _ = shutdown_signal() => tracing::info!("shutting down; VMs keep running"),
+        }
+        if let Some(t) = heartbeat_task {
+            t.abort();
         }
         Ok::<_, anyhow::Error>(())
     })?;

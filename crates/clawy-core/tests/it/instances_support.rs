@@ -50,6 +50,7 @@ pub fn host_info(cap: (u64, u64, u64), subnet: &str, ports: [u16; 2]) -> HostInf
             gateway: format!("{a}.{b}.{c}.1"),
             ssh_port_range: ports,
         }),
+        heartbeat_refusals: Default::default(),
     }
 }
 

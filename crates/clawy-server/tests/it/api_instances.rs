@@ -66,6 +66,7 @@ pub async fn fake_host(
                     gateway: format!("10.77.{third_octet}.1"),
                     ssh_port_range: [22000, 22099],
                 }),
+                heartbeat_refusals: Default::default(),
             },
         )
         .await
