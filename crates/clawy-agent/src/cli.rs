@@ -163,6 +163,15 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
                 Arc::new(driver)
             }
         };
+        // ACCESS-1/ACCESS-2: the heartbeat receiver, on the bridge's gateway address
+        // (only VMs reach it: the input chain admits its port from the bridge).
+        let hub = match &config.network {
+            Some(_) => Some(Arc::new(
+                crate::heartbeat_server::Hub::open(&config.state_dir)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )),
+            None => None,
+        };
         let edge = config
             .edge
             .clone()
@@ -171,7 +180,25 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
         if let Some(edge) = &edge {
             executor = executor.with_edge(edge.clone());
         }
+        if let Some(hub) = &hub {
+            executor = executor.with_heartbeats(hub.clone());
+        }
         let executor = Arc::new(executor);
+        let heartbeat_task = match (&config.network, &hub) {
+            (Some(net), Some(hub)) => {
+                let addr = std::net::SocketAddr::from((net.subnet.gateway(), net.heartbeat_port));
+                let listener = crate::server::bind(addr)
+                    .with_context(|| format!("cannot listen for heartbeats on {addr}"))?;
+                tracing::info!(%addr, "heartbeat receiver listening (bridge only)");
+                let (hub, deliverer) = (hub.clone(), executor.clone());
+                Some(tokio::spawn(async move {
+                    if let Err(e) = crate::heartbeat_server::serve(listener, hub, deliverer).await {
+                        tracing::error!(error = %e, "heartbeat receiver stopped");
+                    }
+                }))
+            }
+            _ => None,
+        };
         executor
             .reconcile_ports()
             .await
@@ -232,6 +259,9 @@ fn run_agent(config: AgentConfig) -> anyhow::Result<ExitCode> {
         tokio::select! {
             r = crate::server::serve_tls_with(listener, tls, app, limits) => r?,
             _ = shutdown_signal() => tracing::info!("shutting down; VMs keep running"),
+        }
+        if let Some(t) = heartbeat_task {
+            t.abort();
         }
         Ok::<_, anyhow::Error>(())
     })?;

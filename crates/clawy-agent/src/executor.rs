@@ -100,6 +100,9 @@ pub struct Executor {
     vm_locks: std::sync::Mutex<HashMap<VmId, Arc<Mutex<()>>>>,
     probe_timeout: Duration,
     budget: Duration,
+    /// The heartbeat receiver's state (tokens, latest heartbeats); `None` without a
+    /// VM network (nothing for guests to send to).
+    heartbeats: Option<Arc<crate::heartbeat_server::Hub>>,
 }
 
 /// Removes a reservation when the ensure that made it ends, however it ends.
@@ -137,7 +140,14 @@ impl Executor {
             vm_locks: std::sync::Mutex::new(HashMap::new()),
             probe_timeout: Duration::from_secs(2),
             budget: EXECUTOR_BUDGET,
+            heartbeats: None,
         }
+    }
+
+    /// Serve heartbeats with `hub`: seeds then carry a per-VM token (ACCESS-2).
+    pub fn with_heartbeats(mut self, hub: Arc<crate::heartbeat_server::Hub>) -> Self {
+        self.heartbeats = Some(hub);
+        self
     }
 
     /// Shorter budget (tests of the `busy` answer).
@@ -300,6 +310,11 @@ impl Executor {
             allocated: allocated(specs.iter().map(|(_, s)| s)),
             vm_count: specs.len() as u64,
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            heartbeat_refusals: self
+                .heartbeats
+                .as_ref()
+                .map(|h| h.refusals())
+                .unwrap_or_default(),
             // The control plane allocates IPs and SSH ports from this (IPAM).
             network: self
                 .config
@@ -344,10 +359,80 @@ impl Executor {
         id: &VmId,
         spec: &VmSpec,
         secrets: Option<clawy_proto::agent::GuestSecrets>,
+        new_vm: bool,
     ) -> Result<SeedFiles, AgentError> {
         let mut ctx = self.seed_context(spec)?;
+        ctx.heartbeat = self.heartbeat_target(id, spec, new_vm, secrets.is_some())?;
         ctx.secrets = secrets;
         cloudinit::render(id, spec, &ctx).map_err(AgentError::internal)
+    }
+
+    /// ACCESS-2: the VM's heartbeat token for its seed. A fresh one for a new VM
+    /// (or one without a token); otherwise none: the guest keeps the configuration
+    /// it applied at first boot (cloud-init writes files once per instance id) and
+    /// the agent keeps only the token's hash, so a later seed (a spec change, the
+    /// secret-free seed after delivery) cannot carry it. A later seed that carries
+    /// secrets again restarts the delivery (DATA-5).
+    fn heartbeat_target(
+        &self,
+        id: &VmId,
+        spec: &VmSpec,
+        new_vm: bool,
+        with_secrets: bool,
+    ) -> Result<Option<cloudinit::HeartbeatTarget>, AgentError> {
+        let (Some(hub), Some(net)) = (&self.heartbeats, &self.config.network) else {
+            return Ok(None);
+        };
+        let ip: Ipv4Addr = spec.private_ip.parse().map_err(AgentError::internal)?;
+        if with_secrets {
+            hub.reset_delivery(id.as_str())
+                .map_err(AgentError::internal)?;
+        }
+        if new_vm || !hub.has(id.as_str()) {
+            let token = hub.issue(id.as_str(), ip).map_err(AgentError::internal)?;
+            return Ok(Some(cloudinit::HeartbeatTarget {
+                port: net.heartbeat_port,
+                token,
+            }));
+        }
+        hub.rebind(id.as_str(), ip).map_err(AgentError::internal)?;
+        Ok(None)
+    }
+
+    /// DATA-5: the guest reported its configuration applied. Every copy of the seed
+    /// that held the owner's secrets is destroyed (qemu: overwritten, replaced by a
+    /// secret-free seed with the same instance id for later boots; proxmox: its
+    /// snippets and cloud-init drive removed), then the delivery is recorded and
+    /// `VmStatus.secrets_delivered` says so. Idempotent; a failure is retried at
+    /// the guest's next heartbeat.
+    pub async fn deliver_secrets(&self, id: &str) {
+        let Some(hub) = &self.heartbeats else {
+            return;
+        };
+        let Ok(id) = VmId::parse(id) else {
+            return;
+        };
+        let deadline = Instant::now() + self.budget;
+        let result: Result<(), AgentError> = async {
+            let _vm = self.lock_vm(&id, deadline).await?;
+            if hub.delivered(id.as_str()) {
+                return Ok(());
+            }
+            let spec = self.driver.vm_status(&id).await?.spec;
+            let mut ctx = self.seed_context(&spec)?;
+            ctx.heartbeat = None;
+            ctx.secrets = None;
+            let clean = cloudinit::render(&id, &spec, &ctx).map_err(AgentError::internal)?;
+            self.driver.scrub_seed(&id, &clean).await?;
+            hub.mark_delivered(id.as_str())
+                .map_err(AgentError::internal)?;
+            tracing::info!(vm = %id, "guest applied its configuration; seed with secrets destroyed");
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(vm = %id, error = %e, "destroying the delivered seed failed; retried at the next heartbeat");
+        }
     }
 
     async fn ensure(
@@ -419,7 +504,7 @@ impl Executor {
                 },
             )
         };
-        let seed = self.seed(id, spec, secrets)?;
+        let seed = self.seed(id, spec, secrets, existing.is_none())?;
         loop {
             match self.driver.ensure_vm(id, spec, &seed).await? {
                 Op::Done => break,
@@ -550,6 +635,9 @@ impl Executor {
                 None => net.remove_vm(id.as_str()).await?,
             }
         }
+        if let Some(hub) = &self.heartbeats {
+            hub.forget(id.as_str());
+        }
         Ok(Outcome::Deleted)
     }
 
@@ -626,10 +714,21 @@ impl Executor {
         if vm.state == VmState::Running && self.config.network.is_some() {
             vm.health = Some(self.probe(&vm.spec).await);
         }
+        if let Some(hub) = &self.heartbeats {
+            vm.heartbeat = hub.latest(&vm.id);
+            vm.secrets_delivered = hub.delivered(&vm.id);
+        }
     }
 
     async fn probe(&self, spec: &VmSpec) -> HealthProbe {
         probe::probe_gateway(&spec.private_ip, self.probe_timeout).await
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::heartbeat_server::Deliverer for Executor {
+    async fn deliver(&self, id: &str) {
+        self.deliver_secrets(id).await;
     }
 }
 
@@ -751,6 +850,8 @@ mod tests {
             net_tx_bytes: None,
             tap: None,
             health: None,
+            heartbeat: None,
+            secrets_delivered: false,
         }
     }
 

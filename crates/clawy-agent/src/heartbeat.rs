@@ -1,7 +1,6 @@
 //! The guests' service-health heartbeat (ACCESS-1, ACCESS-2), as
 //! guest/openclaw-image/CONTRACT.md defines it: the decision part, pure and tested.
-//! NOT YET WIRED: no listener on the bridge address, no token in the seed, no
-//! `VmStatus` field use it yet (see docs/DECISIONS.md, 2026-12-01).
+//! The receiver that serves it on the bridge address is [`crate::heartbeat_server`].
 //!
 //! A heartbeat is accepted only when all of these hold, else it is refused with a
 //! reason that is counted (never the token or the body):
@@ -15,87 +14,15 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Largest accepted body: the contract's heartbeat is well under 1 KiB.
 pub const MAX_BODY: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnitState {
-    Active,
-    Activating,
-    Inactive,
-    Failed,
-    Unknown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CloudInit {
-    Done,
-    Running,
-    Error,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DefaultIncoming {
-    Deny,
-    Reject,
-    Allow,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Gateway {
-    pub state: UnitState,
-    pub ready: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Unit {
-    pub state: UnitState,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ufw {
-    pub state: UnitState,
-    pub default_incoming: DefaultIncoming,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Fail2ban {
-    pub state: UnitState,
-    pub jails: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Services {
-    pub openclaw_gateway: Gateway,
-    pub sshd: Unit,
-    pub ufw: Ufw,
-    pub fail2ban: Fail2ban,
-}
-
-/// The allow-listed facts, exactly the contract's `v: 1` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    pub v: u32,
-    pub image: String,
-    pub boot_id: String,
-    pub booted_at: String,
-    pub sent_at: String,
-    pub config_applied: bool,
-    pub cloud_init: CloudInit,
-    pub services: Services,
-}
+pub use clawy_proto::heartbeat::{
+    CloudInit, DefaultIncoming, Fail2ban, Gateway, Heartbeat, ReceivedHeartbeat, Services, Ufw,
+    Unit, UnitState,
+};
 
 /// Why a heartbeat was refused (counted per reason; ACCESS-2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, thiserror::Error)]
@@ -111,6 +38,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The counter's name (HostInfo `heartbeat_refusals`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Refusal::TooLarge => "too_large",
+            Refusal::Malformed => "malformed",
+            Refusal::UnknownSource => "unknown_source",
+            Refusal::BadToken => "bad_token",
+        }
+    }
+
     /// The HTTP status the receiver answers with.
     pub fn status(self) -> u16 {
         match self {
@@ -130,36 +67,34 @@ fn rfc3339_utc_ok(s: &str) -> bool {
     s.len() == 20 && s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok()
 }
 
-impl Heartbeat {
-    /// Parses and shape-checks a body (after the size check).
-    pub fn parse(body: &[u8]) -> Result<Heartbeat, Refusal> {
-        if body.len() > MAX_BODY {
-            return Err(Refusal::TooLarge);
-        }
-        let hb: Heartbeat = serde_json::from_slice(body).map_err(|_| Refusal::Malformed)?;
-        let image_ok = hb.image == "unknown"
-            || shape_ok(&hb.image, 128, |b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-            });
-        let boot_ok = hb.boot_id == "unknown"
-            || shape_ok(&hb.boot_id, 36, |b| b.is_ascii_hexdigit() || b == b'-');
-        let jails_ok = hb.services.fail2ban.jails.len() <= 16
-            && hb.services.fail2ban.jails.iter().all(|j| {
-                shape_ok(j, 64, |b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
-                })
-            });
-        if hb.v != 1
-            || !image_ok
-            || !boot_ok
-            || !jails_ok
-            || !rfc3339_utc_ok(&hb.booted_at)
-            || !rfc3339_utc_ok(&hb.sent_at)
-        {
-            return Err(Refusal::Malformed);
-        }
-        Ok(hb)
+/// Parses and shape-checks a body (after the size check).
+pub fn parse(body: &[u8]) -> Result<Heartbeat, Refusal> {
+    if body.len() > MAX_BODY {
+        return Err(Refusal::TooLarge);
     }
+    let hb: Heartbeat = serde_json::from_slice(body).map_err(|_| Refusal::Malformed)?;
+    let image_ok = hb.image == "unknown"
+        || shape_ok(&hb.image, 128, |b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        });
+    let boot_ok = hb.boot_id == "unknown"
+        || shape_ok(&hb.boot_id, 36, |b| b.is_ascii_hexdigit() || b == b'-');
+    let jails_ok = hb.services.fail2ban.jails.len() <= 16
+        && hb.services.fail2ban.jails.iter().all(|j| {
+            shape_ok(j, 64, |b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+            })
+        });
+    if hb.v != 1
+        || !image_ok
+        || !boot_ok
+        || !jails_ok
+        || !rfc3339_utc_ok(&hb.booted_at)
+        || !rfc3339_utc_ok(&hb.sent_at)
+    {
+        return Err(Refusal::Malformed);
+    }
+    Ok(hb)
 }
 
 /// A fresh per-VM heartbeat token (256 bits, hex: inside the contract's charset).
@@ -207,7 +142,7 @@ impl Registry {
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&given[..], &hash[..])) {
             return Err(Refusal::BadToken);
         }
-        Ok((vm_id.clone(), Heartbeat::parse(body)?))
+        Ok((vm_id.clone(), parse(body)?))
     }
 }
 
@@ -216,8 +151,11 @@ impl Registry {
 pub struct RefusalCounts(pub BTreeMap<Refusal, u64>);
 
 impl RefusalCounts {
-    pub fn record(&mut self, r: Refusal) {
-        *self.0.entry(r).or_default() += 1;
+    /// Counts `r` and returns its new count.
+    pub fn record(&mut self, r: Refusal) -> u64 {
+        let n = self.0.entry(r).or_default();
+        *n += 1;
+        *n
     }
 }
 
@@ -322,7 +260,7 @@ mod tests {
             let body = BODY.replacen(from, to, 1);
             assert_ne!(body, BODY, "{from}");
             assert_eq!(
-                Heartbeat::parse(body.as_bytes()).unwrap_err(),
+                parse(body.as_bytes()).unwrap_err(),
                 Refusal::Malformed,
                 "{to}"
             );

@@ -11,6 +11,7 @@ pub mod edge;
 pub mod error;
 pub mod executor;
 pub mod heartbeat;
+pub mod heartbeat_server;
 pub mod network;
 pub mod probe;
 pub mod server;

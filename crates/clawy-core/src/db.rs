@@ -89,8 +89,12 @@ impl Store {
                     Box::pin(async move {
                         // foreign_keys is on by default in sqlx-sqlite, busy_timeout 5 s;
                         // set both explicitly so the invariant is visible here.
-                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
-                            .await?;
+                        // secure_delete: deleted rows are overwritten, not left in free
+                        // pages (DATA-5: an erased sealed copy is gone from the file).
+                        conn.execute(
+                            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;",
+                        )
+                        .await?;
                         Ok(())
                     })
                 })

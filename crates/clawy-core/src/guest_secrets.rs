@@ -134,24 +134,64 @@ impl GuestSecretsStore<'_> {
 
     /// DATA-5: the guest confirmed the configuration; the sealed copy goes. Returns
     /// whether there was one (idempotent).
+    ///
+    /// The one erase path: the poller calls it whenever the agent reports the
+    /// delivery, so a crash anywhere between the agent destroying the seed and
+    /// this commit is repaired at the next poll. Delete and timestamp are one
+    /// transaction.
     pub async fn erase(&self, instance_id: &str) -> Result<bool, InternalError> {
         let now = self.core.now_ms();
+        let mut tx = self.core.store().pool().begin().await?;
         let done = sqlx::query("DELETE FROM instance_guest_secrets WHERE instance_id = $1")
             .bind(instance_id)
-            .execute(self.core.store().pool())
+            .execute(&mut *tx)
             .await?
             .rows_affected()
             > 0;
+        sqlx::query(
+            "UPDATE instances SET secrets_delivered_at = $1 WHERE id = $2 AND secrets_delivered_at IS NULL",
+        )
+        .bind(now)
+        .bind(instance_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         if done {
-            sqlx::query(
-                "UPDATE instances SET secrets_delivered_at = $1 WHERE id = $2 AND secrets_delivered_at IS NULL",
-            )
-            .bind(now)
-            .bind(instance_id)
-            .execute(self.core.store().pool())
-            .await?;
+            if self.core.store().backend() == crate::db::Backend::Sqlite {
+                // The WAL still holds the pages as they were before the delete;
+                // copy the overwritten pages into the file and empty the WAL. Best
+                // effort: a reader holding a snapshot makes it partial, and the
+                // next erase or SQLite's own checkpoint finishes it.
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(self.core.store().pool())
+                    .await
+                {
+                    tracing::warn!(error = %e, "checkpoint after erasing secrets failed");
+                }
+            }
+            tracing::info!(instance = %instance_id, "guest confirmed its configuration; sealed secrets erased");
         }
         Ok(done)
+    }
+
+    /// Which of `ids` still have a sealed copy (one statement).
+    pub async fn held_among(&self, ids: &[String]) -> Result<Vec<String>, InternalError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT instance_id FROM instance_guest_secrets WHERE instance_id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            q = q.bind(id.clone());
+        }
+        let rows = q.fetch_all(self.core.store().pool()).await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("instance_id")?))
+            .collect()
     }
 
     /// When the guest confirmed delivery, if it did.

@@ -153,13 +153,110 @@ pub struct InstanceHealth {
     pub http_status: Option<u16>,
     pub latency_ms: Option<u64>,
     pub uptime_secs: Option<u64>,
+    /// ACCESS-1: the guest's latest service-health heartbeat (only the contract's
+    /// allow-listed facts) and when it was received, by the control plane's clock.
+    pub heartbeat: Option<clawy_proto::heartbeat::Heartbeat>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// How often the guest's reporter sends (guest/openclaw-image/CONTRACT.md).
+pub const HEARTBEAT_INTERVAL_SECS: i64 = 30;
+
+/// A heartbeat older than this many intervals says nothing any more: its services
+/// show as `unknown`, never as healthy (ACCESS-1).
+pub const HEARTBEAT_STALE_INTERVALS: i64 = 3;
+
+/// One guest service as the instance page and API show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceState {
+    pub name: &'static str,
+    /// `ok`, `down` or `unknown`.
+    pub state: &'static str,
+    /// Seconds since the heartbeat that said so; `None` without one.
+    pub age_secs: Option<u64>,
 }
 
 impl InstanceHealth {
-    /// Service states derived from the probe. Only the gateway for now: there is no
-    /// in-guest heartbeat (ACCESS-1 keeps us outside the guest).
+    /// The gateway port answered the host-side probe.
     pub fn gateway_ok(&self) -> bool {
         self.tcp_ok == Some(true)
+    }
+
+    /// The heartbeat's age at `now`, if there is one.
+    pub fn heartbeat_age(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        self.heartbeat_at.map(|at| now - at)
+    }
+
+    /// The heartbeat, unless it is stale at `now` (older than
+    /// [`HEARTBEAT_STALE_INTERVALS`] intervals).
+    pub fn fresh_heartbeat(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Option<&clawy_proto::heartbeat::Heartbeat> {
+        let age = self.heartbeat_age(now)?;
+        (age <= chrono::Duration::seconds(HEARTBEAT_INTERVAL_SECS * HEARTBEAT_STALE_INTERVALS))
+            .then_some(self.heartbeat.as_ref())
+            .flatten()
+    }
+
+    /// The services' list before any health was recorded: all `unknown`.
+    pub fn no_heartbeat_services() -> Vec<ServiceState> {
+        ["openclaw_gateway", "sshd", "ufw", "fail2ban"]
+            .into_iter()
+            .map(|name| ServiceState {
+                name,
+                state: "unknown",
+                age_secs: None,
+            })
+            .collect()
+    }
+
+    /// ACCESS-1: each service the heartbeat reports, with its state and age. A
+    /// stale or missing heartbeat makes every one `unknown`, never `ok`.
+    pub fn services(&self, now: DateTime<Utc>) -> Vec<ServiceState> {
+        use clawy_proto::heartbeat::{DefaultIncoming, UnitState};
+        let age = self
+            .heartbeat_age(now)
+            .map(|a| u64::try_from(a.num_seconds()).unwrap_or(0));
+        let unit = |s: UnitState| match s {
+            UnitState::Active => "ok",
+            UnitState::Inactive | UnitState::Failed => "down",
+            UnitState::Activating | UnitState::Unknown => "unknown",
+        };
+        let states: [(&'static str, &'static str); 4] = match self.fresh_heartbeat(now) {
+            Some(hb) => {
+                let s = &hb.services;
+                let gw = match (s.openclaw_gateway.state, s.openclaw_gateway.ready) {
+                    (UnitState::Active, true) => "ok",
+                    (UnitState::Active, false) => "unknown",
+                    (other, _) => unit(other),
+                };
+                let ufw = match (s.ufw.state, s.ufw.default_incoming) {
+                    (UnitState::Active, DefaultIncoming::Allow) => "down",
+                    (other, _) => unit(other),
+                };
+                [
+                    ("openclaw_gateway", gw),
+                    ("sshd", unit(s.sshd.state)),
+                    ("ufw", ufw),
+                    ("fail2ban", unit(s.fail2ban.state)),
+                ]
+            }
+            None => [
+                ("openclaw_gateway", "unknown"),
+                ("sshd", "unknown"),
+                ("ufw", "unknown"),
+                ("fail2ban", "unknown"),
+            ],
+        };
+        states
+            .into_iter()
+            .map(|(name, state)| ServiceState {
+                name,
+                state,
+                age_secs: age,
+            })
+            .collect()
     }
 }
 
@@ -288,7 +385,8 @@ pub(crate) const INSTANCE_COLS: &str = "i.id, i.owner_id, i.name, i.plan_id, i.p
     h.name AS host_name, h.reachable AS host_reachable, h.last_contact_at AS host_last_contact_at, \
     ih.checked_at AS health_checked_at, ih.vm_state AS health_vm_state, ih.tcp_ok AS health_tcp_ok, \
     ih.http_status AS health_http_status, ih.latency_ms AS health_latency_ms, \
-    ih.uptime_secs AS health_uptime_secs, i.hostname, i.dns_state, i.dns_a, i.dns_aaaa, \
+    ih.uptime_secs AS health_uptime_secs, ih.heartbeat AS health_heartbeat, \
+    ih.heartbeat_at AS health_heartbeat_at, i.hostname, i.dns_state, i.dns_a, i.dns_aaaa, \
     i.dns_error, i.dns_checked_at";
 
 fn u64_opt(r: &sqlx::any::AnyRow, col: &str) -> Result<Option<u64>, sqlx::Error> {
@@ -308,6 +406,12 @@ pub(crate) fn instance_from_row(r: &sqlx::any::AnyRow) -> Result<Instance, Inter
             http_status: u64_opt(r, "health_http_status")?.and_then(|v| u16::try_from(v).ok()),
             latency_ms: u64_opt(r, "health_latency_ms")?,
             uptime_secs: u64_opt(r, "health_uptime_secs")?,
+            heartbeat: r
+                .try_get::<Option<String>, _>("health_heartbeat")?
+                .and_then(|j| serde_json::from_str(&j).ok()),
+            heartbeat_at: r
+                .try_get::<Option<i64>, _>("health_heartbeat_at")?
+                .map(ms_to_datetime),
         }),
         None => None,
     };

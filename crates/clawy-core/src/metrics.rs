@@ -100,6 +100,9 @@ pub struct HealthUpdate {
     pub http_status: Option<u16>,
     pub latency_ms: Option<u64>,
     pub uptime_secs: Option<u64>,
+    /// ACCESS-1: a heartbeat the agent accepted (the contract's facts, JSON) and
+    /// when, by the control plane's clock. `None` keeps the stored one.
+    pub heartbeat: Option<(String, DateTime<Utc>)>,
 }
 
 /// What one purge pass removed.
@@ -215,11 +218,14 @@ impl Metrics<'_> {
         }
         for chunk in latest.chunks(WRITE_BATCH) {
             let sql = format!(
-                "INSERT INTO instance_health (instance_id, checked_at, vm_state, tcp_ok, http_status, latency_ms, uptime_secs) \
+                "INSERT INTO instance_health (instance_id, checked_at, vm_state, tcp_ok, http_status, latency_ms, uptime_secs, \
+                 heartbeat, heartbeat_at) \
                  VALUES {} ON CONFLICT (instance_id) DO UPDATE SET \
                  checked_at = excluded.checked_at, vm_state = excluded.vm_state, tcp_ok = excluded.tcp_ok, \
-                 http_status = excluded.http_status, latency_ms = excluded.latency_ms, uptime_secs = excluded.uptime_secs",
-                values_list(chunk.len(), 7)
+                 http_status = excluded.http_status, latency_ms = excluded.latency_ms, uptime_secs = excluded.uptime_secs, \
+                 heartbeat = COALESCE(excluded.heartbeat, instance_health.heartbeat), \
+                 heartbeat_at = COALESCE(excluded.heartbeat_at, instance_health.heartbeat_at)",
+                values_list(chunk.len(), 9)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for h in chunk {
@@ -230,7 +236,9 @@ impl Metrics<'_> {
                     .bind(h.tcp_ok.map(b2i))
                     .bind(h.http_status.map(i64::from))
                     .bind(i64_opt(h.latency_ms))
-                    .bind(i64_opt(h.uptime_secs));
+                    .bind(i64_opt(h.uptime_secs))
+                    .bind(h.heartbeat.as_ref().map(|(j, _)| j.clone()))
+                    .bind(h.heartbeat.as_ref().map(|(_, at)| at.timestamp_millis()));
             }
             q.execute(&mut *tx).await?;
         }
@@ -243,7 +251,8 @@ impl Metrics<'_> {
         instance_id: &str,
     ) -> Result<Option<InstanceHealth>, MetricsError> {
         let row = sqlx::query(
-            "SELECT checked_at, vm_state, tcp_ok, http_status, latency_ms, uptime_secs FROM instance_health WHERE instance_id = $1",
+            "SELECT checked_at, vm_state, tcp_ok, http_status, latency_ms, uptime_secs, heartbeat, heartbeat_at \
+             FROM instance_health WHERE instance_id = $1",
         )
         .bind(instance_id)
         .fetch_optional(self.core.store().pool())
@@ -256,6 +265,12 @@ impl Metrics<'_> {
             http_status: u64_col(&r, "http_status")?.and_then(|v| u16::try_from(v).ok()),
             latency_ms: u64_col(&r, "latency_ms")?,
             uptime_secs: u64_col(&r, "uptime_secs")?,
+            heartbeat: r
+                .try_get::<Option<String>, _>("heartbeat")?
+                .and_then(|j| serde_json::from_str(&j).ok()),
+            heartbeat_at: r
+                .try_get::<Option<i64>, _>("heartbeat_at")?
+                .map(ms_to_datetime),
         }))
     }
 

@@ -114,7 +114,7 @@ pub const PROMISES: &[Promise] = &[
         id: "DATA-5",
         category: "DATA",
         title: "Your assistant's secrets are delivered once",
-        text: "The secrets you hand over for your assistant (Telegram bot token, model-provider keys, the gateway token) go only into your own machine, through its first-boot configuration, and are then erased from our hosts and control plane. No operator, log or API can read them afterwards.",
+        text: "The secrets you hand over for your assistant (Telegram bot token, model-provider key, and the gateway token we generate and show you once) are checked, sealed for your machine alone, and written only into its first-boot configuration, a file on its host that only root can read. When your machine reports that it applied that configuration, the host overwrites and deletes that file (your machine keeps a copy without secrets for later boots) and the control plane deletes its sealed copy. No operator, log or API can read them afterwards. Changing them later happens inside your machine (OpenClaw's own settings or SSH): we have no way in.",
     },
     Promise {
         id: "ACCESS-1",
@@ -222,10 +222,6 @@ pub fn in_category(category: &str) -> impl Iterator<Item = &'static Promise> + '
 /// and refuses an id here once a test names it. Short by intent: an entry leaves
 /// when its test lands, never by editing the reason.
 pub const NOT_YET_KEPT: &[NotYetKept] = &[
-    NotYetKept {
-        id: "DATA-5",
-        why: "Delivering your assistant's secrets into your machine only, and erasing them afterwards, is being built; no test proves it yet.",
-    },
     NotYetKept {
         id: "NET-1",
         why: "The firewall inside the machine comes with the full guest image, whose tests are being built; no test proves it yet.",

@@ -1,6 +1,12 @@
-//! Metrics, health and host refresh (ACCESS-1: only what the host sees — VM
-//! counters from the hypervisor and the agent's probe of the gateway port; nothing is
-//! read from inside the guest, and there is no in-guest heartbeat).
+//! Metrics, health and host refresh (ACCESS-1: what the host sees — VM counters
+//! from the hypervisor, the agent's probe of the gateway port — and the guest's
+//! allow-listed service-health heartbeat as the agent accepted it; nothing else is
+//! read from inside the guest).
+//!
+//! DATA-5: when the agent reports a VM's secrets delivered (the guest applied its
+//! configuration and the agent destroyed the seed), the poll erases the sealed
+//! copy (`guest_secrets().erase`, idempotent). The agent's report persists, so a
+//! crash between the two is repaired by the next poll.
 //!
 //! Every `metrics_interval_secs`, per host (in parallel, bounded): `GET /v1/host`
 //! refreshes capacity, network and reachability (`hosts().update_info`), and
@@ -61,7 +67,8 @@ pub fn sample_of(vm: &VmStatus, at: chrono::DateTime<chrono::Utc>) -> MetricSamp
 }
 
 /// The agent's probe as stored health. A VM that is not running has no probe: its
-/// health says so through `vm_state` with no TCP result.
+/// health says so through `vm_state` with no TCP result. The heartbeat is dated by
+/// `at` minus its age as the agent measured it (the host's clock is not trusted).
 pub fn health_of(vm: &VmStatus, at: chrono::DateTime<chrono::Utc>) -> HealthUpdate {
     let state = match vm.state {
         VmState::Defined => "defined",
@@ -83,6 +90,12 @@ pub fn health_of(vm: &VmStatus, at: chrono::DateTime<chrono::Utc>) -> HealthUpda
         http_status: vm.health.as_ref().and_then(|h| h.http_status),
         latency_ms: vm.health.as_ref().map(|h| h.latency_ms),
         uptime_secs: vm.uptime_secs,
+        heartbeat: vm.heartbeat.as_ref().and_then(|hb| {
+            let json = serde_json::to_string(&hb.facts).ok()?;
+            let age =
+                chrono::Duration::seconds(i64::try_from(hb.age_secs).unwrap_or(i64::MAX / 2_000));
+            Some((json, at - age))
+        }),
     }
 }
 
@@ -170,6 +183,28 @@ impl Poller {
         // One transaction of multi-row statements per host: the statements of a
         // poll pass grow with hosts, not with VMs (the fleet_scale test counts them).
         self.core.metrics().record_poll(&samples, &health).await?;
+        // DATA-5: the one erase path; every poll repeats it while the agent says
+        // delivered (a no-op once erased).
+        // One look-up per host, and only when the agent reports deliveries: the
+        // poll pass stays a few statements per host.
+        let delivered: Vec<String> = vms
+            .iter()
+            .filter(|v| v.secrets_delivered && known.contains(&v.id))
+            .map(|v| v.id.clone())
+            .collect();
+        if !delivered.is_empty() {
+            let held = self
+                .core
+                .guest_secrets()
+                .held_among(&delivered)
+                .await
+                .map_err(|e| OrchestratorError::Instance(e.into()))?;
+            for id in held {
+                if let Err(e) = self.core.guest_secrets().erase(&id).await {
+                    tracing::warn!(instance = %id, error = %e, "erasing delivered secrets failed");
+                }
+            }
+        }
         Ok(PollReport {
             hosts: 1,
             hosts_unreachable: 0,

@@ -408,6 +408,7 @@ impl JobRunner {
                             http_status: probe.http_status,
                             latency_ms: Some(probe.latency_ms),
                             uptime_secs: None,
+                            heartbeat: None,
                         };
                         if let Err(e) = core.metrics().record_health(&health).await {
                             tracing::warn!(instance = %id, error = %e, "recording health failed");

@@ -275,6 +275,15 @@ pub struct VmStatus {
     pub tap: Option<String>,
     /// Present when the VM is running and a probe was made.
     pub health: Option<HealthProbe>,
+    /// ACCESS-1: the guest's latest accepted service-health heartbeat since the
+    /// agent started (none yet, or an agent without a VM network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<crate::heartbeat::ReceivedHeartbeat>,
+    /// DATA-5: the guest reported its configuration applied and the agent
+    /// destroyed every copy of the seed that held the owner's secrets. The control
+    /// plane then erases its sealed copy.
+    #[serde(default)]
+    pub secrets_delivered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -318,6 +327,10 @@ pub struct HostInfo {
     /// its config). Absent from older agents and hosts without an edge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<HostEdge>,
+    /// ACCESS-2: heartbeats the agent refused since it started, per reason
+    /// (`too_large`, `malformed`, `unknown_source`, `bad_token`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub heartbeat_refusals: std::collections::BTreeMap<String, u64>,
 }
 
 /// The HTTPS edge of one host, as its agent last found it.

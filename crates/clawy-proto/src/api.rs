@@ -350,7 +350,9 @@ impl InstanceState {
     }
 }
 
-/// Health as seen from the host (ACCESS-1: nothing is read from inside the guest).
+/// Health as seen from the host (ACCESS-1): the host-side probe of the gateway port
+/// and the guest's allow-listed service-health heartbeat; nothing else is read from
+/// inside the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InstanceHealth {
     /// `ok` (port answers), `down` (probed, no answer) or `unknown` (not probed yet).
@@ -358,8 +360,9 @@ pub struct InstanceHealth {
     /// The gateway's HTTP status on the last probe, if it answered HTTP.
     pub http_status: Option<u16>,
     pub checked_at: Option<DateTime<Utc>>,
-    /// Per-service states. For now only `gateway` (from the port probe); there is no
-    /// in-guest heartbeat.
+    /// Per-service states: `gateway` (the host's port probe), then what the
+    /// guest's heartbeat reports: `openclaw_gateway`, `sshd`, `ufw`, `fail2ban`. A
+    /// heartbeat older than three intervals (90 s) makes those `unknown`.
     pub services: Vec<ServiceHealth>,
 }
 
@@ -368,6 +371,10 @@ pub struct ServiceHealth {
     pub name: String,
     /// `ok`, `down` or `unknown`.
     pub state: String,
+    /// Seconds since the heartbeat that reported it (none for the port probe or
+    /// before the first heartbeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_secs: Option<u64>,
 }
 
 /// An instance: one VM of the caller's.

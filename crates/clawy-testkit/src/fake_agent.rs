@@ -109,6 +109,7 @@ impl FakeAgent {
                 ssh_port_range: ports,
             }),
             edge: None,
+            heartbeat_refusals: Default::default(),
         };
         let state = Arc::new(Mutex::new(FakeState {
             vms: HashMap::new(),
@@ -224,6 +225,22 @@ impl FakeAgent {
         }
     }
 
+    /// What the real agent adds from the guest's heartbeat receiver: the latest
+    /// heartbeat and whether the secrets were delivered (DATA-5).
+    pub fn set_guest_report(
+        &self,
+        id: &str,
+        heartbeat: Option<clawy_proto::heartbeat::ReceivedHeartbeat>,
+        secrets_delivered: bool,
+    ) {
+        if let Ok(mut s) = self.state.lock() {
+            if let Some(vm) = s.vms.get_mut(id) {
+                vm.heartbeat = heartbeat;
+                vm.secrets_delivered = secrets_delivered;
+            }
+        }
+    }
+
     /// The VM as the fake holds it.
     pub fn vm(&self, id: &str) -> Option<VmStatus> {
         self.state.lock().ok().and_then(|s| s.vms.get(id).cloned())
@@ -263,6 +280,8 @@ fn status_of(id: &str, spec: VmSpec, state: VmState) -> VmStatus {
             latency_ms: 1,
             checked_at: chrono::Utc::now().to_rfc3339(),
         }),
+        heartbeat: None,
+        secrets_delivered: false,
     }
 }
 

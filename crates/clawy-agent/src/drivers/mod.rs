@@ -115,4 +115,13 @@ pub trait Driver: Send + Sync + 'static {
     /// be stopped or the guest must already have booted once; a later start then
     /// boots without a seed (cloud-init keeps what it applied). Idempotent.
     async fn forget_seed(&self, id: &VmId) -> Result<(), AgentError>;
+    /// DATA-5: the guest applied its seed (it may be running): destroy every copy
+    /// of the seed that held secrets, leaving `clean` (the same instance id, no
+    /// secrets) for later boots where the driver can. Idempotent. By default the
+    /// seed is simply forgotten (proxmox: a VM without a cloud-init drive boots
+    /// with what cloud-init applied).
+    async fn scrub_seed(&self, id: &VmId, clean: &SeedFiles) -> Result<(), AgentError> {
+        let _ = clean;
+        self.forget_seed(id).await
+    }
 }

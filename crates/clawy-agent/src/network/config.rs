@@ -56,6 +56,18 @@ pub struct NetworkConfig {
     /// (`"10.0.0.53/32:53/udp"`) or a whole network (`"10.20.0.0/16"`).
     #[serde(default)]
     pub egress_allow: Vec<EgressAllow>,
+    /// ACCESS-2: the port of the heartbeat receiver on the gateway address (plain
+    /// HTTP, reachable from the bridge only; the guests' reporter is told it in
+    /// their seed). Must not be in `ssh_port_range` nor `host_ports_for_vms`.
+    #[serde(default = "default_heartbeat_port")]
+    pub heartbeat_port: u16,
+}
+
+/// The heartbeat receiver's default port on the gateway address.
+pub const DEFAULT_HEARTBEAT_PORT: u16 = 8790;
+
+fn default_heartbeat_port() -> u16 {
+    DEFAULT_HEARTBEAT_PORT
 }
 
 /// ISO-5: what a VM may never reach by default: "this network", RFC 1918,
@@ -104,6 +116,7 @@ impl NetworkConfig {
             table: default_table(),
             blocked_destinations: Vec::new(),
             egress_allow: Vec::new(),
+            heartbeat_port: DEFAULT_HEARTBEAT_PORT,
         }
     }
 
@@ -149,6 +162,15 @@ impl NetworkConfig {
             return Err(config_error(
                 "ssh_port_range",
                 "must be `START-END` with 1 <= START <= END",
+            ));
+        }
+        if self.heartbeat_port == 0
+            || (self.ssh_port_range.start..=self.ssh_port_range.end).contains(&self.heartbeat_port)
+            || self.host_ports_for_vms.contains(&self.heartbeat_port)
+        {
+            return Err(config_error(
+                "heartbeat_port",
+                "must be a TCP port outside ssh_port_range and host_ports_for_vms",
             ));
         }
         if let Some(p) = self.host_ports_for_vms.iter().find(|p| **p == 0) {

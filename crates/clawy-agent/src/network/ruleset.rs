@@ -203,6 +203,13 @@ pub fn render(cfg: &NetworkConfig, elements: &Elements) -> String {
         "  chain input {{\n    type filter hook input priority filter; policy accept;\n    \
          iifname != \"{br}\" accept\n    ct state established,related accept"
     );
+    // ACCESS-2: the heartbeat receiver, from the bridge only (the receiver then
+    // checks that the source is a registered VM's address and its token).
+    let _ = writeln!(
+        s,
+        "    ip daddr {gw} tcp dport {} accept comment \"ACCESS-2: heartbeat\"",
+        cfg.heartbeat_port
+    );
     if !cfg.host_ports_for_vms.is_empty() {
         let ports: BTreeSet<u16> = cfg.host_ports_for_vms.iter().copied().collect();
         let ports: Vec<String> = ports.iter().map(u16::to_string).collect();

@@ -6,6 +6,7 @@
 mod agent_api;
 mod agent_dos;
 mod agent_egress;
+mod agent_heartbeat;
 mod agent_lifecycle;
 mod agent_network;
 mod agent_unprivileged;

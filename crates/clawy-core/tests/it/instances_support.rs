@@ -51,6 +51,7 @@ pub fn host_info(cap: (u64, u64, u64), subnet: &str, ports: [u16; 2]) -> HostInf
             ssh_port_range: ports,
         }),
         edge: None,
+        heartbeat_refusals: Default::default(),
     }
 }
 

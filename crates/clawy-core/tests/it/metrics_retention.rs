@@ -107,6 +107,7 @@ async fn latest_health_is_kept_per_instance_and_shown_on_it() {
         http_status: None,
         latency_ms: Some(3),
         uptime_secs: Some(5),
+        heartbeat: None,
     };
     m.record_health(&h).await.unwrap();
     tc.clock.advance(Duration::from_secs(30));

@@ -2,6 +2,7 @@
 //! forwards, flag unknown VMs (never delete them), re-provision a vanished VM, and
 //! report an unreachable host's instances as `unknown` until it answers again.
 
+use clawy_core::Clock as _;
 use clawy_core::instances::InstanceState;
 use clawy_proto::agent::{PortForward, Protocol, VmState};
 
@@ -217,4 +218,128 @@ async fn access_1_poller_stores_samples_health_and_host_info() {
     let host = f.core.hosts().get(&host_id).await.unwrap();
     assert_eq!(host.capacity.vcpus, 64);
     assert!(host.reachable);
+}
+
+fn heartbeat(age_secs: u64) -> clawy_proto::heartbeat::ReceivedHeartbeat {
+    let facts: clawy_proto::heartbeat::Heartbeat = serde_json::from_str(
+        r#"{"v":1,"image":"clawy-openclaw-2026.9.6-1","boot_id":"unknown","booted_at":"2026-11-30T20:00:00Z","sent_at":"2026-11-30T20:01:30Z","config_applied":true,"cloud_init":"done","services":{"openclaw_gateway":{"state":"active","ready":true},"sshd":{"state":"active"},"ufw":{"state":"active","default_incoming":"deny"},"fail2ban":{"state":"failed","jails":[]}}}"#,
+    )
+    .unwrap();
+    clawy_proto::heartbeat::ReceivedHeartbeat {
+        received_at: "2026-11-30T20:01:30Z".into(),
+        age_secs,
+        facts,
+    }
+}
+
+/// ACCESS-1: the poller stores the heartbeat dated by the control plane's clock
+/// (minus the age the agent measured); each service shows with its state and age,
+/// and a heartbeat older than three intervals shows every service as unknown.
+/// DATA-5: once the agent reports the secrets delivered, the poll erases the
+/// sealed copy (one erase path, idempotent, repeated by every later poll).
+#[tokio::test]
+async fn access_1_data_5_poller_stores_heartbeats_and_erases_delivered_secrets() {
+    let f = Fixture::new().await;
+    let agent = fake("DE-fra1", "10.91.7").await;
+    f.host("fra1", &agent, "DE").await;
+    let user = f.user("owner@example.com").await;
+    let inst = f.create(&user, "alpha").await;
+    f.drain(&f.runner("t")).await;
+    let secrets = f.core.guest_secrets();
+    assert!(secrets.pending(&inst.id).await.unwrap().is_some());
+    let poller = clawy_orchestrator::Poller::new(f.core.clone(), f.clients.clone(), 4);
+
+    // A heartbeat, not yet delivered: stored, the sealed copy stays.
+    agent.set_guest_report(&inst.id, Some(heartbeat(5)), false);
+    poller.poll_once().await.unwrap();
+    let t0 = f.clock.now();
+    let h = f
+        .core
+        .metrics()
+        .latest_health(&inst.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.heartbeat_at, Some(t0 - chrono::Duration::seconds(5)));
+    let states = |h: &clawy_core::instances::InstanceHealth,
+                  now|
+     -> Vec<(&'static str, &'static str, Option<u64>)> {
+        h.services(now)
+            .into_iter()
+            .map(|s| (s.name, s.state, s.age_secs))
+            .collect()
+    };
+    assert_eq!(
+        states(&h, t0),
+        [
+            ("openclaw_gateway", "ok", Some(5)),
+            ("sshd", "ok", Some(5)),
+            ("ufw", "ok", Some(5)),
+            ("fail2ban", "down", Some(5)),
+        ]
+    );
+    assert!(secrets.pending(&inst.id).await.unwrap().is_some());
+    assert!(secrets.delivered_at(&inst.id).await.unwrap().is_none());
+
+    // Stale: three intervals (90 s) is the limit; beyond it nothing is healthy.
+    f.clock.advance(std::time::Duration::from_secs(85));
+    let inst_now = f.core.instances().get(&user.id, &inst.id).await.unwrap();
+    let h = inst_now.health.unwrap();
+    assert_eq!(states(&h, f.clock.now())[1], ("sshd", "ok", Some(90)));
+    f.clock.advance(std::time::Duration::from_secs(1));
+    assert!(
+        states(&h, f.clock.now())
+            .iter()
+            .all(|(_, state, age)| *state == "unknown" && *age == Some(91)),
+        "{:?}",
+        states(&h, f.clock.now())
+    );
+    // A poll without a heartbeat (an agent restart) keeps the stored one.
+    agent.set_guest_report(&inst.id, None, false);
+    poller.poll_once().await.unwrap();
+    let h = f
+        .core
+        .metrics()
+        .latest_health(&inst.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.heartbeat_at, Some(t0 - chrono::Duration::seconds(5)));
+
+    // Delivered: the sealed copy is erased, the time recorded; later polls are no-ops.
+    let sealed: String =
+        sqlx::query_scalar("SELECT sealed FROM instance_guest_secrets WHERE instance_id = $1")
+            .bind(&inst.id)
+            .fetch_one(f.core.store().pool())
+            .await
+            .unwrap();
+    agent.set_guest_report(&inst.id, Some(heartbeat(1)), true);
+    poller.poll_once().await.unwrap();
+    assert!(secrets.pending(&inst.id).await.unwrap().is_none());
+    let at = secrets.delivered_at(&inst.id).await.unwrap();
+    assert_eq!(at, Some(f.clock.now().timestamp_millis()));
+    f.clock.advance(std::time::Duration::from_secs(30));
+    poller.poll_once().await.unwrap();
+    assert_eq!(secrets.delivered_at(&inst.id).await.unwrap(), at);
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instance_guest_secrets")
+        .fetch_one(f.core.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+    // SQLite: not even in the file's free pages or the WAL (secure_delete and a
+    // checkpoint after the erase).
+    if let Some(db) = f.db.sqlite_path() {
+        let needle = &sealed.as_bytes()[..32];
+        for file in [
+            db.clone(),
+            std::path::PathBuf::from(format!("{}-wal", db.display())),
+        ] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the sealed copy is still in {}",
+                file.display()
+            );
+        }
+    }
 }

@@ -56,8 +56,10 @@ pub fn public_host(core: &Core) -> String {
 }
 
 /// The health block: `ok`/`down` from the host-side gateway probe, `unknown` before
-/// the first probe. ACCESS-1: nothing else is known about the guest.
-fn health_to_wire(inst: &Instance) -> wire::InstanceHealth {
+/// the first probe; then each service of the guest's heartbeat with its age, all
+/// `unknown` when the heartbeat is stale at `now` (ACCESS-1).
+fn health_to_wire(inst: &Instance, now: chrono::DateTime<chrono::Utc>) -> wire::InstanceHealth {
+    let unreachable = inst.reported_state() == "unknown";
     let gateway = match inst.health.as_ref().and_then(|h| h.tcp_ok) {
         _ if inst.reported_state() == "unknown" => "unknown",
         Some(true) => "ok",
@@ -68,10 +70,24 @@ fn health_to_wire(inst: &Instance) -> wire::InstanceHealth {
         gateway: gateway.to_string(),
         http_status: inst.health.as_ref().and_then(|h| h.http_status),
         checked_at: inst.health.as_ref().map(|h| h.checked_at),
-        services: vec![wire::ServiceHealth {
+        services: std::iter::once(wire::ServiceHealth {
             name: "gateway".to_string(),
             state: gateway.to_string(),
-        }],
+            age_secs: None,
+        })
+        .chain(
+            inst.health
+                .as_ref()
+                .map(|h| h.services(now))
+                .unwrap_or_else(clawy_core::instances::InstanceHealth::no_heartbeat_services)
+                .into_iter()
+                .map(|s| wire::ServiceHealth {
+                    name: s.name.to_string(),
+                    state: if unreachable { "unknown" } else { s.state }.to_string(),
+                    age_secs: s.age_secs,
+                }),
+        )
+        .collect(),
     }
 }
 
@@ -80,6 +96,7 @@ pub fn to_wire(
     inst: &Instance,
     public_host: &str,
     host_location: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> wire::Instance {
     let state =
         wire::InstanceState::parse(inst.reported_state()).unwrap_or(wire::InstanceState::Unknown);
@@ -100,7 +117,7 @@ pub fn to_wire(
         plan: inst.plan.clone(),
         region: inst.region.clone(),
         host_location,
-        health: health_to_wire(inst),
+        health: health_to_wire(inst, now),
         last_contact_at: inst.host_last_contact_at,
         uptime_secs: inst
             .health
@@ -157,9 +174,10 @@ pub async fn many_to_wire(
             .collect()
     };
     let host = public_host(core);
+    let now = core.now();
     Ok(items
         .iter()
-        .map(|i| to_wire(i, &host, locations.get(&i.host_id).cloned()))
+        .map(|i| to_wire(i, &host, locations.get(&i.host_id).cloned(), now))
         .collect())
 }
 
@@ -171,7 +189,7 @@ pub async fn one_to_wire(core: &Core, inst: &Instance) -> wire::Instance {
         .await
         .ok()
         .map(|h| h.location_label());
-    to_wire(inst, &public_host(core), location)
+    to_wire(inst, &public_host(core), location, core.now())
 }
 
 /// Runs a lifecycle request on the owner's instance (only inserts a job: the job

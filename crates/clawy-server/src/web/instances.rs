@@ -90,6 +90,8 @@ pub struct InstanceView {
 pub struct ServiceView {
     pub name: String,
     pub state: String,
+    /// `12 s ago` from the heartbeat that reported it.
+    pub age: Option<String>,
 }
 
 /// `3 d 4 h`, `2 h 5 min`, `42 s`.
@@ -143,6 +145,7 @@ impl InstanceView {
                 .map(|s| ServiceView {
                     name: s.name,
                     state: s.state,
+                    age: s.age_secs.map(|a| format!("{} ago", format_uptime(a))),
                 })
                 .collect(),
             checked,

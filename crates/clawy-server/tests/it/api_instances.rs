@@ -67,6 +67,7 @@ pub async fn fake_host(
                     ssh_port_range: [22000, 22099],
                 }),
                 edge: None,
+                heartbeat_refusals: Default::default(),
             },
         )
         .await
@@ -1023,4 +1024,79 @@ async fn data5_secrets_are_checked_sealed_and_the_gateway_token_shown_once() {
             .is_some()
     );
     assert!(!app.core.guest_secrets().erase(&id).await.unwrap());
+}
+
+/// ACCESS-1: the API shows each service the guest's heartbeat reports, with its
+/// state and age; once the heartbeat is older than three intervals every one of
+/// them is `unknown` (the injected clock moves, nothing else).
+#[tokio::test]
+async fn access_1_api_shows_heartbeat_services_with_age_and_stale_as_unknown() {
+    use clawy_core::Clock as _;
+    let app = TestApp::start().await;
+    fake_host(&app, "fra1-a", "DE", ROOMY, 3).await;
+    let user = app.with_user().await;
+    let (_, manage) = app.with_api_key(&user, Tier::Manage).await;
+    let inst = json(create(&app, &manage, serde_json::json!({"name": "hb"})).await).await;
+    let id = inst["id"].as_str().unwrap().to_string();
+    let services = |v: &serde_json::Value| -> Vec<(String, String, Option<u64>)> {
+        v["health"]["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap().to_string(),
+                    s["state"].as_str().unwrap().to_string(),
+                    s["age_secs"].as_u64(),
+                )
+            })
+            .collect()
+    };
+    // Before any heartbeat: all unknown.
+    let before = services(&inst);
+    assert_eq!(before.len(), 5, "{before:?}");
+    assert!(before.iter().all(|(_, s, _)| s == "unknown"), "{before:?}");
+
+    let facts = r#"{"v":1,"image":"clawy-openclaw-2026.9.6-1","boot_id":"unknown","booted_at":"2026-11-30T20:00:00Z","sent_at":"2026-11-30T20:01:30Z","config_applied":true,"cloud_init":"done","services":{"openclaw_gateway":{"state":"active","ready":true},"sshd":{"state":"active"},"ufw":{"state":"active","default_incoming":"deny"},"fail2ban":{"state":"failed","jails":[]}}}"#;
+    let now = app.clock.now();
+    app.core
+        .metrics()
+        .record_health(&clawy_core::metrics::HealthUpdate {
+            instance_id: id.clone(),
+            checked_at: now,
+            vm_state: Some("running".into()),
+            tcp_ok: Some(true),
+            http_status: Some(200),
+            latency_ms: Some(1),
+            uptime_secs: Some(60),
+            heartbeat: Some((facts.to_string(), now - chrono::Duration::seconds(5))),
+        })
+        .await
+        .unwrap();
+    let get = || async {
+        json(
+            app.get_with_key(&format!("/api/v1/instances/{id}"), &manage)
+                .await,
+        )
+        .await
+    };
+    let fresh = services(&get().await);
+    let s = |n: &str, st: &str, a: Option<u64>| (n.to_string(), st.to_string(), a);
+    assert_eq!(
+        fresh[1..],
+        [
+            s("openclaw_gateway", "ok", Some(5)),
+            s("sshd", "ok", Some(5)),
+            s("ufw", "ok", Some(5)),
+            s("fail2ban", "down", Some(5)),
+        ]
+    );
+    app.clock.advance(std::time::Duration::from_secs(86));
+    let stale = services(&get().await);
+    assert!(
+        stale[1..]
+            .iter()
+            .all(|(_, st, age)| st == "unknown" && *age == Some(91)),
+        "{stale:?}"
+    );
 }

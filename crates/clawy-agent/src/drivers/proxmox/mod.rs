@@ -554,6 +554,8 @@ impl ProxmoxDriver {
             net_tx_bytes: running.then(|| as_u64("netout")).flatten(),
             tap: running.then(|| format!("tap{vmid}i0")),
             health: None,
+            heartbeat: None,
+            secrets_delivered: false,
             spec,
         })
     }

@@ -412,6 +412,8 @@ impl QemuDriver {
             net_tx_bytes: net.map(|n| n.1),
             tap,
             health: None,
+            heartbeat: None,
+            secrets_delivered: false,
             spec,
         }
     }
@@ -739,11 +741,20 @@ impl Driver for QemuDriver {
                 "VM `{id}` is running; stop it before its seed is removed"
             )));
         }
-        match std::fs::remove_file(&p.seed) {
+        match seed::destroy_file(&p.seed, 0) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_internal(&p.seed)(e)),
         }
+    }
+
+    /// DATA-5: works on a running VM: the guest has read its seed; QEMU keeps the
+    /// old ISO's inode open, and that inode is zeroed before the clean seed takes
+    /// its name (the next start opens the clean one).
+    async fn scrub_seed(&self, id: &VmId, clean: &SeedFiles) -> Result<(), AgentError> {
+        let (p, _) = self.load_spec(id.as_str())?;
+        seed::replace_iso(clean, &p.seed_work, &p.seed).await?;
+        Ok(())
     }
 }
 

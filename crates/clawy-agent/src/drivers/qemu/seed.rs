@@ -34,6 +34,13 @@ fn write_0600(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 /// unlink it, so the secrets are not left in the file's blocks by a plain unlink
 /// (best effort on copy-on-write file systems; said in DECISIONS.md).
 pub fn destroy_file(path: &Path, len_hint: usize) -> std::io::Result<()> {
+    overwrite_with_zeros(path, len_hint)?;
+    std::fs::remove_file(path)
+}
+
+/// Overwrites a file's bytes with zeros in place and syncs (the same inode: a
+/// process holding it open, QEMU with the seed ISO, sees zeros too).
+pub fn overwrite_with_zeros(path: &Path, len_hint: usize) -> std::io::Result<()> {
     use std::io::Write as _;
     let len = std::fs::metadata(path)
         .map(|m| m.len() as usize)
@@ -41,9 +48,22 @@ pub fn destroy_file(path: &Path, len_hint: usize) -> std::io::Result<()> {
         .max(len_hint);
     let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
     f.write_all(&vec![0u8; len])?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::remove_file(path)
+    f.sync_all()
+}
+
+/// DATA-5: replaces the seed at `iso` by one built from `clean` (no secrets):
+/// the old ISO's bytes are zeroed in place first, then the clean ISO is renamed
+/// over it, so no path ever leads to the secrets again and a later boot finds the
+/// same instance id (cloud-init does not run its once-per-instance modules again).
+pub async fn replace_iso(clean: &SeedFiles, work_dir: &Path, iso: &Path) -> Result<(), SeedError> {
+    let fresh = iso.with_extension("clean.iso");
+    build_iso(clean, work_dir, &fresh).await?;
+    match overwrite_with_zeros(iso, 0) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(SeedError::Io(iso.display().to_string(), e)),
+    }
+    std::fs::rename(&fresh, iso).map_err(|e| SeedError::Io(iso.display().to_string(), e))
 }
 
 /// Write the three files into `work_dir` and build `iso` from them.
