@@ -148,6 +148,8 @@ for run in $(seq 1 "$RUNS"); do
     now=$(date +%s.%N)
     if python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) > float(sys.argv[3]) else 1)" "$t0" "$now" "$TIMEOUT"; then break; fi
     kill -0 "$qpid" 2>/dev/null || break
+    # A guest kernel panic never turns into a login: stop waiting.
+    grep -q "Kernel panic" "$work/serial-$run.log" 2>/dev/null && break
     if in_ns ssh "${sshopts[@]}" claw@127.0.0.1 true 2>/dev/null; then ok=1; break; fi
     sleep 0.5
   done
@@ -169,6 +171,27 @@ for run in $(seq 1 "$RUNS"); do
     echo "  critical chain of ssh.service:"; systemd-analyze critical-chain --no-pager ssh.service | tail -n +3;
     echo "  cloud-init:"; cloud-init analyze show 2>/dev/null | grep -E "^Finished stage|Total Time" | head;
     echo "  failed units:"; systemctl --failed --no-legend --no-pager' | sed 's/^/  /'
+  # Host memory per VM: QEMU's resident set minus the guest RAM's own mapping (the
+  # largest anonymous mapping, MEM MiB) from /proc/<pid>/smaps: what QEMU itself
+  # costs the host beside the RAM it gives the guest.
+  python3 - "$qpid" "$MEM" <<'PY'
+import re, sys
+pid, mem_mib = sys.argv[1], int(sys.argv[2])
+maps, cur = [], None
+for line in open(f"/proc/{pid}/smaps"):
+    if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+        cur = {"name": line.split()[5] if len(line.split()) > 5 else "", "size": 0, "rss": 0}
+        maps.append(cur)
+    elif line.startswith("Size:"):
+        cur["size"] = int(line.split()[1])
+    elif line.startswith("Rss:"):
+        cur["rss"] = int(line.split()[1])
+total = sum(m["rss"] for m in maps)
+ram = max((m for m in maps if not m["name"]), key=lambda m: m["size"])
+assert ram["size"] >= mem_mib * 1024, f"no guest RAM mapping of {mem_mib} MiB: {ram}"
+print(f"  host memory: QEMU RSS {total / 1024:.0f} MiB = guest RAM touched {ram['rss'] / 1024:.0f} MiB"
+      f" (of {ram['size'] / 1024:.0f} MiB) + QEMU's own {(total - ram['rss']) / 1024:.0f} MiB")
+PY
   # Give the reporter a moment after boot to send its "done" beat.
   sleep 10
   echo "  heartbeats received: $(grep -vc '^REFUSED' "$work/heartbeats.jsonl" 2>/dev/null || true), refused: $(grep -c '^REFUSED' "$work/heartbeats.jsonl" 2>/dev/null || true); last:"

@@ -19,8 +19,9 @@ packages=(
   # the real guest image (scripts/build-guest-image.sh): Debian rootfs, ext4 filled
   # from a directory, extlinux on an MBR disk; OpenSSL for the npm tarballs' sha512
   mmdebstrap e2fsprogs extlinux
-  # SSH client for the key-login test through a port forward
-  openssh-client
+  # SSH client for the key-login test through a port forward; the real guest's boot
+  # test scans ports (nmap) and tries password logins (sshpass) that must fail
+  openssh-client sshpass
   # mail sink for password-reset and report notifications
   python3-aiosmtpd
   # edge and browser tests, load tool

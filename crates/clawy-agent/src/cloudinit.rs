@@ -133,13 +133,41 @@ fn fail2ban_jail() -> String {
 /// The gateway's config (CONTRACT.md): local mode, the fixed port, reachable from
 /// the edge (`lan`; UFW admits only the edge's address), token auth, Telegram when
 /// the owner gave a bot token.
-pub fn openclaw_config(secrets: &GuestSecrets) -> String {
+///
+/// Hardening that `openclaw security audit` asks for on a non-loopback bind (the
+/// gateway-on-host test runs it against this exact output): the Control UI accepts
+/// browser origins of the instance's public name and of an SSH tunnel only; the
+/// edge is the one trusted proxy, so the failed-auth limiter counts each client's
+/// own address (from the edge's `X-Forwarded-For`), not the edge's, and one
+/// attacker cannot lock the owner out.
+pub fn openclaw_config(
+    secrets: &GuestSecrets,
+    edge: Ipv4Addr,
+    public_hostname: Option<&str>,
+) -> String {
+    let mut origins: Vec<String> = public_hostname
+        .map(|h| format!("https://{h}"))
+        .into_iter()
+        .collect();
+    // `ssh -L 18789:127.0.0.1:18789` then http://localhost:18789 in a browser.
+    origins.push(format!("http://localhost:{GATEWAY_PORT}"));
+    origins.push(format!("http://127.0.0.1:{GATEWAY_PORT}"));
     let mut cfg = serde_json::json!({
         "gateway": {
             "mode": "local",
             "port": GATEWAY_PORT,
             "bind": "lan",
-            "auth": {"mode": "token", "token": secrets.gateway_token},
+            "auth": {
+                "mode": "token",
+                "token": secrets.gateway_token,
+                "rateLimit": {
+                    "maxAttempts": GATEWAY_AUTH_MAX_ATTEMPTS,
+                    "windowMs": 60_000,
+                    "lockoutMs": 300_000,
+                },
+            },
+            "trustedProxies": [edge.to_string()],
+            "controlUi": {"allowedOrigins": origins},
         }
     });
     if let Some(bot) = &secrets.telegram_bot_token {
@@ -151,6 +179,10 @@ pub fn openclaw_config(secrets: &GuestSecrets) -> String {
     s.push('\n');
     s
 }
+
+/// Failed gateway-token attempts per client address and minute before a 5-minute
+/// lockout (OpenClaw's `gateway.auth.rateLimit`).
+pub const GATEWAY_AUTH_MAX_ATTEMPTS: u32 = 10;
 
 /// `~openclaw/.openclaw/.env`: the model-provider key under its provider's variable.
 pub fn openclaw_env(secrets: &GuestSecrets) -> Option<String> {
@@ -231,7 +263,7 @@ fn cloud_config(spec: &VmSpec, gateway: Ipv4Addr, ctx: &SeedContext) -> String {
             "/var/lib/openclaw/.openclaw/openclaw.json",
             "openclaw:openclaw",
             "0600",
-            &openclaw_config(secrets),
+            &openclaw_config(secrets, gateway, spec.public_hostname.as_deref()),
         );
         if let Some(env) = openclaw_env(secrets) {
             write_file(
@@ -601,7 +633,10 @@ mod tests {
             json,
             serde_json::json!({
                 "gateway": {"mode": "local", "port": 18789, "bind": "lan",
-                    "auth": {"mode": "token", "token": "gwtok_0123456789abcdefghijklmnopqrstuv"}},
+                    "auth": {"mode": "token", "token": "gwtok_0123456789abcdefghijklmnopqrstuv",
+                        "rateLimit": {"maxAttempts": 10, "windowMs": 60000, "lockoutMs": 300000}},
+                    "trustedProxies": ["10.42.0.1"],
+                    "controlUi": {"allowedOrigins": ["http://localhost:18789", "http://127.0.0.1:18789"]}},
                 "channels": {"telegram": {"enabled": true,
                     "botToken": "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawZ", "dmPolicy": "pairing"}}
             })
@@ -638,6 +673,28 @@ mod tests {
                 last.3.as_str()
             ),
             ("/var/lib/clawy/config-applied", "root:root", "0644", "")
+        );
+    }
+
+    #[test]
+    fn gateway_config_admits_the_public_origin_and_trusts_only_the_edge() {
+        let cfg: serde_json::Value = serde_json::from_str(&openclaw_config(
+            &secrets(),
+            Ipv4Addr::new(10, 42, 0, 1),
+            Some("anna.claws.example"),
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg["gateway"]["controlUi"]["allowedOrigins"],
+            serde_json::json!([
+                "https://anna.claws.example",
+                "http://localhost:18789",
+                "http://127.0.0.1:18789"
+            ])
+        );
+        assert_eq!(
+            cfg["gateway"]["trustedProxies"],
+            serde_json::json!(["10.42.0.1"])
         );
     }
 

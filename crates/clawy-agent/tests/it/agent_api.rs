@@ -594,8 +594,12 @@ async fn data5_secrets_go_into_the_seed_only() {
     let dir = agent.state_dir().join("vms/vm-s");
     // Delivered: the seed holds the gateway config (base64 in user-data), 0600.
     let iso = std::fs::read(dir.join("seed.iso")).unwrap();
-    let cfg = base64::engine::general_purpose::STANDARD
-        .encode(clawy_agent::cloudinit::openclaw_config(&secrets));
+    let cfg =
+        base64::engine::general_purpose::STANDARD.encode(clawy_agent::cloudinit::openclaw_config(
+            &secrets,
+            clawy_agent::cloudinit::default_gateway(&spec(3)).unwrap(),
+            None,
+        ));
     let hay = String::from_utf8_lossy(&iso);
     assert!(hay.contains(&cfg), "the seed carries the gateway config");
     assert_eq!(
