@@ -9,6 +9,7 @@ mod cli_support;
 mod cli_tty;
 mod cli_wait;
 mod orchestrator_crash;
+mod orchestrator_drivers;
 mod orchestrator_placement;
 mod orchestrator_postgres;
 mod orchestrator_real;

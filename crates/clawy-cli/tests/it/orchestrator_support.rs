@@ -18,6 +18,7 @@ use clawy_core::{Core, SecretString, User};
 use clawy_testkit::agent::{AgentOptions, TestAgent};
 use clawy_testkit::db::TestDatabase;
 use clawy_testkit::netns::Netns;
+use clawy_testkit::pve_sim::{PveSimOptions, TestPveSim};
 use tokio::net::{TcpListener, TcpStream};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_clawy");
@@ -67,17 +68,44 @@ fn port_of(base_url: &str) -> u16 {
     base_url.rsplit(':').next().unwrap().parse().unwrap()
 }
 
-/// One hypervisor host: namespace + uplink + real agent + stable URL.
+/// One hypervisor host: namespace + uplink + real agent + stable URL; on the
+/// `proxmox` driver also the simulated PVE node (`pve-sim`, a simulator: its VMs
+/// are real TCG guests) the agent drives. Field order is drop order.
 pub struct AgentHost {
     pub agent: TestAgent,
+    pub sim: Option<TestPveSim>,
+    _secrets: Option<tempfile::TempDir>,
     pub proxy: StableProxy,
     pub ns: Netns,
     pub _inet: Netns,
 }
 
 impl AgentHost {
-    /// `subnet3` like `10.81.1` (the /24), ssh ports `ports`, extra agent TOML.
+    /// `subnet3` like `10.81.1` (the /24), ssh ports `ports`, extra agent TOML;
+    /// the `qemu` driver.
     pub async fn start(prefix: &str, subnet3: &str, ports: &str, extra_toml: &str) -> AgentHost {
+        Self::start_on(prefix, subnet3, ports, extra_toml, None).await
+    }
+
+    /// The same on the `proxmox` driver against `pve-sim` in the host's
+    /// namespace, VMIDs from `vmid_range`.
+    pub async fn start_proxmox(
+        prefix: &str,
+        subnet3: &str,
+        ports: &str,
+        extra_toml: &str,
+        vmid_range: &str,
+    ) -> AgentHost {
+        Self::start_on(prefix, subnet3, ports, extra_toml, Some(vmid_range)).await
+    }
+
+    async fn start_on(
+        prefix: &str,
+        subnet3: &str,
+        ports: &str,
+        extra_toml: &str,
+        proxmox_vmids: Option<&str>,
+    ) -> AgentHost {
         let image = clawy_testkit::guest::test_guest_image().unwrap();
         let ns = Netns::new(prefix).unwrap();
         let inet = Netns::new(&format!("{prefix}n")).unwrap();
@@ -90,7 +118,7 @@ impl AgentHost {
             "203.0.113.2/24",
         )
         .unwrap();
-        let opts = AgentOptions {
+        let mut opts = AgentOptions {
             images_dir: Some(image.parent().unwrap().to_path_buf()),
             extra_toml: extra_toml.to_string(),
             network_toml: Some(format!(
@@ -99,12 +127,34 @@ impl AgentHost {
             stop_timeout_secs: 3,
             ..AgentOptions::default()
         };
+        let (mut sim, mut secrets) = (None, None);
+        if let Some(vmids) = proxmox_vmids {
+            let s = TestPveSim::start(
+                &clawy_testkit::pve_sim::bin().unwrap(),
+                PveSimOptions {
+                    allowed_bridges: vec!["clawybr0".into()],
+                    auth_failure_delay_ms: 100,
+                    templates: vec![(9000, image.clone(), None)],
+                    ..Default::default()
+                },
+                Some(&ns),
+            )
+            .await
+            .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let secret = s.write_token_secret(dir.path()).unwrap();
+            opts.driver_toml = s.agent_driver_toml(&secret, &image_name(), vmids);
+            sim = Some(s);
+            secrets = Some(dir);
+        }
         let agent = TestAgent::start(Path::new(BIN), opts, Some(&ns))
             .await
             .unwrap();
         let proxy = StableProxy::start(port_of(&agent.base_url)).await;
         AgentHost {
             agent,
+            sim,
+            _secrets: secrets,
             proxy,
             ns,
             _inet: inet,
