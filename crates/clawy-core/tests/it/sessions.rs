@@ -222,3 +222,92 @@ async fn auth_3_list_revoke_scoped_to_owner_and_logout() {
     assert_ne!(x.token, y.token);
     assert_ne!(x.session.id, y.session.id);
 }
+
+/// AUTH-3: the expiry times a session reports are the ones enforced (idle from its
+/// last use, absolute from its creation), the account page lists only live sessions
+/// (expired rows are removed, not just hidden), and housekeeping removes exactly the
+/// expired rows, at the same boundaries `authenticate` uses. Written against the
+/// mutants that survived the sessions group: nothing checked the purges, the
+/// page, or the times after a touch.
+#[tokio::test]
+async fn auth_3_expired_sessions_are_purged_and_reported_expiry_is_enforced() {
+    let t = TestCore::with(|c| {
+        c.session_idle_minutes = 30;
+        c.session_absolute_hours = 2;
+    })
+    .await;
+    let idle = chrono::Duration::minutes(30);
+    let absolute = chrono::Duration::hours(2);
+    let u = t.user("purge@example.com").await;
+    let sessions = t.core.sessions();
+    // `old` is created first and used every 20 minutes: only its absolute timeout ends it.
+    let old = sessions.create(&u, &client("192.0.2.1")).await.unwrap();
+    assert_eq!(old.session.idle_expires_at, t.clock_now() + idle);
+    assert_eq!(old.session.absolute_expires_at, t.clock_now() + absolute);
+    t.clock.advance(10 * MIN);
+    let idler = sessions.create(&u, &client("192.0.2.2")).await.unwrap();
+    t.clock.advance(10 * MIN);
+    // A touch (more than a minute since the last use) moves the idle expiry with it.
+    let a = sessions.authenticate(old.token.expose()).await.unwrap();
+    assert_eq!(a.session.last_seen_at, t.clock_now());
+    assert_eq!(a.session.idle_expires_at, t.clock_now() + idle);
+    assert_eq!(
+        a.session.absolute_expires_at,
+        old.session.absolute_expires_at
+    );
+    // The list reports the same times, read back from the rows.
+    let list = sessions.list_for_user(&u.id).await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0], a.session, "most recently used first");
+    assert_eq!(list[1], idler.session);
+    let page = sessions
+        .page_for_user(&u.id, &clawy_core::page::PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(page.items, list);
+    // One millisecond before `idler`'s idle timeout it is still listed ...
+    t.clock.advance(20 * MIN - Duration::from_millis(1));
+    assert_eq!(sessions.list_for_user(&u.id).await.unwrap().len(), 2);
+    assert_eq!(sessions.purge_expired().await.unwrap(), 0);
+    // ... and at it, gone from the list and from the table (listing removes it).
+    t.clock.advance(Duration::from_millis(1));
+    let list = sessions.list_for_user(&u.id).await.unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].id, old.session.id);
+    assert_eq!(t.count("SELECT COUNT(*) FROM sessions").await, 1);
+    // Keep `old` in use until just before its absolute timeout.
+    for _ in 0..3 {
+        t.clock.advance(20 * MIN);
+        sessions.authenticate(old.token.expose()).await.unwrap();
+    }
+    // Now 1 h 40 min after `old` was created; a second user's fresh session.
+    let other = t.user("purge-other@example.com").await;
+    let fresh = sessions.create(&other, &client("192.0.2.3")).await.unwrap();
+    t.clock.advance(20 * MIN - Duration::from_millis(1));
+    let page = sessions
+        .page_for_user(&u.id, &clawy_core::page::PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.items.len(),
+        1,
+        "one millisecond before the absolute timeout"
+    );
+    assert_eq!(sessions.purge_expired().await.unwrap(), 0);
+    t.clock.advance(Duration::from_millis(1));
+    // Housekeeping removes `old` (absolute timeout, though used 20 minutes ago) and
+    // keeps the other user's live session.
+    assert_eq!(sessions.purge_expired().await.unwrap(), 1);
+    assert_eq!(t.count("SELECT COUNT(*) FROM sessions").await, 1);
+    sessions.authenticate(fresh.token.expose()).await.unwrap();
+    let page = sessions
+        .page_for_user(&u.id, &clawy_core::page::PageRequest::first(10))
+        .await
+        .unwrap();
+    assert!(page.items.is_empty(), "{:?}", page.items);
+    // A second purge has nothing left to remove; after the idle timeout, the last.
+    assert_eq!(sessions.purge_expired().await.unwrap(), 0);
+    t.clock.advance(30 * MIN);
+    assert_eq!(sessions.purge_expired().await.unwrap(), 1);
+    assert_eq!(t.count("SELECT COUNT(*) FROM sessions").await, 0);
+}
