@@ -275,7 +275,9 @@ async fn auth_3_expired_sessions_are_purged_and_reported_expiry_is_enforced() {
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0].id, old.session.id);
     assert_eq!(t.count("SELECT COUNT(*) FROM sessions").await, 1);
-    // Keep `old` in use until just before its absolute timeout.
+    // Keep `old` in use (last used at 20 min, now 40) until just before its absolute
+    // timeout.
+    sessions.authenticate(old.token.expose()).await.unwrap();
     for _ in 0..3 {
         t.clock.advance(20 * MIN);
         sessions.authenticate(old.token.expose()).await.unwrap();
