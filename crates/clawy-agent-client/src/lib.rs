@@ -78,6 +78,12 @@ impl std::fmt::Debug for Bearer {
     }
 }
 
+/// How long an idle connection to an agent is kept for reuse: under the agent's
+/// idle close of HTTP/1 keep-alive connections (its `header_read_timeout`, 10 s by
+/// default; crates/clawy-agent/API.md asks for at least 5 s), so a pooled connection is
+/// never one the agent is closing.
+const POOL_IDLE: Duration = Duration::from_secs(4);
+
 #[derive(Debug, Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
@@ -116,6 +122,11 @@ impl AgentClient {
             .https_only(true)
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
+            // Never reuse a connection the agent may be closing: it ends HTTP/1
+            // keep-alive connections idle for its `header_read_timeout` (10 s by
+            // default). A request written into one that the agent closed at that
+            // instant fails with an EOF, not an answer; seen as a flaky test.
+            .pool_idle_timeout(POOL_IDLE)
             .build()
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         Ok(AgentClient {
