@@ -76,7 +76,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     layout.create()?;
 
     // 3. The guest image first: a failure here should stop before anything runs.
-    let guest = choose_guest(&args.guest, &config.base_image)?;
+    let explicit = std::env::var_os("CLAWY_GUEST_IMAGE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let guest = choose_guest(&args.guest, &config.base_image, explicit)?;
     let image = ensure_guest_image(&layout.images_dir, &guest.name, guest.source.as_deref())?;
     tracing::info!(image = %image.display(), "guest image ready");
     config.base_image = guest.name.clone();
@@ -577,15 +580,16 @@ struct GuestChoice {
 /// `CLAWY_GUEST_IMAGE` (an explicit image file) wins; else `mode`: `openclaw` needs
 /// the image built by scripts/build-guest-image.sh, `auto` takes it when built and
 /// the stand-in otherwise, `stand-in` always takes the stand-in.
-fn choose_guest(mode: &str, stand_in_name: &str) -> anyhow::Result<GuestChoice> {
-    if let Some(p) = std::env::var_os("CLAWY_GUEST_IMAGE").filter(|v| !v.is_empty()) {
+fn choose_guest(
+    mode: &str,
+    stand_in_name: &str,
+    explicit: Option<PathBuf>,
+) -> anyhow::Result<GuestChoice> {
+    if let Some(p) = explicit {
         return Ok(GuestChoice {
             name: stand_in_name.to_string(),
-            describe: format!(
-                "{stand_in_name} (from CLAWY_GUEST_IMAGE={})",
-                PathBuf::from(&p).display()
-            ),
-            source: Some(PathBuf::from(p)),
+            describe: format!("{stand_in_name} (from CLAWY_GUEST_IMAGE={})", p.display()),
+            source: Some(p),
             manifest: None,
         });
     }
@@ -818,13 +822,15 @@ mod tests {
 
     #[test]
     fn guest_mode_is_checked() {
-        // Only when CLAWY_GUEST_IMAGE is unset does the mode matter.
-        if std::env::var_os("CLAWY_GUEST_IMAGE").is_some() {
-            return;
-        }
-        let err = choose_guest("debian", "g.qcow2").unwrap_err().to_string();
+        let err = choose_guest("debian", "g.qcow2", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("auto, openclaw, stand-in"), "{err}");
-        let s = choose_guest("stand-in", "g.qcow2").unwrap();
+        // An explicit image file wins over any mode.
+        let e = choose_guest("openclaw", "g.qcow2", Some("/x/i.qcow2".into())).unwrap();
+        assert_eq!(e.source.as_deref(), Some(Path::new("/x/i.qcow2")));
+        assert_eq!(e.name, "g.qcow2");
+        let s = choose_guest("stand-in", "g.qcow2", None).unwrap();
         assert_eq!(
             (s.name.as_str(), s.source, s.manifest),
             ("g.qcow2", None, None)

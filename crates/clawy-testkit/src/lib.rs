@@ -13,5 +13,6 @@ pub mod nft;
 pub mod openclaw_image;
 pub mod postgres;
 pub mod pve_sim;
+pub mod scans;
 pub mod secrets;
 pub mod smtp;
